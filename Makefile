@@ -1,0 +1,67 @@
+# finetune-operator: every developer and CI entry point.
+#   make demo    set up .venv and fine-tune a tiny model on this CPU
+#   make test    set up .venv, helm/kubectl and prometheus, run every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
+TORCH_VERSION := 2.13.0
+
+# Caches stay inside the project, never in the home directory.
+export HF_HOME := $(CURDIR)/.cache/huggingface
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export DS_BUILD_OPS := 0
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv tools demo test test-fast test-reliability bench crd lint \
+        kind-up kind-e2e kind-down images clean
+
+help:
+	@grep -E '^#   make' Makefile | sed 's/^#   //'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -e ".[operator,trainer,dev]"
+	@touch $@
+
+venv: $(STAMP)
+
+tools: $(STAMP)
+	@bash scripts/install-tools.sh $(VENV)
+	@bash scripts/install-prometheus.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/finetune run examples/tiny-chat.yaml --local
+
+test: tools
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -m "not slow and not reliability" $(PYTEST_ARGS)
+
+test-reliability: tools
+	$(PY) -m pytest -p no:cacheprovider -m reliability $(PYTEST_ARGS)
+
+bench: tools
+	$(PY) -m bench
+
+crd: $(STAMP)
+	$(VENV)/bin/finetune crd > crds/finetunejob.yaml
+	cp crds/finetunejob.yaml charts/finetune-operator/crds/finetunejob.yaml
+
+lint: tools
+	$(VENV)/bin/ruff check operator trainer_image tests bench
+
+kind-up kind-e2e kind-down images:
+	@bash scripts/kind.sh $@
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache

@@ -1,0 +1,46 @@
+"""`finetune validate FILE...`: one line per problem, exit 1 when any job is invalid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.validation import validate_job
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "validate",
+        help="check FineTuneJob YAML files",
+        description="Validate FineTuneJobs (multi-document YAML, '-' for stdin): the schema, "
+        "cross-field rules, and that the planner can place the job.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--no-plan", action="store_true", help="skip the feasibility check")
+    p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    bad = 0
+    checked = 0
+    for source in args.files:
+        try:
+            docs = read_documents(source)
+        except DocumentError as err:
+            print(err, file=sys.stderr)
+            bad += 1
+            continue
+        for doc in docs:
+            checked += 1
+            _, problems = validate_job(doc.body, plan=not args.no_plan)
+            for problem in problems:
+                print(f"{source}: doc {doc.index}: {problem}", file=sys.stderr)
+            bad += bool(problems)
+            if not problems and not args.quiet:
+                print(f"{source}: doc {doc.index}: valid")
+    if checked == 0 and bad == 0:
+        print("no FineTuneJob documents found", file=sys.stderr)
+        return 1
+    return 1 if bad else 0

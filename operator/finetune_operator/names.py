@@ -1,0 +1,59 @@
+"""Deterministic names of the Kubernetes objects derived from a FineTuneJob.
+
+The operator finds its children by these names, never by label selectors, so that a restart at
+any point finds exactly what it created before. Validation uses the same functions to reject a
+FineTuneJob name that would make any derived name or pod hostname too long.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 1035 label: what Service names and pod hostnames must be.
+DNS_LABEL_MAX = 63
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_dns_1035_label(name: str) -> bool:
+    return len(name) <= DNS_LABEL_MAX and bool(_DNS_1035.match(name))
+
+
+def config_map_name(job: str) -> str:
+    """The ConfigMap holding the resolved trainer config."""
+    return f"{job}-trainer"
+
+
+def service_name(job: str) -> str:
+    """The headless Service: pods' subdomain, rendezvous and metrics."""
+    return job
+
+
+def batch_job_name(job: str, restart: int) -> str:
+    """The batch/v1 Job of attempt `restart` (0 for the first run)."""
+    return f"{job}-r{restart}"
+
+
+def pod_hostname(job: str, restart: int, index: int) -> str:
+    """Hostname of the pod with completion index `index` (Indexed Job convention)."""
+    return f"{batch_job_name(job, restart)}-{index}"
+
+
+def rendezvous_host(job: str, restart: int, namespace: str) -> str:
+    """Stable DNS name of node rank 0, the torchrun rendezvous endpoint."""
+    return f"{pod_hostname(job, restart, 0)}.{service_name(job)}.{namespace}.svc"
+
+
+def longest_derived_name(job: str, max_restarts: int, max_nodes: int) -> str:
+    """The longest name or hostname the operator may ever derive from `job`."""
+    candidates = [
+        config_map_name(job),
+        service_name(job),
+        pod_hostname(job, max_restarts, max_nodes - 1),
+    ]
+    return max(candidates, key=len)
+
+
+def max_job_name_length(max_restarts: int, max_nodes: int) -> int:
+    """The longest FineTuneJob name whose derived names all fit in a DNS label."""
+    overhead = len(longest_derived_name("", max_restarts, max_nodes))
+    return DNS_LABEL_MAX - overhead

@@ -1,0 +1,44 @@
+"""Model size strings: 125M, 7.5B, 70B, 1.2T or plain integers."""
+
+from __future__ import annotations
+
+import re
+
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str | int) -> int:
+    """Parse a parameter count. Raises ValueError with a message fit for the user."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a size like 125M, 7.5B or 70B (got {value})")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"must be a positive parameter count (got {value})")
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"must be a size like 125M, 7.5B, 70B or an integer (got {value!r})")
+    number, suffix = float(match.group(1)), match.group(2).upper()
+    count = int(round(number * _SUFFIX[suffix]))
+    if count <= 0:
+        raise ValueError(f"must be a positive parameter count (got {value!r})")
+    return count
+
+
+def format_size(count: int) -> str:
+    """7_500_000_000 -> '7.5B'."""
+    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return str(count)
+
+
+def format_bytes(n: int | float) -> str:
+    """Bytes in binary units: 1536 -> '1.5 KiB'."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

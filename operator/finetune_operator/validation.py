@@ -1,0 +1,343 @@
+"""Validation of FineTuneJobs: schema, cross-field rules, and whether a plan exists.
+
+One function, `validate_job`, is used by `finetune validate`, `finetune run` and the operator,
+so a user sees the same message wherever a mistake is caught. Messages name the field path in
+the camelCase the user wrote, say what is wrong and what was given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from finetune_operator import names
+from finetune_operator.api import API_VERSION, KIND, FineTuneJob, FineTuneJobSpec
+
+_TOKEN_PATTERN = re.compile(r"^(hf_[A-Za-z0-9]{10,}|[A-Za-z0-9_\-]{30,})$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a FineTuneJob, at a field path like spec.training.learningRate."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def validate_job(obj: Any, *, plan: bool = True) -> tuple[FineTuneJob | None, list[Problem]]:
+    """Validate a decoded FineTuneJob document. Returns the model when it is valid."""
+    if not isinstance(obj, dict):
+        return None, [Problem("", f"expected a mapping (a FineTuneJob), got {_kind(obj)}")]
+    header = _header_problems(obj)
+    if header:
+        return None, header
+    problems = _secret_literal_problems(obj)
+    if problems:
+        return None, problems
+    try:
+        job = FineTuneJob.model_validate(obj)
+    except ValidationError as err:
+        return None, pydantic_problems(err)
+    problems = semantic_problems(job)
+    if not problems and plan:
+        problems = plan_problems(job.spec)
+    return (None, problems) if problems else (job, [])
+
+
+def validate_spec(spec: dict[str, Any], name: str, *, plan: bool = True) -> tuple[
+    FineTuneJobSpec | None, list[Problem]
+]:
+    """Validate a spec as the operator sees it (metadata from the live object)."""
+    doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+    job, problems = validate_job(doc, plan=plan)
+    return (job.spec if job else None), problems
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _header_problems(obj: dict[str, Any]) -> list[Problem]:
+    problems = []
+    if obj.get("apiVersion") != API_VERSION:
+        problems.append(
+            Problem("apiVersion", f"must be {API_VERSION} (got {obj.get('apiVersion')!r})")
+        )
+    if obj.get("kind") != KIND:
+        problems.append(Problem("kind", f"must be {KIND} (got {obj.get('kind')!r})"))
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        problems.append(Problem("metadata.name", "is required: give the job a name"))
+    if "spec" not in obj:
+        problems.append(Problem("spec", "is required"))
+    return problems
+
+
+def _secret_literal_problems(obj: dict[str, Any]) -> list[Problem]:
+    """A token pasted where a Secret reference belongs: never echo its value back."""
+    secrets = (obj.get("spec") or {}).get("secrets") if isinstance(obj.get("spec"), dict) else None
+    if not isinstance(secrets, dict):
+        return []
+    return [
+        Problem(
+            f"spec.secrets.{key}",
+            "must reference a Secret as {name: SECRET, key: KEY}; a literal token is not "
+            "allowed (create it with kubectl create secret generic)",
+        )
+        for key, value in secrets.items()
+        if isinstance(value, str)
+    ]
+
+
+def pydantic_problems(err: ValidationError) -> list[Problem]:
+    """Turn pydantic's errors into one readable Problem each."""
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = [str(x) for x in e["loc"] if not _is_union_tag(x)]
+        problems.append(Problem(".".join(_dotted(loc)), _message(e)))
+    return _dedupe(problems)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic inserts the union member ("bool", "literal['auto']") into the location
+    return isinstance(part, str) and (part in {"bool", "int", "str", "float"}
+                                      or part.startswith(("literal[", "function-")))
+
+
+def _dotted(loc: list[str]) -> list[str]:
+    out: list[str] = []
+    for part in loc:
+        if part.isdigit() and out:
+            out[-1] = f"{out[-1]}[{part}]"
+        else:
+            out.append(part)
+    return out
+
+
+def _message(e: dict[str, Any]) -> str:
+    kind, ctx, given = e["type"], e.get("ctx") or {}, e.get("input")
+    got = f" (got {_show(given)})"
+    simple = {
+        "greater_than": f"must be > {ctx.get('gt')}{got}",
+        "greater_than_equal": f"must be >= {ctx.get('ge')}{got}",
+        "less_than": f"must be < {ctx.get('lt')}{got}",
+        "less_than_equal": f"must be <= {ctx.get('le')}{got}",
+        "missing": "is required",
+        "extra_forbidden": "unknown field: check its spelling and indentation (kubectl "
+        "explain finetunejob.spec shows every field)",
+        "int_parsing": f"must be an integer{got}",
+        "int_type": f"must be an integer{got}",
+        "int_from_float": f"must be a whole number{got}",
+        "float_parsing": f"must be a number{got}",
+        "float_type": f"must be a number{got}",
+        "bool_parsing": f"must be true or false{got}",
+        "bool_type": f"must be true or false{got}",
+        "string_type": f"must be a string{got}",
+        "dict_type": f"must be a mapping{got}",
+        "model_type": f"must be a mapping{got}",
+        "list_type": f"must be a list{got}",
+        "string_too_long": f"must be at most {ctx.get('max_length')} characters "
+        f"(got {len(given) if isinstance(given, str) else '?'})",
+        "too_long": f"must have at most {ctx.get('max_length')} items",
+        "literal_error": f"must be one of {ctx.get('expected')}{got}",
+        "finite_number": f"must be a finite number{got}",
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "value_error":
+        return str(e["msg"]).removeprefix("Value error, ")
+    return f"{e['msg']}{got}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", type(None): "nothing"}.get(type(value), "a value")
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: dict[tuple[str, str], Problem] = {}
+    for p in problems:
+        seen.setdefault((p.path, p.message), p)
+    # A union reports one error per member; keep the first per path.
+    by_path: dict[str, Problem] = {}
+    for p in seen.values():
+        by_path.setdefault(p.path, p)
+    return list(by_path.values())
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+def semantic_problems(job: FineTuneJob) -> list[Problem]:
+    """Cross-field rules; the CRD enforces the ones CEL can express as well."""
+    spec = job.spec
+    problems = _name_problems(job.metadata.name, spec)
+    problems += _model_problems(spec)
+    problems += _dataset_problems(spec)
+    problems += _method_problems(spec)
+    problems += _resources_problems(spec)
+    problems += _output_problems(spec)
+    return problems
+
+
+def _name_problems(name: str, spec: FineTuneJobSpec) -> list[Problem]:
+    if not names.is_dns_1035_label(name):
+        return [Problem("metadata.name", "must be lower case letters, digits and '-', start "
+                        f"with a letter and end with a letter or digit (got {_show(name)})")]
+    limit = names.max_job_name_length(spec.run_policy.backoff_limit, spec.resources.max_nodes)
+    if len(name) > limit:
+        longest = names.longest_derived_name(
+            name, spec.run_policy.backoff_limit, spec.resources.max_nodes
+        )
+        return [Problem("metadata.name", f"is {len(name)} characters; at most {limit} fit "
+                        f"the pod hostnames derived from it ({longest!r} would exceed "
+                        f"{names.DNS_LABEL_MAX})")]
+    return []
+
+
+def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    m = spec.model
+    problems = []
+    if m.init == "random":
+        if not m.config:
+            problems.append(Problem("spec.model.config", "init: random needs the model's "
+                                    "config (model_type, hidden_size, num_hidden_layers, ...)"))
+        if m.path:
+            problems.append(Problem("spec.model.path", "init: random builds the model from "
+                                    "config; remove path or use init: pretrained"))
+    elif not m.name and not m.path:
+        problems.append(Problem("spec.model", "set name (a Hugging Face id), path (a "
+                                "directory with config.json), or init: random with config"))
+    if m.name and m.path and m.init == "pretrained":
+        problems.append(Problem("spec.model.path", "set either name or path, not both"))
+    if m.config is not None and m.init == "random" and "model_type" not in m.config:
+        problems.append(Problem("spec.model.config.model_type", "is required (e.g. llama)"))
+    if m.parameters is not None:
+        problems += _size_problems(m.parameters)
+    for field, value in (("spec.model.path", m.path),
+                         ("spec.model.tokenizer.path", m.tokenizer and m.tokenizer.path)):
+        problems += _path_problems(field, value)
+    return problems
+
+
+def _size_problems(value: str | int) -> list[Problem]:
+    from finetune_operator.sizes import parse_size  # small, no heavy imports
+
+    try:
+        parse_size(value)
+    except ValueError as err:
+        return [Problem("spec.model.parameters", str(err))]
+    return []
+
+
+def _dataset_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    d = spec.dataset
+    problems = _path_problems("spec.dataset.train.path", d.train.path)
+    if d.train.weight is not None:
+        problems.append(Problem("spec.dataset.train.weight", "weight belongs only to "
+                                "dataset.mix entries"))
+    if d.eval is not None:
+        problems += _path_problems("spec.dataset.eval.path", d.eval.path)
+        if d.eval_split_ratio is not None:
+            problems.append(Problem("spec.dataset.evalSplitRatio",
+                                    "set dataset.eval or dataset.evalSplitRatio, not both"))
+    for i, source in enumerate(d.mix):
+        problems += _path_problems(f"spec.dataset.mix[{i}].path", source.path)
+        if source.weight is None:
+            problems.append(Problem(f"spec.dataset.mix[{i}].weight",
+                                    "is required: the fraction of rows from this source"))
+    total = sum(s.weight or 0 for s in d.mix)
+    if total >= 1:
+        problems.append(Problem("spec.dataset.mix", f"weights add up to {total:g}; they must "
+                                "leave room for the training data (sum < 1)"))
+    if d.format == "classification" and spec.method.task != "classification":
+        problems.append(Problem("spec.method.task", "format: classification needs "
+                                "task: classification"))
+    if spec.method.task == "classification" and d.format != "classification":
+        problems.append(Problem("spec.dataset.format", "task: classification needs "
+                                "format: classification ({text, label} rows)"))
+    return problems
+
+
+def _method_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    m = spec.method
+    problems = []
+    if m.task == "classification" and m.num_labels is None:
+        problems.append(Problem("spec.method.numLabels", "is required for task: "
+                                "classification (the number of classes)"))
+    if m.task != "classification" and m.num_labels is not None:
+        problems.append(Problem("spec.method.numLabels", "only applies to task: classification"))
+    if m.tuning == "freeze" and m.task != "classification" and m.trainable_layers == 0:
+        problems.append(Problem("spec.method.trainableLayers", "tuning: freeze with task: sft "
+                                "trains nothing; set trainableLayers > 0 or use "
+                                "task: classification (feature extraction)"))
+    if m.tuning != "freeze" and m.trainable_layers:
+        problems.append(Problem("spec.method.trainableLayers", "only applies to tuning: freeze"))
+    layers = (spec.model.config or {}).get("num_hidden_layers")
+    if isinstance(layers, int) and m.trainable_layers > layers:
+        problems.append(Problem("spec.method.trainableLayers", f"is {m.trainable_layers} but "
+                                f"the model has {layers} layers"))
+    return problems
+
+
+def _resources_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    r = spec.resources
+    problems = []
+    if r.nodes is not None and r.nodes > r.max_nodes:
+        problems.append(Problem("spec.resources.nodes", f"is {r.nodes}, above "
+                                f"resources.maxNodes ({r.max_nodes})"))
+    if r.gpu == "cpu" and r.strategy in ("fsdp",):
+        problems.append(Problem("spec.resources.strategy", "fsdp is not supported on cpu "
+                                "(accelerate silently falls back to DDP there); use ddp, "
+                                "zero2 or zero3"))
+    if r.gpu == "cpu" and spec.training.precision == "fp16":
+        problems.append(Problem("spec.training.precision", "fp16 needs a GPU; use fp32 or "
+                                "bf16 on cpu"))
+    return problems
+
+
+def _output_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    path = spec.output.path
+    problems = _path_problems("spec.output.path", path)
+    if spec.output.pvc and not PurePosixPath(path).is_absolute():
+        problems.append(Problem("spec.output.path", "must be an absolute path inside the pod "
+                                f"when output.pvc is set (got {_show(path)})"))
+    return problems
+
+
+def _path_problems(field: str, path: str | None) -> list[Problem]:
+    if not path:
+        return []
+    if "\x00" in path:
+        return [Problem(field, "must not contain NUL characters")]
+    if ".." in PurePosixPath(path).parts:
+        return [Problem(field, f"must not contain '..' (got {_show(path)}): paths may not "
+                        "escape their volume or data folder")]
+    return []
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    """A job the planner cannot place is invalid: say why and what would fit."""
+    from finetune_operator.planner import PlanningError, plan_job
+
+    try:
+        plan = plan_job(spec)
+    except PlanningError as err:
+        return [Problem(err.field, err.message)]
+    if not plan.fits:
+        hint = f"; {plan.suggestion}" if plan.suggestion else ""
+        return [Problem("spec.resources", f"does not fit: {plan.reason}{hint}")]
+    return []

@@ -1,0 +1,50 @@
+"""The resolved trainer configuration: the contract between the operator and the trainer.
+
+The operator (for pods) and the local runner (for a laptop) render one from a FineTuneJob and
+its plan; `python -m finetune_trainer --config FILE` reads it. Importing it needs no torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field
+
+from finetune_operator.api import ApiModel, FineTuneJobSpec, Plan
+
+DEFAULT_METRICS_PORT = 9400
+
+
+class TrainerConfig(ApiModel):
+    """Everything one training process needs to know; identical on every rank."""
+
+    name: str = Field(description="FineTuneJob name (metrics label `finetunejob`).")
+    namespace: str = Field("local", description="Namespace (metrics label `namespace`).")
+    spec: FineTuneJobSpec = Field(description="The validated FineTuneJob spec.")
+    plan: Plan = Field(description="The planner's decisions (strategy, batch, precision...).")
+    data_root: str = Field(
+        description="Directory that relative dataset, model and tokenizer paths resolve against."
+    )
+    output_dir: str = Field(description="Checkpoints, final model and training_summary.json.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where the ranks compute.")
+    metrics_port: int = Field(
+        DEFAULT_METRICS_PORT,
+        ge=0,
+        le=65535,
+        description="Prometheus port of local rank 0 (rank r uses port + local rank); 0 = off.",
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
+
+    def resolve(self, path: str) -> Path:
+        """A path from the spec, resolved against the data root when relative."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.data_root) / p
+
+    def dump_yaml(self) -> str:
+        return yaml.safe_dump(self.to_wire(), sort_keys=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainerConfig:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()))
