@@ -1,0 +1,69 @@
+"""Training progress read from a trainer's Prometheus endpoint.
+
+Rank 0 of every run serves `finetune_train_*` gauges (see docs/metrics.md). The operator's
+progress timer and the local runner's progress bar both turn that text into a `Progress`.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.request
+from datetime import UTC, datetime
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from finetune_operator.api import Progress
+
+# metric name -> Progress field
+_GAUGES = {
+    "finetune_train_step": "step",
+    "finetune_train_total_steps": "total_steps",
+    "finetune_train_epoch": "epoch",
+    "finetune_train_loss": "loss",
+    "finetune_eval_loss": "eval_loss",
+    "finetune_train_tokens_per_second": "tokens_per_second",
+    "finetune_train_eta_seconds": "eta_seconds",
+}
+
+
+class ProgressUnavailable(Exception):
+    """The metrics endpoint could not be read."""
+
+
+def parse_progress(text: str, now: datetime | None = None) -> Progress:
+    """Progress from Prometheus exposition text. Unknown or NaN samples are left unset."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            field = _GAUGES.get(sample.name)
+            if field and not math.isnan(sample.value):
+                values[field] = sample.value
+    step = _int(values.get("step"))
+    total = _int(values.get("total_steps"))
+    tps = values.get("tokens_per_second")
+    return Progress(
+        step=step,
+        total_steps=total,
+        percent=round(100.0 * step / total, 1) if step is not None and total else None,
+        epoch=values.get("epoch"),
+        loss=values.get("loss"),
+        eval_loss=values.get("eval_loss"),
+        tokens_per_second=tps,
+        eta_seconds=values.get("eta_seconds"),
+        updated_at=now or datetime.now(UTC),
+        stale=False,
+    )
+
+
+def fetch_progress(url: str, timeout: float = 2.0) -> Progress:
+    """GET a metrics endpoint and parse it; raises ProgressUnavailable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only)
+            text = response.read().decode("utf-8", errors="replace")
+    except (OSError, ValueError) as err:
+        raise ProgressUnavailable(f"{url}: {err}") from None
+    return parse_progress(text)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
