@@ -1,0 +1,44 @@
+"""The Kubernetes permissions the operator uses: the single list the Helm chart's ClusterRole
+must grant (a chart test compares the two).
+
+Each rule names what in the code needs it. kopf runs standalone (no peering objects) and with
+resource and namespace scanning disabled, so it needs no access to CRDs or namespaces.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Rule(NamedTuple):
+    """One RBAC rule: API group ("" for core), resource (with /subresource) and verbs."""
+
+    api_group: str
+    resource: str
+    verbs: tuple[str, ...]
+
+
+RULES: tuple[Rule, ...] = (
+    # kopf lists and watches FineTuneJobs, patches its annotations (diff base, progress);
+    # the Job-event handler gets the owning job by name.
+    Rule("finetune.dev", "finetunejobs", ("get", "list", "watch", "patch")),
+    # The lifecycle writes status through the status subresource.
+    Rule("finetune.dev", "finetunejobs/status", ("get", "patch")),
+    # Children found by deterministic name: read, create, delete (TTL, restarts, deletion).
+    Rule("", "configmaps", ("get", "create", "delete")),
+    Rule("", "services", ("get", "create", "delete")),
+    # The gang: kopf watches Jobs to react at once; suspend/resume is a patch.
+    Rule("batch", "jobs", ("get", "list", "watch", "create", "patch", "delete")),
+    # Pods of the current Job: phases, exit codes, scheduler messages, rank 0's IP.
+    Rule("", "pods", ("list",)),
+    # Events on every transition (kopf posts core/v1 Events).
+    Rule("", "events", ("create",)),
+)
+
+
+def as_policy_rules() -> list[dict[str, list[str]]]:
+    """RULES as Kubernetes PolicyRule dicts (one per rule)."""
+    return [
+        {"apiGroups": [r.api_group], "resources": [r.resource], "verbs": list(r.verbs)}
+        for r in RULES
+    ]
