@@ -11,9 +11,9 @@ are camelCase on the wire (Kubernetes convention) and snake_case in Python.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "finetune.dev"
@@ -31,6 +31,20 @@ Precision = Literal["bf16", "fp16", "fp32"]
 Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 PHASES: tuple[str, ...] = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 TERMINAL_PHASES: tuple[str, ...] = ("Succeeded", "Failed")
+
+
+def _auto_or_bool(value: Any) -> Any:
+    """Accept true, false or auto (YAML booleans, or the same words as strings)."""
+    if value is None or value == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"must be true, false or auto (got {value!r})")
+
+
+AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
 
 
 class ApiModel(BaseModel):
@@ -337,7 +351,7 @@ class TrainingSpec(ApiModel):
         description="How sequences share a batch: packed, padding-free (no pad tokens, "
         "fastest measured on CPU), none (padded), or auto (the planner decides).",
     )
-    gradient_checkpointing: Literal["auto"] | bool = Field(
+    gradient_checkpointing: AutoBool = Field(
         "auto",
         description="Recompute activations in backward: true, false, or auto (on only when "
         "needed to fit).",

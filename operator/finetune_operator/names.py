@@ -44,12 +44,11 @@ def rendezvous_host(job: str, restart: int, namespace: str) -> str:
 
 
 def longest_derived_name(job: str, max_restarts: int, max_nodes: int) -> str:
-    """The longest name or hostname the operator may ever derive from `job`."""
-    candidates = [
-        config_map_name(job),
-        service_name(job),
-        pod_hostname(job, max_restarts, max_nodes - 1),
-    ]
+    """The longest derived name that must fit a DNS label (Service name, pod hostname).
+
+    ConfigMap and pod names are DNS subdomains (253 characters) and never the limit.
+    """
+    candidates = [service_name(job), pod_hostname(job, max_restarts, max_nodes - 1)]
     return max(candidates, key=len)
 
 

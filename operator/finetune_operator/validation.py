@@ -124,10 +124,10 @@ def _message(e: dict[str, Any]) -> str:
     kind, ctx, given = e["type"], e.get("ctx") or {}, e.get("input")
     got = f" (got {_show(given)})"
     simple = {
-        "greater_than": f"must be > {ctx.get('gt')}{got}",
-        "greater_than_equal": f"must be >= {ctx.get('ge')}{got}",
-        "less_than": f"must be < {ctx.get('lt')}{got}",
-        "less_than_equal": f"must be <= {ctx.get('le')}{got}",
+        "greater_than": f"must be > {_num(ctx.get('gt'))}{got}",
+        "greater_than_equal": f"must be >= {_num(ctx.get('ge'))}{got}",
+        "less_than": f"must be < {_num(ctx.get('lt'))}{got}",
+        "less_than_equal": f"must be <= {_num(ctx.get('le'))}{got}",
         "missing": "is required",
         "extra_forbidden": "unknown field: check its spelling and indentation (kubectl "
         "explain finetunejob.spec shows every field)",
@@ -155,8 +155,12 @@ def _message(e: dict[str, Any]) -> str:
     return f"{e['msg']}{got}"
 
 
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
+    text = repr(value) if isinstance(value, str) else _num(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -300,6 +304,10 @@ def _resources_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.resources.strategy", "fsdp is not supported on cpu "
                                 "(accelerate silently falls back to DDP there); use ddp, "
                                 "zero2 or zero3"))
+    t = spec.training
+    if t.micro_batch_size is not None and t.micro_batch_size > t.global_batch_size:
+        problems.append(Problem("spec.training.microBatchSize", f"must not exceed "
+                                f"globalBatchSize ({t.micro_batch_size} > {t.global_batch_size})"))
     if r.gpu == "cpu" and spec.training.precision == "fp16":
         problems.append(Problem("spec.training.precision", "fp16 needs a GPU; use fp32 or "
                                 "bf16 on cpu"))

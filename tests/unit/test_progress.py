@@ -1,0 +1,46 @@
+"""Progress is read from the trainer's real Prometheus exposition format."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from finetune_operator.progress import parse_progress
+
+
+def exposition(values: dict[str, float]) -> str:
+    registry = CollectorRegistry()
+    labels = {"namespace": "ml", "finetunejob": "demo", "rank": "0"}
+    for name, value in values.items():
+        gauge = Gauge(name, name, list(labels), registry=registry)
+        gauge.labels(**labels).set(value)
+    return generate_latest(registry).decode()
+
+
+def test_parses_every_progress_field():
+    text = exposition({
+        "finetune_train_step": 30,
+        "finetune_train_total_steps": 120,
+        "finetune_train_epoch": 0.75,
+        "finetune_train_loss": 1.25,
+        "finetune_eval_loss": 1.5,
+        "finetune_train_tokens_per_second": 5000,
+        "finetune_train_eta_seconds": 90,
+    })
+    p = parse_progress(text)
+    assert (p.step, p.total_steps, p.percent) == (30, 120, 25.0)
+    assert (p.epoch, p.loss, p.eval_loss) == (0.75, 1.25, 1.5)
+    assert (p.tokens_per_second, p.eta_seconds) == (5000, 90)
+    assert p.stale is False and p.updated_at is not None
+
+
+def test_missing_and_nan_metrics_stay_unset():
+    p = parse_progress(exposition({"finetune_train_step": 3, "finetune_eval_loss": math.nan}))
+    assert p.step == 3
+    assert p.eval_loss is None and p.total_steps is None and p.percent is None
+
+
+def test_unrelated_metrics_are_ignored():
+    p = parse_progress(exposition({"process_cpu_seconds_total_x": 4}))
+    assert p.step is None and p.loss is None
