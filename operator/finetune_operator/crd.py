@@ -168,9 +168,10 @@ def _mixed_rule(members: list[dict[str, Any]]) -> dict[str, str] | None:
     for m in members:
         if m.get("type") == "boolean":
             checks.append("type(self) == bool")
-        elif "const" in m or "enum" in m:
+        elif m.get("type") == "string" and ("const" in m or "enum" in m):
             values = [m["const"]] if "const" in m else m["enum"]
-            checks += [f"self == {_cel_literal(v)}" for v in values]
+            # CEL has no equality between a bool and a string: test the type first.
+            checks += [f"(type(self) == string && self == {_cel_literal(v)})" for v in values]
         else:
             return None
     allowed = ", ".join(
@@ -181,5 +182,5 @@ def _mixed_rule(members: list[dict[str, Any]]) -> dict[str, str] | None:
     return {"rule": " || ".join(checks), "message": f"must be one of {allowed}"}
 
 
-def _cel_literal(value: Any) -> str:
-    return f"'{value}'" if isinstance(value, str) else str(value).lower()
+def _cel_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
