@@ -1,0 +1,141 @@
+"""The planner: size a fine-tuning run from the model and pick its layout.
+
+    plan = plan_job(spec, data_root=None, dataset_stats=None)
+
+returns a `finetune_operator.api.Plan` (with `fits=False`, a reason and a suggestion when
+nothing fits) and raises `PlanningError(field, message)` for a spec that cannot be planned at
+all. Pure Python without torch: the operator image runs it. The modules:
+
+- `parameters`: exact parameter counts from Hugging Face configs,
+- `models`: the built-in catalog of popular models, `gpus`: the accelerator catalog,
+- `memory`: bytes per rank, itemized (the only place that knows this arithmetic),
+- `choose`: the search over strategies, nodes, micro-batch and checkpointing,
+- `estimate`: tokens, FLOPs, GPU-hours and cost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_operator.api import FineTuneJobSpec, MemoryBreakdown, Plan, PlanAlternative
+from finetune_operator.planner.choose import Bounds, Candidate, Sizing, Unreachable, choose
+from finetune_operator.planner.estimate import (
+    DatasetStats,
+    estimate,
+    training_flops,
+    training_tokens,
+)
+from finetune_operator.planner.inputs import (
+    PlanningError,
+    model_count,
+    pod_memory,
+    resolve_gpu,
+    resolve_packing,
+    resolve_precision,
+)
+from finetune_operator.planner.parameters import ParameterCount
+
+__all__ = ["DatasetStats", "PlanningError", "plan_job"]
+
+
+def plan_job(
+    spec: FineTuneJobSpec, *, data_root: Path | None = None,
+    dataset_stats: DatasetStats | None = None,
+) -> Plan:
+    """Plan a FineTuneJob: what to run, on how much hardware, and what it costs."""
+    count, source = model_count(spec, data_root)
+    sizing = _sizing(spec, count)
+    r = spec.resources
+    bounds = Bounds(
+        gpus_per_node=r.gpus_per_node,
+        max_nodes=max(r.max_nodes, r.nodes or 0),
+        nodes=r.nodes,
+        strategy=None if r.strategy == "auto" else r.strategy,
+    )
+    try:
+        choice = choose(sizing, bounds)
+    except Unreachable as err:
+        raise PlanningError(err.field, err.message) from None
+    chosen = choice.chosen
+    tokens, basis = training_tokens(
+        seq_len=sizing.seq_len, global_batch=sizing.global_batch, epochs=spec.training.epochs,
+        max_steps=spec.training.max_steps, stats=dataset_stats,
+    )
+    flops = training_flops(tokens, active=count.active, trainable=sizing.trainable,
+                           backward_through=_backward_through(spec, count))
+    layout = chosen.layout
+    return Plan(
+        parameters=count.total,
+        trainable_parameters=sizing.trainable,
+        parameter_source=source,
+        strategy=layout.strategy,
+        nodes=layout.nodes,
+        gpus_per_node=layout.gpus_per_node,
+        world_size=layout.world,
+        gpu=sizing.gpu.name,
+        gpu_memory=sizing.gpu.memory,
+        precision=sizing.precision,
+        micro_batch_size=chosen.micro_batch,
+        gradient_accumulation=chosen.accumulation,
+        global_batch_size=sizing.global_batch,
+        gradient_checkpointing=chosen.checkpointing,
+        packing=resolve_packing(spec),
+        seq_length=sizing.seq_len,
+        fits=chosen.fits,
+        reason=choice.reason if tokens else f"{choice.reason}; {basis}",
+        suggestion=choice.suggestion,
+        memory_per_gpu=_breakdown(chosen),
+        host_memory_per_node=chosen.memory.host_per_node,
+        alternatives=[_alternative(c) for c in choice.alternatives],
+        estimate=estimate(tokens=tokens, flops=flops, gpu=sizing.gpu,
+                          precision=sizing.precision, world=layout.world,
+                          checkpointing=chosen.checkpointing,
+                          offload=layout.strategy == "zero3-offload"),
+    )
+
+
+def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:
+    method, training = spec.method, spec.training
+    gpu = resolve_gpu(spec)
+    checkpointing = training.gradient_checkpointing
+    return Sizing(
+        count=count,
+        trainable=count.trainable(method.tuning, method.trainable_layers),
+        layers_with_grad=_layers_with_grad(spec, count),
+        gpu=gpu,
+        precision=resolve_precision(spec, gpu),
+        seq_len=training.max_seq_length,
+        global_batch=training.global_batch_size,
+        micro_batch=training.micro_batch_size,
+        checkpointing=None if checkpointing == "auto" else bool(checkpointing),
+        num_labels=method.num_labels if method.task == "classification" else None,
+        host_limit=None if gpu.is_cpu else pod_memory(spec),
+    )
+
+
+def _layers_with_grad(spec: FineTuneJobSpec, count: ParameterCount) -> int:
+    """Blocks that save activations: all, or only the trainable top ones under freeze."""
+    if spec.method.tuning == "freeze":
+        return min(spec.method.trainable_layers, count.shape.num_layers)
+    return count.shape.num_layers
+
+
+def _backward_through(spec: FineTuneJobSpec, count: ParameterCount) -> int:
+    """Parameters the backward pass propagates input gradients through."""
+    if spec.method.tuning != "freeze":
+        return count.active
+    per_layer = count.per_layer_active or count.per_layer
+    return _layers_with_grad(spec, count) * per_layer + count.final_norm + count.head
+
+
+def _breakdown(c: Candidate) -> MemoryBreakdown:
+    m = c.memory
+    return MemoryBreakdown(weights=m.weights, gradients=m.gradients, optimizer=m.optimizer,
+                           activations=m.activations, logits=m.logits, overhead=m.overhead,
+                           total=m.total)
+
+
+def _alternative(c: Candidate) -> PlanAlternative:
+    return PlanAlternative(strategy=c.layout.strategy, nodes=c.layout.nodes,
+                           gpus_per_node=c.layout.gpus_per_node,
+                           memory_per_gpu=c.memory.total, fits=c.fits)
