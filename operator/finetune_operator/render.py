@@ -1,0 +1,317 @@
+"""The Kubernetes objects of one FineTuneJob attempt, as plain dicts.
+
+Pure functions of (owner, spec, plan, settings, attempt): the ConfigMap with the resolved
+trainer config, the headless Service that gives node rank 0 a stable DNS name, and the
+batch/v1 Indexed Job whose pods form the training gang. Nothing here talks to the API server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from finetune_operator import api, names
+from finetune_operator.api import FineTuneJobSpec, Plan
+from finetune_operator.settings import Settings
+from finetune_trainer.config import DEFAULT_METRICS_PORT, TrainerConfig
+
+RENDEZVOUS_PORT = 29500
+CONFIG_DIR = "/etc/finetune"
+CONFIG_KEY = "trainer.yaml"
+DATA_ROOT = "/data"
+DEFAULT_OUTPUT_DIR = "/output"
+TRAINER_CONTAINER = "trainer"
+# Non-root user of the trainer image; fsGroup makes the output volume writable for it.
+TRAINER_UID = 1000
+GPU_RESOURCE = "nvidia.com/gpu"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Label the Job controller puts on its pods (Kubernetes >= 1.27).
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+APP_LABEL = "app.kubernetes.io/name"
+TRAINER_APP = "finetune-trainer"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGER = "finetune-operator"
+JOB_LABEL = "finetune.dev/job"
+ATTEMPT_LABEL = "finetune.dev/attempt"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The FineTuneJob that owns the children: every child carries its ownerReference."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def trainer_config(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> TrainerConfig:
+    """What every rank of every pod reads from /etc/finetune/trainer.yaml."""
+    return TrainerConfig(
+        name=owner.name,
+        namespace=owner.namespace,
+        spec=spec,
+        plan=plan,
+        data_root=DATA_ROOT,
+        output_dir=pod_output_path(spec),
+        device="cpu" if plan.gpu == "cpu" else "cuda",
+        metrics_port=DEFAULT_METRICS_PORT,
+    )
+
+
+def config_map(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, names.config_map_name(owner.name)),
+        "data": {CONFIG_KEY: trainer_config(owner, spec, plan).dump_yaml()},
+    }
+
+
+def service(owner: Owner) -> dict[str, Any]:
+    """Headless, and publishing not-ready pods: ranks resolve rank 0 before it is ready."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, names.service_name(owner.name)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_LABEL: owner.name, APP_LABEL: TRAINER_APP},
+            "ports": [
+                {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
+                {"name": "metrics", "port": DEFAULT_METRICS_PORT,
+                 "targetPort": DEFAULT_METRICS_PORT},
+            ],
+        },
+    }
+
+
+def batch_job(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Settings,
+              attempt: int) -> dict[str, Any]:
+    """The Indexed Job of attempt `attempt` (0 for the first run, +1 per gang restart).
+
+    Created suspended when the run is suspended or queued (Kueue admits the whole gang by
+    unsuspending it). backoffLimit 0: one failed rank fails the Job, and the operator decides
+    whether to restart the gang from the latest checkpoint.
+    """
+    name = names.batch_job_name(owner.name, attempt)
+    queue = spec.resources.queue_name
+    metadata = _metadata(owner, name, attempt)
+    if queue:
+        metadata["labels"][KUEUE_QUEUE_LABEL] = queue
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": plan.nodes,
+            "parallelism": plan.nodes,
+            "backoffLimit": 0,
+            "suspend": spec.run_policy.suspend or bool(queue),
+            "template": _pod_template(owner, spec, plan, settings, attempt),
+        },
+    }
+
+
+def children(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Settings,
+             attempt: int) -> list[dict[str, Any]]:
+    """Every child of an attempt, in creation order (the Job last: it needs the others)."""
+    return [config_map(owner, spec, plan), service(owner),
+            batch_job(owner, spec, plan, settings, attempt)]
+
+
+def pod_output_path(spec: FineTuneJobSpec) -> str:
+    """spec.output.path inside the pod; a relative path (fine for local runs) goes under
+    /output."""
+    path = PurePosixPath(spec.output.path)
+    return str(path if path.is_absolute() else PurePosixPath(DEFAULT_OUTPUT_DIR) / path)
+
+
+def torchrun_args(owner: Owner, plan: Plan, attempt: int) -> list[str]:
+    """torchrun's arguments as a list: no shell, no user text interpreted."""
+    endpoint = f"{names.rendezvous_host(owner.name, attempt, owner.namespace)}:{RENDEZVOUS_PORT}"
+    return [
+        "--nnodes", str(plan.nodes),
+        "--nproc-per-node", str(plan.gpus_per_node),
+        # Kubernetes expands $(NODE_RANK) from the container's env (the completion index).
+        "--node-rank", "$(NODE_RANK)",
+        "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", endpoint,
+        "--rdzv-id", f"{owner.uid}-{attempt}",
+        # The operator restarts the whole gang; torchrun must not restart ranks by itself.
+        "--max-restarts", "0",
+        "-m", "finetune_trainer",
+        "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+    ]
+
+
+# --------------------------------------------------------------------------- pod
+
+
+def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Settings,
+                  attempt: int) -> dict[str, Any]:
+    pod_spec: dict[str, Any] = {
+        "subdomain": names.service_name(owner.name),
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_trainer_container(owner, spec, plan, settings, attempt)],
+        "volumes": _volumes(owner, spec),
+    }
+    resources = spec.resources
+    if resources.node_selector:
+        pod_spec["nodeSelector"] = dict(resources.node_selector)
+    if resources.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in resources.tolerations]
+    if resources.priority_class_name:
+        pod_spec["priorityClassName"] = resources.priority_class_name
+    return {
+        "metadata": {"labels": _labels(owner, attempt)},
+        "spec": pod_spec,
+    }
+
+
+def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Settings,
+                       attempt: int) -> dict[str, Any]:
+    return {
+        "name": TRAINER_CONTAINER,
+        "image": spec.image or settings.default_image,
+        "command": ["torchrun"],
+        "args": torchrun_args(owner, plan, attempt),
+        "env": _env(owner, spec, plan, attempt),
+        "ports": [
+            {"name": "metrics", "containerPort": DEFAULT_METRICS_PORT, "protocol": "TCP"},
+            {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"},
+        ],
+        "resources": _resources(spec, plan),
+        "volumeMounts": _volume_mounts(spec),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _env(owner: Owner, spec: FineTuneJobSpec, plan: Plan, attempt: int) -> list[dict[str, Any]]:
+    """PyTorchJob-style variables (WORLD_SIZE counts pods there, as here) and torchrun's PET_*."""
+    master = names.rendezvous_host(owner.name, attempt, owner.namespace)
+    node_rank = {"valueFrom": {"fieldRef": {
+        "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}}
+    env: list[dict[str, Any]] = [
+        {"name": "NODE_RANK", **node_rank},
+        {"name": "PET_NODE_RANK", **node_rank},
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+        {"name": "WORLD_SIZE", "value": str(plan.nodes)},
+        {"name": "PET_MASTER_ADDR", "value": master},
+        {"name": "PET_MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+        {"name": "PET_NNODES", "value": str(plan.nodes)},
+        {"name": "PET_NPROC_PER_NODE", "value": str(plan.gpus_per_node)},
+        {"name": "FINETUNE_ATTEMPT", "value": str(attempt)},
+        # The root filesystem is read-only: caches go to the scratch volume.
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/tmp/huggingface"},
+        {"name": "TORCH_EXTENSIONS_DIR", "value": "/tmp/torch_extensions"},
+        {"name": "TRITON_CACHE_DIR", "value": "/tmp/triton"},
+    ]
+    if plan.gpu == "cpu":
+        # One thread per rank: two threads per rank collapse when the cores are shared.
+        env += [{"name": "OMP_NUM_THREADS", "value": "1"},
+                {"name": "DS_ACCELERATOR", "value": "cpu"}]
+    token = spec.secrets.hf_token
+    if token:
+        env.append({"name": "HF_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": token.name, "key": token.key}}})
+    return env
+
+
+def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if plan.gpu != "cpu":
+        # Extended resources must be requested and limited alike.
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(plan.gpus_per_node)
+    if spec.resources.cpu:
+        requests["cpu"] = spec.resources.cpu
+    elif plan.gpu == "cpu":
+        requests["cpu"] = str(plan.gpus_per_node)  # one core per CPU rank
+    if spec.resources.memory:
+        requests["memory"] = spec.resources.memory
+    elif plan.host_memory_per_node:
+        requests["memory"] = str(plan.host_memory_per_node)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _volumes(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names.config_map_name(owner.name)}},
+        # NCCL and DataLoader workers share tensors through /dev/shm; the default is 64 MiB.
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    if spec.output.pvc:
+        volumes.append({"name": "output",
+                        "persistentVolumeClaim": {"claimName": spec.output.pvc}})
+    else:
+        # Without a PVC checkpoints live as long as the pod: restarts start over.
+        volumes.append({"name": "output", "emptyDir": {}})
+    return volumes
+
+
+def _volume_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "scratch", "mountPath": "/tmp"},
+        {"name": "output", "mountPath": pod_output_path(spec)},
+    ]
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _labels(owner: Owner, attempt: int | None = None) -> dict[str, str]:
+    labels = {
+        APP_LABEL: TRAINER_APP,
+        MANAGED_BY_LABEL: MANAGER,
+        JOB_LABEL: owner.name,
+    }
+    if attempt is not None:
+        labels[ATTEMPT_LABEL] = str(attempt)
+    return labels
+
+
+def _metadata(owner: Owner, name: str, attempt: int | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": _labels(owner, attempt),
+        "ownerReferences": [owner.reference()],
+    }
