@@ -36,6 +36,12 @@ class TrainerConfig(ApiModel):
         description="Prometheus port of local rank 0 (rank r uses port + local rank); 0 = off.",
     )
     metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
+    peak_flops_per_rank: float | None = Field(
+        None,
+        gt=0,
+        description="Hardware peak FLOP/s of one rank in the planned precision, the MFU "
+        "denominator. Unset: measured with a dense matmul on CPU, MFU not reported on GPU.",
+    )
 
     def resolve(self, path: str) -> Path:
         """A path from the spec, resolved against the data root when relative."""

@@ -1,0 +1,77 @@
+"""Checkpoints that are either complete or ignored.
+
+transformers writes `checkpoint-N/` file by file, and with DeepSpeed every rank writes its own
+shards. A kill at any moment may leave a half-written directory. So a checkpoint only counts
+once every rank has finished writing and rank 0 has written the marker file `COMPLETE` into
+it, last. On start the trainer resumes from the newest complete checkpoint and deletes the
+incomplete ones; rotation to saveTotalLimit only ever counts complete ones and never removes
+the best checkpoint (early stopping keeps it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+PREFIX = "checkpoint-"
+MARKER = "COMPLETE"
+_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+
+
+def step_of(path: Path) -> int | None:
+    match = _NAME.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Every checkpoint directory, oldest step first, complete or not."""
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir() if p.is_dir() and step_of(p) is not None]
+    return sorted(found, key=lambda p: step_of(p) or 0)
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    return [p for p in checkpoints(output_dir) if is_complete(p)]
+
+
+def latest_complete(output_dir: Path) -> Path | None:
+    done = complete_checkpoints(output_dir)
+    return done[-1] if done else None
+
+
+def remove_incomplete(output_dir: Path) -> list[Path]:
+    """Delete half-written checkpoints (rank 0 only); returns what was removed."""
+    removed = [p for p in checkpoints(output_dir) if not is_complete(p)]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def mark_complete(path: Path, step: int) -> None:
+    """Write the marker last, atomically: a marker is either absent or whole."""
+    tmp = path / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps({"step": step}) + "\n")
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    tmp.replace(path / MARKER)
+
+
+def rotate(output_dir: Path, keep: int, protect: Path | None = None) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond `keep`, sparing `protect` (the best
+    checkpoint); returns what was removed."""
+    done = complete_checkpoints(output_dir)
+    protected = protect.resolve() if protect else None
+    removable = [p for p in done if p.resolve() != protected]
+    excess = len(done) - keep
+    removed = removable[:max(0, excess)]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed

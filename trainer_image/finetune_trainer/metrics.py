@@ -1,0 +1,131 @@
+"""Prometheus metrics of one training rank (see docs/metrics.md).
+
+Each rank serves its own CollectorRegistry on metrics_port + local rank. The operator and the
+local runner read rank 0; `finetune_operator.progress` parses these exact names, so a name
+changes in both places or nowhere. Labels are namespace, finetunejob and rank (never `job`:
+Prometheus renames a scraped `job` label to `exported_job`).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+LABELS = ("namespace", "finetunejob", "rank")
+GAUGES = {
+    "finetune_train_loss": "Training loss averaged over the last logging interval.",
+    "finetune_eval_loss": "Loss on the evaluation set at the latest evaluation.",
+    "finetune_train_tokens_per_second": "Input tokens per second, all ranks together, over "
+                                        "the last logging interval.",
+    "finetune_train_tokens_total": "Input tokens processed so far, all ranks together.",
+    "finetune_train_step": "Optimizer steps done.",
+    "finetune_train_total_steps": "Optimizer steps planned for the whole run.",
+    "finetune_train_epoch": "Fractional epoch.",
+    "finetune_train_learning_rate": "Learning rate of the last optimizer step (of the head's "
+                                    "parameter group).",
+    "finetune_train_grad_norm": "Gradient norm before clipping at the last logged step.",
+    "finetune_train_mfu": "Model FLOPs utilization: achieved training FLOP/s over the "
+                          "hardware peak of all ranks (0..1).",
+    "finetune_train_eta_seconds": "Estimated seconds until the planned last step.",
+    "finetune_train_peak_memory_bytes": "Peak memory of this rank: device memory allocated on "
+                                        "GPU, the process's peak resident set on CPU.",
+}
+
+
+class RankMetrics:
+    """The gauges of one rank, all labelled with the same namespace/job/rank."""
+
+    def __init__(self, namespace: str, job: str, rank: int,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        labels = {"namespace": namespace, "finetunejob": job, "rank": str(rank)}
+        self._gauges = {
+            name: Gauge(name, doc, LABELS, registry=self.registry).labels(**labels)
+            for name, doc in GAUGES.items()
+        }
+        self._server: Any = None
+
+    def set(self, name: str, value: float | None) -> None:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            self._gauges[name].set(float(value))
+
+    def serve(self, host: str, port: int) -> None:
+        """Start the HTTP endpoint (a daemon thread); port 0 means no endpoint."""
+        if port:
+            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def peak_memory_bytes() -> int:
+    """Peak device memory on CUDA, peak resident set size of this process otherwise."""
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            return int(torch.cuda.max_memory_allocated())
+    except ImportError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+
+
+def measure_cpu_peak_flops(dtype_name: str = "float32", size: int = 1024,
+                           repeats: int = 5) -> float:
+    """Dense matmul FLOP/s of this process's threads: the CPU's practical peak, used as the
+    MFU denominator when no peak is configured."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)  # warm up kernels and caches
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def training_flops_per_token(parameters: int, trainable: int) -> float:
+    """FLOPs per token of one training step: forward 2N, backward 2N for activation
+    gradients plus 2T for weight gradients (T trainable). Full tuning gives the usual 6N."""
+    return 2.0 * parameters + 2.0 * parameters + 2.0 * trainable
+
+
+@dataclass
+class ThroughputWindow:
+    """Tokens/s and seconds/step, from the previous log to this one (and since start)."""
+
+    start_time: float = field(default_factory=time.monotonic)
+    start_step: int = 0
+    last_time: float = field(default_factory=time.monotonic)
+    last_tokens: int = 0
+
+    def begin(self, step: int, tokens: int) -> None:
+        self.start_time = self.last_time = time.monotonic()
+        self.start_step, self.last_tokens = step, tokens
+
+    def tokens_per_second(self, tokens: int) -> float | None:
+        now = time.monotonic()
+        elapsed = now - self.last_time
+        rate = (tokens - self.last_tokens) / elapsed if elapsed > 0 and tokens else None
+        self.last_time, self.last_tokens = now, tokens
+        return rate
+
+    def eta_seconds(self, step: int, total: int) -> float | None:
+        done = step - self.start_step
+        if done <= 0 or total <= 0:
+            return None
+        return max(0.0, (time.monotonic() - self.start_time) / done * (total - step))

@@ -1,0 +1,60 @@
+"""Building the model: pretrained from a path or hub id, or random from model.config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from finetune_trainer.config import TrainerConfig
+from finetune_trainer.errors import TrainerError
+
+
+def model_class(task: str) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
+
+
+def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
+    """The model the spec names, with weights in fp32 (mixed precision keeps fp32 masters;
+    the trainer's autocast computes in the planned precision)."""
+    import torch
+    from transformers import AutoConfig
+
+    spec = config.spec
+    cls = model_class(spec.method.task)
+    extra: dict[str, Any] = {}
+    if spec.method.task == "classification":
+        extra["num_labels"] = spec.method.num_labels
+    token_ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if tokenizer.bos_token_id is not None:
+        token_ids["bos_token_id"] = tokenizer.bos_token_id
+
+    if spec.model.init == "random":
+        keys = dict(spec.model.config or {})
+        model_type = keys.pop("model_type", None)
+        if not model_type:
+            raise TrainerError("model.config.model_type: required for init: random "
+                               "(e.g. llama)")
+        keys["vocab_size"] = len(tokenizer)  # the tokenizer decides the vocabulary
+        try:
+            hf_config = AutoConfig.for_model(model_type, **keys, **token_ids, **extra)
+        except (ValueError, TypeError) as err:
+            raise TrainerError(f"model.config: {err}") from None
+        torch.manual_seed(spec.training.seed)  # identical initial weights on every rank
+        return cls.from_config(hf_config, dtype=torch.float32)
+
+    source = spec.model.path or spec.model.name
+    local = config.resolve(source) if spec.model.path else None
+    if local is not None and not local.is_dir():
+        raise TrainerError(f"model.path: {local} is not a directory (relative paths resolve "
+                           "against the data root)")
+    try:
+        model = cls.from_pretrained(str(local or source), dtype=torch.float32, **extra)
+    except (OSError, ValueError) as err:
+        field = "model.path" if local else "model.name"
+        raise TrainerError(f"{field}: cannot load {source!r} ({str(err).splitlines()[0]})") \
+            from None
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model

@@ -1,0 +1,159 @@
+"""One training run of one rank, from a TrainerConfig to a saved model and summary.
+
+The steps: refuse what cannot run, read and check the data, get the tokenizer and model,
+freeze what the method freezes, build the TRL (or classification) trainer from the plan,
+resume from the newest complete checkpoint, train while serving metrics, then save the final
+model (`output_dir/final`) and `training_summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune_trainer import checkpoints
+from finetune_trainer.config import TrainerConfig
+from finetune_trainer.data import DataReport, PreparedData, prepare
+from finetune_trainer.errors import TrainerError
+from finetune_trainer.strategy import deepspeed_config, refusal
+
+FINAL_DIR = "final"
+SUMMARY_FILE = "training_summary.json"
+SCHEDULERS = {  # spec name -> transformers scheduler type (wsd is built by the trainer)
+    "cosine": "cosine",
+    "linear": "linear",
+    "constant": "constant_with_warmup",
+    "wsd": "constant",
+}
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process sits, as torchrun describes it."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+                   int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    trainer: Any = field(repr=False, default=None)
+
+
+def preflight(config: TrainerConfig, ranks: Ranks) -> None:
+    """Everything that can be refused before reading a byte of data."""
+    plan, spec = config.plan, config.spec
+    if plan.world_size != ranks.world_size:
+        raise TrainerError(f"plan.worldSize is {plan.world_size} but {ranks.world_size} rank(s) "
+                           "were started; start torchrun with the planned number of processes")
+    reason = refusal(plan.strategy, config.device, tuning=spec.method.tuning,
+                     l2_to_pretrained=spec.method.l2_to_pretrained, precision=plan.precision)
+    if reason:
+        raise TrainerError(reason)
+    training = spec.training
+    has_eval = spec.dataset.eval is not None or bool(spec.dataset.eval_split_ratio)
+    if training.early_stopping_patience is not None:
+        if not has_eval:
+            raise TrainerError("training.earlyStoppingPatience: needs evaluation data "
+                               "(dataset.eval or dataset.evalSplitRatio)")
+        if training.save_steps % training.eval_steps:
+            raise TrainerError("training.saveSteps must be a multiple of training.evalSteps "
+                               "when earlyStoppingPatience is set (the best model is kept from a "
+                               "checkpoint taken at an evaluation)")
+
+
+def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
+    ranks = ranks or Ranks.from_env()
+    preflight(config, ranks)
+    if config.device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
+    started = time.monotonic()
+    spec = config.spec
+    data = prepare(spec.dataset, resolve=config.resolve, num_labels=spec.method.num_labels,
+                   assistant_only_loss=_assistant_only(config), seed=spec.training.seed)
+
+    from finetune_trainer import build
+
+    trainer, parts = build.trainer_for(config, data, ranks)
+    output_dir = Path(config.output_dir)
+    if ranks.rank == 0:
+        for path in checkpoints.remove_incomplete(output_dir):
+            print(f"finetune-trainer: removed incomplete checkpoint {path.name}", flush=True)
+    resume = checkpoints.latest_complete(output_dir)
+    parts.metrics.serve(config.metrics_host,
+                        config.metrics_port + ranks.local_rank if config.metrics_port else 0)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        trainer.save_model(str(output_dir / FINAL_DIR))
+    finally:
+        parts.metrics.close()
+    summary = build_summary(config, trainer, parts, data.report, resume,
+                            wall_seconds=time.monotonic() - started)
+    if ranks.rank == 0:
+        _write_json(output_dir / SUMMARY_FILE, summary)
+    return RunResult(summary, trainer)
+
+
+def _assistant_only(config: TrainerConfig) -> bool:
+    return config.spec.dataset.format == "messages" and config.spec.method.assistant_only_loss
+
+
+def build_summary(config: TrainerConfig, trainer: Any, parts: Any, report: DataReport,
+                  resumed_from: Path | None, wall_seconds: float) -> dict[str, Any]:
+    state = trainer.state
+    curve = [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e]
+    evals = [{"step": e["step"], "loss": e["eval_loss"]} for e in state.log_history
+             if "eval_loss" in e]
+    tokens = int(state.num_input_tokens_seen or 0)
+    tokens_this_run = tokens - parts.tokens_at_start(trainer)
+    train_seconds = parts.train_seconds(trainer)
+    return {
+        "finetunejob": config.name,
+        "namespace": config.namespace,
+        "plan": config.plan.to_wire(),
+        "strategy": {"planned": config.plan.strategy, "wrapper": parts.wrapper_check.found,
+                     "worldSize": config.plan.world_size},
+        "steps": state.global_step,
+        "totalSteps": state.max_steps,
+        "epochs": state.epoch,
+        "earlyStopped": state.global_step < state.max_steps,
+        "tokens": tokens,
+        "parameters": parts.parameters,
+        "trainableParameters": parts.trainable_parameters,
+        "lossCurve": curve,
+        "firstLoss": curve[0]["loss"] if curve else None,
+        "lastLoss": curve[-1]["loss"] if curve else None,
+        "evalLoss": evals[-1]["loss"] if evals else None,
+        "evalCurve": evals,
+        "bestEvalLoss": state.best_metric,
+        "bestCheckpoint": state.best_model_checkpoint,
+        "tokensPerSecond": tokens_this_run / train_seconds if train_seconds else None,
+        "trainSeconds": train_seconds,
+        "wallSeconds": wall_seconds,
+        "data": report.to_dict(),
+        "resumedFrom": str(resumed_from) if resumed_from else None,
+        "unfreezeSchedule": parts.unfreeze.schedule if parts.unfreeze else None,
+        "l2DistanceToPretrained": (parts.anchor.distance(trainer.model)
+                                   if parts.anchor is not None else None),
+        "finalModel": str(Path(config.output_dir) / FINAL_DIR),
+    }
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+__all__ = ["FINAL_DIR", "SUMMARY_FILE", "Ranks", "RunResult", "run", "PreparedData"]

@@ -1,0 +1,115 @@
+"""The planned distribution strategy: what to ask for, what to refuse, what to verify.
+
+`deepspeed_config` generates the DeepSpeed config for the ZeRO strategies (values left on
+"auto" are filled in by transformers from the training arguments, so batch sizes and
+precision have one source: the plan). `refusal` names the combinations this trainer will not
+run, before any work is done. `check_wrapper` runs after setup and fails loudly when the model
+is not held by the wrapper the plan asked for: accelerate silently falls back to DDP when FSDP
+is requested on CPU, and a run that trains under the wrong wrapper only looks fine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from finetune_trainer.errors import TrainerError
+
+ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3, "zero3-offload": 3}
+
+
+class StrategyMismatch(TrainerError):
+    """The model ended up under a different wrapper than the plan's strategy."""
+
+
+def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
+    """DeepSpeed config for a ZeRO strategy; None for the others."""
+    stage = ZERO_STAGES.get(strategy)
+    if stage is None:
+        return None
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": device == "cuda",  # overlapping needs CUDA streams
+        "contiguous_gradients": True,
+    }
+    if stage == 3:
+        # The final model is saved as one consolidated 16-bit state dict.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if strategy == "zero3-offload":
+        pin = device == "cuda"
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        # The optimizer is the trainer's own AdamW (it carries the per-layer groups), not
+        # DeepSpeed's fused CPU Adam, which would need a compiled extension.
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,  # progress goes to the metrics, not DeepSpeed's log
+    }
+
+
+def refusal(strategy: str, device: str, *, tuning: str, l2_to_pretrained: float,
+            precision: str) -> str | None:
+    """Why this combination cannot run, or None."""
+    if strategy == "fsdp" and device == "cpu":
+        return ("plan.strategy: fsdp is not supported on CPU (accelerate would silently train "
+                "plain DDP there); use zero2 or zero3 for sharding on CPU")
+    sharded = strategy in ZERO_STAGES or strategy == "fsdp"
+    if tuning == "gradual-unfreeze" and sharded:
+        return (f"method.tuning: gradual-unfreeze runs with the ddp strategy only (a sharded "
+                f"optimizer fixes its trainable set at start); plan.strategy is {strategy}")
+    if l2_to_pretrained > 0 and sharded:
+        return (f"method.l2ToPretrained: needs whole parameters on every rank (ddp); plan."
+                f"strategy is {strategy}")
+    if precision == "fp16" and device == "cpu":
+        return "plan.precision: fp16 is not supported on CPU; use bf16 or fp32"
+    return None
+
+
+def expected_wrapper(strategy: str, world_size: int) -> str:
+    """The wrapper that must hold the model after setup."""
+    if strategy in ZERO_STAGES:
+        return f"deepspeed-zero{ZERO_STAGES[strategy]}"
+    if strategy == "fsdp":
+        return "fsdp"
+    return "ddp" if world_size > 1 else "none"
+
+
+def wrapper_of(model: Any) -> str:
+    """Name the wrapper that holds `model`: deepspeed-zeroN, fsdp, ddp or none."""
+    try:
+        import deepspeed
+    except ImportError:  # deepspeed is optional for ddp-only images
+        deepspeed = None
+    if deepspeed is not None and isinstance(model, deepspeed.DeepSpeedEngine):
+        return f"deepspeed-zero{model.zero_optimization_stage()}"
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # older torch has only FSDP1
+        FSDPModule = FullyShardedDataParallel  # noqa: N806
+    if isinstance(model, FullyShardedDataParallel | FSDPModule):
+        return "fsdp"
+    if isinstance(model, DistributedDataParallel):
+        return "ddp"
+    return "none"
+
+
+def check_wrapper(model: Any, strategy: str, world_size: int) -> str:
+    """Raise StrategyMismatch unless `model` is held by the planned wrapper."""
+    expected, actual = expected_wrapper(strategy, world_size), wrapper_of(model)
+    if actual != expected:
+        raise StrategyMismatch(
+            f"plan.strategy {strategy} expects the model under {expected} with "
+            f"{world_size} rank(s), but after setup it is under {actual}; refusing to train "
+            "with a strategy other than the planned one"
+        )
+    return actual

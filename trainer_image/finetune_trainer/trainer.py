@@ -1,0 +1,106 @@
+"""The transformers/TRL trainer classes with this project's additions.
+
+One mixin adds, on top of TRL's SFTTrainer (causal LM) and transformers' Trainer
+(classification): per-layer learning-rate groups, the warmup-stable-decay schedule sized from
+the real step count, gradual unfreezing and the L2 pull toward the pre-trained weights (both
+applied to the gradients right before clipping), and checkpoints that only count once they
+are complete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer
+from trl import SFTTrainer
+
+from finetune_trainer import checkpoints, tuning
+
+
+@dataclass
+class Additions:
+    """What the mixin needs to know beyond the TrainingArguments."""
+
+    layerwise_lr_decay: float = 1.0
+    scheduler: str = "cosine"
+    decay_ratio: float = 0.1
+    gradual_unfreeze: bool = False
+    anchor: tuning.L2Anchor | None = None
+    save_total_limit: int = 3
+
+
+class FineTuneMixin:
+    """Overrides shared by both trainer classes (see the module docstring)."""
+
+    def __init__(self, *args: Any, additions: Additions, **kwargs: Any) -> None:
+        self.additions = additions
+        super().__init__(*args, **kwargs)
+        self._depths = tuning.parameter_depths(self.model)
+
+    # -- optimizer and schedule ----------------------------------------------------------
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        if self.optimizer is not None or self.additions.layerwise_lr_decay == 1.0:
+            return super().create_optimizer(model)
+        decay_names = set(self.get_decay_parameter_names(self.model))
+        groups = tuning.param_groups(
+            self.model, lr=self.args.learning_rate, decay=self.additions.layerwise_lr_decay,
+            weight_decay=self.args.weight_decay, decay_names=decay_names,
+        )
+        # DeepSpeed copies param groups; keep only the keys every optimizer understands.
+        groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in groups]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        if self.lr_scheduler is None and self.additions.scheduler == "wsd":
+            from transformers.optimization import get_wsd_schedule
+
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            decay = max(1, round(num_training_steps * self.additions.decay_ratio))
+            decay = min(decay, max(1, num_training_steps - warmup))
+            self.lr_scheduler = get_wsd_schedule(
+                optimizer or self.optimizer, num_warmup_steps=warmup, num_decay_steps=decay,
+                num_training_steps=num_training_steps, decay_type="linear",
+            )
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    # -- gradient edits before clipping ---------------------------------------------------
+
+    def _clip_grad_norm(self, model: Any) -> Any:
+        if self.additions.gradual_unfreeze:
+            depth = tuning.unfrozen_depth(self.state.epoch or 0.0)
+            for name, param in self.model.named_parameters():
+                if self._depths[name] > depth:
+                    param.grad = None
+        if self.additions.anchor is not None:
+            self.additions.anchor.add_gradient(self.model)
+        return super()._clip_grad_norm(model)
+
+    # -- complete checkpoints only ------------------------------------------------------------
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's shards are on disk
+        if self.args.should_save:
+            output_dir = Path(self.args.output_dir)
+            path = output_dir / f"{checkpoints.PREFIX}{self.state.global_step}"
+            checkpoints.mark_complete(path, self.state.global_step)
+            best = self.state.best_model_checkpoint
+            checkpoints.rotate(output_dir, self.additions.save_total_limit,
+                               protect=Path(best) if best else None)
+
+
+class FineTuneSFTTrainer(FineTuneMixin, SFTTrainer):
+    """TRL's SFTTrainer for messages, prompt-completion and text."""
+
+
+class FineTuneClassifierTrainer(FineTuneMixin, Trainer):
+    """transformers' Trainer with a sequence-classification model."""
