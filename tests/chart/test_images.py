@@ -1,0 +1,158 @@
+"""The two Dockerfiles (linted with hadolint), .dockerignore, and the kind cluster config.
+
+No container engine here, so the images are not built in tests; what can be checked without
+one is: hadolint clean, non-root numeric users, the right extras, torch pinned to the version
+the Makefile uses, and agreement with what the operator's pod spec expects of the image.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, require_tool
+
+OPERATOR_DOCKERFILE = ROOT / "operator" / "Dockerfile"
+TRAINER_DOCKERFILE = ROOT / "trainer_image" / "Dockerfile"
+DOCKERFILES = [OPERATOR_DOCKERFILE, TRAINER_DOCKERFILE]
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in path.read_text().splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        current += " " + stripped.rstrip("\\").strip() if current else stripped.rstrip("\\")
+        if not stripped.endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    out = []
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _final_stage(path: Path) -> list[tuple[str, str]]:
+    instructions = _instructions(path)
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:]
+
+
+def _arg_default(path: Path, name: str) -> str:
+    for word, rest in _instructions(path):
+        if word == "ARG" and rest.startswith(f"{name}="):
+            return rest.split("=", 1)[1]
+    raise AssertionError(f"no ARG {name}=... in {path}")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_hadolint_clean(dockerfile: Path) -> None:
+    hadolint = require_tool("hadolint")
+    out = subprocess.run([hadolint, "--no-color", str(dockerfile)], check=False,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_hadolint_would_catch_a_problem(tmp_path: Path) -> None:
+    hadolint = require_tool("hadolint")
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install -y curl\n")
+    out = subprocess.run([hadolint, "--no-color", str(bad)], check=False,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "DL3007" in out.stdout
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_final_stage_runs_as_a_numeric_non_root_user(dockerfile: Path) -> None:
+    users = [rest for word, rest in _final_stage(dockerfile) if word == "USER"]
+    assert users, "the final stage sets no USER"
+    user = users[-1]
+    uid_text = user.split(":")[0]
+    uid_arg = re.fullmatch(r"\$\{?(\w+)\}?", uid_text)
+    uid = _arg_default(dockerfile, uid_arg.group(1)) if uid_arg else uid_text
+    assert uid.isdigit(), f"USER {user}: the kubelet can only check runAsNonRoot for a numeric uid"
+    assert int(uid) != 0
+
+
+def test_operator_image_installs_only_the_operator_extra() -> None:
+    runs = " ".join(rest for word, rest in _instructions(OPERATOR_DOCKERFILE) if word == "RUN")
+    extras = set(re.findall(r"\.\[([a-z,]+)\]", runs))
+    assert extras == {"operator"}, extras
+    assert "torch" not in runs.replace('import torch"', "")  # only the check that it is absent
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    operator_deps = project["optional-dependencies"]["operator"] + project["dependencies"]
+    assert not [d for d in operator_deps if re.match(r"(torch|deepspeed|transformers)\b", d)]
+    assert _final_stage(OPERATOR_DOCKERFILE)[-1] == ("CMD", '["operator"]')
+
+
+def test_trainer_image_pins_the_torch_the_makefile_uses() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    make_torch = re.search(r"^TORCH_VERSION\s*:?=\s*(\S+)", makefile, re.MULTILINE).group(1)
+    assert _arg_default(TRAINER_DOCKERFILE, "TORCH_VERSION") == make_torch
+    runs = [rest for word, rest in _instructions(TRAINER_DOCKERFILE) if word == "RUN"]
+    installs = [r for r in runs if "pip install" in r]
+    # Every pip install that can bring torch pins it (directly or by constraint).
+    for run in installs:
+        assert "torch==${TORCH_VERSION}" in run, run
+    assert any(".[trainer]" in r for r in installs)
+
+
+def test_trainer_image_has_a_cpu_variant_with_the_example_data() -> None:
+    text = TRAINER_DOCKERFILE.read_text()
+    assert _arg_default(TRAINER_DOCKERFILE, "VARIANT") == "cuda"
+    froms = [rest for word, rest in _instructions(TRAINER_DOCKERFILE) if word == "FROM"]
+    assert any(f.endswith("AS base-cuda") for f in froms)
+    assert any(f.endswith("AS base-cpu") for f in froms)
+    assert froms[-1].startswith("base-${VARIANT}")
+    assert "download.pytorch.org/whl/cpu" in text
+    copies = [rest for word, rest in _instructions(TRAINER_DOCKERFILE) if word == "COPY"]
+    assert any("examples/data" in c for c in copies)
+
+
+def test_trainer_image_matches_what_the_operator_pod_expects() -> None:
+    from finetune_operator import render
+
+    text = TRAINER_DOCKERFILE.read_text()
+    # The pod's runAsUser is the image's user, so files the image owns stay writable.
+    assert int(_arg_default(TRAINER_DOCKERFILE, "UID")) == render.TRAINER_UID
+    # The CPU image puts the example data where the operator's data root points.
+    assert f"{render.DATA_ROOT}/" in text
+    # Writable caches: the pod may override them (read-only root), the image sets defaults.
+    env = " ".join(rest for word, rest in _instructions(TRAINER_DOCKERFILE) if word == "ENV")
+    for var in ("HF_HOME", "TORCH_EXTENSIONS_DIR"):
+        assert f"{var}=" in env
+
+
+def test_dockerignore_lets_through_exactly_what_the_dockerfiles_copy() -> None:
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "**", "the context starts empty; files are let in one by one"
+    allowed = [p[1:] for p in patterns if p.startswith("!")]
+    for dockerfile in DOCKERFILES:
+        for word, rest in _instructions(dockerfile):
+            if word != "COPY" or "--from=" in rest:
+                continue
+            sources = [a for a in rest.split() if not a.startswith("--")][:-1]
+            for src in sources:
+                assert (ROOT / src).exists(), f"{dockerfile.name}: COPY {src}: no such path"
+                assert any(src == a or a.startswith(src.rstrip("/") + "/") for a in allowed), (
+                    f"{dockerfile.name}: COPY {src} is excluded by .dockerignore")
+
+
+def test_kind_config_has_one_control_plane_and_two_workers() -> None:
+    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    assert config["kind"] == "Cluster"
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    roles = [n["role"] for n in config["nodes"]]
+    assert sorted(roles) == ["control-plane", "worker", "worker"]
