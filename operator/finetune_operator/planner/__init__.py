@@ -82,7 +82,7 @@ def plan_job(
         packing=resolve_packing(spec),
         seq_length=sizing.seq_len,
         fits=chosen.fits,
-        reason=choice.reason if tokens else f"{choice.reason}; {basis}",
+        reason=f"{choice.reason}; estimate: {basis}" if tokens else f"{choice.reason}; {basis}",
         suggestion=choice.suggestion,
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,

@@ -202,11 +202,16 @@ def choose(sizing: Sizing, bounds: Bounds) -> Choice:
 
 
 def alternatives_at(sizing: Sizing, chosen: Candidate, strategies: list[str]) -> list[Candidate]:
-    """Every strategy on the chosen number of nodes, for the comparison table."""
+    """Every strategy on the chosen nodes with the chosen micro-batch and checkpointing, so
+    the comparison table differs in the strategy only."""
+    pinned = replace(sizing, micro_batch=chosen.micro_batch)
     out = []
     for strategy in dict.fromkeys([*strategies, chosen.layout.strategy]):
         layout = replace(chosen.layout, strategy=strategy)
-        out.append(chosen if layout == chosen.layout else evaluate(sizing, layout))
+        if layout == chosen.layout:
+            out.append(chosen)
+        else:
+            out.append(evaluate(pinned, layout, [chosen.checkpointing]))
     return out
 
 

@@ -34,7 +34,13 @@ class DatasetStats:
     cannot read the data, so it plans without."""
 
     rows: int
-    mean_tokens_per_row: float
+    mean_tokens_per_row: float | None = None  # None: assume full-length rows
+
+
+def _tokens_per_row(stats: DatasetStats | None, seq_len: int) -> tuple[float, str]:
+    if stats is None or stats.mean_tokens_per_row is None:
+        return seq_len, "full-length sequences assumed"
+    return min(stats.mean_tokens_per_row, seq_len), "measured row lengths"
 
 
 def training_tokens(
@@ -42,13 +48,14 @@ def training_tokens(
     stats: DatasetStats | None,
 ) -> tuple[int, str]:
     """Tokens the run processes, and how that number was obtained."""
-    per_row = min(stats.mean_tokens_per_row, seq_len) if stats else seq_len
+    per_row, basis = _tokens_per_row(stats, seq_len)
     if max_steps is not None:
-        basis = "measured row lengths" if stats else "full-length sequences assumed"
         return int(max_steps * global_batch * per_row), f"{max_steps} steps, {basis}"
     if stats is not None:
-        return int(math.ceil(stats.rows * epochs) * per_row), f"{stats.rows} rows x {epochs:g} epochs"
-    return 0, "data size unknown until the run reads it; set training.maxSteps for an estimate"
+        rows = math.ceil(stats.rows * epochs)
+        return int(rows * per_row), f"{stats.rows} rows x {epochs:g} epochs, {basis}"
+    return 0, "no time estimate: the data size is unknown until the run reads it (set " \
+        "training.maxSteps for one)"
 
 
 def training_flops(tokens: int, *, active: int, trainable: int, backward_through: int) -> float:
