@@ -75,10 +75,8 @@ class FineTuneMixin:
 
     def _clip_grad_norm(self, model: Any) -> Any:
         if self.additions.gradual_unfreeze:
-            depth = tuning.unfrozen_depth(self.state.epoch or 0.0)
-            for name, param in self.model.named_parameters():
-                if self._depths[name] > depth:
-                    param.grad = None
+            tuning.drop_frozen_gradients(self.model, self._depths,
+                                         tuning.unfrozen_depth(self.state.epoch or 0.0))
         if self.additions.anchor is not None:
             self.additions.anchor.add_gradient(self.model)
         return super()._clip_grad_norm(model)

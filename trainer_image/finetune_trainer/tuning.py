@@ -146,11 +146,11 @@ class L2Anchor:
                              for n, p in model.named_parameters() if n in self.anchors))
 
 
-def drop_frozen_gradients(model: nn.Module, max_depth: int) -> None:
+def drop_frozen_gradients(model: nn.Module, depths: dict[str, int], max_depth: int) -> None:
     """gradual-unfreeze: forget the gradients of blocks that are still frozen, so clipping
     ignores them and AdamW leaves them untouched (it skips parameters whose grad is None).
-    Every parameter keeps requires_grad, so DDP reduces all of them from the first step."""
-    depths = parameter_depths(model)
+    Every parameter keeps requires_grad, so DDP reduces all of them from the first step.
+    `depths` is parameter_depths(model), computed once."""
     for name, param in model.named_parameters():
         if depths[name] > max_depth:
             param.grad = None

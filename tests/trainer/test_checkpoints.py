@@ -1,0 +1,59 @@
+"""Only complete checkpoints count: found, resumed, rotated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_trainer import checkpoints
+
+
+def _checkpoint(root: Path, step: int, complete: bool) -> Path:
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"x" * 10)
+    if complete:
+        checkpoints.mark_complete(path, step)
+    return path
+
+
+def test_latest_complete_skips_a_newer_half_written_one(tmp_path):
+    _checkpoint(tmp_path, 5, True)
+    done = _checkpoint(tmp_path, 10, True)
+    _checkpoint(tmp_path, 15, False)
+    (tmp_path / "checkpoint-x").mkdir()  # not a checkpoint name
+    assert checkpoints.latest_complete(tmp_path) == done
+
+
+def test_steps_sort_numerically(tmp_path):
+    _checkpoint(tmp_path, 9, True)
+    late = _checkpoint(tmp_path, 10, True)
+    assert checkpoints.latest_complete(tmp_path) == late
+
+
+def test_remove_incomplete(tmp_path):
+    keep = _checkpoint(tmp_path, 5, True)
+    half = _checkpoint(tmp_path, 10, False)
+    assert checkpoints.remove_incomplete(tmp_path) == [half]
+    assert keep.exists() and not half.exists()
+
+
+def test_nothing_to_resume(tmp_path):
+    assert checkpoints.latest_complete(tmp_path / "missing") is None
+    _checkpoint(tmp_path, 3, False)
+    assert checkpoints.latest_complete(tmp_path) is None
+
+
+def test_rotation_keeps_the_newest_and_the_best(tmp_path):
+    paths = [_checkpoint(tmp_path, s, True) for s in (10, 20, 30, 40)]
+    half = _checkpoint(tmp_path, 50, False)
+    removed = checkpoints.rotate(tmp_path, keep=2, protect=paths[0])
+    assert removed == [paths[1], paths[2]]
+    assert [p.name for p in checkpoints.checkpoints(tmp_path)] == \
+        ["checkpoint-10", "checkpoint-40", "checkpoint-50"]
+    assert half.exists()  # rotation never touches incomplete ones
+
+
+def test_marker_records_the_step(tmp_path):
+    path = _checkpoint(tmp_path, 7, True)
+    assert (path / checkpoints.MARKER).read_text().strip() == '{"step": 7}'
+    assert not list(path.glob(".*tmp"))

@@ -1,0 +1,274 @@
+"""Real training of a 2-layer Llama in this process: SFT on every format, the loss masks,
+the saved model, classification heads, tuning methods and schedules."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from finetune_trainer import build
+from finetune_trainer.data import prepare
+from finetune_trainer.run import FINAL_DIR, SUMMARY_FILE, Ranks, run
+
+from .conftest import NUMBERS, chat_rows, tiny_config, tiny_plan, tiny_spec, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+IM_START_ASSISTANT = "<|im_start|>assistant\n"
+IM_END = "<|im_end|>"
+
+
+def _build(config):
+    spec = config.spec
+    data = prepare(spec.dataset, resolve=config.resolve, num_labels=spec.method.num_labels,
+                   assistant_only_loss=spec.method.assistant_only_loss, seed=0)
+    trainer, parts = build.trainer_for(config, data, Ranks())
+    parts.extra["data"] = data
+    return trainer, parts
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """One SFT run on chats, shared by the tests that read its results."""
+    tmp = tmp_path_factory.mktemp("sft")
+    write_jsonl(tmp / "train.jsonl", chat_rows(96))
+    write_jsonl(tmp / "eval.jsonl", chat_rows(16, seed=9))
+    spec = tiny_spec(dataset={"eval": {"path": "eval.jsonl"}},
+                     training={"maxSteps": 30, "evalSteps": 15})
+    config = tiny_config(tmp, spec=spec)
+    return config, run(config, Ranks())
+
+
+def test_sft_loss_falls_and_summary_is_complete(sft_run):
+    config, result = sft_run
+    summary = json.loads((config.resolve("out") / SUMMARY_FILE).read_text())
+    assert summary == json.loads(json.dumps(result.summary, default=str))
+    curve = [point["loss"] for point in summary["lossCurve"]]
+    assert summary["steps"] == 30 and len(curve) == 30
+    assert sum(curve[-5:]) / 5 < 0.6 * curve[0]
+    assert summary["firstLoss"] == curve[0] and summary["lastLoss"] == curve[-1]
+    assert summary["evalLoss"] is not None and len(summary["evalCurve"]) == 2
+    assert summary["evalCurve"][1]["loss"] < summary["evalCurve"][0]["loss"]
+    assert summary["tokens"] > 0 and summary["tokensPerSecond"] > 0
+    assert summary["plan"]["strategy"] == "ddp" and summary["strategy"]["wrapper"] == "none"
+    assert summary["data"]["trainRows"] == 96 and summary["data"]["evalRows"] == 16
+    assert summary["resumedFrom"] is None
+    assert summary["finalModel"] == str(config.resolve("out") / FINAL_DIR)
+
+
+def test_final_model_answers_through_its_chat_template(sft_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config, result = sft_run
+    final = config.resolve("out") / FINAL_DIR
+    assert (final / "model.safetensors").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert tokenizer.chat_template == result.trainer.processing_class.chat_template
+    assert "{% generation %}" in tokenizer.chat_template or "generation" in tokenizer.chat_template
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2 plus 3?"}], add_generation_prompt=True,
+        return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=12, do_sample=False,
+                         eos_token_id=tokenizer.eos_token_id)
+    answer = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "plus" in answer  # learned the answer's shape in 30 steps
+
+
+def _expected_trained_positions(tokenizer, messages):
+    """Token positions of each assistant answer and its end-of-turn token, found from the
+    rendered text's character offsets (independently of the template's markers)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    spans, start = [], 0
+    while (found := text.find(IM_START_ASSISTANT, start)) >= 0:
+        begin = found + len(IM_START_ASSISTANT)
+        end = text.index(IM_END, begin) + len(IM_END)
+        spans.append((begin, end))
+        start = end
+    positions = {i for i, (a, b) in enumerate(encoded["offset_mapping"])
+                 if any(lo <= a and b <= hi for lo, hi in spans)}
+    return encoded["input_ids"], positions
+
+
+def test_assistant_mask_on_a_padding_free_batch_is_exactly_the_assistant_tokens(tmp_path):
+    rows = chat_rows(8)
+    rows[0]["messages"] += [{"role": "user", "content": "And 1 plus 1?"},
+                            {"role": "assistant", "content": "two."}]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    trainer, _ = _build(tiny_config(tmp_path))
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, labels, positions = (batch[k][0].tolist() for k in ("input_ids", "labels",
+                                                              "position_ids"))
+    assert len(ids) == sum(len(_expected_trained_positions(trainer.processing_class,
+                                                           r["messages"])[0]) for r in rows)
+    starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
+    seen_two_turns = False
+    for begin, end in zip(starts, starts[1:], strict=False):
+        sequence = ids[begin:end]
+        text = trainer.processing_class.decode(sequence)
+        messages = next(r["messages"] for r in rows
+                        if trainer.processing_class.apply_chat_template(
+                            r["messages"], tokenize=False) == text)
+        expected_ids, trained = _expected_trained_positions(trainer.processing_class, messages)
+        assert sequence == expected_ids
+        got = {i for i, label in enumerate(labels[begin:end]) if label != -100}
+        assert got == trained and trained
+        assert all(labels[begin + i] == sequence[i] for i in got)
+        seen_two_turns |= len(messages) == 5
+    assert seen_two_turns
+
+
+def test_prompt_completion_trains_on_the_completion_only(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"{a} plus {a} is", "completion":
+                                            f" {NUMBERS[2 * a]}."} for a in range(9)])
+    spec = tiny_spec(dataset={"format": "prompt-completion"}, training={"maxSteps": 3})
+    config = tiny_config(tmp_path, spec=spec)
+    result = run(config, Ranks())
+    dataset = result.trainer.train_dataset
+    tokenizer = result.trainer.processing_class
+    for row, ids, labels in zip(range(9), dataset["input_ids"], dataset["labels"], strict=True):
+        trained = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+        assert trained.startswith(f" {NUMBERS[2 * row]}.")  # the completion (and eos)
+        assert "plus" not in trained
+    assert result.summary["steps"] == 3
+
+
+def test_text_format_trains_on_every_token(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"text": f"{a} plus {a} is {NUMBERS[2 * a]}."}
+                                           for a in range(9)])
+    spec = tiny_spec(dataset={"format": "text"}, training={"maxSteps": 3})
+    result = run(tiny_config(tmp_path, spec=spec), Ranks())
+    dataset = result.trainer.train_dataset
+    assert all(ids == labels for ids, labels in zip(dataset["input_ids"], dataset["labels"],
+                                                    strict=True))
+
+
+def test_rows_longer_than_the_plan_are_truncated_and_fully_masked_ones_counted(tmp_path):
+    long_prompt = "word " * 200
+    rows = chat_rows(6) + [{"messages": [{"role": "user", "content": long_prompt},
+                                         {"role": "assistant", "content": "ok"}]}]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    trainer, parts = _build(tiny_config(tmp_path, plan=tiny_plan(seq_length=64)))
+    assert len(trainer.train_dataset) == 6
+    report = parts.extra["data"].report
+    assert report.skipped == {"no trained token within the first 64 tokens (maxSeqLength)": 1}
+    assert report.skipped_examples[0].startswith(f"{tmp_path / 'train.jsonl'}:7: ")
+    assert max(len(ids) for ids in trainer.train_dataset["input_ids"]) <= 64
+
+
+def _classification_data(tmp_path):
+    rng = random.Random(0)
+    rows = [{"text": " ".join(rng.choice(["good", "fine", "nice"] if label else
+                                         ["bad", "poor", "awful"]) for _ in range(6)),
+             "label": label} for label in [0, 1] * 24]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+
+
+@pytest.mark.parametrize("tuning", ["freeze", "full"])
+def test_classification_feature_extraction_and_full(tmp_path, tuning):
+    _classification_data(tmp_path)
+    spec = tiny_spec(dataset={"format": "classification"},
+                     method={"task": "classification", "numLabels": 2, "tuning": tuning},
+                     training={"maxSteps": 8})
+    trainer, _ = _build(tiny_config(tmp_path, spec=spec))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert not torch.equal(after["score.weight"], before["score.weight"])
+    backbone = [n for n in before if not n.startswith("score.")]
+    unchanged = [n for n in backbone if torch.equal(after[n], before[n])]
+    if tuning == "freeze":
+        assert unchanged == backbone  # bit-identical
+    else:
+        assert not unchanged
+
+
+def test_gradual_unfreeze_trains_one_more_block_each_epoch(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", chat_rows(32))
+    spec = tiny_spec(method={"tuning": "gradual-unfreeze"},
+                     training={"maxSteps": None, "epochs": 2})
+    trainer, parts = _build(tiny_config(tmp_path, spec=spec))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert "lm_head.weight" in changed
+    assert any(n.startswith("model.layers.1.") for n in changed)  # top block: epoch 1
+    assert not any(n.startswith("model.layers.0.") for n in changed)  # bottom block: epoch 2
+    assert "model.embed_tokens.weight" not in changed
+    assert [(e["epoch"], e["trainableDepth"]) for e in parts.unfreeze.schedule] == \
+        [(0, 0), (1, 1)]
+
+
+def test_layerwise_lr_decay_builds_per_depth_groups(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+    spec = tiny_spec(method={"layerwiseLrDecay": 0.5}, training={"maxSteps": 2,
+                                                                  "scheduler": "constant",
+                                                                  "warmupRatio": 0})
+    trainer, _ = _build(tiny_config(tmp_path, spec=spec))
+    trainer.train()
+    lrs = sorted({g["lr"] for g in trainer.optimizer.param_groups}, reverse=True)
+    assert lrs == pytest.approx([3e-3, 1.5e-3, 7.5e-4, 3.75e-4])
+
+
+def test_l2_to_pretrained_pulls_toward_the_initial_weights(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", chat_rows(32))
+
+    def distance(strength):
+        spec = tiny_spec(method={"l2ToPretrained": strength}, training={"maxSteps": 10})
+        trainer, _ = _build(tiny_config(tmp_path, spec=spec))
+        start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+        return sum(((p.detach() - start[n]) ** 2).sum().item()
+                   for n, p in trainer.model.named_parameters())
+
+    free, pulled = distance(0.0), distance(5.0)
+    assert pulled < 0.8 * free
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "constant", "wsd"])
+def test_schedules_after_linear_warmup(tmp_path, name):
+    write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
+    spec = tiny_spec(training={"scheduler": name, "warmupRatio": 0.1, "decayRatio": 0.2})
+    trainer, _ = _build(tiny_config(tmp_path, spec=spec))
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(100, trainer.optimizer)
+    lrs = []
+    for _ in range(100):
+        lrs.append(scheduler.get_last_lr()[0] / 3e-3)
+        trainer.optimizer.step()
+        scheduler.step()
+    assert lrs[0] == 0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    if name == "cosine":
+        assert lrs[55] == pytest.approx(0.5, abs=0.02) and lrs[99] < 0.01
+    elif name == "linear":
+        assert lrs[55] == pytest.approx(0.5, abs=0.02) and lrs[99] < 0.02
+    elif name == "constant":
+        assert lrs[99] == 1.0
+    else:  # warmup, stable until the last 20 steps, then decay
+        assert lrs[79] == 1.0 and lrs[90] == pytest.approx(0.5, abs=0.06) and lrs[99] < 0.06
+
+
+def test_early_stopping_keeps_the_best_model(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", chat_rows(64))
+    # The eval set answers differently: it improves while the format is learned, then
+    # worsens as the training answers are memorized.
+    wrong = chat_rows(16, seed=9)
+    for row in wrong:
+        row["messages"][2]["content"] = "I do not know."
+    write_jsonl(tmp_path / "eval.jsonl", wrong)
+    spec = tiny_spec(dataset={"eval": {"path": "eval.jsonl"}},
+                     training={"maxSteps": 60, "evalSteps": 4, "saveSteps": 4,
+                               "saveTotalLimit": 1, "earlyStoppingPatience": 2})
+    config = tiny_config(tmp_path, spec=spec)
+    result = run(config, Ranks())
+    summary = result.summary
+    evals = [e["loss"] for e in summary["evalCurve"]]
+    assert summary["earlyStopped"] and summary["steps"] < 60
+    assert summary["bestEvalLoss"] == pytest.approx(min(evals))
+    assert evals[-1] > min(evals)
+    # the kept model is the best one, not the last one
+    assert result.trainer.evaluate()["eval_loss"] == pytest.approx(min(evals), rel=1e-4)
