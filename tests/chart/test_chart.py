@@ -601,3 +601,39 @@ def test_notes_tell_the_user_what_to_do_next(helm: str) -> None:
         assert expect in notes
         assert "kubectl apply" in notes and "kubectl get ftj" in notes
         assert "finetune validate" in notes
+
+
+# --------------------------------------------------------------------------- docs
+
+# Values whose contents are free-form Kubernetes structures, documented as a whole.
+_OPAQUE = {"resources", "podSecurityContext", "securityContext", "livenessProbe",
+           "readinessProbe", "labels", "annotations", "nodeSelector", "affinity",
+           "podAnnotations", "podLabels", "commonLabels"}
+
+
+def _value_paths(values: dict, prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in _OPAQUE:
+            paths += _value_paths(value, path + ".")
+        else:
+            paths.append(path)
+    return paths
+
+
+def test_every_value_is_documented_in_the_install_guide() -> None:
+    guide = (ROOT / "docs" / "install.md").read_text()
+    paths = _value_paths(yaml.safe_load((CHART / "values.yaml").read_text()))
+    assert len(paths) > 30
+    missing = [p for p in paths if f"`{p}`" not in guide]
+    assert not missing, f"docs/install.md does not document: {missing}"
+
+
+def test_install_guide_lists_exactly_the_rbac_rules() -> None:
+    guide = (ROOT / "docs" / "install.md").read_text()
+    section = guide.split("## RBAC and namespaces", 1)[1].split("\n## ", 1)[0]
+    table = re.findall(r"^\| (`[^`]+`|core) \| `([^`]+)` \| ([a-z, ]+) \|", section, re.MULTILINE)
+    documented = [{"apiGroups": ["" if g == "core" else g.strip("`")], "resources": [r],
+                   "verbs": [v.strip() for v in verbs.split(",")]} for g, r, verbs in table]
+    assert documented == permissions.as_policy_rules()
