@@ -142,6 +142,12 @@ def gathered_module_bytes(count: ParameterCount, precision: str) -> int:
 # --------------------------------------------------------------------------- activations
 
 
+def norm_bytes_per_token(hidden: int, precision: str) -> int:
+    """What an RMSNorm saves besides its output (counted as the next layer's input): its
+    input upcast to fp32, and the normalized value before the weight multiplies it."""
+    return hidden * (4 + element_bytes(precision))
+
+
 def layer_activation_bytes(
     count: ParameterCount, tokens: int, seq_len: int, precision: str,
     memory_efficient_attention: bool = True,
@@ -156,9 +162,7 @@ def layer_activation_bytes(
     # MLP saves fc output and act(fc). Mixture of experts: per token, its active experts.
     width = (4 if s.gated_mlp else 2) * s.intermediate_size * s.experts_per_token
     mlp = s.hidden_size + width
-    # RMSNorm/LayerNorm upcast their input to fp32 and save it: two norms per block.
-    norms = 2 * s.hidden_size * 4
-    per_token = e * (attention + mlp) + norms
+    per_token = e * (attention + mlp) + 2 * norm_bytes_per_token(s.hidden_size, precision)
     quadratic = 0
     if not memory_efficient_attention:
         # Eager attention keeps the fp32 softmax and its cast copy: heads x seq per token.
@@ -183,20 +187,21 @@ def activation_bytes(
         saved = layers * tokens * count.shape.hidden_size * e + (block if layers else 0)
     else:
         saved = layers * block
-    # The final norm's fp32 input and the hidden state that feeds the head.
-    return saved + tokens * count.shape.hidden_size * (4 + e)
+    # The final norm and its output, the hidden state that feeds the head.
+    h = count.shape.hidden_size
+    return saved + tokens * (norm_bytes_per_token(h, precision) + e * h)
 
 
 def logits_bytes(
     count: ParameterCount, *, micro_batch: int, seq_len: int, precision: str,
     num_labels: int | None = None,
 ) -> int:
-    """Logits upcast to fp32 for the loss plus their fp32 gradient (and, under mixed
-    precision, the 16-bit logits the head produced): seq x batch x vocab each."""
-    if num_labels:  # classification: one row of logits per sequence
-        return micro_batch * num_labels * 8
+    """seq x batch x vocab three times: the head's output (kept in the model's outputs), the
+    fp32 log-softmax the loss saves, and the fp32 gradient of the logits."""
     e = element_bytes(precision)
-    per_entry = 4 + 4 + (e if e != 4 else 0)
+    per_entry = e + 4 + 4
+    if num_labels:  # classification: one row of logits per sequence
+        return micro_batch * num_labels * per_entry
     return micro_batch * seq_len * count.shape.vocab_size * per_entry
 
 
@@ -230,7 +235,7 @@ def rank_memory(
         overhead=runtime + gathered,
         host_per_node=0,
     )
-    host = host_bytes_per_node(count, strategy=strategy, precision=precision,
+    host = host_bytes_per_node(count, strategy=strategy,
                                gpus_per_node=gpus_per_node, offloaded_per_rank=offloaded,
                                rank_total=memory.total, on_cpu=on_cpu)
     return Memory(memory.weights, memory.gradients, memory.optimizer, memory.activations,
@@ -238,7 +243,7 @@ def rank_memory(
 
 
 def host_bytes_per_node(
-    count: ParameterCount, *, strategy: str, precision: str, gpus_per_node: int,
+    count: ParameterCount, *, strategy: str, gpus_per_node: int,
     offloaded_per_rank: int, rank_total: int, on_cpu: bool,
 ) -> int:
     """Host RAM one node (pod) needs.

@@ -102,17 +102,17 @@ ALIASES = {
     "meta-llama/Meta-Llama-3.1-70B": "meta-llama/Llama-3.1-70B",
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T",
 }
-# Instruct variants share their base model's architecture.
-_SUFFIXES = ("-Instruct", "-instruct", "-it", "-chat-hf", "-Chat")
+# Instruct variants share their base model's architecture: suffix -> the base's suffix.
+_VARIANTS = {"-Instruct": "", "-instruct": "", "-it": "", "-chat-hf": "-hf", "-Chat": ""}
 
 
 def find_model(name: str) -> dict[str, Any] | None:
     """The config values of a catalog model (case-insensitive; instruct variants too)."""
     by_lower = {key.lower(): key for key in CATALOG}
     candidates = [name, ALIASES.get(name, name)]
-    for suffix in _SUFFIXES:
+    for suffix, base in _VARIANTS.items():
         if name.endswith(suffix):
-            candidates.append(name[: -len(suffix)])
+            candidates.append(name[: -len(suffix)] + base)
     for candidate in candidates:
         key = by_lower.get(candidate.lower()) or by_lower.get(ALIASES.get(candidate, "").lower())
         if key:

@@ -223,24 +223,25 @@ def _with_classifier(count: ParameterCount, num_labels: int) -> ParameterCount:
 
 
 def shape_for_size(parameters: int, reference: ParameterCount) -> ParameterCount:
-    """A stand-in architecture for a bare size hint: the reference's shape, count overridden.
+    """A stand-in architecture for a bare size hint: the reference's widths and vocabulary,
+    with as many blocks as make up the hinted total (which it keeps exactly).
 
     Activations need layers, widths and vocabulary, which a size alone does not give; the
-    nearest catalog model of that size supplies them. The layer count is scaled so the total
-    matches the hint.
+    caller picks the catalog model nearest in size as the reference.
     """
     shape = reference.shape
-    fixed = reference.embedding + reference.final_norm + reference.head
-    layers = max(1, round((parameters - fixed) / reference.per_layer))
-    per_layer = max(1, (parameters - fixed) // layers)
+    final_norm, head = reference.final_norm, reference.head
+    budget = parameters - reference.embedding - final_norm - head
+    if budget >= reference.per_layer:
+        layers = max(1, round(budget / reference.per_layer))
+        per_layer = budget // layers
+    else:  # smaller than the reference's embeddings: one block, the rest embeddings
+        layers, per_layer, final_norm, head = 1, max(1, parameters // 2), 0, 0
+    embedding = parameters - layers * per_layer - final_norm - head
     scaled = Shape(shape.model_type, shape.vocab_size, shape.hidden_size,
                    shape.intermediate_size, layers, shape.num_heads, shape.num_kv_heads,
-                   shape.head_dim, shape.tied_embeddings, shape.gated_mlp)
-    count = ParameterCount(scaled, reference.embedding, per_layer, reference.final_norm,
-                           reference.head, exact=False)
-    # Put the rounding remainder in the embedding so the total is exactly the hint.
-    return ParameterCount(scaled, count.embedding + parameters - count.total, per_layer,
-                          count.final_norm, count.head, exact=False)
+                   shape.head_dim, shape.tied_embeddings or head == 0, shape.gated_mlp)
+    return ParameterCount(scaled, embedding, per_layer, final_norm, head, exact=False)
 
 
 def _int(config: dict[str, Any], key: str) -> int:
