@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -156,3 +157,40 @@ def test_kind_config_has_one_control_plane_and_two_workers() -> None:
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     roles = [n["role"] for n in config["nodes"]]
     assert sorted(roles) == ["control-plane", "worker", "worker"]
+
+
+# What the trainer extra brings and the operator image must do without.
+_TRAINER_ONLY = ("torch", "transformers", "trl", "accelerate", "deepspeed", "datasets",
+                 "tokenizers", "safetensors", "peft")
+
+_BLOCKED_IMPORTS = f"""
+import importlib, pkgutil, sys
+BLOCKED = {_TRAINER_ONLY!r}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is not in the operator image")
+sys.meta_path.insert(0, Block())
+import finetune_operator
+from finetune_operator.cli import build_parser
+build_parser()  # imports every subcommand module, as `finetune operator` does at start
+skip = ("finetune_operator.local",)
+for mod in pkgutil.walk_packages(finetune_operator.__path__, "finetune_operator."):
+    if not mod.name.startswith(skip):
+        importlib.import_module(mod.name)
+import finetune_trainer.config
+print("ok")
+"""
+
+
+def test_operator_code_imports_without_the_trainer_stack() -> None:
+    """The operator image has only the operator extra: its code must not need torch & co.
+
+    Every finetune_operator module (but the local runner, which `finetune run --local` uses
+    on a workstation) and the CLI parser import with torch, transformers, TRL, DeepSpeed...
+    made unimportable.
+    """
+    out = subprocess.run([sys.executable, "-c", _BLOCKED_IMPORTS], check=False,
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok"
