@@ -4,7 +4,6 @@ activations."""
 from __future__ import annotations
 
 import pytest
-
 from finetune_operator.planner import memory as mem
 from finetune_operator.planner import models
 from finetune_operator.planner.parameters import count_parameters
@@ -87,9 +86,9 @@ def test_frozen_parameters_carry_no_gradients_or_optimizer_states():
 
 def test_offload_keeps_states_in_host_memory():
     count = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
-    args = dict(trainable=count.total, precision="bf16", world=8, gpus_per_node=8,
-                micro_batch=1, seq_len=1024, checkpointing=True,
-                layers_with_grad=count.shape.num_layers, on_cpu=False)
+    args = {"trainable": count.total, "precision": "bf16", "world": 8, "gpus_per_node": 8,
+                "micro_batch": 1, "seq_len": 1024, "checkpointing": True,
+                "layers_with_grad": count.shape.num_layers, "on_cpu": False}
     offload = mem.rank_memory(count, strategy="zero3-offload", **args)
     zero3 = mem.rank_memory(count, strategy="zero3", **args)
     assert offload.weights == offload.gradients == offload.optimizer == 0
@@ -181,7 +180,7 @@ def test_memory_efficient_attention_drops_the_quadratic_term():
 
 def test_checkpointing_keeps_block_inputs_and_one_block():
     count = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
-    args = dict(micro_batch=1, seq_len=4096, precision="bf16", layers_with_grad=32)
+    args = {"micro_batch": 1, "seq_len": 4096, "precision": "bf16", "layers_with_grad": 32}
     without = mem.activation_bytes(count, checkpointing=False, **args)
     with_ = mem.activation_bytes(count, checkpointing=True, **args)
     block = mem.layer_activation_bytes(count, 4096, 4096, "bf16")
@@ -192,7 +191,7 @@ def test_checkpointing_keeps_block_inputs_and_one_block():
 
 def test_frozen_blocks_save_no_activations():
     count = count_parameters(TINY_LLAMA)
-    args = dict(micro_batch=2, seq_len=64, precision="fp32", checkpointing=False)
+    args = {"micro_batch": 2, "seq_len": 64, "precision": "fp32", "checkpointing": False}
     none = mem.activation_bytes(count, layers_with_grad=0, **args)
     one = mem.activation_bytes(count, layers_with_grad=1, **args)
     two = mem.activation_bytes(count, layers_with_grad=2, **args)

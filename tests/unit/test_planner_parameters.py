@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-
 from finetune_operator.planner import models
 from finetune_operator.planner.parameters import (
     SUPPORTED,

@@ -198,18 +198,18 @@ def render(plan: Plan, label: str) -> str:
     verdict = "fits" if plan.fits else "DOES NOT FIT"
     e = plan.estimate
     lines = [
-        f"{label}: {format_size(plan.parameters)} parameters ({plan.parameter_source}), "
-        f"{format_size(plan.trainable_parameters)} trainable",
+        (f"{label}: {format_size(plan.parameters)} parameters ({plan.parameter_source}), "
+        f"{format_size(plan.trainable_parameters)} trainable"),
         "",
-        f"  plan        {plan.strategy} on {plan.nodes} node(s) x {plan.gpus_per_node} "
-        f"{plan.gpu} = {plan.world_size} ranks, {plan.precision}, {plan.packing}: {verdict}",
-        f"  batch       global {plan.global_batch_size} = micro {plan.micro_batch_size} x "
+        (f"  plan        {plan.strategy} on {plan.nodes} node(s) x {plan.gpus_per_node} "
+        f"{plan.gpu} = {plan.world_size} ranks, {plan.precision}, {plan.packing}: {verdict}"),
+        (f"  batch       global {plan.global_batch_size} = micro {plan.micro_batch_size} x "
         f"{plan.world_size} ranks x accumulation {plan.gradient_accumulation}; "
-        f"seq {plan.seq_length}; gradient checkpointing {checkpointing}",
-        f"  memory/{per:<4} {format_bytes(m.total)} of {format_bytes(plan.gpu_memory)}: "
+        f"seq {plan.seq_length}; gradient checkpointing {checkpointing}"),
+        (f"  memory/{per:<4} {format_bytes(m.total)} of {format_bytes(plan.gpu_memory)}: "
         f"weights {format_bytes(m.weights)}, gradients {format_bytes(m.gradients)}, "
         f"optimizer {format_bytes(m.optimizer)}, activations {format_bytes(m.activations)}, "
-        f"logits {format_bytes(m.logits)}, overhead {format_bytes(m.overhead)}",
+        f"logits {format_bytes(m.logits)}, overhead {format_bytes(m.overhead)}"),
         f"  host/node   {format_bytes(plan.host_memory_per_node)}",
     ]
     if e.tokens:

@@ -54,8 +54,8 @@ def training_tokens(
     if stats is not None:
         rows = math.ceil(stats.rows * epochs)
         return int(rows * per_row), f"{stats.rows} rows x {epochs:g} epochs, {basis}"
-    return 0, "no time estimate: the data size is unknown until the run reads it (set " \
-        "training.maxSteps for one)"
+    return 0, ("no time estimate: the data size is unknown until the run reads it (set "
+               "training.maxSteps for one)")
 
 
 def training_flops(tokens: int, *, active: int, trainable: int, backward_through: int) -> float:
@@ -87,8 +87,7 @@ def estimate(
         tokens=tokens,
         flops=flops,
         mfu=mfu,
-        gpu_hours=round(gpu_hours, 4),
-        wall_hours=round(gpu_hours / world, 4),
-        cost_usd=CostRange(low=round(gpu_hours * gpu.price_low, 2),
-                           high=round(gpu_hours * gpu.price_high, 2)),
+        gpu_hours=gpu_hours,
+        wall_hours=gpu_hours / world,
+        cost_usd=CostRange(low=gpu_hours * gpu.price_low, high=gpu_hours * gpu.price_high),
     )
