@@ -82,11 +82,12 @@ def tiny_spec(train: str = "train.jsonl", **sections: dict[str, Any]) -> FineTun
 
 def tiny_config(tmp_path: Path, spec: FineTuneJobSpec | None = None, plan: Plan | None = None,
                 **fields: Any) -> TrainerConfig:
-    return TrainerConfig(
+    values: dict[str, Any] = dict(
         name="tiny", namespace="test", spec=spec or tiny_spec(), plan=plan or tiny_plan(),
         data_root=str(tmp_path), output_dir=str(tmp_path / "out"), metrics_port=0,
-        metrics_host="127.0.0.1", **fields,
+        metrics_host="127.0.0.1",
     )
+    return TrainerConfig(**{**values, **fields})
 
 
 def free_port(count: int = 1) -> int:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
 from finetune_trainer import callbacks, strategy, tuning
 from finetune_trainer.config import TrainerConfig
@@ -27,6 +27,10 @@ from finetune_trainer.tokenizer import check_chat_template, load_tokenizer
 from finetune_trainer.trainer import Additions, FineTuneClassifierTrainer, FineTuneSFTTrainer
 
 NO_LOSS = -100  # the label value cross-entropy ignores
+# transformers 5 renamed gradient_checkpointing; the old name warns until it is removed.
+_CHECKPOINTING = ("activation_checkpointing"
+                  if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                  else "gradient_checkpointing")
 
 
 class RunClock(TrainerCallback):
@@ -163,7 +167,7 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool) -> dict[str, An
         "data_seed": training.seed,
         "bf16": plan.precision == "bf16",
         "fp16": plan.precision == "fp16",
-        "gradient_checkpointing": plan.gradient_checkpointing,
+        _CHECKPOINTING: plan.gradient_checkpointing,
         "use_cpu": cpu,
         "ddp_backend": "gloo" if cpu and plan.world_size > 1 else None,
         "deepspeed": strategy.deepspeed_config(plan.strategy, config.device),
@@ -249,7 +253,7 @@ def _classifier_trainer(config: TrainerConfig, model: Any, tokenizer: Any, data:
                         common: dict[str, Any], additions: Additions,
                         trainer_callbacks: list) -> Any:
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, TrainingArguments
+    from transformers import DataCollatorWithPadding
 
     limit = seq_length(config)
 

@@ -108,7 +108,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
                 if not line.strip():
                     continue  # blank lines are layout, not rows
                 try:
-                    yield f"{path}:{number}", json.loads(line)
+                    yield f"{path}:{number}", json.loads(line.rstrip("\r\n"))
                 except json.JSONDecodeError as err:
                     yield f"{path}:{number}", _Unparsable(f"invalid JSON ({err.msg} at column "
                                                           f"{err.colno})")
