@@ -387,3 +387,15 @@ def test_plan_goes_into_status():
     plan = plan_job(make_spec(training={"maxSteps": 10}))
     status = FineTuneJobStatus.model_validate({"plan": plan.to_wire()})
     assert status.plan == plan
+
+
+def test_offload_is_bounded_by_host_ram_of_the_usual_instance_or_pod_memory():
+    args = {"model": {"name": "meta-llama/Llama-3.1-70B"},
+            "training": {"maxSeqLength": 128, "globalBatchSize": 4}}
+    one_t4 = plan_job(make_spec(resources={"gpu": "T4-16GB", "gpusPerNode": 1, "maxNodes": 1},
+                                **args))
+    assert not one_t4.fits and "host RAM per node" in one_t4.reason
+    with_ram = plan_job(make_spec(resources={"gpu": "T4-16GB", "gpusPerNode": 1, "maxNodes": 1,
+                                             "memory": "2Ti"}, **args))
+    assert with_ram.fits and with_ram.strategy == "zero3-offload"
+    assert with_ram.host_memory_per_node <= 2 * 1024 * GIB

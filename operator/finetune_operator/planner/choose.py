@@ -116,10 +116,21 @@ def rank_memory(sizing: Sizing, layout: Layout, micro: int, checkpointing: bool)
     )
 
 
-def fits(sizing: Sizing, memory: mem.Memory) -> bool:
+def host_limit(sizing: Sizing, layout: Layout) -> int | None:
+    """Host RAM a node may use: resources.memory when given; for offloading, where host RAM
+    is the binding constraint, else what the usual instance of this GPU has."""
+    if sizing.host_limit is not None:
+        return sizing.host_limit
+    if layout.strategy == LAST_RESORT and sizing.gpu.host_memory_per_gpu:
+        return sizing.gpu.host_memory_per_gpu * layout.gpus_per_node
+    return None
+
+
+def fits(sizing: Sizing, layout: Layout, memory: mem.Memory) -> bool:
     if memory.total > mem.usable(sizing.gpu.memory):
         return False
-    return sizing.host_limit is None or memory.host_per_node <= sizing.host_limit
+    limit = host_limit(sizing, layout)
+    return limit is None or memory.host_per_node <= limit
 
 
 def checkpoint_options(sizing: Sizing) -> list[bool]:
@@ -134,7 +145,7 @@ def evaluate(sizing: Sizing, layout: Layout, checkpoints: list[bool] | None = No
     for checkpointing in checkpoints:
         for micro in micros:
             memory = rank_memory(sizing, layout, micro, checkpointing)
-            if fits(sizing, memory):
+            if fits(sizing, layout, memory):
                 return Candidate(layout, micro, per_rank // micro, checkpointing, memory, True)
     micro, checkpointing = micros[-1], checkpoints[-1]
     memory = rank_memory(sizing, layout, micro, checkpointing)
@@ -220,7 +231,8 @@ def _better_skipped(sizing: Sizing, chosen: Candidate, skipped: list[Layout]) ->
     if chosen.layout.strategy != LAST_RESORT:
         return []
     return [layout for layout in skipped if layout.strategy != LAST_RESORT
-            and fits(sizing, rank_memory(sizing, layout, 1, sizing.checkpointing is not False))]
+            and fits(sizing, layout,
+                    rank_memory(sizing, layout, 1, sizing.checkpointing is not False))]
 
 
 def _unreachable(sizing: Sizing, bounds: Bounds) -> Unreachable:
@@ -253,16 +265,32 @@ def _settings(c: Candidate) -> str:
     return f"micro-batch {c.micro_batch}, {ckpt}"
 
 
+def describe(sizing: Sizing, c: Candidate, *, short: bool = False) -> str:
+    """What a candidate needs against what it has: its binding constraint when it fails.
+    `short` names the strategy only (the layout is the chosen one's)."""
+    usable = mem.usable(sizing.gpu.memory)
+    per = "rank" if sizing.gpu.is_cpu else "GPU"
+    where = c.layout.strategy if short else c.layout.describe(sizing.gpu.name)
+    limit = host_limit(sizing, c.layout)
+    if c.memory.total > usable:
+        return (f"{where} needs {_gib(c.memory.total)}/{per} > {_gib(usable)} usable "
+                f"({_settings(c)})")
+    if limit is not None and c.memory.host_per_node > limit:
+        return (f"{where} needs {_gib(c.memory.host_per_node)} host RAM per node > "
+                f"{_gib(limit)} ({_settings(c)})")
+    text = f"{where} needs {_gib(c.memory.total)}/{per} of {_gib(usable)} usable ({_settings(c)})"
+    if c.layout.strategy == LAST_RESORT:
+        text += f" and {_gib(c.memory.host_per_node)} host RAM per node"
+    return text
+
+
 def explain(sizing: Sizing, chosen: Candidate, evaluated: list[Candidate], bounds: Bounds) -> str:
     """One line: what did not fit and why the chosen layout was picked."""
-    usable = mem.usable(sizing.gpu.memory)
-    name = sizing.gpu.name
-    per = "rank" if sizing.gpu.is_cpu else "GPU"
-    this = (f"{chosen.layout.describe(name)} needs {_gib(chosen.memory.total)}/{per} of "
-            f"{_gib(usable)} usable ({_settings(chosen)})")
+    this = describe(sizing, chosen)
     if not chosen.fits:
-        return (f"nothing fits within {bounds.max_nodes if not bounds.nodes else bounds.nodes}"
-                f" x {bounds.gpus_per_node} {name}: the smallest footprint, {this}")
+        nodes = bounds.nodes or bounds.max_nodes
+        return (f"nothing fits within {nodes} x {bounds.gpus_per_node} {sizing.gpu.name}; "
+                f"smallest footprint: {this}")
     if bounds.strategy:
         return f"strategy {bounds.strategy} as requested: {this}"
     failed = [c for c in evaluated if not c.fits and c.layout.nodes == chosen.layout.nodes
@@ -271,13 +299,8 @@ def explain(sizing: Sizing, chosen: Candidate, evaluated: list[Candidate], bound
     if chosen.layout.nodes > 1 and not bounds.nodes:
         parts.append(f"nothing fits on fewer than {chosen.layout.nodes} nodes")
     if failed:
-        worst = failed[-1]
-        parts.append(f"{worst.layout.strategy} needs {_gib(worst.memory.total)}/{per} > "
-                     f"{_gib(usable)} usable ({_settings(worst)})")
+        parts.append(describe(sizing, failed[-1], short=True))
     parts.append(this)
-    if chosen.layout.strategy == LAST_RESORT:
-        parts.append(f"offloaded states need {_gib(chosen.memory.host_per_node)} host RAM "
-                     "per node")
     return "; ".join(parts)
 
 
@@ -302,7 +325,7 @@ def suggest(sizing: Sizing, bounds: Bounds, chosen: Candidate,
     for nodes in range(1, SUGGESTION_MAX_NODES + 1):
         for strategy in strategies:
             layout = Layout(strategy, nodes, bounds.gpus_per_node)
-            if fits(sizing, rank_memory(sizing, layout, 1, True)):
+            if fits(sizing, layout, rank_memory(sizing, layout, 1, True)):
                 batch = _round_up(sizing.global_batch, layout.world)
                 batch_note = ("" if batch == sizing.global_batch
                               else f" with globalBatchSize {batch}")
@@ -313,7 +336,7 @@ def suggest(sizing: Sizing, bounds: Bounds, chosen: Candidate,
         bigger = replace(sizing, gpu=gpu)
         for strategy in strategies:
             layout = Layout(strategy, bounds.max_nodes, bounds.gpus_per_node)
-            if fits(bigger, rank_memory(bigger, layout, 1, True)):
+            if fits(bigger, layout, rank_memory(bigger, layout, 1, True)):
                 return f"{layout.describe(gpu.name)} would fit"
     return "no catalog GPU fits it: train fewer parameters (tuning: freeze) or a smaller model"
 
