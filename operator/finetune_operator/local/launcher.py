@@ -1,0 +1,155 @@
+"""Start torchrun in its own process group and stop every rank of it, never just the launcher.
+
+torchrun runs in a new session, so a Ctrl-C on the terminal reaches only `finetune`, which
+then stops the whole group: SIGTERM first (the ranks exit, torchrun reaps them), SIGKILL for
+whatever is still alive after a grace period. Killing only torchrun would leave ranks
+training in the background. On Linux the launcher also asks the kernel to send SIGTERM to
+torchrun should `finetune` itself die without cleaning up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+STOP_GRACE_SECONDS = 15.0
+KILL_WAIT_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def torchrun_command(config_path: Path, nproc: int, python: str = sys.executable) -> list[str]:
+    """The launch command; torchrun next to the interpreter, else its module form."""
+    torchrun = Path(python).parent / "torchrun"
+    launcher = [str(torchrun)] if torchrun.exists() else [python, "-m", "torch.distributed.run"]
+    return [*launcher, "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "finetune_trainer", "--config", str(config_path)]
+
+
+def rank_environment(base: Mapping[str, str], device: str) -> dict[str, str]:
+    """The environment of the ranks: one thread per CPU rank, live logs, no fork warnings.
+
+    Two ranks with two threads each on a 2-core machine was measured to collapse when the
+    other core is busy; torchrun would set one thread anyway, but says so in a warning.
+    """
+    env = dict(base)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if device == "cpu":
+        env["OMP_NUM_THREADS"] = "1"
+        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed would look for CUDA otherwise
+        env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    return env
+
+
+def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A port p with p .. p+count-1 all free (rank r serves metrics on p + r)."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            base = probe.getsockname()[1]
+        if base + count <= 65535 and all(_port_free(host, base + i) for i in range(count)):
+            return base
+    raise OSError(f"found no {count} consecutive free ports on {host}")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class TrainingProcess:
+    """torchrun and its ranks, in a session of their own, logging to a file."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.command = command
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            command,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
+        """Stop every process of the group; returns torchrun's exit status."""
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self._group_alive():
+            time.sleep(0.2)
+            self.process.poll()  # reap torchrun so the group check sees the ranks only
+        if self._group_alive():
+            self._signal_group(signal.SIGKILL)
+        status = self.process.wait()
+        deadline = time.monotonic() + KILL_WAIT_SECONDS
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # SIGKILLed ranks take a moment to go
+        self.close()
+        return status
+
+    def close(self) -> None:
+        self._log.close()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    def _group_alive(self) -> bool:
+        return group_alive(self.process.pid)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process group still has a live (non-zombie) member.
+
+    Zombies count as gone: in a container without an init process orphans are never
+    reaped, and they hold no resources.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited while we looked
+        # after "pid (comm)": state, ppid, pgrp
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False

@@ -1,0 +1,95 @@
+"""The torchrun command line, the ranks' environment, ports, and stopping a whole group."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from finetune_operator.local.launcher import (
+    TrainingProcess,
+    free_port_block,
+    rank_environment,
+    torchrun_command,
+)
+
+
+def test_torchrun_command_runs_the_trainer_module(tmp_path):
+    cmd = torchrun_command(tmp_path / "c.yaml", 2)
+    assert cmd[-6:] == ["--standalone", "--nproc-per-node=2", "-m", "finetune_trainer",
+                        "--config", str(tmp_path / "c.yaml")]
+    assert Path(cmd[0]).name == "torchrun" or cmd[1:3] == ["-m", "torch.distributed.run"]
+
+
+def test_torchrun_command_falls_back_to_the_module_form(tmp_path):
+    cmd = torchrun_command(tmp_path / "c.yaml", 1, python=str(tmp_path / "bin" / "python"))
+    assert cmd[:3] == [str(tmp_path / "bin" / "python"), "-m", "torch.distributed.run"]
+
+
+def test_cpu_ranks_get_one_thread_and_the_cpu_accelerator():
+    env = rank_environment({"PATH": "/bin", "OMP_NUM_THREADS": "8"}, "cpu")
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["DS_ACCELERATOR"] == "cpu"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PATH"] == "/bin"
+    gpu = rank_environment({"OMP_NUM_THREADS": "8"}, "cuda")
+    assert gpu["OMP_NUM_THREADS"] == "8" and "DS_ACCELERATOR" not in gpu
+
+
+def test_free_port_block_is_bindable():
+    base = free_port_block(3)
+    for port in range(base, base + 3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+# A process that starts a grandchild (like torchrun starts ranks), both print their pids.
+FAMILY = """
+import os, signal, subprocess, sys, time
+if sys.argv[1] == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print(os.getpid(), child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def _start_family(tmp_path: Path, mode: str) -> tuple[TrainingProcess, list[int]]:
+    log = tmp_path / "family.log"
+    process = TrainingProcess([sys.executable, "-c", FAMILY, mode], dict(os.environ), log)
+    for _ in range(100):
+        text = log.read_text() if log.exists() else ""
+        if text.strip():
+            return process, [int(p) for p in text.split()]
+        time.sleep(0.1)
+    process.stop(grace=0)
+    raise AssertionError("the test family never started")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its new parent) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_stop_ends_the_launcher_and_its_children(tmp_path):
+    process, pids = _start_family(tmp_path, "polite")
+    assert os.getpgid(pids[1]) == process.pid  # the grandchild is in the launcher's group
+    assert os.getpgid(process.pid) != os.getpgid(0)  # ... which is not ours (no Ctrl-C)
+    process.stop(grace=10)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_stop_kills_a_group_that_ignores_sigterm(tmp_path):
+    process, pids = _start_family(tmp_path, "stubborn")
+    status = process.stop(grace=0.5)
+    assert status == -9  # SIGKILL after the grace period
+    assert not any(_alive(pid) for pid in pids)
