@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from finetune_operator.api import FineTuneJobSpec, MemoryBreakdown, Plan
 from finetune_trainer.config import TrainerConfig
 
@@ -51,13 +50,13 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 
 
 def tiny_plan(**overrides: Any) -> Plan:
-    values: dict[str, Any] = dict(
-        parameters=200_000, trainable_parameters=200_000, strategy="ddp", nodes=1,
-        gpus_per_node=1, world_size=1, gpu="cpu", gpu_memory=0, precision="fp32",
-        micro_batch_size=8, gradient_accumulation=1, global_batch_size=8,
-        gradient_checkpointing=False, packing="padding-free", seq_length=128, fits=True,
-        reason="built by the test", memory_per_gpu=MemoryBreakdown(),
-    )
+    values: dict[str, Any] = {
+        "parameters": 200_000, "trainable_parameters": 200_000, "strategy": "ddp", "nodes": 1,
+        "gpus_per_node": 1, "world_size": 1, "gpu": "cpu", "gpu_memory": 0, "precision": "fp32",
+        "micro_batch_size": 8, "gradient_accumulation": 1, "global_batch_size": 8,
+        "gradient_checkpointing": False, "packing": "padding-free", "seq_length": 128, "fits": True,
+        "reason": "built by the test", "memory_per_gpu": MemoryBreakdown(),
+    }
     values.update(overrides)
     values["global_batch_size"] = (values["micro_batch_size"] * values["world_size"]
                                    * values["gradient_accumulation"])
@@ -82,11 +81,11 @@ def tiny_spec(train: str = "train.jsonl", **sections: dict[str, Any]) -> FineTun
 
 def tiny_config(tmp_path: Path, spec: FineTuneJobSpec | None = None, plan: Plan | None = None,
                 **fields: Any) -> TrainerConfig:
-    values: dict[str, Any] = dict(
-        name="tiny", namespace="test", spec=spec or tiny_spec(), plan=plan or tiny_plan(),
-        data_root=str(tmp_path), output_dir=str(tmp_path / "out"), metrics_port=0,
-        metrics_host="127.0.0.1",
-    )
+    values: dict[str, Any] = {
+        "name": "tiny", "namespace": "test", "spec": spec or tiny_spec(), "plan": plan or tiny_plan(),
+        "data_root": str(tmp_path), "output_dir": str(tmp_path / "out"), "metrics_port": 0,
+        "metrics_host": "127.0.0.1",
+    }
     return TrainerConfig(**{**values, **fields})
 
 

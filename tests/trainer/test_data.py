@@ -6,7 +6,6 @@ import json
 from collections import Counter
 
 import pytest
-
 from finetune_operator.api import DatasetSpec
 from finetune_trainer.data import (
     DataReport,

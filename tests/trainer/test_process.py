@@ -14,12 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from finetune_operator.progress import parse_progress
 from finetune_trainer import checkpoints
 from finetune_trainer.metrics import GAUGES
 from finetune_trainer.run import SUMMARY_FILE
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import chat_rows, free_port, tiny_config, tiny_spec, trainer_env, write_jsonl
 
@@ -50,9 +49,10 @@ def test_bad_jsonl_line_is_one_line_with_file_and_line(tmp_path):
     _, stderr = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 2
     errors = [line for line in stderr.splitlines() if line.startswith("finetune-trainer:")]
-    assert errors == [f"finetune-trainer: error: {tmp_path / 'train.jsonl'}:3: invalid JSON "
-                      "(Expecting ',' delimiter at column 58) (set dataset.onError: skip to "
-                      "skip bad rows)"]
+    expected = (f"finetune-trainer: error: {tmp_path / 'train.jsonl'}:3: invalid JSON "
+                "(Expecting ',' delimiter at column 58) (set dataset.onError: skip to "
+                "skip bad rows)")
+    assert errors == [expected]
     assert "Traceback" not in stderr
 
 

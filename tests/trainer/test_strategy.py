@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.strategy import (
     StrategyMismatch,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finetune_trainer.data import Row
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.tokenizer import (

@@ -3,12 +3,12 @@ the saved model, classification heads, tuning methods and schedules."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
 import pytest
 import torch
-
 from finetune_trainer import build
 from finetune_trainer.data import prepare
 from finetune_trainer.run import FINAL_DIR, SUMMARY_FILE, Ranks, run
@@ -107,7 +107,7 @@ def test_assistant_mask_on_a_padding_free_batch_is_exactly_the_assistant_tokens(
                                                            r["messages"])[0]) for r in rows)
     starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
     seen_two_turns = False
-    for begin, end in zip(starts, starts[1:], strict=False):
+    for begin, end in itertools.pairwise(starts):
         sequence = ids[begin:end]
         text = trainer.processing_class.decode(sequence)
         messages = next(r["messages"] for r in rows

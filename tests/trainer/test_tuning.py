@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-
 from finetune_trainer import tuning
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from .conftest import TINY_LLAMA
 

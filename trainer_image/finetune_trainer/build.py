@@ -137,7 +137,7 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool) -> dict[str, An
     """Keyword arguments shared by SFTConfig and TrainingArguments."""
     from finetune_trainer.run import SCHEDULERS
 
-    spec, plan, training = config.spec, config.plan, config.spec.training
+    plan, training = config.plan, config.spec.training
     cpu = config.device == "cpu"
     early = training.early_stopping_patience is not None
     return {

@@ -81,5 +81,5 @@ class UnfreezeRecorder(TrainerCallback):
         depth = tuning.unfrozen_depth(state.epoch or 0.0)
         depths = tuning.parameter_depths(self.model)
         trainable = sum(p.numel() for n, p in self.model.named_parameters() if depths[n] <= depth)
-        self.schedule.append({"epoch": int(round(state.epoch or 0.0)), "trainableDepth": depth,
+        self.schedule.append({"epoch": round(state.epoch or 0.0), "trainableDepth": depth,
                               "trainableParameters": trainable})

@@ -149,7 +149,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
 
     try:
         table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises several types for a damaged file
+    except (OSError, ValueError) as err:  # ArrowInvalid is a ValueError
         raise TrainerError(f"{path}: cannot read parquet ({err})") from None
     for number, record in enumerate(table.to_pylist(), start=1):
         yield f"{path}: row {number}", record
@@ -161,7 +161,7 @@ def read_hf(source: DataSource) -> Iterator[tuple[str, Any]]:
 
     try:
         dataset = datasets.load_dataset(source.hf, split=source.split)
-    except Exception as err:  # the hub client raises many types; the user fixes the id
+    except Exception as err:  # noqa: BLE001 (hub and builder errors have no common base)
         raise TrainerError(f"dataset hf:{source.hf}: cannot load split {source.split!r} "
                            f"({type(err).__name__}: {err})") from None
     for number, record in enumerate(dataset, start=1):

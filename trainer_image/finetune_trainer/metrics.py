@@ -49,6 +49,8 @@ class RankMetrics:
             name: Gauge(name, doc, LABELS, registry=self.registry).labels(**labels)
             for name, doc in GAUGES.items()
         }
+        for gauge in self._gauges.values():
+            gauge.set(math.nan)  # "not known yet": parse_progress leaves NaN fields unset
         self._server: Any = None
 
     def set(self, name: str, value: float | None) -> None:

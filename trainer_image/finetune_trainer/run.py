@@ -19,7 +19,7 @@ from finetune_trainer import checkpoints
 from finetune_trainer.config import TrainerConfig
 from finetune_trainer.data import DataReport, PreparedData, prepare
 from finetune_trainer.errors import TrainerError
-from finetune_trainer.strategy import deepspeed_config, refusal
+from finetune_trainer.strategy import refusal
 
 FINAL_DIR = "final"
 SUMMARY_FILE = "training_summary.json"
@@ -156,4 +156,4 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-__all__ = ["FINAL_DIR", "SUMMARY_FILE", "Ranks", "RunResult", "run", "PreparedData"]
+__all__ = ["FINAL_DIR", "SUMMARY_FILE", "PreparedData", "Ranks", "RunResult", "run"]

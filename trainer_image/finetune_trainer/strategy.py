@@ -95,7 +95,7 @@ def wrapper_of(model: Any) -> str:
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # older torch has only FSDP1
-        FSDPModule = FullyShardedDataParallel  # noqa: N806
+        FSDPModule = FullyShardedDataParallel
     if isinstance(model, FullyShardedDataParallel | FSDPModule):
         return "fsdp"
     if isinstance(model, DistributedDataParallel):

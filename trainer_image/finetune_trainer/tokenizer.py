@@ -136,7 +136,7 @@ def check_chat_template(tokenizer: Any, fmt: str, assistant_only_loss: bool) -> 
 
     try:
         patched = get_training_chat_template(tokenizer)
-    except Exception:  # TRL raises for templates it does not know
+    except ValueError:  # TRL raises it for templates it cannot patch
         patched = None
     if not patched:
         raise TrainerError(
