@@ -1,4 +1,4 @@
-"""Two ranks over gloo, started by torchrun: DDP and DeepSpeed ZeRO-2 train the same model
+"""Two ranks over gloo, started by torchrun: DDP and DeepSpeed ZeRO-2/3 train the same model
 on the same batches and must agree; FSDP on CPU is refused before any work."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _train(tmp_path: Path, strategy: str) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
-    return {strategy: _train(tmp, strategy) for strategy in ("ddp", "zero2")}
+    return {strategy: _train(tmp, strategy) for strategy in ("ddp", "zero2", "zero3")}
 
 
 def test_ddp_runs_under_ddp_on_two_ranks(runs):
@@ -67,6 +67,14 @@ def test_zero2_runs_under_deepspeed_and_agrees_with_ddp(runs):
     assert len(zero_curve) == len(ddp_curve) == STEPS
     for step, (a, b) in enumerate(zip(ddp_curve, zero_curve, strict=True), start=1):
         assert b == pytest.approx(a, rel=2e-3), f"step {step}: ddp {a} vs zero2 {b}"
+
+
+def test_zero3_shards_parameters_and_agrees_with_ddp(runs):
+    ddp, zero = runs["ddp"], runs["zero3"]
+    assert zero["strategy"]["wrapper"] == "deepspeed-zero3"
+    assert zero["steps"] == STEPS and zero["tokens"] == ddp["tokens"]
+    for a, b in zip(ddp["lossCurve"], zero["lossCurve"], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-3)
 
 
 def test_fsdp_on_cpu_is_refused_with_a_clear_message(tmp_path):
