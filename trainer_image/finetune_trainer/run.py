@@ -17,7 +17,7 @@ from typing import Any
 
 from finetune_trainer import checkpoints
 from finetune_trainer.config import TrainerConfig
-from finetune_trainer.data import DataReport, PreparedData, prepare
+from finetune_trainer.data import DataReport, prepare
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.strategy import refusal
 
@@ -156,4 +156,4 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-__all__ = ["FINAL_DIR", "SUMMARY_FILE", "PreparedData", "Ranks", "RunResult", "run"]
+__all__ = ["FINAL_DIR", "SUMMARY_FILE", "Ranks", "RunResult", "run"]
