@@ -6,7 +6,7 @@ from finetune_operator.local.report import failure_reason, log_tail, summary_lin
 
 TORCHRUN_FAILURE = """\
 loading data/train.jsonl
-finetune_trainer: error: data/train.jsonl:17: messages[1].role must be user or assistant
+[default0]:finetune-trainer: error: data/train.jsonl:17: messages[1].role must be user or assistant
 E1101 12:00:01.123000 4242 torch/distributed/elastic/multiprocessing/api.py:874] failed
 Traceback (most recent call last):
   File "/venv/bin/torchrun", line 8, in <module>
@@ -31,8 +31,7 @@ Root Cause (first observed failure):
 
 def test_failure_reason_is_the_trainer_error_not_torchrun_boilerplate():
     assert failure_reason(TORCHRUN_FAILURE) == (
-        "finetune_trainer: error: data/train.jsonl:17: messages[1].role must be user or "
-        "assistant"
+        "data/train.jsonl:17: messages[1].role must be user or assistant"
     )
 
 

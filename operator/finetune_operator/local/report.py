@@ -11,6 +11,8 @@ from finetune_operator.local.display import format_duration, format_rate
 from finetune_operator.sizes import format_bytes, format_size
 
 LOG_TAIL_LINES = 15
+# How `python -m finetune_trainer` reports a mistake the user can fix (one line, no traceback).
+TRAINER_ERROR_PREFIX = "finetune-trainer: error:"
 
 # torchrun's own failure report, which names no cause: skipped when looking for the reason.
 _LAUNCHER_NOISE = re.compile(
@@ -43,14 +45,15 @@ def plan_lines(plan: Plan, device_label: str) -> list[str]:
 
 
 def failure_reason(log_text: str) -> str | None:
-    """The most telling line of a failed run's log: the last error a rank printed,
-    skipping torchrun's generic failure report."""
-    for line in reversed(log_text.splitlines()):
-        stripped = line.strip()
-        if _LAUNCHER_NOISE.match(line) or not stripped:
-            continue
-        if _ERROR_LINE.search(stripped):
-            return _without_rank_prefix(stripped)
+    """The most telling line of a failed run's log: the trainer's one-line error for a user
+    mistake, else the last error a rank printed, skipping torchrun's generic report."""
+    lines = [_without_rank_prefix(line) for line in log_text.splitlines()]
+    for line in reversed(lines):
+        if line.startswith(TRAINER_ERROR_PREFIX):
+            return line.removeprefix(TRAINER_ERROR_PREFIX).strip()
+    for line in reversed(lines):
+        if line and not _LAUNCHER_NOISE.match(line) and _ERROR_LINE.search(line):
+            return line
     return None
 
 
@@ -60,7 +63,7 @@ def log_tail(log_text: str, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 def _without_rank_prefix(line: str) -> str:
     # torchrun's --tee style prefixes like "[default0]:" add nothing for the user
-    return re.sub(r"^\[[^\]]*\]:", "", line).strip()
+    return re.sub(r"^\[[^\]]*\]:", "", line.strip()).strip()
 
 
 def summary_lines(summary: dict, wall_seconds: float) -> list[str]:

@@ -169,14 +169,17 @@ class _stop_on_signals:
 
 
 def explain_failure(log_path: Path, status: int, err: TextIO) -> None:
+    """The reason a rank gave; the end of the log only when no rank gave one."""
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    reason = report.failure_reason(text) or f"the ranks exited with status {status}"
-    print(f"training failed: {reason}", file=err)
-    tail = report.log_tail(text)
-    if tail:
-        print(f"last lines of {log_path}:", file=err)
-        for line in tail:
+    reason = report.failure_reason(text)
+    if reason:
+        print(f"training failed: {reason}", file=err)
+    else:
+        print(f"training failed: the ranks exited with status {status}; last lines of the "
+              "log:", file=err)
+        for line in report.log_tail(text):
             print(f"  {line}", file=err)
+    print(f"full log: {log_path}", file=err)
 
 
 def finish(job: FineTuneJob, job_dir: Path, output: Path, wall: float, out: TextIO,
