@@ -564,6 +564,10 @@ class PlanAlternative(ApiModel):
     gpus_per_node: int = Field(description="GPUs per node.")
     memory_per_gpu: int = Field(description="Total bytes per GPU.")
     fits: bool = Field(description="Whether it fits with the required headroom.")
+    micro_batch_size: int | None = Field(None, description="Micro-batch it was evaluated at.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Whether it was evaluated with gradient checkpointing."
+    )
 
 
 class CostRange(ApiModel):
@@ -583,6 +587,9 @@ class Estimate(ApiModel):
     wall_hours: float = Field(0, description="Wall-clock hours on the planned GPUs.")
     cost_usd: CostRange = Field(
         default_factory=lambda: CostRange(low=0, high=0), description="Cost range in USD."
+    )
+    basis: str = Field(
+        "", description="How the token count was obtained (steps, measured rows, or assumed)."
     )
 
 

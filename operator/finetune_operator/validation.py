@@ -308,10 +308,32 @@ def _resources_problems(spec: FineTuneJobSpec) -> list[Problem]:
     if t.micro_batch_size is not None and t.micro_batch_size > t.global_batch_size:
         problems.append(Problem("spec.training.microBatchSize", f"must not exceed "
                                 f"globalBatchSize ({t.micro_batch_size} > {t.global_batch_size})"))
+    if t.early_stopping_patience is not None:
+        if spec.dataset.eval is None and spec.dataset.eval_split_ratio is None:
+            problems.append(Problem("spec.training.earlyStoppingPatience", "needs evaluation "
+                                    "data: set dataset.eval or dataset.evalSplitRatio"))
+        if t.save_steps % t.eval_steps:
+            problems.append(Problem("spec.training.saveSteps", f"must be a multiple of "
+                                    f"evalSteps ({t.eval_steps}) with earlyStoppingPatience, so "
+                                    f"the best model is always checkpointed (got {t.save_steps})"))
+    if r.strategy not in ("auto", "ddp") and _ddp_only_methods(spec):
+        problems.append(Problem("spec.resources.strategy", f"{_ddp_only_methods(spec)} needs "
+                                f"strategy ddp (got {r.strategy})"))
     if r.gpu == "cpu" and spec.training.precision == "fp16":
         problems.append(Problem("spec.training.precision", "fp16 needs a GPU; use fp32 or "
                                 "bf16 on cpu"))
     return problems
+
+
+def _ddp_only_methods(spec: FineTuneJobSpec) -> str:
+    """Methods that change which weights train, or read every weight, each step: the trainer
+    runs them on whole (unsharded) parameters only."""
+    methods = []
+    if spec.method.tuning == "gradual-unfreeze":
+        methods.append("tuning: gradual-unfreeze")
+    if spec.method.l2_to_pretrained > 0:
+        methods.append("l2ToPretrained")
+    return " and ".join(methods)
 
 
 def _output_problems(spec: FineTuneJobSpec) -> list[Problem]:
@@ -348,4 +370,7 @@ def plan_problems(spec: FineTuneJobSpec) -> list[Problem]:
     if not plan.fits:
         hint = f"; {plan.suggestion}" if plan.suggestion else ""
         return [Problem("spec.resources", f"does not fit: {plan.reason}{hint}")]
+    if plan.strategy != "ddp" and _ddp_only_methods(spec):
+        return [Problem("spec.method", f"{_ddp_only_methods(spec)} needs strategy ddp, but "
+                        f"the model needs {plan.strategy} to fit ({plan.reason})")]
     return []

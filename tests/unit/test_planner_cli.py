@@ -50,7 +50,7 @@ def test_json_has_every_documented_key(capsys):
     assert {a["strategy"] for a in out["alternatives"]} == {
         "ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload"}
     assert set(out["alternatives"][0]) == {"strategy", "nodes", "gpusPerNode", "memoryPerGpu",
-                                           "fits"}
+                                           "fits", "microBatchSize", "gradientCheckpointing"}
 
 
 def test_flags_reach_the_plan(capsys):

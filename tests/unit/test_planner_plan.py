@@ -362,14 +362,14 @@ def test_estimate_from_dataset_stats():
 def test_estimate_from_max_steps_assumes_full_length_rows_and_says_so():
     plan = plan_job(make_spec(training={"maxSteps": 100}))
     assert plan.estimate.tokens == 100 * 16 * 4096
-    assert "full-length sequences assumed" in plan.reason
+    assert "full-length sequences assumed" in plan.estimate.basis
     assert plan.estimate.gpu_hours > 0 and plan.estimate.cost_usd.high > 0
 
 
 def test_without_data_size_the_estimate_is_empty_and_says_why():
     plan = plan_job(make_spec())
     assert plan.estimate.tokens == 0 and plan.estimate.gpu_hours == 0
-    assert "training.maxSteps" in plan.reason
+    assert "training.maxSteps" in plan.estimate.basis
 
 
 def test_freeze_costs_fewer_flops_than_full():

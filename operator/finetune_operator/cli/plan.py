@@ -216,8 +216,10 @@ def render(plan: Plan, label: str) -> str:
         lines.append(
             f"  estimate    {format_size(e.tokens)} tokens, {e.flops:.3g} FLOPs, "
             f"{e.gpu_hours:.4g} {per}-hours at {e.mfu:.0%} MFU ({e.wall_hours:.3g} h wall), "
-            f"${e.cost_usd.low:,.2f}-${e.cost_usd.high:,.2f}"
+            f"${e.cost_usd.low:,.2f}-${e.cost_usd.high:,.2f} ({e.basis})"
         )
+    else:
+        lines.append(f"  estimate    {e.basis}")
     lines.append(f"  why         {plan.reason}")
     if plan.suggestion:
         lines.append(f"  suggestion  {plan.suggestion}")

@@ -82,7 +82,7 @@ def plan_job(
         packing=resolve_packing(spec),
         seq_length=sizing.seq_len,
         fits=chosen.fits,
-        reason=f"{choice.reason}; estimate: {basis}" if tokens else f"{choice.reason}; {basis}",
+        reason=choice.reason,
         suggestion=choice.suggestion,
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,
@@ -90,7 +90,7 @@ def plan_job(
         estimate=estimate(tokens=tokens, flops=flops, gpu=sizing.gpu,
                           precision=sizing.precision, world=layout.world,
                           checkpointing=chosen.checkpointing,
-                          offload=layout.strategy == "zero3-offload"),
+                          offload=layout.strategy == "zero3-offload", basis=basis),
     )
 
 
@@ -138,4 +138,6 @@ def _breakdown(c: Candidate) -> MemoryBreakdown:
 def _alternative(c: Candidate) -> PlanAlternative:
     return PlanAlternative(strategy=c.layout.strategy, nodes=c.layout.nodes,
                            gpus_per_node=c.layout.gpus_per_node,
-                           memory_per_gpu=c.memory.total, fits=c.fits)
+                           memory_per_gpu=c.memory.total, fits=c.fits,
+                           micro_batch_size=c.micro_batch,
+                           gradient_checkpointing=c.checkpointing)

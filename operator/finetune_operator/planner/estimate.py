@@ -78,7 +78,7 @@ def utilization(gpu: Gpu, *, checkpointing: bool, offload: bool) -> float:
 
 def estimate(
     *, tokens: int, flops: float, gpu: Gpu, precision: str, world: int, checkpointing: bool,
-    offload: bool,
+    offload: bool, basis: str = "",
 ) -> Estimate:
     mfu = utilization(gpu, checkpointing=checkpointing, offload=offload)
     peak = gpu.tflops(precision) * 1e12
@@ -90,4 +90,5 @@ def estimate(
         gpu_hours=gpu_hours,
         wall_hours=gpu_hours / world,
         cost_usd=CostRange(low=gpu_hours * gpu.price_low, high=gpu_hours * gpu.price_high),
+        basis=basis,
     )
