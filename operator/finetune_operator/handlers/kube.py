@@ -1,0 +1,176 @@
+"""The operator's only door to the API server: read one FineTuneJob with its children, apply
+the lifecycle's actions, write the status. Children are found by their deterministic names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import logging
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from finetune_operator import api, names, render
+from finetune_operator.api import FineTuneJobStatus
+from finetune_operator.lifecycle import Create, Delete, Observed, SetSuspend
+from finetune_operator.metrics import OperatorMetrics
+
+log = logging.getLogger(__name__)
+
+# How children are deleted: the Job's pods with it (the API default for Jobs orphans them).
+PROPAGATION = "Background"
+
+
+def load_client_config() -> None:
+    """In-cluster service account, else the current kubeconfig context."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        # KUBECONFIG as it is now (the client reads its default once, at import)
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+
+
+class Cluster:
+    """Typed API calls on plain dicts. 404 on read means absent; 409 on create and 404 on
+    delete mean the work is already done (so every action is idempotent)."""
+
+    def __init__(self, metrics: OperatorMetrics | None = None,
+                 client: kubernetes.client.ApiClient | None = None) -> None:
+        self.client = client or kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.batch = kubernetes.client.BatchV1Api(self.client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.metrics = metrics
+
+    # ------------------------------------------------------------------ reading
+
+    def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(lambda: self._raw(self.custom.get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, _preload_content=False)))
+
+    def observe(self, body: dict[str, Any]) -> Observed:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        status = parse_status(body.get("status"))
+        attempts = (status.restarts - 1, status.restarts, status.restarts + 1)
+        jobs = {}
+        for attempt in attempts:
+            if attempt < 0:
+                continue
+            job = self.get_job(namespace, names.batch_job_name(name, attempt))
+            if job is not None:
+                jobs[attempt] = job
+        return Observed(
+            owner=render.Owner(name=name, namespace=namespace, uid=meta["uid"]),
+            generation=int(meta.get("generation") or 1),
+            spec=body.get("spec") or {},
+            status=status,
+            config_map=self._read(lambda: self._raw(self.core.read_namespaced_config_map(
+                names.config_map_name(name), namespace, _preload_content=False))),
+            service=self._read(lambda: self._raw(self.core.read_namespaced_service(
+                names.service_name(name), namespace, _preload_content=False))),
+            jobs=jobs,
+            pods=self.list_pods(namespace, name) if jobs else [],
+        )
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(lambda: self._raw(self.batch.read_namespaced_job(
+            name, namespace, _preload_content=False)))
+
+    def list_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """Pods of every attempt of `job` (the Job controller names them; we filter by label,
+        and again client-side, since a selector is only a hint to some API servers)."""
+        selector = f"{render.JOB_LABEL}={job}"
+        result = self._call(lambda: self._raw(self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _preload_content=False)))
+        pods = result.get("items") or []
+        return [p for p in pods if (p["metadata"].get("labels") or {}).get(render.JOB_LABEL)
+                == job]
+
+    # ------------------------------------------------------------------ writing
+
+    def apply(self, namespace: str, action: Create | Delete | SetSuspend) -> None:
+        if isinstance(action, Create):
+            self._create(namespace, action.obj)
+        elif isinstance(action, Delete):
+            self._delete(namespace, action.kind, action.name)
+        else:
+            self._call(lambda: self.batch.patch_namespaced_job(
+                action.job, namespace, {"spec": {"suspend": action.suspend}}), missing_ok=True)
+
+    def write_status(self, namespace: str, name: str, old: dict[str, Any] | None,
+                     new: FineTuneJobStatus, *, keep: tuple[str, ...] = ("progress",)) -> None:
+        """Merge-patch the status subresource with what changed; fields in `keep` belong to
+        another writer (the progress timer) and are left alone."""
+        patch = status_patch(old, new, keep=keep)
+        if patch:
+            self._call(lambda: self.custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": patch}))
+
+    def _create(self, namespace: str, obj: dict[str, Any]) -> None:
+        creators = {
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Service": self.core.create_namespaced_service,
+            "Job": self.batch.create_namespaced_job,
+        }
+        create = creators[obj["kind"]]
+        try:
+            self._call(lambda: create(namespace, obj))
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            log.debug("%s %s exists already", obj["kind"], obj["metadata"]["name"])
+
+    def _delete(self, namespace: str, kind: str, name: str) -> None:
+        body = kubernetes.client.V1DeleteOptions(propagation_policy=PROPAGATION)
+        deleters = {
+            "ConfigMap": self.core.delete_namespaced_config_map,
+            "Service": self.core.delete_namespaced_service,
+            "Job": self.batch.delete_namespaced_job,
+        }
+        delete = deleters[kind]
+        self._call(lambda: delete(name, namespace, body=body), missing_ok=True)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _read(self, call: Any) -> Any:
+        return self._call(call, missing_ok=True)
+
+    def _call(self, call: Any, *, missing_ok: bool = False) -> Any:
+        try:
+            return call()
+        except ApiException as err:
+            if missing_ok and err.status == 404:
+                return None
+            if err.status != 409 and self.metrics is not None:
+                self.metrics.api_errors.inc()
+            raise
+
+    @staticmethod
+    def _raw(response: Any) -> dict[str, Any]:
+        """The JSON body as sent: typed models would drop fields and reject partial objects."""
+        return json.loads(response.data)
+
+
+def parse_status(raw: dict[str, Any] | None) -> FineTuneJobStatus:
+    """The stored status; fields this version does not know are ignored."""
+    return FineTuneJobStatus.model_validate(raw or {})
+
+
+def status_patch(old: dict[str, Any] | None, new: FineTuneJobStatus,
+                 keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON merge patch from the stored status `old` to `new` (None removes a field),
+    skipping `keep`. Compared with what is stored, so defaults get written too."""
+    before = old or {}
+    after = new.to_wire()
+    patch: dict[str, Any] = {}
+    for key in set(before) | set(after):
+        if key in keep:
+            continue
+        if key not in after:
+            patch[key] = None
+        elif before.get(key) != after[key]:
+            patch[key] = after[key]
+    return patch

@@ -1,0 +1,86 @@
+"""Reconcile one FineTuneJob: read it and its children, run the lifecycle, act, write status.
+
+Every trigger (create, update, resume, the resync timer, an event on one of its Jobs) ends
+here. A per-job lock serializes them, and the progress timer, within this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from finetune_operator import api, lifecycle
+from finetune_operator.handlers.kube import Cluster
+from finetune_operator.lifecycle import Emit
+from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EmitFn = Callable[[dict[str, Any], Emit], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobLocks:
+    """One lock per (namespace, name): handlers of one job never overlap."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def __call__(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+
+
+class Reconciler:
+    def __init__(self, cluster: Cluster, settings: Settings, metrics: OperatorMetrics,
+                 emit: EmitFn, clock: Callable[[], datetime] = utcnow) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.metrics = metrics
+        self.emit = emit
+        self.clock = clock
+        self.locks = JobLocks()
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        with self.locks(namespace, name), self.metrics.reconcile_seconds.time():
+            body = self.cluster.get_finetunejob(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            observed = self.cluster.observe(body)
+            decision = lifecycle.reconcile(observed, self.clock(), self.settings)
+            events = [a for a in decision.actions if isinstance(a, Emit)]
+            for action in decision.actions:
+                if not isinstance(action, Emit):
+                    self.cluster.apply(namespace, action)
+            self.cluster.write_status(namespace, name, body.get("status"), decision.status)
+            # Events only once the state they announce is recorded.
+            for event in events:
+                self.emit(body, event)
+            self.metrics.observe_phase(namespace, name, decision.status.phase)
+            restarted = decision.status.restarts - observed.status.restarts
+            if restarted > 0:
+                self.metrics.restarts.inc(restarted)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.metrics.forget(namespace, name)
+        self.locks.forget(namespace, name)
+
+
+def event_ref(body: dict[str, Any]) -> dict[str, Any]:
+    """The minimal object kopf needs to address an Event to a FineTuneJob."""
+    meta = body["metadata"]
+    return {"apiVersion": api.API_VERSION, "kind": api.KIND,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "uid": meta["uid"]}}

@@ -1,0 +1,84 @@
+"""kopf registrations of the finetune operator, and nothing else.
+
+Run by `finetune operator` (or `kopf run -m finetune_operator.main`). Settings are read from
+the environment when this module is imported; the handlers only route to the Reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from finetune_operator import api, render
+from finetune_operator import settings as operator_settings
+from finetune_operator.handlers.kube import Cluster, load_client_config
+from finetune_operator.handlers.progress import refresh_progress
+from finetune_operator.handlers.reconcile import Reconciler, event_ref
+from finetune_operator.lifecycle import Emit
+from finetune_operator.metrics import OperatorMetrics
+
+SETTINGS = operator_settings.from_env()
+FINETUNEJOBS = (api.GROUP, api.VERSION, api.PLURAL)
+# One annotation prefix for kopf's bookkeeping: status.kopf would be pruned by the CRD's
+# structural status schema.
+ANNOTATION_PREFIX = "finetune.dev"
+
+# The metrics registry and server outlive one kopf run (tests start the operator repeatedly).
+METRICS = OperatorMetrics()
+_serving: set[int] = set()
+
+
+def _emit(body: dict[str, Any], event: Emit) -> None:
+    kopf.event(event_ref(body), type=event.type, reason=event.reason, message=event.message)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.scanning.disabled = True  # no CRD or namespace watching: see permissions.py
+    settings.posting.level = logging.WARNING  # our own Events, not every log line
+    logging.getLogger().setLevel(SETTINGS.log_level)
+    load_client_config()
+    if SETTINGS.metrics_port not in _serving:
+        METRICS.serve(SETTINGS.metrics_port)
+        _serving.add(SETTINGS.metrics_port)
+    memo.reconciler = Reconciler(Cluster(METRICS), SETTINGS, METRICS, _emit)
+
+
+@kopf.on.resume(*FINETUNEJOBS)
+@kopf.on.create(*FINETUNEJOBS)
+@kopf.on.update(*FINETUNEJOBS)
+def changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.reconcile(namespace, name)
+
+
+@kopf.timer(*FINETUNEJOBS, interval=SETTINGS.resync_interval)
+def resync(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.reconcile(namespace, name)
+
+
+@kopf.timer(*FINETUNEJOBS, interval=SETTINGS.progress_interval,
+            when=lambda status, **_: (status or {}).get("phase") == "Running")
+def progress(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    refresh_progress(memo.reconciler, namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={render.MANAGED_BY_LABEL: render.MANAGER})
+def job_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """A Job of ours changed (pods started, a rank failed, it finished): react at once."""
+    owner = (body.get("metadata", {}).get("labels") or {}).get(render.JOB_LABEL)
+    if owner:
+        memo.reconciler.reconcile(namespace, owner)
+
+
+@kopf.on.event(*FINETUNEJOBS)
+def finetunejob_event(type: str, namespace: str, name: str, memo: kopf.Memo,
+                      **_: Any) -> None:
+    """A deleted job: drop its metrics. Its children go with it (ownerReferences)."""
+    if type == "DELETED":
+        memo.reconciler.forget(namespace, name)

@@ -1,0 +1,83 @@
+"""The operator's own Prometheus metrics, in a registry of their own.
+
+Label names avoid `job` (Prometheus renames a scraped `job` label to `exported_job`): per-job
+series are labelled `namespace` and `finetunejob`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from finetune_operator.api import PHASES, Progress
+
+JOB_LABELS = ("namespace", "finetunejob")
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.jobs = Gauge("finetune_operator_jobs", "FineTuneJobs by phase.", ["phase"],
+                          registry=self.registry)
+        self.reconcile_seconds = Histogram(
+            "finetune_operator_reconcile_seconds", "Time to reconcile one FineTuneJob.",
+            registry=self.registry)
+        self.restarts = Counter("finetune_operator_restarts_total",
+                                "Whole-gang restarts started by the operator.",
+                                registry=self.registry)
+        self.api_errors = Counter("finetune_operator_api_errors_total",
+                                  "Failed Kubernetes API calls (not counting 404 on read "
+                                  "and 409 on create).", registry=self.registry)
+        self.tokens_per_second = Gauge("finetune_job_tokens_per_second",
+                                       "Training throughput of a job, from its rank 0.",
+                                       JOB_LABELS, registry=self.registry)
+        self.loss = Gauge("finetune_job_loss", "Latest training loss of a job.", JOB_LABELS,
+                          registry=self.registry)
+        self.progress_ratio = Gauge("finetune_job_progress_ratio",
+                                    "Optimizer steps done / planned, 0 to 1.", JOB_LABELS,
+                                    registry=self.registry)
+        self._phases: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        for phase in PHASES:
+            self.jobs.labels(phase=phase).set(0)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def observe_phase(self, namespace: str, name: str, phase: str) -> None:
+        with self._lock:
+            self._phases[(namespace, name)] = phase
+            self._publish_phases()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted job: drop its phase and its per-job series."""
+        with self._lock:
+            self._phases.pop((namespace, name), None)
+            self._publish_phases()
+        for gauge in (self.tokens_per_second, self.loss, self.progress_ratio):
+            try:
+                gauge.remove(namespace, name)
+            except KeyError:
+                pass
+
+    def tracked_jobs(self) -> set[tuple[str, str]]:
+        """(namespace, name) of the jobs counted in finetune_operator_jobs."""
+        with self._lock:
+            return set(self._phases)
+
+    def observe_progress(self, namespace: str, name: str, progress: Progress) -> None:
+        if progress.tokens_per_second is not None:
+            self.tokens_per_second.labels(namespace, name).set(progress.tokens_per_second)
+        if progress.loss is not None:
+            self.loss.labels(namespace, name).set(progress.loss)
+        if progress.step is not None and progress.total_steps:
+            self.progress_ratio.labels(namespace, name).set(
+                min(1.0, progress.step / progress.total_steps))
+
+    def _publish_phases(self) -> None:
+        counts = dict.fromkeys(PHASES, 0)
+        for phase in self._phases.values():
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase, count in counts.items():
+            self.jobs.labels(phase=phase).set(count)
