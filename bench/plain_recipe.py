@@ -1,12 +1,17 @@
 """Recipe A: the plain TRL SFTTrainer setup everyone starts from.
 
-Default padded batches (no padding-free, no packing), the usual hyperparameters, assistant-only
-loss (so its loss is comparable with ours), launched by torchrun with one process per rank:
+Default padded batches (no padding-free, no packing), the usual hyperparameters and
+TrainingArguments defaults (e.g. the fused AdamW transformers picks on torch >= 2.8),
+assistant-only loss (so its loss is comparable with ours), launched by torchrun with one
+process per rank:
 
     torchrun --standalone --nproc-per-node 2 bench/plain_recipe.py ARGS.json
 
 ARGS.json names the data, tokenizer and model directories, the batch and the step count; the
-script writes its result (train time, losses, real tokens) to the path ARGS.json gives.
+result (per-step times, real tokens, losses) goes to the path ARGS.json gives, written by the
+same StepClock that measures recipe B. Counting real tokens
+(`include_num_input_tokens_seen="non_padding"`) is the only addition to the plain recipe; B
+counts them the same way.
 """
 
 from __future__ import annotations
@@ -14,28 +19,26 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
 
 def main(args_path: str) -> None:
     import torch
     from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    args = json.loads(open(args_path).read())
+    from bench.step_clock import StepClock
+
+    args = json.loads(Path(args_path).read_text())
     torch.manual_seed(args["seed"])
     tokenizer = AutoTokenizer.from_pretrained(args["tokenizer"])
     model = AutoModelForCausalLM.from_pretrained(args["model"], dtype=torch.float32)
     data = load_dataset("json", data_files=args["data"], split="train")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = args["global_batch"] // (args["micro_batch"] * world)
-    losses: list[dict] = []
-
-    class Record(TrainerCallback):
-        def on_log(self, _args, state, _control, logs=None, **_):
-            if logs and "loss" in logs:
-                losses.append({"step": state.global_step, "loss": logs["loss"]})
 
     config = SFTConfig(
         output_dir=args["output"],
@@ -44,8 +47,8 @@ def main(args_path: str) -> None:
         max_steps=args["steps"],
         learning_rate=args["learning_rate"],
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, args["steps"] // 10),
-        weight_decay=0.01,
+        warmup_steps=args["warmup_ratio"],  # below 1: a ratio of the steps
+        weight_decay=args["weight_decay"],
         max_length=args["max_length"],
         assistant_only_loss=True,
         logging_steps=1,
@@ -54,18 +57,14 @@ def main(args_path: str) -> None:
         use_cpu=True,
         bf16=False,
         seed=args["seed"],
+        data_seed=args["seed"],
         dataloader_num_workers=0,
         disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=data,
-                         processing_class=tokenizer, callbacks=[Record()])
-    start = time.perf_counter()
-    result = trainer.train()
-    elapsed = time.perf_counter() - start
-    if int(os.environ.get("RANK", "0")) == 0:
-        json.dump({"train_seconds": elapsed, "train_runtime": result.metrics["train_runtime"],
-                   "losses": losses, "final_loss": losses[-1]["loss"] if losses else None},
-                  open(args["result"], "w"))
+                         processing_class=tokenizer, callbacks=[StepClock(args["result"])])
+    trainer.train()
 
 
 if __name__ == "__main__":
