@@ -17,14 +17,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", metavar="JOB.yaml", help="a FineTuneJob YAML file")
     p.add_argument("--local", action="store_true", help="train on this machine")
+    p.add_argument("--detach", action="store_true", help="submit to the cluster and return")
     p.add_argument("--nproc", type=_positive_int, metavar="N",
                    help="ranks to start (default: the spec's gpusPerNode on cpu, every "
                    "visible GPU with CUDA)")
     p.add_argument("--output", metavar="DIR",
                    help="checkpoints, final model and summary (default ./runs/<name>)")
-    p.add_argument("--cpu", action="store_true", help="train on CPU even when GPUs are present")
+    p.add_argument("--cpu", action="store_true",
+                   help="train on CPU even when GPUs are present (--local)")
     p.add_argument("--no-sample", action="store_true",
-                   help="skip the sample answer of the trained model")
+                   help="skip the sample answer of the trained model (--local)")
     p.set_defaults(func=run)
 
 
