@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -93,3 +96,34 @@ def test_stop_kills_a_group_that_ignores_sigterm(tmp_path):
     status = process.stop(grace=0.5)
     assert status == -9  # SIGKILL after the grace period
     assert not any(_alive(pid) for pid in pids)
+
+
+# `finetune` itself: starts the family through TrainingProcess, prints the launcher's pid.
+RUNNER = """
+import os, sys, time
+from pathlib import Path
+from finetune_operator.local.launcher import TrainingProcess
+process = TrainingProcess([sys.executable, "-c", sys.argv[1], "polite"], dict(os.environ),
+                          Path(sys.argv[2]))
+print(process.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_the_launcher_gets_sigterm_when_finetune_is_killed(tmp_path):
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, FAMILY, str(tmp_path / "f.log")],
+                              stdout=subprocess.PIPE, text=True)
+    launcher = int(runner.stdout.readline())
+    try:
+        assert _alive(launcher)
+        runner.kill()  # SIGKILL: finetune gets no chance to clean up
+        runner.wait()
+        for _ in range(100):
+            if not _alive(launcher):
+                break
+            time.sleep(0.1)
+        assert not _alive(launcher), "the launcher outlived finetune"
+    finally:
+        # The test family's grandchild has no torchrun to forward the signal: end it here.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher, signal.SIGKILL)
