@@ -42,6 +42,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.scanning.disabled = True  # no CRD or namespace watching: see permissions.py
     settings.posting.level = logging.WARNING  # our own Events, not every log line
+    # A deleted job's finalizer waits for its timers to exit; a sync timer caught mid-run is
+    # checked again after this many seconds (kopf's default is 60).
+    settings.background.cancellation_polling = 1.0
     logging.getLogger().setLevel(SETTINGS.log_level)
     load_client_config()
     if SETTINGS.metrics_port not in _serving:

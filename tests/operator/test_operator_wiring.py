@@ -256,3 +256,55 @@ def test_operator_metrics(kube, ns):
     assert metrics[("finetune_operator_reconcile_seconds_count", ())] > 0
     assert ("finetune_operator_restarts_total", ()) in metrics
     assert ("finetune_operator_api_errors_total", ()) in metrics
+
+
+# --------------------------------------------------------------------------- finetune run
+
+
+def _job_file(tmp_path, ns: str) -> str:
+    import yaml
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+                                    "metadata": {"name": "chat", "namespace": ns},
+                                    "spec": job_spec()}))
+    return str(path)
+
+
+def test_run_detach_submits_and_returns(kube, ns, tmp_path):
+    import argparse
+    import io
+
+    from finetune_operator.remote import run_remote
+
+    out = io.StringIO()
+    code = run_remote(argparse.Namespace(file=_job_file(tmp_path, ns), detach=True), out=out)
+    assert code == 0
+    assert f"created finetunejob {ns}/chat" in out.getvalue()
+    assert kube.ftj(ns, "chat") is not None
+    # the same file again updates the existing job instead of failing
+    code = run_remote(argparse.Namespace(file=_job_file(tmp_path, ns), detach=True), out=out)
+    assert code == 0 and f"updated finetunejob {ns}/chat" in out.getvalue()
+
+
+def test_run_follows_the_job_until_it_succeeds(kube, ns, tmp_path):
+    import argparse
+    import io
+
+    from finetune_operator.remote import run_remote
+
+    out = io.StringIO()
+    result: dict[str, int] = {}
+    args = argparse.Namespace(file=_job_file(tmp_path, ns), detach=False)
+    follower = threading.Thread(
+        target=lambda: result.setdefault("code", run_remote(args, out=out, poll_seconds=0.1)))
+    follower.start()
+    job = wait_for("job", lambda: kube.job(ns, "chat-r0"))
+    kube.start_pods(ns, job)
+    kube.wait_phase(ns, "chat", "Running")
+    kube.set_job_status(ns, "chat-r0", {"succeeded": 2, "conditions": [
+        {"type": "Complete", "status": "True"}]})
+    follower.join(30)
+    assert result == {"code": 0}
+    text = out.getvalue()
+    assert "phase Pending" in text and "phase Running" in text and "phase Succeeded" in text
