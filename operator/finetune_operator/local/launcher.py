@@ -21,6 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 STOP_GRACE_SECONDS = 15.0
+# A rank that dies (killed, out of memory) makes torchrun stop the others and start the whole
+# gang again, which resumes from the newest complete checkpoint. Once: a mistake in the data or
+# the config fails the same way again, and its one-line reason is in the log either way.
+MAX_RESTARTS = 1
 KILL_WAIT_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 
@@ -29,7 +33,8 @@ def torchrun_command(config_path: Path, nproc: int, python: str = sys.executable
     """The launch command; torchrun next to the interpreter, else its module form."""
     torchrun = Path(python).parent / "torchrun"
     launcher = [str(torchrun)] if torchrun.exists() else [python, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc-per-node={nproc}",
+    return [*launcher, f"--max-restarts={MAX_RESTARTS}", "--standalone",
+            f"--nproc-per-node={nproc}",
             "-m", "finetune_trainer", "--config", str(config_path)]
 
 
@@ -41,6 +46,11 @@ def rank_environment(base: Mapping[str, str], device: str) -> dict[str, str]:
     """
     env = dict(base)
     env["PYTHONUNBUFFERED"] = "1"
+    # A restarted gang must not meet in the store of the first one: with torchrun's shared
+    # rendezvous store the new ranks read the dead ranks' gloo addresses and fail to connect
+    # ("Gloo connectFullMesh failed ... Connection refused"). Unshared, rank 0 of every round
+    # hosts a fresh store.
+    env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if device == "cpu":
         env["OMP_NUM_THREADS"] = "1"
