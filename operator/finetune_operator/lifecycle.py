@@ -286,7 +286,6 @@ def _validated_current_spec(step: _Step) -> tuple[FineTuneJobSpec | None, list[s
 
 def _started_spec(config_map: dict[str, Any] | None) -> FineTuneJobSpec | None:
     import yaml
-
     from finetune_trainer.config import TrainerConfig
 
     if not config_map:
@@ -588,6 +587,6 @@ def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)  # Python 3.11 reads the trailing Z
     except ValueError:
         return None

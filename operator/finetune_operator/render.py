@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from finetune_trainer.config import DEFAULT_METRICS_PORT, TrainerConfig
+
 from finetune_operator import api, names
 from finetune_operator.api import FineTuneJobSpec, Plan
 from finetune_operator.settings import Settings
-from finetune_trainer.config import DEFAULT_METRICS_PORT, TrainerConfig
 
 RENDEZVOUS_PORT = 29500
 CONFIG_DIR = "/etc/finetune"

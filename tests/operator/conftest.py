@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+
 # The operator reads its settings when finetune_operator.main is imported (kopf timers take
 # their interval at registration), so they are set before any test imports it.
 def _free_port() -> int:

@@ -29,10 +29,9 @@ from typing import Any
 
 import kmock
 import yaml
+from finetune_operator import api
 from kmock import KubernetesEmulator, KubernetesError, Server
 from kmock._internal import enums
-
-from finetune_operator import api
 
 REQUEST_LOG_KEPT = 200
 
@@ -158,7 +157,7 @@ class EmulatorThread:
     def _run(self) -> None:
         try:
             asyncio.run(self._serve())
-        except BaseException as err:  # reported to the starting thread
+        except BaseException as err:  # noqa: BLE001 (re-raised in the starting thread)
             self._error = err
             self._ready.set()
 

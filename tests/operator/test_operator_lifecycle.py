@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from finetune_operator import lifecycle, names
 from finetune_operator.api import FineTuneJobStatus
 from finetune_operator.lifecycle import Create, Delete, Emit, Observed, SetSuspend
@@ -345,14 +344,14 @@ def test_job_deleted_behind_our_back_is_created_again(running):
 
 
 def test_suspend_and_resume(running):
-    running.edit(**{"runPolicy": {"suspend": True}})
+    running.edit(runPolicy={"suspend": True})
     decision = running.step()
     assert kinds(decision, SetSuspend) == [SetSuspend("chat-r0", True)]
     assert decision.status.phase == "Suspended"
     assert condition(decision.status, "Suspended").status == "True"
     assert reasons(decision) == ["Suspended"]
     assert kinds(running.step(), SetSuspend) == []  # already suspended: nothing to do
-    running.edit(**{"runPolicy": {"suspend": False}})
+    running.edit(runPolicy={"suspend": False})
     decision = running.step()
     assert kinds(decision, SetSuspend) == [SetSuspend("chat-r0", False)]
     assert decision.status.phase == "Pending"

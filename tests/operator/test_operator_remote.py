@@ -6,7 +6,6 @@ import argparse
 import io
 
 import pytest
-
 from finetune_operator.api import FineTuneJobStatus, Progress
 from finetune_operator.cli import UserError
 from finetune_operator.remote import follow, follow_line, outcome, run_remote

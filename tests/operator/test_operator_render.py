@@ -7,7 +7,6 @@ import json
 import kubernetes_validate
 import pytest
 import yaml
-
 from finetune_operator import names, render
 from finetune_operator.settings import Settings
 from finetune_trainer.config import TrainerConfig

@@ -13,12 +13,11 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from finetune_operator import main
+from ftj_samples import spec_dict
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.parser import text_string_to_metric_families
-
-from finetune_operator import main
-from ftj_samples import spec_dict
 from wiring import Kube, emulated_cluster, running_operator, wait_for
 
 TWO_NODES = {"gpu": "cpu", "gpusPerNode": 2, "nodes": 2, "maxNodes": 2, "strategy": "ddp"}
@@ -30,9 +29,8 @@ def job_spec(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Any]:
-    with emulated_cluster(tmp_path_factory.mktemp("kube")) as emulator:
-        with running_operator():
-            yield emulator
+    with emulated_cluster(tmp_path_factory.mktemp("kube")) as emulator, running_operator():
+        yield emulator
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kopf.testing import KopfRunner
-from kubernetes.config import kube_config
-
 from emulator import EmulatorThread, running_emulator
 from finetune_operator import api
+from kopf.testing import KopfRunner
+from kubernetes.config import kube_config
 
 OPERATOR_ARGS = ["run", "--all-namespaces", "--standalone", "-m", "finetune_operator.main"]
 WAIT_SECONDS = 20.0

@@ -5,8 +5,8 @@ the lifecycle's actions, write the status. Children are found by their determini
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 from typing import Any
 
 import kubernetes

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from finetune_trainer.config import DEFAULT_METRICS_PORT
+
 from finetune_operator import conditions as cond
 from finetune_operator import render
 from finetune_operator.api import FineTuneJobStatus, Progress
 from finetune_operator.handlers.kube import parse_status
 from finetune_operator.handlers.reconcile import Reconciler
 from finetune_operator.progress import ProgressUnavailable, fetch_progress
-from finetune_trainer.config import DEFAULT_METRICS_PORT
 
 
 def rank0_metrics_url(pods: list[dict[str, Any]], job_name: str) -> str | None:
