@@ -102,23 +102,33 @@ class _Unparsable:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8", errors="strict") as lines:
-        try:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue  # blank lines are layout, not rows
-                try:
-                    yield f"{path}:{number}", json.loads(line.rstrip("\r\n"))
-                except json.JSONDecodeError as err:
-                    yield f"{path}:{number}", _Unparsable(f"invalid JSON ({err.msg} at column "
-                                                          f"{err.colno})")
-        except UnicodeDecodeError as err:
-            raise TrainerError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    # Decoded line by line, so a line in another encoding is a bad row at its own line.
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            origin = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield origin, _Unparsable(f"not UTF-8 text ({err.reason} at byte {err.start + 1} "
+                                          "of the line)")
+                continue
+            if not line.strip():
+                continue  # blank lines are layout, not rows
+            try:
+                yield origin, json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                yield origin, _Unparsable(f"invalid JSON ({err.msg} at column {err.colno})")
 
 
 def _read_json_array(path: Path) -> Iterator[tuple[str, Any]]:
     """A JSON file holding an array of rows; each row is located by the line it starts on."""
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise TrainerError(f"{path}:{line}: not UTF-8 text ({err.reason}); a .json dataset "
+                           "must be UTF-8 as a whole") from None
     decoder = json.JSONDecoder()
     pos = _skip_space(text, 0)
     if pos >= len(text) or text[pos] != "[":
