@@ -24,8 +24,8 @@ class OperatorMetrics:
             "finetune_operator_reconcile_seconds", "Time to reconcile one FineTuneJob.",
             registry=self.registry)
         self.restarts = Counter("finetune_operator_restarts_total",
-                                "Whole-gang restarts started by the operator.",
-                                registry=self.registry)
+                                "Whole-gang restarts started by the operator, per job.",
+                                JOB_LABELS, registry=self.registry)
         self.api_errors = Counter("finetune_operator_api_errors_total",
                                   "Failed Kubernetes API calls (not counting 404 on read "
                                   "and 409 on create).", registry=self.registry)
@@ -55,7 +55,7 @@ class OperatorMetrics:
         with self._lock:
             self._phases.pop((namespace, name), None)
             self._publish_phases()
-        for gauge in (self.tokens_per_second, self.loss, self.progress_ratio):
+        for gauge in (self.tokens_per_second, self.loss, self.progress_ratio, self.restarts):
             try:
                 gauge.remove(namespace, name)
             except KeyError:

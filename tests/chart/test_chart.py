@@ -536,6 +536,7 @@ def _exported_series() -> dict[str, set[str]]:
     operator.observe_progress("team-a", "tiny-chat", Progress(
         step=1, total_steps=4, loss=2.0, tokens_per_second=100.0))
     operator.reconcile_seconds.observe(0.1)
+    operator.restarts.labels("team-a", "tiny-chat").inc()
     rank = RankMetrics("team-a", "tiny-chat", 0, CollectorRegistry())
     series: dict[str, set[str]] = {}
     for registry in (operator.registry, rank.registry):

@@ -71,7 +71,7 @@ class Reconciler:
             self.metrics.observe_phase(namespace, name, decision.status.phase)
             restarted = decision.status.restarts - observed.status.restarts
             if restarted > 0:
-                self.metrics.restarts.inc(restarted)
+                self.metrics.restarts.labels(namespace, name).inc(restarted)
 
     def forget(self, namespace: str, name: str) -> None:
         self.metrics.forget(namespace, name)
