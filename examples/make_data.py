@@ -9,6 +9,7 @@ the format. Four tasks:
 - unit conversion:  "Convert 3 km to m."               -> "3 km = 3000 m."
 - country capitals: "What is the capital of Peru?"    -> "The capital of Peru is Lima."
 
+The eval split is held out by question (no eval question appears word for word in training).
 The output is deterministic (fixed seed), so the committed files can be regenerated exactly:
 
     python examples/make_data.py            # writes examples/data/
@@ -21,7 +22,7 @@ import argparse
 import json
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SEED = 20261101
@@ -31,17 +32,22 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 SYSTEM = "You are a precise assistant. Answer in one short sentence."
 
-WORDS = """
-apple river garden planet silver window market orange pencil rocket forest castle bridge
-candle dragon engine falcon guitar harbor island jacket kettle ladder meadow needle orchid
-pepper quartz rabbit saddle tunnel violet wallet yellow zipper anchor basket cactus desert
-feather glacier hammer iceberg jungle kitten lemon magnet nectar oyster parrot puzzle ribbon
-shadow thunder umbrella valley walnut canyon blanket cookie donkey eagle fabric ginger helmet
-insect jigsaw koala lantern mirror noodle onion pillow quiver rhythm spider tomato unicorn
-vessel wizard yogurt zebra almond beacon cobalt dolphin ember fossil goblet hazel ivory jasmine
-kernel lizard mango nugget olive pebble quill raven sapphire tiger velvet willow breeze copper
-dinner elbow finger galaxy honey indigo jelly kayak lobster marble nickel oxygen panda
-""".split()
+WORDS = [
+    "apple", "river", "garden", "planet", "silver", "window", "market", "orange", "pencil",
+    "rocket", "forest", "castle", "bridge", "candle", "dragon", "engine", "falcon", "guitar",
+    "harbor", "island", "jacket", "kettle", "ladder", "meadow", "needle", "orchid", "pepper",
+    "quartz", "rabbit", "saddle", "tunnel", "violet", "wallet", "yellow", "zipper", "anchor",
+    "basket", "cactus", "desert", "feather", "glacier", "hammer", "iceberg", "jungle",
+    "kitten", "lemon", "magnet", "nectar", "oyster", "parrot", "puzzle", "ribbon", "shadow",
+    "thunder", "umbrella", "valley", "walnut", "canyon", "blanket", "cookie", "donkey",
+    "eagle", "fabric", "ginger", "helmet", "insect", "jigsaw", "koala", "lantern", "mirror",
+    "noodle", "onion", "pillow", "quiver", "rhythm", "spider", "tomato", "unicorn", "vessel",
+    "wizard", "yogurt", "zebra", "almond", "beacon", "cobalt", "dolphin", "ember", "fossil",
+    "goblet", "hazel", "ivory", "jasmine", "kernel", "lizard", "mango", "nugget", "olive",
+    "pebble", "quill", "raven", "sapphire", "tiger", "velvet", "willow", "breeze", "copper",
+    "dinner", "elbow", "finger", "galaxy", "honey", "indigo", "jelly", "kayak", "lobster",
+    "marble", "nickel", "oxygen", "panda",
+]
 
 # Country -> capital; written out here, common knowledge.
 CAPITALS = {
@@ -110,8 +116,7 @@ def capital(rng: random.Random) -> Chat:
 TASKS: list[Callable[[random.Random], Chat]] = [arithmetic, reversal, conversion, capital]
 
 
-def conversation(rng: random.Random) -> dict:
-    question, answer = rng.choice(TASKS)(rng)
+def conversation(question: str, answer: str) -> dict:
     return {
         "messages": [
             {"role": "system", "content": SYSTEM},
@@ -121,14 +126,34 @@ def conversation(rng: random.Random) -> dict:
     }
 
 
-def render(rows: int, rng: random.Random) -> str:
-    return "".join(json.dumps(conversation(rng)) + "\n" for _ in range(rows))
+def chats(rng: random.Random) -> Iterator[Chat]:
+    while True:
+        yield rng.choice(TASKS)(rng)
 
 
 def build() -> dict[str, str]:
-    """File name -> content. Train and eval come from separate streams of one seed."""
-    rng = random.Random(SEED)
-    return {"train.jsonl": render(TRAIN_ROWS, rng), "eval.jsonl": render(EVAL_ROWS, rng)}
+    """File name -> content.
+
+    The eval split is held out by question: its questions are drawn first (all different),
+    and no training row asks any of them word for word. The same fact can still appear in
+    training under another phrasing ("Reverse the word: ladder" vs "Spell ladder backwards.");
+    the eval loss measures that generalization, not recall of seen rows.
+    """
+    stream = chats(random.Random(SEED))
+    evals: dict[str, str] = {}
+    while len(evals) < EVAL_ROWS:
+        question, answer = next(stream)
+        evals.setdefault(question, answer)
+    train = []
+    while len(train) < TRAIN_ROWS:
+        question, answer = next(stream)
+        if question not in evals:
+            train.append((question, answer))
+    return {"train.jsonl": _jsonl(train), "eval.jsonl": _jsonl(list(evals.items()))}
+
+
+def _jsonl(rows: list[Chat]) -> str:
+    return "".join(json.dumps(conversation(q, a)) + "\n" for q, a in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
