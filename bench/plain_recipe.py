@@ -62,8 +62,14 @@ def main(args_path: str) -> None:
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
     )
+    callbacks = [StepClock(args["result"])]
+    if args.get("profile"):  # bench/profiling.py: where the steps' time goes
+        from bench.profiling import ProfileSteps
+
+        first, last = (int(v) for v in args["profile_steps"].split(":"))
+        callbacks.append(ProfileSteps(args["profile"], first, last))
     trainer = SFTTrainer(model=model, args=config, train_dataset=data,
-                         processing_class=tokenizer, callbacks=[StepClock(args["result"])])
+                         processing_class=tokenizer, callbacks=callbacks)
     trainer.train()
 
 

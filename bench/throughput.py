@@ -172,3 +172,26 @@ def measure(ws: Workspace, work: Path, settings: Settings | None = None,
             f"final loss {b.final_loss:.4f} ({b.wall_seconds:.0f} s)")
         result.runs += [a, b]
     return result
+
+
+def profile(ws: Workspace, work: Path, settings: Settings | None = None,
+            gemm_peak_flops: float | None = None, steps: str = "2:4") -> dict[str, Any]:
+    """One profiled run of each recipe (not counted in the throughput figures)."""
+    s = settings or Settings()
+    last = int(steps.split(":")[1])
+    s = Settings(**{**asdict(s), "steps": max(s.steps, last)})
+    peak_per_rank = gemm_peak_flops / 2 if gemm_peak_flops else None
+    config, _ = render_b(ws, s, work, peak_per_rank)
+    out = work / "profile"
+    result_b = out / "b.json"
+    launch.run_ranks(launch.torchrun([str(BENCH_DIR / "trainer_recipe.py"), "--config",
+                                      str(config), "--profile", str(result_b),
+                                      "--profile-steps", steps]), out / "b-log.txt")
+    result_a = out / "a.json"
+    args = {**args_a(ws, s, out / "a", out / "a-clock.json"), "profile": str(result_a),
+            "profile_steps": steps}
+    (out / "a-args.json").write_text(json.dumps(args))
+    launch.run_ranks(launch.torchrun([str(BENCH_DIR / "plain_recipe.py"),
+                                      str(out / "a-args.json")]), out / "a-log.txt")
+    return {"A": json.loads(result_a.read_text()), "B": json.loads(result_b.read_text()),
+            "steps": steps}

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory", help="write model-state bytes and peak RSS here")
     args = parser.parse_args(argv)
     callbacks: list[Any] = []
+    on_built = None
     if args.clock:
         from bench.step_clock import StepClock
 
@@ -97,10 +98,12 @@ def main(argv: list[str] | None = None) -> None:
         first, last = (int(v) for v in args.profile_steps.split(":"))
         callbacks.append(ProfileSteps(args.profile, first, last))
     if args.memory:
-        from bench.memory_probe import MemoryProbe
+        from bench import memory_probe
 
-        callbacks.append(MemoryProbe(args.memory))
-    run_with_callbacks(args.config, callbacks)
+        probe = memory_probe.MemoryProbe(args.memory, baseline_rss=memory_probe.begin())
+        callbacks.append(probe)
+        on_built = lambda trainer, parts: probe.attach(trainer)  # noqa: E731
+    run_with_callbacks(args.config, callbacks, on_built)
 
 
 if __name__ == "__main__":

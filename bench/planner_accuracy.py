@@ -1,0 +1,153 @@
+"""Section 2: the planner's memory prediction against what 2 CPU ranks really hold.
+
+For each small Llama config and each strategy (DDP, ZeRO-2, ZeRO-3) the planner plans a run
+(micro-batch and sequence length fixed, so every micro-batch has exactly the planned tokens:
+text rows longer than the sequence length, cut to it), then `finetune_trainer` trains two
+steps with that plan under `bench/memory_probe.py`. Compared per rank:
+- model states: planner weights + gradients + optimizer vs the tensor bytes the rank holds
+  right after the first optimizer step;
+- totals: the planner's total minus its runtime term (the imported libraries, which the
+  baseline already contains) vs the peak RSS growth over the baseline taken after imports;
+  glibc returns freed blocks to the system only above its mmap threshold, so the ranks run
+  with MALLOC_MMAP_THRESHOLD_=65536 to make RSS follow what is really allocated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import launch, trainer_recipe
+from bench.chat_data import conversations
+
+BENCH_DIR = Path(__file__).resolve().parent
+STRATEGIES = ("ddp", "zero2", "zero3")
+MMAP_THRESHOLD = "65536"
+
+
+def llama(hidden: int, layers: int, intermediate: int, heads: int) -> dict[str, Any]:
+    return {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers,
+            "intermediate_size": intermediate, "num_attention_heads": heads,
+            "num_key_value_heads": heads, "max_position_embeddings": 1024,
+            "tie_word_embeddings": False}
+
+
+CONFIGS = {
+    "llama-20m": llama(512, 6, 1376, 8),
+    "llama-85m": llama(768, 12, 2048, 12),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    micro_batch: int = 2
+    seq_len: int = 256
+    steps: int = 2
+    configs: tuple[str, ...] = tuple(CONFIGS)
+    strategies: tuple[str, ...] = STRATEGIES
+
+
+def write_text_rows(path: Path, rows: int = 64, min_chars: int = 4000) -> Path:
+    """Text rows of at least `min_chars` characters (well above the planned sequence length
+    in tokens), so the trainer cuts every row to exactly that length."""
+    out, text = [], ""
+    for conversation in conversations(rows * 8, seed=11):
+        text += " ".join(m["content"] for m in conversation["messages"]) + "\n"
+        if len(text) >= min_chars:
+            out.append({"text": text})
+            text = ""
+        if len(out) == rows:
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return path
+
+
+def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: Settings,
+         vocab_size: int) -> dict[str, Any]:
+    return {
+        "model": {"name": "bench-llama", "init": "random",
+                  "config": {**config, "vocab_size": vocab_size},
+                  "tokenizer": {"path": str(tokenizer)}},
+        "dataset": {"format": "text", "train": {"path": str(data)}},
+        "training": {"maxSteps": s.steps, "globalBatchSize": 2 * s.micro_batch,
+                     "microBatchSize": s.micro_batch, "maxSeqLength": s.seq_len,
+                     "packing": "padding-free", "saveSteps": 10**6, "loggingSteps": 1,
+                     "learningRate": 1e-4},
+        # Memory is bounded generously: the point is what the plan predicts, not the search.
+        "resources": {"gpu": "cpu", "gpusPerNode": 2, "maxNodes": 1, "strategy": strategy,
+                      "memory": "16Gi"},
+    }
+
+
+def measure_one(name: str, config: dict[str, Any], strategy: str, tokenizer: Path,
+                data: Path, work: Path, s: Settings, vocab_size: int) -> dict[str, Any]:
+    out = work / f"{name}-{strategy}"
+    config_path, plan = trainer_recipe.render(
+        trainer_recipe.job(f"mem-{name}-{strategy}",
+                           spec(config, strategy, tokenizer, data, s, vocab_size)),
+        data_root=data.parent, output=out)
+    result = out / "memory"
+    launch.run_ranks(launch.torchrun([str(BENCH_DIR / "trainer_recipe.py"), "--config",
+                                      str(config_path), "--memory", str(result)]),
+                     out / "log.txt", env={"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD})
+    ranks = [json.loads(result.with_name(f"memory.rank{r}.json").read_text()) for r in (0, 1)]
+    return compare(name, strategy, plan, ranks)
+
+
+def compare(name: str, strategy: str, plan: Any, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Planner vs measured, per rank (the worse of the two ranks is reported)."""
+    from finetune_operator.planner.memory import CPU_RUNTIME_OVERHEAD
+
+    m = plan.memory_per_gpu
+    predicted_states = {"weights": m.weights, "gradients": m.gradients, "optimizer": m.optimizer}
+    predicted_state_total = sum(predicted_states.values())
+    predicted_growth = m.total - CPU_RUNTIME_OVERHEAD
+    worst = max(ranks, key=lambda r: r["model_states"])
+    growth = max(r["peak_rss"] - r["baseline_rss"] for r in ranks)
+    return {
+        "config": name,
+        "strategy": strategy,
+        "parameters": plan.parameters,
+        "wrapper": worst.get("wrapper"),
+        "predicted_states": predicted_states,
+        "measured_states": worst["states"],
+        "predicted_state_total": predicted_state_total,
+        "measured_state_total": worst["model_states"],
+        "state_error": worst["model_states"] / predicted_state_total - 1,
+        "predicted": {"activations": m.activations, "logits": m.logits, "overhead": m.overhead,
+                      "total": m.total},
+        "predicted_growth": predicted_growth,
+        "measured_growth": growth,
+        "growth_error": growth / predicted_growth - 1,
+        "peak_rss": max(r["peak_rss"] for r in ranks),
+        "baseline_rss": max(r["baseline_rss"] for r in ranks),
+        "setup_peak_rss": max(r["setup_peak_rss"] for r in ranks),
+        "training_peak_rss": max(r["training_peak_rss"] for r in ranks),
+        "rss_after_first_step": max(r["rss_after_first_step"] for r in ranks),
+        "other_tensors": worst["other"],
+        "detail": worst["detail"],
+    }
+
+
+def measure(tokenizer: Path, work: Path, settings: Settings | None = None,
+            log=print) -> list[dict[str, Any]]:
+    from transformers import AutoTokenizer
+
+    s = settings or Settings()
+    vocab_size = len(AutoTokenizer.from_pretrained(tokenizer))
+    data = write_text_rows(work / "text.jsonl")
+    rows = []
+    for name in s.configs:
+        for strategy in s.strategies:
+            row = measure_one(name, CONFIGS[name], strategy, tokenizer, data, work, s,
+                              vocab_size)
+            log(f"  {name} {strategy}: states {row['measured_state_total'] / 2**20:.1f} MiB "
+                f"measured vs {row['predicted_state_total'] / 2**20:.1f} MiB planned "
+                f"({row['state_error']:+.1%}); RSS growth "
+                f"{row['measured_growth'] / 2**20:.0f} MiB vs {row['predicted_growth'] / 2**20:.0f}"
+                f" MiB ({row['growth_error']:+.1%})")
+            rows.append(row)
+    return rows
