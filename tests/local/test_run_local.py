@@ -19,8 +19,8 @@ import yaml
 
 from tests.local.conftest import finetune_command, run_cli, trainer_processes, write_job
 
-MAX_STEPS = 40
-SAVE_STEPS = 10
+MAX_STEPS = 60
+SAVE_STEPS = 20
 CHECKPOINT_WAIT_SECONDS = 240
 
 
