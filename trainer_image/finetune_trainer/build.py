@@ -215,9 +215,14 @@ def _sft_trainer(config: TrainerConfig, model: Any, tokenizer: Any, data: Prepar
     )
     if not packed:
         limit = seq_length(config)
+        # A row dropped here is counted as skipped, so it no longer counts as a training row.
+        before = len(trainer.train_dataset)
         trainer.train_dataset = truncate(trainer.train_dataset, limit, data.train, data.report)
+        data.report.train_rows -= before - len(trainer.train_dataset)
         if trainer.eval_dataset is not None:
+            before = len(trainer.eval_dataset)
             trainer.eval_dataset = truncate(trainer.eval_dataset, limit, data.eval, data.report)
+            data.report.eval_rows -= before - len(trainer.eval_dataset)
     return trainer
 
 

@@ -42,8 +42,12 @@ def sample_prompt(dataset: DatasetSpec, data_root: Path) -> SamplePrompt | None:
     path = Path(source.path)
     path = path if path.is_absolute() else data_root / path
     try:
-        with path.open(encoding="utf-8") as rows:
-            for number, line in enumerate(rows, start=1):
+        with path.open("rb") as rows:  # decoded per line: a row in another encoding is skipped
+            for number, raw in enumerate(rows, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
                 prompt = prompt_from_row(line, dataset.format, f"{path}:{number}")
                 if prompt:
                     return prompt
