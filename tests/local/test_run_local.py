@@ -71,7 +71,9 @@ def test_interrupted_run_resumes_and_finishes(tmp_path: Path):
     steps_trained_now = [p["step"] for p in summary["lossCurve"]
                          if p["step"] > int(newest.name.split("-")[1])]
     assert steps_trained_now, "the second run trained no steps of its own"
-    assert summary["lastLoss"] <= 0.5 * summary["firstLoss"], summary["lossCurve"]
+    # Single-step losses are noisy (16 short chats a step): judge the end by its last 5 steps.
+    tail = [p["loss"] for p in summary["lossCurve"][-5:]]
+    assert sum(tail) / len(tail) <= 0.5 * summary["firstLoss"], summary["lossCurve"]
     assert summary["evalLoss"] is not None
 
     # What the user reads at the end: the summary and one answer of the trained model.
