@@ -235,6 +235,13 @@ class DatasetSpec(ApiModel):
         "skips bad rows, counts them and reports them in the summary.",
     )
     dedupe: bool = Field(False, description="Drop exact duplicate rows before training.")
+    pvc: str | None = Field(
+        None,
+        max_length=253,
+        description="PersistentVolumeClaim holding the data, mounted read-only at /data on "
+        "every pod (relative paths resolve there). Without one, /data is what the trainer "
+        "image ships.",
+    )
 
 
 # --------------------------------------------------------------------------- method

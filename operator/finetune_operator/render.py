@@ -277,6 +277,9 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "scratch", "emptyDir": {}},
     ]
+    if spec.dataset.pvc:
+        volumes.append({"name": "data", "persistentVolumeClaim": {
+            "claimName": spec.dataset.pvc, "readOnly": True}})
     if spec.output.pvc:
         volumes.append({"name": "output",
                         "persistentVolumeClaim": {"claimName": spec.output.pvc}})
@@ -287,12 +290,15 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
 
 
 def _volume_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
-    return [
+    mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "scratch", "mountPath": "/tmp"},
         {"name": "output", "mountPath": pod_output_path(spec)},
     ]
+    if spec.dataset.pvc:
+        mounts.append({"name": "data", "mountPath": DATA_ROOT, "readOnly": True})
+    return mounts
 
 
 # --------------------------------------------------------------------------- metadata

@@ -370,6 +370,10 @@ def plan_problems(spec: FineTuneJobSpec) -> list[Problem]:
     if not plan.fits:
         hint = f"; {plan.suggestion}" if plan.suggestion else ""
         return [Problem("spec.resources", f"does not fit: {plan.reason}{hint}")]
+    if plan.nodes > 1 and plan.strategy != "ddp" and not spec.output.pvc:
+        return [Problem("spec.output.pvc", f"is required: {plan.strategy} on {plan.nodes} "
+                        "nodes writes checkpoint shards on every node, so all pods need one "
+                        "shared ReadWriteMany claim to save and resume")]
     if plan.strategy != "ddp" and _ddp_only_methods(spec):
         return [Problem("spec.method", f"{_ddp_only_methods(spec)} needs strategy ddp, but "
                         f"the model needs {plan.strategy} to fit ({plan.reason})")]

@@ -191,6 +191,16 @@ def test_volumes_shm_config_and_output():
                       "output": "/mnt/out"}
 
 
+def test_data_pvc_is_mounted_read_only_at_the_data_root():
+    job_spec = spec(dataset={"train": {"path": "train.jsonl"}, "pvc": "corpus"})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    volumes = {v["name"]: v for v in _pod(job)["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "corpus", "readOnly": True}
+    data = next(m for m in _container(job)["volumeMounts"] if m["name"] == "data")
+    assert data == {"name": "data", "mountPath": render.DATA_ROOT, "readOnly": True}
+    kubernetes_validate.validate(job, "1.33.0", strict=True)
+
+
 def test_hf_token_comes_from_its_secret_by_reference():
     job_spec = spec(secrets={"hfToken": {"name": "hf", "key": "token"}})
     job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
