@@ -36,7 +36,8 @@ def llama(hidden: int, layers: int, intermediate: int, heads: int) -> dict[str, 
 
 CONFIGS = {
     "llama-20m": llama(512, 6, 1376, 8),
-    "llama-85m": llama(768, 12, 2048, 12),
+    "llama-50m": llama(640, 10, 1728, 10),
+    "llama-tiny": llama(64, 2, 128, 4),  # the smoke test and --quick
 }
 
 
@@ -45,7 +46,7 @@ class Settings:
     micro_batch: int = 2
     seq_len: int = 256
     steps: int = 2
-    configs: tuple[str, ...] = tuple(CONFIGS)
+    configs: tuple[str, ...] = ("llama-20m", "llama-50m")
     strategies: tuple[str, ...] = STRATEGIES
 
 

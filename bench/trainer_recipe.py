@@ -104,6 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         callbacks.append(probe)
         on_built = lambda trainer, parts: probe.attach(trainer)  # noqa: E731
     run_with_callbacks(args.config, callbacks, on_built)
+    _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Leave the gloo group explicitly. Without it a rank once aborted at interpreter exit
+    ("terminate called without an active exception") after a complete run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

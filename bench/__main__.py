@@ -1,0 +1,140 @@
+"""`make bench` (python -m bench): run every section and write docs/benchmarks.md.
+
+    python -m bench                          all sections (about 15 minutes on 2 cores)
+    python -m bench --sections planner       one or more of: throughput, planner, operator
+    python -m bench --quick                  tiny settings, to check the bench itself runs
+
+Raw results go to bench/results/<section>.json (git-ignored); the report is rendered from
+all of them, so a section can be re-run alone and the report still covers every section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "runs" / "bench"
+SECTIONS = ("throughput", "planner", "operator")
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _save(name: str, value: Any) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(_jsonable(value), indent=1, default=str))
+
+
+def _load(name: str) -> Any:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def run_throughput(quick: bool) -> dict[str, Any]:
+    from bench import throughput, workspace
+
+    print("throughput: measuring the fp32 GEMM peak (2 ranks x 1 thread) ...", flush=True)
+    load_before = _load_average()
+    peak_before = machine.gemm_peak_two_ranks()
+    model = {**workspace.MODEL_20M, "hidden_size": 64, "intermediate_size": 128,
+             "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 4} if quick else None
+    ws = workspace.prepare(WORK / "workspace", model_config=model,
+                           conversations=200 if quick else workspace.CONVERSATIONS)
+    settings = (throughput.Settings(steps=4, global_batch=8, micro_batch_a=4, runs=1)
+                if quick else throughput.Settings())
+    print(f"throughput: {ws.parameters / 1e6:.1f}M parameters, {settings.runs} runs of each "
+          "recipe, alternating", flush=True)
+    result = throughput.measure(ws, WORK / "throughput", settings, peak_before)
+    peak_after = machine.gemm_peak_two_ranks()
+    # The lower fraction is the honest one: use the higher of the two peak measurements.
+    result.gemm_peak_flops = max(peak_before, peak_after)
+    print("throughput: profiling one run of each recipe ...", flush=True)
+    profile = throughput.profile(ws, WORK / "throughput", settings, result.gemm_peak_flops,
+                                 steps="2:3" if quick else "2:4")
+    return {"result": asdict(result), "summary": result.summary(), "profile": profile,
+            "gemm_peak_before": peak_before, "gemm_peak_after": peak_after,
+            "real_tokens_per_row": ws.real_tokens_per_row,
+            "load_before": load_before, "load_after": _load_average()}
+
+
+def run_planner(quick: bool) -> dict[str, Any]:
+    from bench import planner_accuracy, workspace
+
+    load_before = _load_average()
+    tokenizer = WORK / "workspace" / "tokenizer"
+    if not tokenizer.exists():
+        workspace.prepare(WORK / "workspace", conversations=200)
+    settings = (planner_accuracy.Settings(configs=("llama-tiny",), steps=2)
+                if quick else planner_accuracy.Settings())
+    rows = planner_accuracy.measure(tokenizer, WORK / "planner", settings)
+    return {"rows": rows, "settings": asdict(settings), "load_before": load_before,
+            "load_after": _load_average()}
+
+
+def run_operator(quick: bool) -> dict[str, Any]:
+    from bench import operator_scale
+
+    load_before = _load_average()
+    counts = (3,) if quick else (10, 100, 500)
+    results = operator_scale.measure(WORK / "operator", counts,
+                                     timeout=60 if quick else 240)
+    return {"results": [asdict(r) for r in results], "load_before": load_before,
+            "load_after": _load_average()}
+
+
+RUNNERS = {"throughput": run_throughput, "planner": run_planner, "operator": run_operator}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, from {', '.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args(argv)
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    started = time.monotonic()
+    _save("machine", machine.describe())
+    for section in wanted:
+        t = time.monotonic()
+        print(f"== {section}", flush=True)
+        value = RUNNERS[section](args.quick)
+        value["seconds"] = time.monotonic() - t
+        value["quick"] = args.quick
+        value["when"] = machine.describe()["date"]
+        _save(section, value)
+        print(f"== {section}: {value['seconds']:.0f} s", flush=True)
+    text = report.render({name: _load(name) for name in ("machine", *SECTIONS)},
+                         command=" ".join(["python -m bench", *(argv or sys.argv[1:])]))
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output} in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
