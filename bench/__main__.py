@@ -3,6 +3,7 @@
     python -m bench                          all sections (about 15 minutes on 2 cores)
     python -m bench --sections planner       one or more of: throughput, planner, operator
     python -m bench --quick                  tiny settings, to check the bench itself runs
+    python -m bench --report-only            re-render the report from the saved results
 
 Raw results go to bench/results/<section>.json (git-ignored); the report is rendered from
 all of them, so a section can be re-run alone and the report still covers every section.
@@ -113,13 +114,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from {', '.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="only re-render the report from bench/results")
     args = parser.parse_args(argv)
-    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    wanted = [] if args.report_only else [s.strip() for s in args.sections.split(",")
+                                          if s.strip()]
     unknown = set(wanted) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     started = time.monotonic()
-    _save("machine", machine.describe())
+    if wanted:
+        _save("machine", machine.describe())
     for section in wanted:
         t = time.monotonic()
         print(f"== {section}", flush=True)

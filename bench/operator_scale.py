@@ -32,10 +32,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the test emulator, reused as is
 
-from emulator import ApiServerEmulator, EmulatorThread  # noqa: E402
-from kmock import Server  # noqa: E402
-
-from finetune_operator import api, render  # noqa: E402
+from emulator import ApiServerEmulator, EmulatorThread
+from finetune_operator import api, render
+from kmock import Server
 
 BENCH_AGENT = "finetune-bench"
 CHILD_KINDS = ("configmaps", "services", "jobs")

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
-from finetune_operator.api import FineTuneJob, FineTuneJobSpec, Plan  # noqa: E402
+from finetune_operator.api import FineTuneJob, FineTuneJobSpec, Plan
 
 
 def render(job: dict[str, Any], *, data_root: Path, output: Path, nproc: int = 2,
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
 
         probe = memory_probe.MemoryProbe(args.memory, baseline_rss=memory_probe.begin())
         callbacks.append(probe)
-        on_built = lambda trainer, parts: probe.attach(trainer)  # noqa: E731
+        on_built = lambda trainer, parts: probe.attach(trainer)
     run_with_callbacks(args.config, callbacks, on_built)
     _close_process_group()
 

@@ -47,9 +47,8 @@ def prepare(root: Path, *, model_config: dict[str, Any] | None = None,
             conversations: int = CONVERSATIONS, seed: int = SEED) -> Workspace:
     """Write data, tokenizer and model under `root` (overwriting) and describe them."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from finetune_trainer.tokenizer import train_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     root.mkdir(parents=True, exist_ok=True)
     rows = chat_data.conversations(conversations, seed=seed)
