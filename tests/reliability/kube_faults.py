@@ -39,17 +39,18 @@ HANG = "hang"
 
 @dataclass
 class Rule:
-    """Answer `times` requests of `method` whose path contains `path` with `status`."""
+    """Answer `times` requests of `method` whose path ends with `path` with `status`."""
 
     method: str
     path: str
     status: int | str
     times: int
     committed: bool = False  # hang after the emulator applied the request (response lost)
+    released: bool = False  # a hung request answers 504 once this is set
     served: list[float] = field(default_factory=list)  # monotonic times of injected answers
 
     def matches(self, method: str, path: str) -> bool:
-        return method == self.method and self.path in path and len(self.served) < self.times
+        return method == self.method and path.endswith(self.path) and len(self.served) < self.times
 
 
 class Faults:
@@ -59,20 +60,18 @@ class Faults:
         self.cluster = cluster
         self.rules: list[Rule] = []
         self._lock = threading.Lock()
-        self._release: asyncio.Event | None = None
         emulator = cluster.emulator
         original = emulator._handle
 
         async def handle(request: Any) -> Any:
-            if self._release is None:
-                self._release = asyncio.Event()
             rule = self._match(request)
             if rule is None:
                 return await original(request)
             if rule.status == HANG:
                 if rule.committed:  # applied, then the answer never comes (a lost response)
                     await original(request)
-                await self._release.wait()
+                while not rule.released:
+                    await asyncio.sleep(0.05)
                 return _status(504, "Timeout", "released by the test")
             return _status(int(rule.status), _REASONS.get(int(rule.status), "Error"),
                            "injected by the test")
@@ -87,14 +86,16 @@ class Faults:
         return rule
 
     def clear(self) -> None:
+        """Forget every rule; requests still hanging answer 504."""
+        self.release()
         with self._lock:
             self.rules.clear()
 
     def release(self) -> None:
         """Let every hung request answer (504)."""
-        loop, event = self.cluster._loop, self._release
-        if loop is not None and event is not None:
-            loop.call_soon_threadsafe(event.set)
+        with self._lock:
+            for rule in self.rules:
+                rule.released = True
 
     def _match(self, request: Any) -> Rule | None:
         method, path = str(request.method.value).upper(), request.url.path
