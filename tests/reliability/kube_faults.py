@@ -122,9 +122,18 @@ def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
 
 def stored(cluster: EmulatorThread, plural: str, namespace: str | None = None) -> list[dict]:
     """Live objects of one resource (optionally one namespace), as dicts."""
-    return [dict(obj) for (res, ns, _), obj in list(cluster.emulator.objects.items())
+    return [_plain(obj.raw) for (res, ns, _), obj in list(cluster.emulator.objects.items())
             if res.plural == plural and (namespace is None or ns == namespace)
             and not obj.deleted]
+
+
+def _plain(value: Any) -> Any:
+    """kmock's views as plain dicts and lists (JSON-serializable, safe to keep)."""
+    if hasattr(value, "keys"):
+        return {k: _plain(value[k]) for k in value.keys()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def creations(cluster: EmulatorThread, plural: str, namespace: str, name: str) -> int:
