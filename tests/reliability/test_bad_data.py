@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from finetune_operator.api import DatasetSpec
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import TrainerError
+
 from tests.conftest import ROOT
 from tests.local.conftest import finetune_command, run_cli, write_job
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
-
 from ftj_samples import spec_dict
 from kube_faults import finetunejobs, operator_against_emulator, phases, stored
-from tests.conftest import ROOT
 from wiring import Kube, wait_for
+
+from tests.conftest import ROOT
 
 CORPUS = sorted((ROOT / "tests" / "cases" / "invalid").glob("*.yaml"))
 NS = "bad-jobs"

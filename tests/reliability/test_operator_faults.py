@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-
 from ftj_samples import spec_dict
 from kube_faults import HANG, Faults, creations, finetunejobs, operator_against_emulator
 from wiring import Kube, wait_for
@@ -134,7 +133,7 @@ def test_a_request_the_api_never_answers_times_out_and_is_retried(env):
 
 
 class _Garbage(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = b"<html>not prometheus</html>\x00\xff"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from ftj_samples import spec_dict
 from kube_faults import (
     HANG,

@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from ftj_samples import spec_dict
 from kube_faults import creations, operator_against_emulator, phases, stored
 from wiring import Kube, wait_for

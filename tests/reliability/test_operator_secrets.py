@@ -17,7 +17,6 @@ import secrets
 import jsonschema
 import kmock
 import pytest
-
 from emulator import VERBS
 from finetune_operator import crd
 from ftj_samples import spec_dict
