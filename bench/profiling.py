@@ -68,9 +68,11 @@ def summarize(events: Any, wall_seconds: float, steps: int, main_thread: int | N
                 busy[e.thread] += e.cpu_time_total
         main_thread = max(busy, key=busy.get)
     phases: dict[str, float] = defaultdict(float)
+    top_level: dict[str, float] = defaultdict(float)
     for e in events:
         if e.cpu_parent is None and e.thread == main_thread:
             phases[phase_of(e.name)] += e.cpu_time_total / 1e6
+            top_level[e.name] += e.cpu_time_total / 1e6
     covered = sum(phases.values())
     phases["outside torch ops (Python, data, loop)"] = max(0.0, wall_seconds - covered)
     kinds: dict[str, float] = defaultdict(float)
@@ -88,6 +90,8 @@ def summarize(events: Any, wall_seconds: float, steps: int, main_thread: int | N
         "phases": dict(sorted(phases.items(), key=lambda kv: -kv[1])),
         "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
         "top_ops": [{"op": name, "seconds": seconds} for name, seconds in top],
+        # What the phases were classified from: when a phase split looks wrong, look here.
+        "top_level": dict(sorted(top_level.items(), key=lambda kv: -kv[1])[:8]),
     }
 
 

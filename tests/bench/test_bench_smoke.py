@@ -66,7 +66,7 @@ def test_profile_summary_splits_phases_and_kinds() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         (a @ a).relu().sum().backward()
     summary = profiling.summarize(prof.events(), wall_seconds=1.0, steps=1)
-    assert set(summary) == {"steps", "wall_seconds", "phases", "kinds", "top_ops"}
+    assert {"steps", "wall_seconds", "phases", "kinds", "top_ops"} <= set(summary)
     assert "GEMM (mm, addmm, bmm)" in summary["kinds"]
     assert "outside torch ops (Python, data, loop)" in summary["phases"]
 
