@@ -12,16 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
+from bad_data import CORPUS, MANIFEST, assert_counted
 from finetune_operator.api import DatasetSpec
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import TrainerError
 
-from tests.conftest import ROOT
 from tests.local.conftest import finetune_command, run_cli, write_job
 
-CORPUS = ROOT / "tests" / "cases" / "bad-data"
-MANIFEST = yaml.safe_load((CORPUS / "manifest.yaml").read_text())["cases"]
 NUM_LABELS = 3
 
 
@@ -31,18 +28,6 @@ def _prepare(case: dict, on_error: str, folder: Path = CORPUS):
     return prepare(dataset, resolve=lambda path: folder / path,
                    num_labels=NUM_LABELS if case["format"] == "classification" else None,
                    assistant_only_loss=True, seed=0)
-
-
-def assert_counted(data: dict, expected: dict[str, int]) -> None:
-    """`data` (training_summary.json's data) skipped exactly `expected`, and lost nothing."""
-    skipped = data["skipped"]
-    for fragment, count in expected.items():
-        matching = sum(n for reason, n in skipped.items() if fragment in reason)
-        assert matching == count, (fragment, skipped)
-    assert data["skippedTotal"] == sum(skipped.values()) == sum(expected.values()), skipped
-    read = sum(data["read"].values())
-    assert read == (data["trainRows"] + data["evalRows"] + data["skippedTotal"]
-                    + data["duplicatesDropped"]), data
 
 
 def test_every_file_of_the_corpus_has_an_expectation():

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bad_data import CORPUS, MANIFEST, assert_counted
 
 from tests.conftest import ROOT
 from tests.local.conftest import finetune_command, write_job
-from tests.reliability.test_bad_data import MANIFEST, assert_counted
 
-CORPUS = ROOT / "tests" / "cases" / "bad-data"
 GOOD_ROWS = 160
 MAX_STEPS = 4
 TOKEN = "hf_" + secrets.token_hex(16)  # planted: must never be written anywhere
