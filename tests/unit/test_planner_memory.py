@@ -53,7 +53,8 @@ PSI, TRAINABLE, N = 800_000_000, 800_000_000, 8
                        "optimizer": 12 * PSI // N}),
     ("zero2", "fp32", {"weights": 4 * PSI, "gradients": (4 + 4) * PSI // N,
                        "optimizer": 12 * PSI // N}),
-    ("zero3", "bf16", {"weights": 2 * PSI // N, "gradients": 4 * PSI // N,
+    # Stage 3 keeps the reduce-scattered 16-bit partition besides the fp32 one (measured).
+    ("zero3", "bf16", {"weights": 2 * PSI // N, "gradients": (2 + 4) * PSI // N,
                        "optimizer": 12 * PSI // N}),
     # FSDP: everything sharded, fp32 master weights and gradients.
     ("fsdp", "bf16", {"weights": 4 * PSI // N, "gradients": 4 * PSI // N,
@@ -133,8 +134,9 @@ def test_zero2_matches_deepspeed_estimator(deepspeed_estimators, nodes, per_node
 
 @pytest.mark.parametrize(("nodes", "per_node"), LAYOUTS)
 def test_zero3_matches_deepspeed_estimator(deepspeed_estimators, nodes, per_node):
-    """Same assumptions: gradients reduce-scattered into an fp32 partition (18/N bytes per
-    parameter) plus the largest module gathered (4 bytes per its parameter), zero.Init."""
+    """DeepSpeed's estimator counts 18/N bytes per parameter (16-bit weights, fp32 gradient
+    and Adam partitions) plus the largest module gathered; the planner adds the 16-bit
+    gradient partition stage 3 really keeps (2/N bytes per parameter, docs/benchmarks.md)."""
     _, zero3 = deepspeed_estimators
     count = _llama8b()
     world = nodes * per_node
@@ -142,7 +144,8 @@ def test_zero3_matches_deepspeed_estimator(deepspeed_estimators, nodes, per_node
                               num_nodes=nodes, cpu_offload=False, zero_init=True)
     states = mem.model_states(mem.state_terms("zero3", "bf16"), count.total, count.total, world)
     assert mem.gathered_module_bytes(count, "bf16") == largest
-    assert sum(states.values()) + largest == pytest.approx(gpu, abs=4)
+    working_gradients = 2 * count.total // world
+    assert sum(states.values()) - working_gradients + largest == pytest.approx(gpu, abs=4)
     host = mem.host_bytes_per_node(count, strategy="zero3", gpus_per_node=per_node,
                                    offloaded_per_rank=0, rank_total=0, on_cpu=False)
     assert host - per_node * mem.HOST_PROCESS_OVERHEAD == cpu

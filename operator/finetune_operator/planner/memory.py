@@ -9,8 +9,10 @@ stage 3 (P_os+g+p) the weights too. `zero_paper_terms` is exactly that accountin
 
 The planner uses what each implementation really keeps (`state_terms`):
 - DeepSpeed ZeRO additionally reduces gradients into an fp32 partition for the optimizer
-  step, and in stage 3 reduce-scatters straight into it, which is what DeepSpeed's own
-  estimators (`estimate_zero2_model_states_mem_needs`, `estimate_zero3_...`) count.
+  step, which is what DeepSpeed's own estimators (`estimate_zero2_model_states_mem_needs`,
+  `estimate_zero3_...`) count. Stage 3 also keeps its reduce-scattered gradient partition in
+  the working precision (`grad_partitions_flat_buffer`) before the fp32 copy: measured on 2
+  CPU ranks (docs/benchmarks.md), and missing from DeepSpeed's stage 3 estimator.
 - PyTorch DDP and FSDP with mixed precision keep fp32 weights (autocast / FSDP's
   MixedPrecision cast on the fly) with fp32 gradients and Adam's two fp32 states: the same
   16 bytes per parameter, split differently. DDP also keeps a second copy of the gradients
@@ -101,7 +103,7 @@ def state_terms(strategy: str, precision: str) -> tuple[StateTerm, ...]:
     if strategy in DEEPSPEED:
         stage = {"zero1": 1, "zero2": 2}.get(strategy, 3)
         terms = [StateTerm("weights", e, stage >= 3, False, "working weights")]
-        if stage < 3:  # stage 3 reduce-scatters straight into the fp32 partition
+        if strategy != "zero3-offload":  # offload moves the gradient partition to the host
             terms.append(StateTerm("gradients", e, stage >= 2, True, "working gradients"))
         terms += [
             StateTerm("gradients", 4, True, True, "fp32 gradient partition"),
