@@ -12,10 +12,13 @@ The attempt number is `status.restarts`; the Job of attempt k is `names.batch_jo
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -31,6 +34,7 @@ from finetune_operator.render import Owner
 from finetune_operator.settings import Settings
 
 PlanFn = Callable[[FineTuneJobSpec], Plan]
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- data
 
@@ -84,6 +88,52 @@ class Decision:
     status: FineTuneJobStatus
 
 
+class ParseCache(Generic[T]):
+    """A bounded memo of a pure parse, keyed by the exact text (or canonical JSON) parsed.
+
+    Every reconcile needs the spec a job started with (the YAML in its ConfigMap) and the
+    validated current spec; parsing them is most of a reconcile's CPU, and they rarely change.
+    Keyed by content, not by resourceVersion: equal text parses to an equal result whatever
+    the metadata says. The values are shared, so callers must not mutate them (the lifecycle
+    only reads specs, and copies with `model_copy`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, parse: Callable[[str], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            self.misses += 1
+        value = parse(key)  # outside the lock: another job's parse need not wait
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# One entry per live job is enough (its started spec, its current spec); a few thousand
+# parsed specs are a few MiB.
+STARTED_SPECS: ParseCache[FineTuneJobSpec | None] = ParseCache(4096)
+CURRENT_SPECS: ParseCache[tuple[FineTuneJobSpec | None, list[str]]] = ParseCache(4096)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -100,6 +150,25 @@ def reconcile(observed: Observed, now: datetime, settings: Settings,
         _follow(step)
     step.status.observed_generation = observed.generation
     return Decision(step.actions, step.status)
+
+
+def resync_due(spec: dict[str, Any], status: FineTuneJobStatus, generation: int, name: str,
+               now: datetime, settings: Settings) -> bool:
+    """Whether a periodic resync at `now` can change anything that `reconcile` would decide.
+
+    Active jobs: always (pods are not watched; deadlines and Unschedulable are timed). A
+    finished job: only once its TTL is due, since `_finished` does nothing before. A job
+    rejected before it started: only an edit re-evaluates it, and an edit is an update."""
+    if status.phase not in TERMINAL_PHASES or generation != status.observed_generation:
+        return True
+    if not _has_started(status):
+        return False
+    current, _ = _validated_spec(name, spec_with_defaults(spec, settings))
+    if current is None:
+        return True  # its TTL is in the started copy, which only a full reconcile reads
+    ttl = current.run_policy.ttl_seconds_after_finished
+    done = status.completion_time
+    return ttl is not None and done is not None and now - done >= timedelta(seconds=ttl)
 
 
 def _default_planner() -> PlanFn:
@@ -151,14 +220,12 @@ def _is_finished(step: _Step) -> bool:
 def _start(step: _Step, plan_fn: PlanFn) -> bool:
     """Validate and plan. False when the job failed here (invalid or does not fit)."""
     from finetune_operator.planner import PlanningError
-    from finetune_operator.validation import validate_spec
 
     if step.status.phase in TERMINAL_PHASES:  # edited after a rejection: start afresh
         step.status = FineTuneJobStatus(conditions=step.status.conditions)
-    spec, problems = validate_spec(spec_with_defaults(step.observed.spec, step.settings),
-                                   step.name, plan=False)
+    spec, problems = _validated_current_spec(step)
     if spec is None:
-        _fail_invalid(step, "; ".join(str(p) for p in problems))
+        _fail_invalid(step, "; ".join(problems))
         return False
     step.condition(cond.VALID, "True", "SpecValid")
     try:
@@ -277,20 +344,36 @@ class _InvalidAfterStart(Exception):
 
 
 def _validated_current_spec(step: _Step) -> tuple[FineTuneJobSpec | None, list[str]]:
+    return _validated_spec(step.name, spec_with_defaults(step.observed.spec, step.settings))
+
+
+def _validated_spec(name: str, spec: Any) -> tuple[FineTuneJobSpec | None, list[str]]:
+    """validate_spec without planning, memoized on the spec's canonical JSON."""
+    try:
+        key = json.dumps([name, spec], sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (only in hand-made tests): no caching
+        return _validate_current(name, spec)
+    return CURRENT_SPECS.get(key, lambda _: _validate_current(name, spec))
+
+
+def _validate_current(name: str, spec: Any) -> tuple[FineTuneJobSpec | None, list[str]]:
     from finetune_operator.validation import validate_spec
 
-    spec, problems = validate_spec(spec_with_defaults(step.observed.spec, step.settings),
-                                   step.name, plan=False)
-    return spec, [str(p) for p in problems]
+    valid, problems = validate_spec(spec, name, plan=False)
+    return valid, [str(p) for p in problems]
 
 
 def _started_spec(config_map: dict[str, Any] | None) -> FineTuneJobSpec | None:
-    import yaml
-    from finetune_trainer.config import TrainerConfig
-
     if not config_map:
         return None
     text = (config_map.get("data") or {}).get(render.CONFIG_KEY)
+    return STARTED_SPECS.get(text if isinstance(text, str) else "", _parse_started_spec)
+
+
+def _parse_started_spec(text: str) -> FineTuneJobSpec | None:
+    import yaml
+    from finetune_trainer.config import TrainerConfig
+
     try:
         return TrainerConfig.model_validate(yaml.safe_load(text or "")).spec
     except (ValidationError, yaml.YAMLError):

@@ -60,9 +60,11 @@ def changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     memo.reconciler.reconcile(namespace, name)
 
 
-@kopf.timer(*FINETUNEJOBS, interval=SETTINGS.resync_interval)
+# The first tick waits a whole interval: create and resume have just reconciled the job.
+@kopf.timer(*FINETUNEJOBS, interval=SETTINGS.resync_interval,
+            initial_delay=SETTINGS.resync_interval)
 def resync(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.reconcile(namespace, name)
+    memo.reconciler.resync(namespace, name)
 
 
 @kopf.timer(*FINETUNEJOBS, interval=SETTINGS.progress_interval,
@@ -80,8 +82,12 @@ def job_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.event(*FINETUNEJOBS)
-def finetunejob_event(type: str, namespace: str, name: str, memo: kopf.Memo,
-                      **_: Any) -> None:
-    """A deleted job: drop its metrics. Its children go with it (ownerReferences)."""
+def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: str,
+                      memo: kopf.Memo, **_: Any) -> None:
+    """Every event of a job, before its other handlers: keep the body for the reconciles (no
+    GET per trigger). A deleted job: drop its metrics; its children go with it
+    (ownerReferences)."""
     if type == "DELETED":
         memo.reconciler.forget(namespace, name)
+    else:
+        memo.reconciler.cluster.remember(body)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import kubernetes
@@ -43,12 +45,58 @@ class Cluster:
         self.batch = kubernetes.client.BatchV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.metrics = metrics
+        # FineTuneJobs as the watch last delivered them, and the newest status known to be
+        # stored (written by us, or read by a GET): see current_finetunejob.
+        self._seen: dict[tuple[str, str], dict[str, Any]] = {}
+        self._stored: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        self._memory = threading.Lock()
+        self.finetunejob_gets = 0
 
     # ------------------------------------------------------------------ reading
 
     def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._read(lambda: self._raw(self.custom.get_namespaced_custom_object(
+        """The FineTuneJob as the API server has it now (one GET)."""
+        self.finetunejob_gets += 1
+        body = self._read(lambda: self._raw(self.custom.get_namespaced_custom_object(
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, _preload_content=False)))
+        if body is not None:
+            self._record_status(namespace, name, body)
+        return body
+
+    def remember(self, body: Mapping[str, Any]) -> None:
+        """A FineTuneJob as a watch event delivered it (kopf's on.event, called before any
+        other handler of the same event)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        with self._memory:
+            self._seen[key] = dict(body)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._memory:
+            self._seen.pop((namespace, name), None)
+            self._stored.pop((namespace, name), None)
+
+    def current_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The FineTuneJob to reconcile: the body the watch last delivered when its status is
+        the newest one this process knows is stored, else a GET.
+
+        The lifecycle keeps its memory in the status, so a body whose status predates our
+        own last write (its watch event is still on the way) must not be used: it would redo
+        what the last reconcile did, or stamp times again. Spec edits are safe either way:
+        an edit is itself an event, and triggers another reconcile with the edited body."""
+        with self._memory:
+            seen = self._seen.get((namespace, name))
+            stored = self._stored.get((namespace, name))
+        if seen is not None:
+            meta = seen.get("metadata") or {}
+            if stored is None or stored == (meta.get("uid"), seen.get("status") or {}):
+                return seen
+        return self.get_finetunejob(namespace, name)
+
+    def _record_status(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        uid = (body.get("metadata") or {}).get("uid")
+        with self._memory:
+            self._stored[(namespace, name)] = (uid, body.get("status") or {})
 
     def observe(self, body: dict[str, Any]) -> Observed:
         meta = body["metadata"]
@@ -105,9 +153,23 @@ class Cluster:
         """Merge-patch the status subresource with what changed; fields in `keep` belong to
         another writer (the progress timer) and are left alone."""
         patch = status_patch(old, new, keep=keep)
-        if patch:
-            self._call(lambda: self.custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": patch}))
+        if not patch:
+            return
+        try:
+            stored = self._call(lambda: self._raw(
+                self.custom.patch_namespaced_custom_object_status(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": patch},
+                    _preload_content=False)))
+        except Exception:
+            # The write may or may not have landed: only a GET can tell again.
+            with self._memory:
+                self._stored[(namespace, name)] = ("", {"unknown": True})
+            raise
+        if isinstance(stored, dict) and isinstance(stored.get("metadata"), dict):
+            self._record_status(namespace, name, stored)
+        else:  # an answer without the object: the next reconcile reads it
+            with self._memory:
+                self._stored[(namespace, name)] = ("", {"unknown": True})
 
     def _create(self, namespace: str, obj: dict[str, Any]) -> None:
         creators = {

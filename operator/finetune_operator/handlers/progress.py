@@ -68,9 +68,10 @@ def refresh_progress(reconciler: Reconciler, namespace: str, name: str,
     """One read of rank 0's metrics for a Running job; a no-op in any other phase.
 
     The HTTP read happens outside the job's lock (a slow endpoint must not hold up the
-    lifecycle); the status is then re-read and written under the lock."""
+    lifecycle); the status is then read again (the watch's body when it is current) and
+    written under the lock."""
     cluster = reconciler.cluster
-    body = cluster.get_finetunejob(namespace, name)
+    body = cluster.current_finetunejob(namespace, name)
     status = parse_status((body or {}).get("status"))
     if body is None or status.phase != "Running" or not status.active_job:
         return
@@ -84,7 +85,7 @@ def refresh_progress(reconciler: Reconciler, namespace: str, name: str,
         except ProgressUnavailable as err:
             error = str(err)
     with reconciler.locks(namespace, name):
-        body = cluster.get_finetunejob(namespace, name)
+        body = cluster.current_finetunejob(namespace, name)
         current = parse_status((body or {}).get("status"))
         if body is None or current.phase != "Running" or current.active_job != status.active_job:
             return  # the job moved on while we were reading

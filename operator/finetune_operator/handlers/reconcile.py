@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from finetune_operator import api, lifecycle
-from finetune_operator.handlers.kube import Cluster
+from finetune_operator.handlers.kube import Cluster, parse_status
 from finetune_operator.lifecycle import Emit
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.settings import Settings
@@ -52,30 +52,60 @@ class Reconciler:
         self.emit = emit
         self.clock = clock
         self.locks = JobLocks()
+        # (namespace, name) -> uid of a finished job whose last resync had nothing left to do
+        self._settled: dict[tuple[str, str], str | None] = {}
 
     def reconcile(self, namespace: str, name: str) -> None:
         with self.locks(namespace, name), self.metrics.reconcile_seconds.time():
-            body = self.cluster.get_finetunejob(namespace, name)
+            self._reconcile(namespace, name)
+
+    def resync(self, namespace: str, name: str) -> None:
+        """The periodic reconcile, skipped when the clock cannot change anything: a finished
+        job whose TTL is not due, or whose children are gone already. Active jobs are always
+        reconciled: their pods are not watched, and deadlines and Unschedulable are timed."""
+        with self.locks(namespace, name):
+            body = self.cluster.current_finetunejob(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
-            observed = self.cluster.observe(body)
-            decision = lifecycle.reconcile(observed, self.clock(), self.settings)
-            events = [a for a in decision.actions if isinstance(a, Emit)]
-            for action in decision.actions:
-                if not isinstance(action, Emit):
-                    self.cluster.apply(namespace, action)
-            self.cluster.write_status(namespace, name, body.get("status"), decision.status)
-            # Events only once the state they announce is recorded.
-            for event in events:
-                self.emit(body, event)
-            self.metrics.observe_phase(namespace, name, decision.status.phase)
-            restarted = decision.status.restarts - observed.status.restarts
-            if restarted > 0:
-                self.metrics.restarts.labels(namespace, name).inc(restarted)
+            meta = body["metadata"]
+            if self._settled.get((namespace, name)) == meta.get("uid"):
+                return
+            if not lifecycle.resync_due(body.get("spec") or {},
+                                        parse_status(body.get("status")),
+                                        int(meta.get("generation") or 1), name, self.clock(),
+                                        self.settings):
+                return
+            with self.metrics.reconcile_seconds.time():
+                decision = self._reconcile(namespace, name)
+            if decision is not None and not decision.actions \
+                    and decision.status.phase in api.TERMINAL_PHASES:
+                self._settled[(namespace, name)] = meta.get("uid")  # nothing left to do
+
+    def _reconcile(self, namespace: str, name: str) -> lifecycle.Decision | None:
+        body = self.cluster.current_finetunejob(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        observed = self.cluster.observe(body)
+        decision = lifecycle.reconcile(observed, self.clock(), self.settings)
+        events = [a for a in decision.actions if isinstance(a, Emit)]
+        for action in decision.actions:
+            if not isinstance(action, Emit):
+                self.cluster.apply(namespace, action)
+        self.cluster.write_status(namespace, name, body.get("status"), decision.status)
+        # Events only once the state they announce is recorded.
+        for event in events:
+            self.emit(body, event)
+        self.metrics.observe_phase(namespace, name, decision.status.phase)
+        restarted = decision.status.restarts - observed.status.restarts
+        if restarted > 0:
+            self.metrics.restarts.labels(namespace, name).inc(restarted)
+        return decision
 
     def forget(self, namespace: str, name: str) -> None:
         self.metrics.forget(namespace, name)
         self.locks.forget(namespace, name)
+        self.cluster.forget(namespace, name)
+        self._settled.pop((namespace, name), None)
 
 
 def event_ref(body: dict[str, Any]) -> dict[str, Any]:

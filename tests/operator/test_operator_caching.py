@@ -1,0 +1,299 @@
+"""What makes a reconcile cheap, and stays correct: the parse caches (hit on the same content,
+miss on new content), the watch's body used only while its status is current, and the resync
+timer skipping finished jobs whose clock cannot change anything."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from finetune_operator import lifecycle, names
+from finetune_operator.api import FineTuneJobStatus
+from finetune_operator.handlers.kube import Cluster
+from finetune_operator.handlers.reconcile import Reconciler
+from finetune_operator.metrics import OperatorMetrics
+from prometheus_client import CollectorRegistry
+from test_operator_lifecycle import SETTINGS, T0, World, two_node_spec
+
+
+@pytest.fixture(autouse=True)
+def empty_caches():
+    lifecycle.STARTED_SPECS.clear()
+    lifecycle.CURRENT_SPECS.clear()
+    yield
+    lifecycle.STARTED_SPECS.clear()
+    lifecycle.CURRENT_SPECS.clear()
+
+
+def started_world(**spec: Any) -> World:
+    world = World(two_node_spec(**spec))
+    world.step()  # planned: ConfigMap, Service and Job created
+    return world
+
+
+# --------------------------------------------------------------------------- ParseCache
+
+
+def test_parse_cache_parses_a_key_once_and_a_new_key_again():
+    calls: list[str] = []
+    cache: lifecycle.ParseCache[int] = lifecycle.ParseCache(size=8)
+
+    def parse(text: str) -> int:
+        calls.append(text)
+        return len(text)
+
+    assert cache.get("abc", parse) == 3
+    assert cache.get("abc", parse) == 3
+    assert calls == ["abc"]
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert cache.get("abcd", parse) == 4
+    assert calls == ["abc", "abcd"]
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_parse_cache_is_bounded_and_evicts_the_least_recently_used():
+    cache: lifecycle.ParseCache[str] = lifecycle.ParseCache(size=2)
+    cache.get("a", str.upper)
+    cache.get("b", str.upper)
+    cache.get("a", str.upper)  # a is now the most recent
+    cache.get("c", str.upper)  # evicts b
+    assert len(cache) == 2
+    misses = cache.misses
+    cache.get("a", str.upper)
+    assert cache.misses == misses
+    cache.get("b", str.upper)
+    assert cache.misses == misses + 1
+
+
+# --------------------------------------------------------------------------- started spec
+
+
+def test_started_spec_is_parsed_once_per_configmap_content(monkeypatch):
+    world = started_world()
+    config_map = world.objects[("ConfigMap", "chat-trainer")]
+    parses: list[str] = []
+    real = lifecycle._parse_started_spec
+    monkeypatch.setattr(lifecycle, "_parse_started_spec",
+                        lambda text: parses.append(text) or real(text))
+
+    first = lifecycle._started_spec(config_map)
+    # the same ConfigMap read again: another dict, another resourceVersion, the same data
+    again = copy.deepcopy(config_map)
+    again.setdefault("metadata", {})["resourceVersion"] = "99"
+    assert lifecycle._started_spec(again) is first
+    assert len(parses) == 1
+
+    # a new version with other content is parsed again, and gives the new spec
+    changed = copy.deepcopy(config_map)
+    text = changed["data"]["trainer.yaml"]
+    changed["data"]["trainer.yaml"] = text.replace("maxSeqLength: 64", "maxSeqLength: 32")
+    assert changed["data"]["trainer.yaml"] != text
+    updated = lifecycle._started_spec(changed)
+    assert len(parses) == 2
+    assert updated is not None and first is not None
+    assert (first.training.max_seq_length, updated.training.max_seq_length) == (64, 32)
+
+
+def test_a_damaged_configmap_is_remembered_as_damaged():
+    bad = {"data": {"trainer.yaml": "spec: [not, a, spec"}}
+    assert lifecycle._started_spec(bad) is None
+    assert lifecycle._started_spec(copy.deepcopy(bad)) is None
+    assert (lifecycle.STARTED_SPECS.hits, lifecycle.STARTED_SPECS.misses) == (1, 1)
+
+
+def test_reconciles_of_an_unchanged_job_parse_nothing_again():
+    world = started_world()
+    world.step()
+    started, current = lifecycle.STARTED_SPECS.misses, lifecycle.CURRENT_SPECS.misses
+    for _ in range(3):
+        world.step()
+    assert (lifecycle.STARTED_SPECS.misses, lifecycle.CURRENT_SPECS.misses) == (started,
+                                                                              current)
+    assert lifecycle.STARTED_SPECS.hits >= 3 and lifecycle.CURRENT_SPECS.hits >= 3
+
+
+def test_an_edited_spec_is_validated_again_and_still_rejected():
+    world = started_world()
+    world.step()
+    misses = lifecycle.CURRENT_SPECS.misses
+    world.edit(training={"epochs": 1, "globalBatchSize": 8, "maxSeqLength": 64,
+                         "precision": "fp32", "learningRate": 0.5})
+    decision = world.step()
+    assert lifecycle.CURRENT_SPECS.misses == misses + 1
+    assert "SpecChangeRejected" in [getattr(a, "reason", None) for a in decision.actions]
+
+
+# --------------------------------------------------------------------------- resync_due
+
+
+def finished(world: World) -> World:
+    world.start_pods()
+    world.step()
+    world.complete()
+    world.step()
+    assert world.status.phase == "Succeeded"
+    return world
+
+
+def due(world: World) -> bool:
+    return lifecycle.resync_due(world.spec, world.status, world.generation, "chat", world.now,
+                                world.settings)
+
+
+def test_resync_is_due_for_active_jobs_whatever_the_clock():
+    world = started_world()
+    assert world.status.phase == "Pending"
+    assert due(world)
+
+
+def test_resync_of_a_finished_job_is_due_exactly_when_its_ttl_is():
+    world = finished(started_world(runPolicy={"ttlSecondsAfterFinished": 60}))
+    world.now += timedelta(seconds=59)
+    assert not due(world)
+    assert world.step().actions == []  # what the skipped reconcile would have decided
+    world.now += timedelta(seconds=1)
+    assert due(world)
+    assert world.step().actions != []  # the cleanup
+
+
+def test_resync_of_a_finished_job_without_ttl_is_never_due():
+    world = finished(started_world())
+    world.now += timedelta(days=30)
+    assert not due(world)
+    assert world.step().actions == []
+
+
+def test_resync_of_a_job_rejected_before_starting_waits_for_an_edit():
+    world = World(two_node_spec(training={"learningRate": -1}))
+    world.step()
+    assert world.status.phase == "Failed"
+    assert not due(world)
+    world.edit(training={"epochs": 1, "globalBatchSize": 8, "maxSeqLength": 64,
+                         "precision": "fp32"})
+    assert due(world)  # edited: observedGeneration is behind
+
+
+# --------------------------------------------------------------------------- the watch's body
+
+
+class FakeResponse:
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.data = json.dumps(obj).encode()
+
+
+class FakeCustomApi:
+    """The FineTuneJob endpoints: GET and PATCH of the status subresource."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+        self.gets = 0
+
+    def get_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> FakeResponse:
+        self.gets += 1
+        return FakeResponse(self.obj)
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> FakeResponse:
+        body = args[-1]
+        self.obj = {**self.obj, "status": {**(self.obj.get("status") or {}),
+                                           **body["status"]}}
+        self.obj["status"] = {k: v for k, v in self.obj["status"].items() if v is not None}
+        self.obj["metadata"] = {**self.obj["metadata"],
+                                "resourceVersion": str(int(self.obj["metadata"]
+                                                           ["resourceVersion"]) + 1)}
+        return FakeResponse(self.obj)
+
+
+def ftj(status: dict[str, Any] | None = None, version: str = "1") -> dict[str, Any]:
+    return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+            "metadata": {"name": "chat", "namespace": "research", "uid": "u-1",
+                         "resourceVersion": version, "generation": 1},
+            "spec": two_node_spec(), "status": status or {}}
+
+
+def fake_cluster(stored: dict[str, Any]) -> tuple[Cluster, FakeCustomApi]:
+    cluster = Cluster()
+    fake = FakeCustomApi(stored)
+    cluster.custom = fake  # type: ignore[assignment]
+    return cluster, fake
+
+
+def test_the_watched_body_is_used_without_a_get():
+    cluster, fake = fake_cluster(ftj())
+    cluster.remember(ftj())
+    assert cluster.current_finetunejob("research", "chat") == ftj()
+    assert fake.gets == 0
+
+
+def test_a_watched_body_older_than_our_own_status_write_is_not_used():
+    cluster, fake = fake_cluster(ftj())
+    cluster.remember(ftj())
+    cluster.write_status("research", "chat", {}, FineTuneJobStatus(phase="Pending"))
+    # the watch has not delivered our write yet: the body it gave is stale, so GET
+    body = cluster.current_finetunejob("research", "chat")
+    assert fake.gets == 1
+    assert body is not None and body["status"]["phase"] == "Pending"
+    # once the watch delivers the written status, its body is used again
+    cluster.remember(fake.obj)
+    assert cluster.current_finetunejob("research", "chat")["status"]["phase"] == "Pending"
+    assert fake.gets == 1
+
+
+def test_without_a_watched_body_the_job_is_read():
+    cluster, fake = fake_cluster(ftj({"phase": "Running"}))
+    assert cluster.current_finetunejob("research", "chat")["status"] == {"phase": "Running"}
+    assert fake.gets == 1
+    cluster.forget("research", "chat")
+    cluster.current_finetunejob("research", "chat")
+    assert fake.gets == 2
+
+
+# --------------------------------------------------------------------------- the resync timer
+
+
+class CountingCluster:
+    """Serves one job from a World; counts the reads a reconcile makes."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.observes = 0
+
+    def current_finetunejob(self, namespace: str, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": namespace, "uid": "u-1",
+                             "generation": self.world.generation},
+                "spec": self.world.spec, "status": self.world.status.to_wire()}
+
+    def observe(self, body: dict[str, Any]) -> lifecycle.Observed:
+        self.observes += 1
+        return self.world.observe()
+
+    def apply(self, namespace: str, action: Any) -> None:
+        if isinstance(action, lifecycle.Delete):
+            self.world.objects.pop((action.kind, action.name), None)
+
+    def write_status(self, namespace: str, name: str, old: Any, new: FineTuneJobStatus,
+                     **_: Any) -> None:
+        self.world.status = new
+
+    def forget(self, namespace: str, name: str) -> None:
+        pass
+
+
+def test_the_resync_timer_reads_nothing_for_a_finished_job_until_its_ttl_is_due():
+    world = finished(started_world(runPolicy={"ttlSecondsAfterFinished": 60}))
+    cluster = CountingCluster(world)
+    reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                            emit=lambda body, event: None, clock=lambda: world.now)
+    world.now = T0 + timedelta(seconds=10)
+    reconciler.resync("research", "chat")
+    assert cluster.observes == 0
+    world.now = (world.status.completion_time or T0) + timedelta(seconds=60)
+    reconciler.resync("research", "chat")  # due: the children are deleted
+    assert cluster.observes == 1
+    assert not any(kind == "Job" for kind, _ in world.objects)
+    reconciler.resync("research", "chat")  # nothing was left: settled
+    reconciler.resync("research", "chat")
+    assert cluster.observes == 2
+    assert names.config_map_name("chat") not in {n for _, n in world.objects}
