@@ -94,6 +94,11 @@ def outcome(tmp_path_factory) -> Iterator[dict[str, Any]]:
             settled(n, p) for n, p in phases(cluster, NS).items()) and len(
             phases(cluster, NS)) == len(expected), timeout=WAIT,
             detail=lambda: {n: p for n, p in phases(cluster, NS).items() if not settled(n, p)})
+        # the Warning is posted right after the status that it announces is written
+        invalid = [n for n in names if n not in KNOWN_GAPS]
+        wait_for("a Warning Event for every invalid job", lambda: {
+            e["involvedObject"]["name"] for e in stored(cluster, "events", NS)
+            if e.get("type") == "Warning"} >= set(invalid), timeout=WAIT)
         jobs = finetunejobs(cluster, NS)
         yield {"cluster": cluster, "operator": operator,
                "statuses": {n: jobs[n]["status"] for n in expected},
@@ -130,9 +135,11 @@ def test_invalid_job_fails_naming_its_field(outcome, path, doc):
 @pytest.mark.reliability
 def test_only_the_valid_jobs_have_children(outcome):
     cluster = outcome["cluster"]
-    valid_uids = {outcome["uids"][n] for n in VALID + list(KNOWN_GAPS)}
+    valid_uids = {outcome["uids"][n] for n in VALID}
+    gap_uids = {outcome["uids"][n] for n in KNOWN_GAPS}  # pinned by their own xfail
     children = [obj for plural in ("configmaps", "services", "jobs")
-                for obj in stored(cluster, plural, NS)]
+                for obj in stored(cluster, plural, NS)
+                if obj["metadata"]["ownerReferences"][0]["uid"] not in gap_uids]
     owners = [ref["uid"] for obj in children for ref in obj["metadata"]["ownerReferences"]]
     assert set(owners) == valid_uids
     assert len(children) == 3 * len(valid_uids)  # a ConfigMap, a Service and a Job each
@@ -153,7 +160,8 @@ def test_each_invalid_job_gets_one_warning_event_and_no_literal_token_is_echoed(
         if name in KNOWN_GAPS:
             continue
         warnings = [e for e in by_job.get(name, []) if e.get("type") == "Warning"]
-        assert [e["reason"] for e in warnings] in (["InvalidSpec"], ["DoesNotFit"]), name
+        reasons = [e["reason"] for e in warnings]
+        assert reasons in (["InvalidSpec"], ["DoesNotFit"]), (name, warnings)
     literal = yaml.safe_load((ROOT / "tests" / "cases" / "invalid" / "literal-hf-token.yaml")
                              .read_text())["spec"]["secrets"]["hfToken"]
     assert len(literal) > 20
