@@ -323,7 +323,7 @@ class TrainingSpec(ApiModel):
 
     epochs: float = Field(3, gt=0, le=1000, description="Passes over the training data.")
     max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+        None, ge=1, le=100_000_000, description="Stop after this many optimizer steps (overrides epochs)."
     )
     learning_rate: float = Field(2.0e-5, gt=0, le=1, description="Peak learning rate.")
     scheduler: Literal["cosine", "linear", "constant", "wsd"] = Field(
@@ -367,21 +367,22 @@ class TrainingSpec(ApiModel):
         "auto",
         description="auto: bf16 where the GPU supports it, fp16 on V100/T4, fp32 on CPU.",
     )
-    eval_steps: int = Field(200, ge=1, description="Evaluate every N optimizer steps.")
-    save_steps: int = Field(200, ge=1, description="Checkpoint every N optimizer steps.")
+    eval_steps: int = Field(200, ge=1, le=100_000_000, description="Evaluate every N optimizer steps.")
+    save_steps: int = Field(200, ge=1, le=100_000_000, description="Checkpoint every N optimizer steps.")
     save_total_limit: int = Field(
         3, ge=1, le=100, description="Keep at most this many complete checkpoints."
     )
     logging_steps: int = Field(
-        1, ge=1, description="Report loss and throughput every N optimizer steps."
+        1, ge=1, le=100_000_000, description="Report loss and throughput every N optimizer steps."
     )
     early_stopping_patience: int | None = Field(
         None,
         ge=1,
+        le=10_000,
         description="Stop when the eval loss has not improved for this many evaluations; the "
         "best model is kept.",
     )
-    seed: int = Field(42, ge=0, description="Random seed for data order and initialization.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed for data order and initialization.")
 
 
 # --------------------------------------------------------------------------- resources
@@ -397,7 +398,7 @@ class Toleration(ApiModel):
         None, description="Taint effect to tolerate; empty matches all."
     )
     toleration_seconds: int | None = Field(
-        None, description="How long a NoExecute taint is tolerated."
+        None, ge=0, le=10**9, description="How long a NoExecute taint is tolerated."
     )
 
 
@@ -510,11 +511,12 @@ class RunPolicy(ApiModel):
         description="Whole-gang restarts from the latest checkpoint before the job fails.",
     )
     active_deadline_seconds: int | None = Field(
-        None, ge=1, description="Fail the job (DeadlineExceeded) after this long running."
+        None, ge=1, le=10**9, description="Fail the job (DeadlineExceeded) after this long running."
     )
     ttl_seconds_after_finished: int | None = Field(
         None,
         ge=0,
+        le=10**9,
         description="Delete the children this long after the job ends; the output stays.",
     )
     suspend: bool = Field(

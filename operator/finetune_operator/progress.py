@@ -60,9 +60,10 @@ def fetch_progress(url: str, timeout: float = 2.0) -> Progress:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only)
             text = response.read().decode("utf-8", errors="replace")
+        # Something that is not Prometheus text (a proxy's error page) is unavailable too.
+        return parse_progress(text)
     except (OSError, ValueError) as err:
         raise ProgressUnavailable(f"{url}: {err}") from None
-    return parse_progress(text)
 
 
 def _int(value: float | None) -> int | None:

@@ -172,11 +172,7 @@ def _garbage() -> tuple[int, Any]:
 
 @pytest.mark.reliability
 @pytest.mark.parametrize("endpoint", [
-    _refused, _blackhole,
-    pytest.param(_garbage, marks=pytest.mark.xfail(strict=True, reason=(
-        "progress.fetch_progress turns only I/O errors into ProgressUnavailable: a 200 answer "
-        "that is not Prometheus text raises ValueError in the progress timer (a traceback, "
-        "retried in 60 s) and the progress is never marked stale"))),
+    _refused, _blackhole, _garbage,
 ], ids=["refused", "never-answers", "not-metrics"])
 def test_unreachable_rank0_metrics_mark_progress_stale_and_leave_the_job_alone(env, endpoint):
     ns = f"metrics-{endpoint.__name__.strip('_')}"

@@ -44,3 +44,32 @@ def test_missing_and_nan_metrics_stay_unset():
 def test_unrelated_metrics_are_ignored():
     p = parse_progress(exposition({"process_cpu_seconds_total_x": 4}))
     assert p.step is None and p.loss is None
+
+
+def test_an_answer_that_is_not_prometheus_text_is_unavailable():
+    import http.server
+    import threading
+
+    import pytest
+
+    from finetune_operator.progress import ProgressUnavailable, fetch_progress
+
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = b"<html>502 Bad Gateway</html>\n{{{"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ProgressUnavailable):
+            fetch_progress(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
