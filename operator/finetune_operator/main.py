@@ -82,11 +82,12 @@ def job_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.event(*FINETUNEJOBS)
-def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: str,
-                      memo: kopf.Memo, **_: Any) -> None:
+async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: str,
+                            memo: kopf.Memo, **_: Any) -> None:
     """Every event of a job, before its other handlers: keep the body for the reconciles (no
     GET per trigger). A deleted job: drop its metrics; its children go with it
-    (ownerReferences)."""
+    (ownerReferences). Async (dict updates only) so it never waits for an executor thread
+    behind reconciles, which would make the kept body lag."""
     if type == "DELETED":
         memo.reconciler.forget(namespace, name)
     else:

@@ -297,3 +297,70 @@ def test_the_resync_timer_reads_nothing_for_a_finished_job_until_its_ttl_is_due(
     reconciler.resync("research", "chat")
     assert cluster.observes == 2
     assert names.config_map_name("chat") not in {n for _, n in world.objects}
+
+
+# --------------------------------------------------------------------------- observe
+
+
+class FakeReads:
+    """CoreV1Api and BatchV1Api reads of named children, recording what was read."""
+
+    def __init__(self, present: dict[str, dict[str, Any]]) -> None:
+        self.present = present
+        self.reads: list[str] = []
+
+    def _get(self, kind: str, name: str) -> FakeResponse:
+        from kubernetes.client.exceptions import ApiException
+
+        self.reads.append(f"{kind}/{name}")
+        if f"{kind}/{name}" not in self.present:
+            raise ApiException(status=404)
+        return FakeResponse(self.present[f"{kind}/{name}"])
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> FakeResponse:
+        return self._get("ConfigMap", name)
+
+    def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> FakeResponse:
+        return self._get("Service", name)
+
+    def read_namespaced_job(self, name: str, namespace: str, **_: Any) -> FakeResponse:
+        return self._get("Job", name)
+
+    def list_namespaced_pod(self, namespace: str, **_: Any) -> FakeResponse:
+        self.reads.append("pods")
+        return FakeResponse({"items": []})
+
+
+def observing_cluster(present: dict[str, dict[str, Any]]) -> tuple[Cluster, FakeReads]:
+    cluster = Cluster()
+    fake = FakeReads(present)
+    cluster.core = fake  # type: ignore[assignment]
+    cluster.batch = fake  # type: ignore[assignment]
+    return cluster, fake
+
+
+def test_a_job_that_never_started_reads_only_its_configmap():
+    cluster, fake = observing_cluster({})
+    observed = cluster.observe(ftj())
+    assert fake.reads == ["ConfigMap/chat-trainer"]
+    assert (observed.config_map, observed.service, observed.jobs) == (None, None, {})
+
+
+def test_a_configmap_left_by_a_crash_before_the_plan_was_recorded_means_a_full_read():
+    world = started_world()  # what the crashed reconcile created
+    present = {f"{kind}/{name}": obj for (kind, name), obj in world.objects.items()}
+    cluster, fake = observing_cluster(present)
+    observed = cluster.observe(ftj())  # the status never got the plan
+    assert fake.reads == ["ConfigMap/chat-trainer", "Job/chat-r0", "Job/chat-r1",
+                          "Service/chat", "pods"]
+    assert observed.config_map is not None and observed.service is not None
+    assert list(observed.jobs) == [0]
+
+
+def test_a_started_job_reads_every_child():
+    world = started_world()
+    cluster, fake = observing_cluster({})
+    observed = cluster.observe(ftj(world.status.to_wire()))
+    assert fake.reads == ["ConfigMap/chat-trainer", "Job/chat-r0", "Job/chat-r1",
+                          "Service/chat"]
+    assert observed.jobs == {}

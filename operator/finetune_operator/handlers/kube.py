@@ -99,9 +99,23 @@ class Cluster:
             self._stored[(namespace, name)] = (uid, body.get("status") or {})
 
     def observe(self, body: dict[str, Any]) -> Observed:
+        """The job and its children, read by their deterministic names.
+
+        A job that never started (no plan in its status) has no children unless a crash
+        came between creating them and recording the plan; the ConfigMap, created first,
+        tells. Without it the Service and Jobs are not read: creating them again is
+        idempotent (409)."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         status = parse_status(body.get("status"))
+        config_map = self._read(lambda: self._raw(self.core.read_namespaced_config_map(
+            names.config_map_name(name), namespace, _preload_content=False)))
+        owner = render.Owner(name=name, namespace=namespace, uid=meta["uid"])
+        generation = int(meta.get("generation") or 1)
+        spec = body.get("spec") or {}
+        started = status.plan is not None and status.plan.fits
+        if config_map is None and not started:
+            return Observed(owner=owner, generation=generation, spec=spec, status=status)
         attempts = (status.restarts - 1, status.restarts, status.restarts + 1)
         jobs = {}
         for attempt in attempts:
@@ -111,12 +125,8 @@ class Cluster:
             if job is not None:
                 jobs[attempt] = job
         return Observed(
-            owner=render.Owner(name=name, namespace=namespace, uid=meta["uid"]),
-            generation=int(meta.get("generation") or 1),
-            spec=body.get("spec") or {},
-            status=status,
-            config_map=self._read(lambda: self._raw(self.core.read_namespaced_config_map(
-                names.config_map_name(name), namespace, _preload_content=False))),
+            owner=owner, generation=generation, spec=spec, status=status,
+            config_map=config_map,
             service=self._read(lambda: self._raw(self.core.read_namespaced_service(
                 names.service_name(name), namespace, _preload_content=False))),
             jobs=jobs,
