@@ -25,6 +25,34 @@ def test_zero_stages(planned, stage):
     assert config["bf16"] == {"enabled": "auto"}
 
 
+@pytest.mark.parametrize("planned", ["zero1", "zero2", "zero3", "zero3-offload"])
+def test_bucket_sizes_are_left_to_transformers(planned):
+    """DeepSpeed's own default reduce bucket is 5e8 elements (2 GB in fp32) per rank."""
+    zero = deepspeed_config(planned, "cuda")["zero_optimization"]
+    assert zero["reduce_bucket_size"] == "auto"
+    stage3 = {"stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"}
+    if zero["stage"] == 3:
+        assert {zero[key] for key in stage3} == {"auto"}
+    else:
+        assert not stage3 & set(zero)
+
+
+def test_auto_buckets_are_sized_from_the_models_hidden_size():
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=1, num_attention_heads=4,
+                                         vocab_size=100))
+    filled = HfTrainerDeepSpeedConfig(deepspeed_config("zero3", "cpu"))
+    args = TrainingArguments(output_dir="unused", use_cpu=True, report_to="none")
+    filled.trainer_config_finalize(args, model, num_training_steps=10)
+    zero = filled.config["zero_optimization"]
+    assert zero["reduce_bucket_size"] == 64 * 64
+    assert zero["stage3_prefetch_bucket_size"] == int(0.9 * 64 * 64)
+    assert zero["stage3_param_persistence_threshold"] == 10 * 64
+
+
 def test_zero3_offload_moves_states_to_host_memory():
     zero = deepspeed_config("zero3-offload", "cuda")["zero_optimization"]
     assert zero["stage"] == 3

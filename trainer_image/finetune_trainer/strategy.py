@@ -30,10 +30,17 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
         "stage": stage,
         "overlap_comm": device == "cuda",  # overlapping needs CUDA streams
         "contiguous_gradients": True,
+        # DeepSpeed's default is 5e8 elements: a 2 GB fp32 bucket per rank whatever the model.
+        # "auto" lets transformers size it from the model (hidden_size^2).
+        "reduce_bucket_size": "auto",
     }
     if stage == 3:
         # The final model is saved as one consolidated 16-bit state dict.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+        # Also sized from hidden_size by transformers (0.9 h^2 and 10 h) instead of DeepSpeed's
+        # fixed defaults, which prefetch more than a small model holds in total.
+        zero["stage3_prefetch_bucket_size"] = "auto"
+        zero["stage3_param_persistence_threshold"] = "auto"
     if strategy == "zero3-offload":
         pin = device == "cuda"
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
