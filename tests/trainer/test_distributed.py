@@ -4,6 +4,7 @@ on the same batches and must agree; FSDP on CPU is refused before any work."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def _train(tmp_path: Path, strategy: str) -> dict:
     root = tmp_path / strategy
     root.mkdir()
     write_jsonl(root / "train.jsonl", chat_rows(64))
+    return _launch(root, strategy)
+
+
+def _launch(root: Path, strategy: str) -> dict:
     spec = tiny_spec(training={"maxSteps": STEPS, "saveSteps": 6, "loggingSteps": 1},
                      resources={"strategy": strategy, "gpusPerNode": 2})
     plan = tiny_plan(strategy=strategy, world_size=2, gpus_per_node=2, micro_batch_size=4)
@@ -44,9 +49,13 @@ def _train(tmp_path: Path, strategy: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dist")
-    return {strategy: _train(tmp, strategy) for strategy in ("ddp", "zero2", "zero3")}
+def dist_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("dist")
+
+
+@pytest.fixture(scope="module")
+def runs(dist_root):
+    return {strategy: _train(dist_root, strategy) for strategy in ("ddp", "zero2", "zero3")}
 
 
 def test_ddp_runs_under_ddp_on_two_ranks(runs):
@@ -75,6 +84,22 @@ def test_zero3_shards_parameters_and_agrees_with_ddp(runs):
     assert zero["steps"] == STEPS and zero["tokens"] == ddp["tokens"]
     for a, b in zip(ddp["lossCurve"], zero["lossCurve"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=2e-3)
+
+
+def test_ddp_resumed_mid_epoch_repeats_the_uninterrupted_losses(runs, dist_root, tmp_path):
+    """Two ranks with balanced padding-free batches (finetune_trainer/balance.py): a restart
+    from step 6 (mid-epoch; 64 rows are 8 steps) must train on the same rows per rank and
+    step, so every later loss, through the epoch boundary, equals the uninterrupted run's."""
+    root = tmp_path / "ddp"
+    shutil.copytree(dist_root / "ddp", root)
+    out = root / "out"
+    for leftover in (out / "checkpoint-12", out / FINAL_DIR, out / SUMMARY_FILE):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    resumed = _launch(root, "ddp")
+    assert resumed["resumedFrom"] == str(out / "checkpoint-6")
+    assert resumed["tokens"] == runs["ddp"]["tokens"]
+    for a, b in zip(runs["ddp"]["lossCurve"], resumed["lossCurve"], strict=True):
+        assert b["step"] == a["step"] and b["loss"] == pytest.approx(a["loss"], rel=1e-5)
 
 
 def test_fsdp_on_cpu_is_refused_with_a_clear_message(tmp_path):

@@ -18,6 +18,7 @@ from transformers import Trainer
 from trl import SFTTrainer
 
 from finetune_trainer import checkpoints, tuning
+from finetune_trainer.balance import BalancedSampler
 
 
 @dataclass
@@ -98,6 +99,20 @@ class FineTuneMixin:
 
 class FineTuneSFTTrainer(FineTuneMixin, SFTTrainer):
     """TRL's SFTTrainer for messages, prompt-completion and text."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        # Padding-free micro-batches cost what their tokens cost: balance them over the ranks
+        # (finetune_trainer/balance.py). Padded and packed batches are left to the default.
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        args = self.args
+        if (args.world_size < 2 or not getattr(args, "padding_free", False)
+                or args.train_sampling_strategy != "random" or dataset is None
+                or "input_ids" not in getattr(dataset, "column_names", ())):
+            return super()._get_train_sampler(train_dataset)
+        seed = args.data_seed if args.data_seed is not None else args.seed
+        return BalancedSampler([len(ids) for ids in dataset["input_ids"]],
+                               ranks=args.world_size, micro_batch=args.per_device_train_batch_size,
+                               seed=seed)
 
 
 class FineTuneClassifierTrainer(FineTuneMixin, Trainer):
