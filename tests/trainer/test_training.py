@@ -272,3 +272,77 @@ def test_early_stopping_keeps_the_best_model(tmp_path):
     assert evals[-1] > min(evals)
     # the kept model is the best one, not the last one
     assert result.trainer.evaluate()["eval_loss"] == pytest.approx(min(evals), rel=1e-4)
+
+
+def test_optimizer_is_fused_adamw_and_ddp_skips_the_unused_parameter_search(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
+    trainer, _ = _build(tiny_config(tmp_path))
+    assert trainer.args.optim == "adamw_torch_fused"
+    assert trainer.args.ddp_find_unused_parameters is False  # a dense Llama
+    trainer.create_optimizer()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert trainer.optimizer.defaults["fused"] is True
+
+
+def test_only_models_with_routed_experts_make_ddp_search_for_unused_parameters():
+    from transformers import LlamaConfig, MixtralConfig
+
+    class Holder:
+        def __init__(self, config):
+            self.config = config
+
+    assert build.routes_to_experts(Holder(MixtralConfig(num_local_experts=4)))
+    assert not build.routes_to_experts(Holder(LlamaConfig()))
+    assert not build.routes_to_experts(torch.nn.Linear(2, 2))  # no config at all
+
+
+def test_fused_adamw_makes_the_same_updates_as_the_loop_implementation():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=300)
+    loop, fused = LlamaForCausalLM(config), LlamaForCausalLM(config)
+    fused.load_state_dict(loop.state_dict())
+    start = {n: p.detach().clone() for n, p in loop.named_parameters()}
+    optimizers = [torch.optim.AdamW(loop.parameters(), lr=3e-3, weight_decay=0.01,
+                                    foreach=False),
+                  torch.optim.AdamW(fused.parameters(), lr=3e-3, weight_decay=0.01, fused=True)]
+    for _ in range(20):
+        ids = torch.randint(0, 300, (4, 32))
+        for model, optimizer in zip((loop, fused), optimizers):
+            optimizer.zero_grad()
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+    for (name, a), b in zip(loop.named_parameters(), fused.parameters()):
+        moved = (a.detach() - start[name]).abs().max()
+        assert moved > 1e-3  # the comparison is not between two untouched models
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("packing,balanced", [("padding-free", True), ("none", False)])
+def test_padding_free_batches_are_balanced_over_ranks(tmp_path, monkeypatch, packing, balanced):
+    from finetune_trainer.balance import BalancedSampler
+
+    write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+    trainer, _ = _build(tiny_config(tmp_path, plan=tiny_plan(packing=packing)))
+    # One process stands in for rank 0 of two; only the sampler choice is under test.
+    monkeypatch.setattr(type(trainer.args), "world_size", property(lambda self: 2))
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, BalancedSampler) is balanced
+    if balanced:
+        assert sampler.ranks == 2 and sampler.micro_batch == 8 and sampler.seed == 42
+        assert sampler.lengths == [len(ids) for ids in trainer.train_dataset["input_ids"]]
+
+
+def test_run_leaves_the_process_group_it_trained_in(monkeypatch):
+    from finetune_trainer.run import _leave_process_group
+
+    from .conftest import free_port
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    _leave_process_group()
+    assert not torch.distributed.is_initialized()
+    _leave_process_group()  # nothing to leave: no error

@@ -115,7 +115,8 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[
 
         trainer_callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
 
-    common = training_arguments(config, has_eval=bool(data.eval))
+    common = training_arguments(config, has_eval=bool(data.eval),
+                                find_unused_parameters=routes_to_experts(model))
     if method.task == "classification":
         trainer = _classifier_trainer(config, model, tokenizer, data, common, additions,
                                       trainer_callbacks)
@@ -133,7 +134,20 @@ def _assistant_only(config: TrainerConfig) -> bool:
     return config.spec.dataset.format == "messages" and config.spec.method.assistant_only_loss
 
 
-def training_arguments(config: TrainerConfig, *, has_eval: bool) -> dict[str, Any]:
+# Config keys by which mixture-of-experts models announce their experts.
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def routes_to_experts(model: Any) -> bool:
+    """True when some parameters may get no gradient in a step (unrouted experts), which is
+    when DDP has to search for unused parameters."""
+    config = getattr(model, "config", None)
+    configs = [config, getattr(config, "text_config", None)]
+    return any((getattr(c, key, None) or 0) > 1 for c in configs if c for key in _EXPERT_KEYS)
+
+
+def training_arguments(config: TrainerConfig, *, has_eval: bool,
+                       find_unused_parameters: bool = False) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and TrainingArguments."""
     from finetune_trainer.run import SCHEDULERS
 
@@ -152,7 +166,9 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool) -> dict[str, An
         "warmup_steps": training.warmup_ratio,  # a value below 1 is a ratio of the steps
         "weight_decay": training.weight_decay,
         "max_grad_norm": training.max_grad_norm,
-        "optim": "adamw_torch",
+        # The fused kernel (CPU and CUDA) does AdamW's update in one pass instead of a Python
+        # loop over parameters; same update as adamw_torch (tests/trainer/test_training.py).
+        "optim": "adamw_torch_fused",
         "logging_steps": training.logging_steps,
         "logging_first_step": True,
         "save_strategy": "steps",
@@ -170,6 +186,11 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool) -> dict[str, An
         _CHECKPOINTING: plan.gradient_checkpointing,
         "use_cpu": cpu,
         "ddp_backend": "gloo" if cpu and plan.world_size > 1 else None,
+        # transformers defaults to True without gradient checkpointing: an extra autograd
+        # graph walk every step. Only routed experts (MoE) leave parameters without a gradient;
+        # frozen ones have requires_grad=False (DDP ignores them) and gradual-unfreeze drops
+        # gradients after backward, so every reduced parameter gets one.
+        "ddp_find_unused_parameters": find_unused_parameters,
         "deepspeed": strategy.deepspeed_config(plan.strategy, config.device),
         **_fsdp_arguments(plan.strategy),
         "include_num_input_tokens_seen": "non_padding",

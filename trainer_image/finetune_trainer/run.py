@@ -76,6 +76,7 @@ def preflight(config: TrainerConfig, ranks: Ranks) -> None:
 def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     ranks = ranks or Ranks.from_env()
     preflight(config, ranks)
+    group_was_ours = not _group_initialized()  # the trainer creates it below (accelerate)
     if config.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
     started = time.monotonic()
@@ -102,7 +103,26 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
                             wall_seconds=time.monotonic() - started)
     if ranks.rank == 0:
         _write_json(output_dir / SUMMARY_FILE, summary)
+    if group_was_ours:
+        _leave_process_group()
     return RunResult(summary, trainer)
+
+
+def _group_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before interpreter exit. Left to exit, a rank once
+    aborted ("terminate called without an active exception") after a complete run, failing
+    the whole gang. The barrier keeps a fast rank from closing while a peer still talks."""
+    import torch.distributed as dist
+
+    if _group_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _assistant_only(config: TrainerConfig) -> bool:
