@@ -220,6 +220,7 @@ def _is_finished(step: _Step) -> bool:
 def _start(step: _Step, plan_fn: PlanFn) -> bool:
     """Validate and plan. False when the job failed here (invalid or does not fit)."""
     from finetune_operator.planner import PlanningError
+    from finetune_operator.validation import layout_problems
 
     if step.status.phase in TERMINAL_PHASES:  # edited after a rejection: start afresh
         step.status = FineTuneJobStatus(conditions=step.status.conditions)
@@ -232,6 +233,10 @@ def _start(step: _Step, plan_fn: PlanFn) -> bool:
         plan = plan_fn(spec)
     except PlanningError as err:
         _fail_invalid(step, f"{err.field}: {err.message}")
+        return False
+    layout = layout_problems(spec, plan) if plan.fits else []
+    if layout:  # the same rules as `finetune validate`, on the layout just chosen
+        _fail_invalid(step, "; ".join(str(p) for p in layout))
         return False
     step.status.plan = plan
     if not plan.fits:

@@ -16,6 +16,7 @@ from finetune_operator import settings as operator_settings
 from finetune_operator.handlers.kube import Cluster, load_client_config
 from finetune_operator.handlers.progress import refresh_progress
 from finetune_operator.handlers.reconcile import Reconciler, event_ref
+from finetune_operator.handlers.retry import retrying
 from finetune_operator.lifecycle import Emit
 from finetune_operator.metrics import OperatorMetrics
 
@@ -56,15 +57,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.resume(*FINETUNEJOBS)
 @kopf.on.create(*FINETUNEJOBS)
 @kopf.on.update(*FINETUNEJOBS)
-def changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.reconcile(namespace, name)
+def changed(namespace: str, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    retrying(lambda: memo.reconciler.reconcile(namespace, name), retry)
 
 
 # The first tick waits a whole interval: create and resume have just reconciled the job.
 @kopf.timer(*FINETUNEJOBS, interval=SETTINGS.resync_interval,
             initial_delay=SETTINGS.resync_interval)
-def resync(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.resync(namespace, name)
+def resync(namespace: str, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    retrying(lambda: memo.reconciler.resync(namespace, name), retry)
 
 
 @kopf.timer(*FINETUNEJOBS, interval=SETTINGS.progress_interval,

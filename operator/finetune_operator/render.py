@@ -167,6 +167,8 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
     pod_spec: dict[str, Any] = {
         "subdomain": names.service_name(owner.name),
         "restartPolicy": "Never",
+        # The trainer never talks to the API server: give it no credentials to leak.
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": TRAINER_UID,

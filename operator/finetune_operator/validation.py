@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from finetune_operator import names
-from finetune_operator.api import API_VERSION, KIND, FineTuneJob, FineTuneJobSpec
+from finetune_operator.api import API_VERSION, KIND, FineTuneJob, FineTuneJobSpec, Plan
 
 _TOKEN_PATTERN = re.compile(r"^(hf_[A-Za-z0-9]{10,}|[A-Za-z0-9_\-]{30,})$")
 
@@ -370,6 +370,11 @@ def plan_problems(spec: FineTuneJobSpec) -> list[Problem]:
     if not plan.fits:
         hint = f"; {plan.suggestion}" if plan.suggestion else ""
         return [Problem("spec.resources", f"does not fit: {plan.reason}{hint}")]
+    return layout_problems(spec, plan)
+
+
+def layout_problems(spec: FineTuneJobSpec, plan: Plan) -> list[Problem]:
+    """Rules that depend on the layout the planner chose (the operator checks them too)."""
     if plan.nodes > 1 and plan.strategy != "ddp" and not spec.output.pvc:
         return [Problem("spec.output.pvc", f"is required: {plan.strategy} on {plan.nodes} "
                         "nodes writes checkpoint shards on every node, so all pods need one "

@@ -209,6 +209,18 @@ def test_job_that_does_not_fit_fails_with_the_planners_suggestion():
     assert condition(decision.status, "Planned").status == "False"
 
 
+def test_sharded_multi_node_layout_without_a_shared_output_is_invalid():
+    world = World(two_node_spec(resources={**TWO_NODES, "strategy": "zero2"}))
+    decision = world.step()
+    assert kinds(decision, Create) == []
+    valid = condition(decision.status, "Valid")
+    assert (valid.status, valid.reason) == ("False", "InvalidSpec")
+    assert "spec.output.pvc: is required: zero2 on 2 nodes" in valid.message
+    fixed = World(two_node_spec(resources={**TWO_NODES, "strategy": "zero2"},
+                                output={"pvc": "shared", "path": "/output"}))
+    assert "Job/chat-r0" in created(fixed.step())
+
+
 def test_operator_default_gpu_applies_only_when_the_job_names_none():
     settings = Settings(default_gpu="A100-80GB")
     no_gpu = spec_dict(resources={"gpusPerNode": 1, "maxNodes": 1})

@@ -58,11 +58,7 @@ def storable(path: Path) -> dict[str, Any] | None:
 CASES = [(path, doc) for path in CORPUS if (doc := storable(path)) is not None]
 # Cases the operator gets wrong today, each with the reason (strict: fixing one fails its
 # xfail, so it gets removed from here).
-KNOWN_GAPS = {
-    "multi-node-sharded-without-pvc": "lifecycle._start plans with validate_spec(plan=False) "
-    "and never applies validation.plan_problems' rules, so the operator creates children for "
-    "a job `finetune validate` rejects",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _param(path: Path, doc: dict) -> Any:

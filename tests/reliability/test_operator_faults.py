@@ -73,9 +73,6 @@ def test_an_api_error_is_counted_and_does_not_fail_the_job(env, method, path, co
 
 
 @pytest.mark.reliability
-@pytest.mark.xfail(strict=True, reason="a failed reconcile is retried after kopf's default "
-                   "60 s backoff (create handler and resync timer alike), whatever the error: "
-                   "429 with Retry-After: 1 included; no exponential backoff from seconds")
 def test_api_errors_are_retried_with_a_short_backoff_and_the_job_proceeds(env):
     ns, faults = "api-errors", env["faults"]
     injected = [
@@ -113,10 +110,6 @@ def test_a_hung_api_call_holds_up_only_its_own_job(env):
 
 
 @pytest.mark.reliability
-@pytest.mark.xfail(strict=True, reason="the operator's Kubernetes client has no request "
-                   "timeout (kube.Cluster passes no _request_timeout): a request the API "
-                   "server never answers holds the job's reconcile, and its lock, forever "
-                   "(this test expects a read timeout of at most 10 s, then a retry)")
 def test_a_request_the_api_never_answers_times_out_and_is_retried(env):
     ns, faults = "api-timeout", env["faults"]
     hang = faults.add("POST", f"/api/v1/namespaces/{ns}/services", HANG, times=1)

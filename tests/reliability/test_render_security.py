@@ -93,11 +93,7 @@ def test_rendered_pods_meet_the_restricted_pod_security_standard(doc, extra, att
         assert all("hostPort" not in port for port in container.get("ports", []))
 
 
-@pytest.mark.xfail(strict=True, reason="render._pod_template does not set "
-                   "automountServiceAccountToken: false, so every trainer pod (which runs "
-                   "user data and model code) gets the namespace's default service account "
-                   "token mounted although it never talks to the API server")
-@pytest.mark.parametrize("doc,extra", _cases()[:1])
+@pytest.mark.parametrize("doc,extra", _cases())
 def test_trainer_pods_get_no_service_account_token(doc, extra):
     assert _pod(_render(doc, extra, 0)[0]).get("automountServiceAccountToken") is False
 

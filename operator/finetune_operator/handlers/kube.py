@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from finetune_operator import api, names, render
@@ -34,6 +35,19 @@ def load_client_config() -> None:
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
 
 
+# (connect, read) seconds for every API call: a request the API server never answers must
+# not hold a job's reconcile, and its lock, forever. kopf retries the failed reconcile.
+REQUEST_TIMEOUT = (5, 10)
+
+
+def _with_timeout(call_api: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return call_api(*args, **kwargs)
+    return call
+
+
 class Cluster:
     """Typed API calls on plain dicts. 404 on read means absent; 409 on create and 404 on
     delete mean the work is already done (so every action is idempotent)."""
@@ -41,6 +55,7 @@ class Cluster:
     def __init__(self, metrics: OperatorMetrics | None = None,
                  client: kubernetes.client.ApiClient | None = None) -> None:
         self.client = client or kubernetes.client.ApiClient()
+        self.client.call_api = _with_timeout(self.client.call_api)
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.batch = kubernetes.client.BatchV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
@@ -217,6 +232,10 @@ class Cluster:
             if missing_ok and err.status == 404:
                 return None
             if err.status != 409 and self.metrics is not None:
+                self.metrics.api_errors.inc()
+            raise
+        except urllib3.exceptions.HTTPError:  # timed out, connection reset, ...
+            if self.metrics is not None:
                 self.metrics.api_errors.inc()
             raise
 
