@@ -71,6 +71,12 @@ def main(args_path: str) -> None:
     trainer = SFTTrainer(model=model, args=config, train_dataset=data,
                          processing_class=tokenizer, callbacks=callbacks)
     trainer.train()
+    # Leave the process group before exit: a rank torn down mid-collective aborts (SIGABRT).
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
