@@ -16,7 +16,6 @@ the operator's own cost per job, not a real API server's.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -34,7 +33,6 @@ sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the test emulator, reuse
 
 from emulator import ApiServerEmulator, EmulatorThread
 from finetune_operator import api, render
-from kmock import Server
 
 BENCH_AGENT = "finetune-bench"
 CHILD_KINDS = ("configmaps", "services", "jobs")
@@ -110,14 +108,7 @@ class CountingEmulator(ApiServerEmulator):
 
 
 class CountingEmulatorThread(EmulatorThread):
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with CountingEmulator() as emulator, Server(emulator) as server:
-            self.emulator = emulator
-            self.url = f"http://{server.host}:{server.port}"
-            self._ready.set()
-            await self._stop.wait()
+    emulator_class = CountingEmulator
 
 
 @dataclass

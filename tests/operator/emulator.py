@@ -132,6 +132,8 @@ def _now() -> str:
 class EmulatorThread:
     """Runs the emulator's event loop in a daemon thread; tests talk to it over HTTP."""
 
+    emulator_class: type[ApiServerEmulator] = ApiServerEmulator
+
     def __init__(self) -> None:
         self.url = ""
         self.emulator: ApiServerEmulator | None = None
@@ -164,7 +166,7 @@ class EmulatorThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with ApiServerEmulator() as emulator, Server(emulator) as server:
+        async with self.emulator_class() as emulator, Server(emulator) as server:
             self.emulator = emulator
             self.url = f"http://{server.host}:{server.port}"
             self._ready.set()
