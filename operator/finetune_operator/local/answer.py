@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_operator.api import DatasetSpec
+from finetune_operator.local.datastats import json_object
 
 GENERATE_TIMEOUT_SECONDS = 300
 
@@ -58,11 +59,8 @@ def sample_prompt(dataset: DatasetSpec, data_root: Path) -> SamplePrompt | None:
 
 def prompt_from_row(line: str, data_format: str, where: str) -> SamplePrompt | None:
     """The prompt part of one JSONL row: every message before the last assistant turn."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(row, dict):
+    row = json_object(line)
+    if row is None:
         return None
     if data_format == "prompt-completion":
         prompt, completion = row.get("prompt"), row.get("completion")

@@ -49,13 +49,19 @@ def _scan(file: Path) -> tuple[int, list[str]]:
     return rows, sample
 
 
-def row_tokens(line: str, data_format: str) -> float | None:
-    """Estimated tokens of one JSONL row as the model sees it; None for an unusable row."""
+def json_object(line: str) -> dict | None:
+    """One JSONL row as a mapping, or None when it is not one (the trainer reports why)."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError:
         return None
-    if not isinstance(row, dict):
+    return row if isinstance(row, dict) else None
+
+
+def row_tokens(line: str, data_format: str) -> float | None:
+    """Estimated tokens of one JSONL row as the model sees it; None for an unusable row."""
+    row = json_object(line)
+    if row is None:
         return None
     if data_format == "messages":
         messages = row.get("messages")
