@@ -58,7 +58,7 @@ def parse_progress(text: str, now: datetime | None = None) -> Progress:
 def fetch_progress(url: str, timeout: float = 2.0) -> Progress:
     """GET a metrics endpoint and parse it; raises ProgressUnavailable."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http only)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode("utf-8", errors="replace")
         # Something that is not Prometheus text (a proxy's error page) is unavailable too.
         return parse_progress(text)

@@ -10,8 +10,8 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 
 def parse_size(value: str | int) -> int:
     """Parse a parameter count. Raises ValueError with a message fit for the user."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a size like 125M, 7.5B or 70B (got {value})")
+    if isinstance(value, bool):  # YAML's true is an int to Python; callers catch ValueError
+        raise ValueError(f"must be a size like 125M, 7.5B or 70B (got {value})")  # noqa: TRY004
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"must be a positive parameter count (got {value})")
@@ -20,7 +20,7 @@ def parse_size(value: str | int) -> int:
     if not match:
         raise ValueError(f"must be a size like 125M, 7.5B, 70B or an integer (got {value!r})")
     number, suffix = float(match.group(1)), match.group(2).upper()
-    count = int(round(number * _SUFFIX[suffix]))
+    count = round(number * _SUFFIX[suffix])
     if count <= 0:
         raise ValueError(f"must be a positive parameter count (got {value!r})")
     return count
@@ -34,7 +34,7 @@ def format_size(count: int) -> str:
     return str(count)
 
 
-def format_bytes(n: int | float) -> str:
+def format_bytes(n: float) -> str:
     """Bytes in binary units: 1536 -> '1.5 KiB'."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -7,7 +7,6 @@ the camelCase the user wrote, say what is wrong and what was given.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -16,8 +15,6 @@ from pydantic import ValidationError
 
 from finetune_operator import names
 from finetune_operator.api import API_VERSION, KIND, FineTuneJob, FineTuneJobSpec, Plan
-
-_TOKEN_PATTERN = re.compile(r"^(hf_[A-Za-z0-9]{10,}|[A-Za-z0-9_\-]{30,})$")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from finetune_operator import crd
 from finetune_operator.documents import read_documents
 

@@ -14,7 +14,6 @@ from typing import Any
 import celpy
 import pytest
 import yaml
-
 from finetune_operator.crd import crd
 
 ROOT = Path(__file__).resolve().parents[2]

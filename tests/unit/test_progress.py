@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
 from finetune_operator.progress import parse_progress
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 
 def exposition(values: dict[str, float]) -> str:
@@ -51,11 +50,10 @@ def test_an_answer_that_is_not_prometheus_text_is_unavailable():
     import threading
 
     import pytest
-
     from finetune_operator.progress import ProgressUnavailable, fetch_progress
 
     class Garbage(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's naming)
+        def do_GET(self):
             body = b"<html>502 Bad Gateway</html>\n{{{"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

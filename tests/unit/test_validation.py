@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from finetune_operator import names
 from finetune_operator.cli import main
 from finetune_operator.sizes import format_size, parse_size

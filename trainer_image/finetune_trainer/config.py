@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field
-
 from finetune_operator.api import ApiModel, FineTuneJobSpec, Plan
+from pydantic import Field
 
 DEFAULT_METRICS_PORT = 9400
 
