@@ -6,6 +6,7 @@ the environment when this module is imported; the handlers only route to the Rec
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -89,7 +90,7 @@ async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: st
     GET per trigger). A deleted job: drop its metrics; its children go with it
     (ownerReferences). Async (dict updates only) so it never waits for an executor thread
     behind reconciles, which would make the kept body lag."""
-    if type == "DELETED":
-        memo.reconciler.forget(namespace, name)
+    if type == "DELETED":  # forget waits for an in-flight reconcile: not on the loop
+        await asyncio.to_thread(memo.reconciler.forget, namespace, name)
     else:
         memo.reconciler.cluster.remember(body)

@@ -102,7 +102,10 @@ class Reconciler:
         return decision
 
     def forget(self, namespace: str, name: str) -> None:
-        self.metrics.forget(namespace, name)
+        """A deleted job. Waits for a reconcile still in flight: it would track the job's
+        phase again after its metrics were dropped."""
+        with self.locks(namespace, name):
+            self.metrics.forget(namespace, name)
         self.locks.forget(namespace, name)
         self.cluster.forget(namespace, name)
         self._settled.pop((namespace, name), None)
