@@ -31,6 +31,10 @@ Precision = Literal["bf16", "fp16", "fp32"]
 Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 PHASES: tuple[str, ...] = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 TERMINAL_PHASES: tuple[str, ...] = ("Succeeded", "Failed")
+# A Hugging Face repository id, [owner/]name, as the hub accepts it (word characters at both
+# ends). Written for RE2: the API server checks CRD patterns with Go's regexp.
+_HF_PART = r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+HF_ID_PATTERN = rf"^({_HF_PART}/)?{_HF_PART}$"
 
 
 def _auto_or_bool(value: Any) -> Any:
@@ -116,6 +120,7 @@ class ModelSpec(ApiModel):
     name: str | None = Field(
         None,
         max_length=256,
+        pattern=HF_ID_PATTERN,
         description="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B. With init: random "
         "it is only a label.",
     )
@@ -176,7 +181,11 @@ class DataSource(ApiModel):
         "root (the YAML file's folder for local runs, /data in the cluster).",
     )
     hf: str | None = Field(
-        None, max_length=256, description="Hugging Face dataset id (needs network access)."
+        None,
+        max_length=256,
+        pattern=HF_ID_PATTERN,
+        description="Hugging Face dataset id, e.g. HuggingFaceH4/ultrachat_200k (needs "
+        "network access).",
     )
     split: str = Field("train", max_length=128, description="Split to read from an hf dataset.")
     weight: float | None = Field(

@@ -14,7 +14,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from finetune_operator import names
-from finetune_operator.api import API_VERSION, KIND, FineTuneJob, FineTuneJobSpec, Plan
+from finetune_operator.api import (
+    API_VERSION,
+    HF_ID_PATTERN,
+    KIND,
+    FineTuneJob,
+    FineTuneJobSpec,
+    Plan,
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,9 @@ def _message(e: dict[str, Any]) -> str:
     }
     if kind in simple:
         return simple[kind]
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == HF_ID_PATTERN:
+        return ("must be a Hugging Face id, [owner/]name of letters, digits, '-', '_' and "
+                f"'.'{got}")
     if kind == "value_error":
         return str(e["msg"]).removeprefix("Value error, ")
     return f"{e['msg']}{got}"
