@@ -284,6 +284,13 @@ def test_optimizer_is_fused_adamw_and_ddp_skips_the_unused_parameter_search(tmp_
     assert trainer.optimizer.defaults["fused"] is True
 
 
+def test_cpu_training_runs_per_row_attention_and_saves_a_portable_config(sft_run):
+    config, result = sft_run
+    assert result.trainer.model.config._attn_implementation == "varlen_sdpa"
+    # the saved model loads anywhere: the implementation is not written into its config
+    assert "varlen" not in (config.resolve("out") / FINAL_DIR / "config.json").read_text()
+
+
 def test_only_models_with_routed_experts_make_ddp_search_for_unused_parameters():
     from transformers import LlamaConfig, MixtralConfig
 

@@ -41,7 +41,7 @@ def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
         except (ValueError, TypeError) as err:
             raise TrainerError(f"model.config: {err}") from None
         torch.manual_seed(spec.training.seed)  # identical initial weights on every rank
-        return cls.from_config(hf_config, dtype=torch.float32)
+        return _with_attention(cls.from_config(hf_config, dtype=torch.float32), config)
 
     source = spec.model.path or spec.model.name
     local = config.resolve(source) if spec.model.path else None
@@ -57,4 +57,12 @@ def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
+    return _with_attention(model, config)
+
+
+def _with_attention(model: Any, config: TrainerConfig) -> Any:
+    """The attention kernel for this hardware (finetune_trainer/attention.py decides)."""
+    from finetune_trainer import attention
+
+    attention.choose(model, config.device, config.plan.precision)
     return model
