@@ -126,6 +126,8 @@ class ScaleResult:
     requests_per_job: dict[str, float] = field(default_factory=dict)
     writes_per_job: float = 0.0
     window_seconds: float = 0.0  # how long requests were counted (timers add reads over time)
+    operator_cpu_seconds: float = 0.0  # user+sys of the operator process over the window
+    bench_cpu_seconds: float = 0.0  # user+sys of this process (emulator and creating client)
 
 
 def _free_port() -> int:
@@ -150,6 +152,17 @@ def _peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user+sys CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -177,6 +190,8 @@ def measure_one(count: int, work: Path, namespace: str = "bench",
               "the operator to watch FineTuneJobs", operator)
         custom = _client(kubeconfig)
         spec = job_spec()
+        cpu_before = _cpu_seconds(operator.pid)
+        own_before = _own_cpu_seconds()
         started = time.monotonic()
         for index in range(count):
             custom.create_namespaced_custom_object(
@@ -199,6 +214,8 @@ def measure_one(count: int, work: Path, namespace: str = "bench",
         except TimeoutError:
             timed_out = True  # reported: how many jobs had all their children by then
         window = time.monotonic() - started
+        operator_cpu = _cpu_seconds(operator.pid) - cpu_before
+        bench_cpu = _own_cpu_seconds() - own_before
         peak = _peak_rss(operator.pid)
         requests = dict(emulator.requests)
         done = [name for name in emulator.created
@@ -222,7 +239,8 @@ def measure_one(count: int, work: Path, namespace: str = "bench",
         jobs_per_second=len(done) / total if total > 0 else float("inf"),
         latency_p50=statistics.median(latencies), latency_p95=_percentile(latencies, 0.95),
         latency_max=max(latencies), peak_rss=peak, requests_per_job=per_job,
-        writes_per_job=writes / count, window_seconds=window)
+        writes_per_job=writes / count, window_seconds=window,
+        operator_cpu_seconds=operator_cpu, bench_cpu_seconds=bench_cpu)
 
 
 def _wait(check: Any, timeout: float, what: str, operator: subprocess.Popen) -> None:
@@ -254,6 +272,8 @@ def measure(work: Path, counts: tuple[int, ...] = (10, 100, 500), timeout: float
         result = measure_one(count, work / f"n{count}", timeout=timeout)
         log(f"  {count} jobs ({result.completed} complete): {result.total_seconds:.1f} s ({result.jobs_per_second:.1f} jobs/s),"
             f" p50 {result.latency_p50 * 1000:.0f} ms, p95 {result.latency_p95 * 1000:.0f} ms, "
-            f"peak RSS {result.peak_rss / 2**20:.0f} MiB, {result.writes_per_job:.1f} writes/job")
+            f"peak RSS {result.peak_rss / 2**20:.0f} MiB, {result.writes_per_job:.1f} writes/job, "
+            f"operator CPU {result.operator_cpu_seconds / count * 1000:.1f} ms/job, "
+            f"bench CPU {result.bench_cpu_seconds / count * 1000:.1f} ms/job")
         results.append(result)
     return results
