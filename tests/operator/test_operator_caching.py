@@ -364,3 +364,18 @@ def test_a_started_job_reads_every_child():
     assert fake.reads == ["ConfigMap/chat-trainer", "Job/chat-r0", "Job/chat-r1",
                           "Service/chat"]
     assert observed.jobs == {}
+
+
+# --------------------------------------------------------------------------- YAML parsing
+
+
+def test_the_started_spec_is_parsed_with_libyaml_and_equals_the_pure_python_parse():
+    import yaml
+    from finetune_trainer.config import TrainerConfig
+
+    world = started_world()
+    text = world.objects[("ConfigMap", "chat-trainer")]["data"]["trainer.yaml"]
+    assert yaml.__with_libyaml__  # the operator image's PyYAML wheel carries libyaml
+    assert lifecycle.yaml_loader() is yaml.CSafeLoader
+    pure = TrainerConfig.model_validate(yaml.safe_load(text)).spec
+    assert lifecycle._parse_started_spec(text) == pure
