@@ -277,6 +277,9 @@ class CountingCluster:
                      **_: Any) -> None:
         self.world.status = new
 
+    def post_event(self, event: dict[str, Any]) -> None:
+        pass
+
     def forget(self, namespace: str, name: str) -> None:
         pass
 
@@ -285,7 +288,7 @@ def test_the_resync_timer_reads_nothing_for_a_finished_job_until_its_ttl_is_due(
     world = finished(started_world(runPolicy={"ttlSecondsAfterFinished": 60}))
     cluster = CountingCluster(world)
     reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
-                            emit=lambda body, event: None, clock=lambda: world.now)
+                            clock=lambda: world.now)
     world.now = T0 + timedelta(seconds=10)
     reconciler.resync("research", "chat")
     assert cluster.observes == 0

@@ -1,20 +1,17 @@
-"""Transient API failures are retried within seconds, not after kopf's flat 60 s."""
+"""Transient API failures are retried within seconds; other failures wait for the resync."""
 
 from __future__ import annotations
 
-import kopf
 import pytest
 import urllib3
-from finetune_operator.handlers.retry import MAX_RETRY_DELAY, retry_delay, retrying
+from finetune_operator.handlers.retry import MAX_RETRY_DELAY, retry_delay, retry_in
 from kubernetes.client.exceptions import ApiException
 
 
-def fail_with(status: int, headers: dict[str, str] | None = None):
-    def work() -> None:
-        err = ApiException(status=status, reason="test")
-        err.headers = headers
-        raise err
-    return work
+def api_error(status: int, headers: dict[str, str] | None = None) -> ApiException:
+    err = ApiException(status=status, reason="test")
+    err.headers = headers
+    return err
 
 
 def test_backoff_doubles_from_one_second_and_is_capped():
@@ -29,23 +26,22 @@ def test_retry_after_header_wins():
 
 
 @pytest.mark.parametrize("status", [409, 429, 500, 503])
-def test_transient_api_errors_become_temporary_errors(status):
-    with pytest.raises(kopf.TemporaryError) as caught:
-        retrying(fail_with(status, {"Retry-After": "2"} if status == 429 else None), retry=3)
+def test_transient_api_errors_are_retried_after_a_backoff(status):
+    headers = {"Retry-After": "2"} if status == 429 else None
     # a throttled request waits what the server asked; the others back off (2^3 s)
-    assert caught.value.delay == (2.0 if status == 429 else 8.0)
+    assert retry_in(api_error(status, headers), retry=3) == (2.0 if status == 429 else 8.0)
 
 
-def test_a_timeout_becomes_a_temporary_error():
-    def hang() -> None:
-        raise urllib3.exceptions.ReadTimeoutError(None, "/api", "read timed out")
-
-    with pytest.raises(kopf.TemporaryError) as caught:
-        retrying(hang, retry=3)
-    assert caught.value.delay == 8.0
+def test_a_timeout_is_retried_after_a_backoff():
+    err = urllib3.exceptions.ReadTimeoutError(None, "/api", "read timed out")
+    assert retry_in(err, retry=3) == 8.0
+    assert retry_in(err, retry=0) == 1.0
 
 
 @pytest.mark.parametrize("status", [400, 403, 422])
 def test_permanent_errors_are_not_retried_early(status):
-    with pytest.raises(ApiException):
-        retrying(fail_with(status), retry=0)
+    assert retry_in(api_error(status), retry=0) is None
+
+
+def test_a_bug_is_not_retried_early():
+    assert retry_in(ValueError("a bug"), retry=0) is None

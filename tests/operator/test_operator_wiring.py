@@ -90,8 +90,25 @@ def test_apply_creates_children_and_writes_the_plan(kube, cluster, ns):
     reasons = wait_for("events", lambda: {e.get("reason") for e in events(cluster, ns)}
                        >= {"Planned", "Created"} and events(cluster, ns))
     assert all(e["involvedObject"]["name"] == "chat" for e in reasons)
-    # kopf keeps its bookkeeping in annotations: the structural status has no kopf field
-    assert "kopf" not in kube.ftj(ns, "chat")["status"]
+    # the operator writes only the status: no finalizer (nothing to remove by hand if the
+    # operator is uninstalled first), no bookkeeping annotations, no status.kopf
+    stored = kube.ftj(ns, "chat")
+    assert not stored["metadata"].get("finalizers")
+    assert not stored["metadata"].get("annotations")
+    assert "kopf" not in stored["status"]
+
+
+def test_a_finalizer_left_by_an_older_operator_version_is_removed(kube, ns):
+    body = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+            "metadata": {"name": "chat", "namespace": ns,
+                         "finalizers": ["kopf.zalando.org/KopfFinalizerMarker"]},
+            "spec": job_spec()}
+    kube.custom.create_namespaced_custom_object("finetune.dev", "v1alpha1", ns,
+                                                "finetunejobs", body)
+    wait_for("the old finalizer removed",
+             lambda: not (kube.ftj(ns, "chat") or {}).get("metadata", {}).get("finalizers"),
+             detail=lambda: kube.ftj(ns, "chat")["metadata"])
+    kube.wait_phase(ns, "chat", "Pending")
 
 
 def test_success(kube, ns):
@@ -186,8 +203,8 @@ def test_delete_releases_the_job_and_drops_its_metrics(kube, ns):
     wait_for("job", lambda: kube.job(ns, "chat-r0"))
     wait_for("phase tracked", lambda: (ns, "chat") in main.METRICS.tracked_jobs())
     kube.delete_ftj(ns, "chat")
-    # kopf's finalizer (its timers need one) is released: the deletion completes, and the
-    # children follow their owner through their ownerReferences (the API server's GC)
+    # no finalizer holds the deletion; the children follow their owner through their
+    # ownerReferences (the API server's GC)
     wait_for("FineTuneJob gone", lambda: kube.ftj(ns, "chat") is None,
              detail=lambda: kube.ftj(ns, "chat")["metadata"])
     wait_for("the job dropped from the metrics",

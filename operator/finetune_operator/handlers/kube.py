@@ -78,13 +78,14 @@ class Cluster:
             self._record_status(namespace, name, body)
         return body
 
-    def remember(self, body: Mapping[str, Any]) -> None:
-        """A FineTuneJob as a watch event delivered it (kopf's on.event, called before any
-        other handler of the same event)."""
+    def remember(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A FineTuneJob as a watch event delivered it; returns the body it replaces."""
         meta = body.get("metadata") or {}
         key = (meta.get("namespace") or "", meta.get("name") or "")
         with self._memory:
+            previous = self._seen.get(key)
             self._seen[key] = dict(body)
+        return previous
 
     def forget(self, namespace: str, name: str) -> None:
         with self._memory:
@@ -195,6 +196,17 @@ class Cluster:
         else:  # an answer without the object: the next reconcile reads it
             with self._memory:
                 self._stored[(namespace, name)] = ("", {"unknown": True})
+
+    def post_event(self, event: dict[str, Any]) -> None:
+        """Post a core/v1 Event. A failure is logged and counted, never raised: the status it
+        announces is written already, and an Event is a courtesy."""
+        namespace = event["metadata"]["namespace"]
+        try:
+            self._call(lambda: self.core.create_namespaced_event(namespace, event,
+                                                                 _preload_content=False))
+        except (ApiException, urllib3.exceptions.HTTPError) as err:
+            log.warning("could not post Event %s on %s/%s: %s", event.get("reason"), namespace,
+                        event["involvedObject"]["name"], err)
 
     def _create(self, namespace: str, obj: dict[str, Any]) -> None:
         creators = {

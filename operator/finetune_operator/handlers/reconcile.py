@@ -1,7 +1,8 @@
 """Reconcile one FineTuneJob: read it and its children, run the lifecycle, act, write status.
 
-Every trigger (create, update, resume, the resync timer, an event on one of its Jobs) ends
-here. A per-job lock serializes them, and the progress timer, within this process.
+Every trigger (the job new or edited, the periodic resync, a change of one of its Jobs) ends
+here, run by the work loop. A per-job lock serializes them, and the progress reads, within
+this process.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.settings import Settings
 
 log = logging.getLogger(__name__)
-
-EmitFn = Callable[[dict[str, Any], Emit], None]
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -45,11 +43,10 @@ class JobLocks:
 
 class Reconciler:
     def __init__(self, cluster: Cluster, settings: Settings, metrics: OperatorMetrics,
-                 emit: EmitFn, clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.cluster = cluster
         self.settings = settings
         self.metrics = metrics
-        self.emit = emit
         self.clock = clock
         self.locks = JobLocks()
         # (namespace, name) -> uid of a finished job whose last resync had nothing left to do
@@ -92,13 +89,13 @@ class Reconciler:
             if not isinstance(action, Emit):
                 self.cluster.apply(namespace, action)
         self.cluster.write_status(namespace, name, body.get("status"), decision.status)
-        # Events only once the state they announce is recorded.
-        for event in events:
-            self.emit(body, event)
         self.metrics.observe_phase(namespace, name, decision.status.phase)
         restarted = decision.status.restarts - observed.status.restarts
         if restarted > 0:
             self.metrics.restarts.labels(namespace, name).inc(restarted)
+        # Events only once the state they announce is recorded.
+        for event in events:
+            self.cluster.post_event(event_object(body, event, self.clock()))
         return decision
 
     def forget(self, namespace: str, name: str) -> None:
@@ -111,9 +108,21 @@ class Reconciler:
         self._settled.pop((namespace, name), None)
 
 
-def event_ref(body: dict[str, Any]) -> dict[str, Any]:
-    """The minimal object kopf needs to address an Event to a FineTuneJob."""
+COMPONENT = "finetune-operator"
+
+
+def event_object(body: dict[str, Any], event: Emit, now: datetime) -> dict[str, Any]:
+    """The core/v1 Event announcing `event` on the FineTuneJob `body` (what
+    `kubectl describe ftj` lists)."""
     meta = body["metadata"]
-    return {"apiVersion": api.API_VERSION, "kind": api.KIND,
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                         "uid": meta["uid"]}}
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND,
+                           "name": meta["name"], "namespace": meta["namespace"],
+                           "uid": meta["uid"]},
+        "type": event.type, "reason": event.reason, "message": event.message[:1024],
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }

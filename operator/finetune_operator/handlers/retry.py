@@ -1,15 +1,12 @@
-"""Transient API failures become kopf.TemporaryError with a short exponential backoff.
+"""Transient API failures are retried after a short exponential backoff.
 
-kopf retries a failed handler after a flat 60 s by default, whatever went wrong; a throttled
-or briefly unavailable API server deserves a retry within seconds, and a Retry-After header
-is honoured.
+A throttled or briefly unavailable API server deserves a retry within seconds (kopf's own
+default for a failed handler was a flat 60 s), and a Retry-After header is honoured. Any
+other failure waits for the job's next resync.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import kopf
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
@@ -19,22 +16,19 @@ MAX_RETRY_DELAY = 60.0
 
 
 def retry_delay(retry: int, retry_after: str | None = None) -> float:
-    """Exponential backoff from 1 s (kopf's default is a flat 60 s), or what the server asks."""
+    """Exponential backoff from 1 s, or what the server asks."""
     if retry_after and retry_after.strip().isdigit():
         return min(float(retry_after), MAX_RETRY_DELAY)
     return min(2.0 ** retry, MAX_RETRY_DELAY)
 
 
-def retrying(work: Callable[[], None], retry: int) -> None:
-    """Run a reconcile; a transient API failure becomes kopf.TemporaryError with backoff."""
-    try:
-        work()
-    except ApiException as err:
-        if err.status not in RETRIABLE_STATUS:
-            raise
-        after = (err.headers or {}).get("Retry-After")
-        raise kopf.TemporaryError(f"the API answered {err.status} {err.reason}",
-                                  delay=retry_delay(retry, after)) from err
-    except urllib3.exceptions.HTTPError as err:
-        raise kopf.TemporaryError(f"the API request failed: {err}",
-                                  delay=retry_delay(retry)) from err
+def retry_in(error: BaseException, retry: int) -> float | None:
+    """Seconds until a reconcile that failed with `error` for the `retry`+1-th time in a row
+    is tried again; None when the error is not transient (the next resync tries again)."""
+    if isinstance(error, ApiException):
+        if error.status not in RETRIABLE_STATUS:
+            return None
+        return retry_delay(retry, (error.headers or {}).get("Retry-After"))
+    if isinstance(error, urllib3.exceptions.HTTPError):  # timed out, connection reset, ...
+        return retry_delay(retry)
+    return None

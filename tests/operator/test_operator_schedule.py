@@ -1,0 +1,163 @@
+"""The work queue that replaced kopf's create/update/resume handlers and timers, and the
+filters that decide which watch events are worth a reconcile. Pure: the time is passed in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from finetune_operator.handlers.events import JobStates, is_running, reconcile_wanted
+from finetune_operator.handlers.schedule import Schedule
+
+JOB = ("research", "chat")
+OTHER = ("research", "other")
+
+
+def schedule() -> Schedule:
+    return Schedule(resync_interval=10.0, progress_interval=15.0)
+
+
+# --------------------------------------------------------------------------- Schedule
+
+
+def test_a_new_job_is_reconciled_at_once_and_resynced_an_interval_later():
+    s = schedule()
+    s.trigger(JOB, now=100.0)
+    assert s.take(100.0) == [(JOB, "reconcile")]
+    s.done(JOB, "reconcile", now=100.5)
+    assert s.take(110.0) == []
+    assert s.next_due(110.0) == 0.5
+    assert s.take(110.5) == [(JOB, "resync")]
+
+
+def test_a_job_runs_one_piece_of_work_at_a_time_and_triggers_meanwhile_merge():
+    s = schedule()
+    s.trigger(JOB, now=0.0)
+    assert s.take(0.0) == [(JOB, "reconcile")]
+    s.trigger(JOB, now=0.1)  # events while it runs
+    s.trigger(JOB, now=0.2)
+    assert s.take(0.3) == []  # busy
+    s.done(JOB, "reconcile", now=0.4)
+    assert s.take(0.4) == [(JOB, "reconcile")]  # one more, for both events
+    s.done(JOB, "reconcile", now=0.5)
+    assert s.take(0.5) == []
+
+
+def test_jobs_are_independent():
+    s = schedule()
+    s.trigger(JOB, now=0.0)
+    s.trigger(OTHER, now=0.0)
+    assert sorted(s.take(0.0)) == [(JOB, "reconcile"), (OTHER, "reconcile")]
+
+
+def test_a_transient_failure_is_retried_after_its_delay_with_a_growing_count():
+    s = schedule()
+    s.trigger(JOB, now=0.0)
+    s.take(0.0)
+    s.done(JOB, "reconcile", now=1.0, failed=True, retry_in=1.0)
+    assert s.failures(JOB) == 1
+    assert s.take(1.9) == []
+    assert s.take(2.0) == [(JOB, "reconcile")]
+    s.done(JOB, "reconcile", now=2.0, failed=True, retry_in=2.0)
+    assert s.failures(JOB) == 2
+    assert s.take(4.0) == [(JOB, "reconcile")]
+    s.done(JOB, "reconcile", now=4.0)
+    assert s.failures(JOB) == 0
+
+
+def test_a_permanent_failure_waits_for_the_resync():
+    s = schedule()
+    s.trigger(JOB, now=0.0)
+    s.take(0.0)
+    s.done(JOB, "reconcile", now=1.0, failed=True)
+    assert s.take(10.9) == []
+    assert s.take(11.0) == [(JOB, "resync")]
+
+
+def test_progress_is_read_only_while_running_first_at_once_then_every_interval():
+    s = schedule()
+    s.trigger(JOB, now=0.0)
+    s.take(0.0)
+    s.done(JOB, "reconcile", now=0.0)
+    s.follow_progress(JOB, running=True, now=1.0)
+    assert s.take(1.0) == [(JOB, "progress")]
+    s.done(JOB, "progress", now=1.0)
+    s.follow_progress(JOB, running=True, now=2.0)  # another event of the Running job
+    assert s.take(9.0) == []
+    assert s.take(10.0) == [(JOB, "resync")]
+    s.done(JOB, "resync", now=10.0)
+    assert s.take(16.0) == [(JOB, "progress")]
+    s.done(JOB, "progress", now=16.0)
+    s.follow_progress(JOB, running=False, now=17.0)  # it finished
+    assert s.take(20.0) == [(JOB, "resync")]
+    s.done(JOB, "resync", now=20.0)
+    assert s.next_due(20.0) == 10.0  # the next resync; no progress read any more
+
+
+def test_a_forgotten_job_gets_no_more_work_even_if_its_work_ends_later():
+    s = schedule()
+    s.trigger(JOB, now=0.0)
+    s.take(0.0)
+    s.forget(JOB)
+    s.done(JOB, "reconcile", now=1.0)
+    assert JOB not in s
+    assert s.take(100.0) == []
+    assert s.next_due(100.0) is None
+
+
+# --------------------------------------------------------------------------- FineTuneJob events
+
+
+def ftj(generation: int = 1, uid: str = "u-1", status: dict[str, Any] | None = None) -> dict:
+    return {"metadata": {"name": "chat", "namespace": "research", "uid": uid,
+                         "generation": generation}, "status": status or {}}
+
+
+def test_a_job_new_to_the_operator_is_reconciled():
+    assert reconcile_wanted(None, ftj())
+
+
+def test_status_only_events_are_not_reconciled():
+    assert not reconcile_wanted(ftj(), ftj(status={"phase": "Pending"}))
+
+
+def test_a_spec_edit_or_a_recreated_job_is_reconciled():
+    assert reconcile_wanted(ftj(), ftj(generation=2))
+    assert reconcile_wanted(ftj(), ftj(uid="u-2"))
+
+
+def test_running_is_read_from_the_status():
+    assert is_running(ftj(status={"phase": "Running"}))
+    assert not is_running(ftj(status={"phase": "Pending"}))
+
+
+# --------------------------------------------------------------------------- batch Job events
+
+
+def job(status: dict[str, Any] | None = None, suspend: bool = False) -> dict:
+    return {"metadata": {"name": "chat-r0", "namespace": "research"},
+            "spec": {"suspend": suspend}, "status": status or {}}
+
+
+def test_the_job_a_reconcile_just_created_is_no_news():
+    assert not JobStates().changed("ADDED", job())
+
+
+def test_a_job_first_seen_with_a_status_is_news():
+    assert JobStates().changed(None, job({"active": 2}))
+
+
+def test_only_a_changed_status_or_suspension_is_news():
+    states = JobStates()
+    states.changed("ADDED", job())
+    assert not states.changed("MODIFIED", job())  # e.g. a label or annotation edit
+    assert states.changed("MODIFIED", job({"active": 2}))
+    assert not states.changed("MODIFIED", job({"active": 2}))
+    assert states.changed("MODIFIED", job({"active": 2}, suspend=True))
+    assert states.changed("MODIFIED", job({"active": 1, "failed": 1}, suspend=True))
+
+
+def test_a_deleted_job_is_news_and_forgotten():
+    states = JobStates()
+    states.changed("ADDED", job({"active": 2}))
+    assert states.changed("DELETED", job({"active": 2}))
+    assert len(states) == 0
