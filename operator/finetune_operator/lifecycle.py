@@ -119,6 +119,14 @@ class ParseCache(Generic[T]):
                 self._items.popitem(last=False)
         return value
 
+    def seed(self, key: str, value: T) -> None:
+        """Remember what `key` parses to without parsing it (the caller made the text)."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -434,7 +442,11 @@ def _adopt_recorded_restart(step: _Step) -> None:
 def _ensure_config_and_service(step: _Step, spec: FineTuneJobSpec, plan: Plan) -> None:
     owner = step.observed.owner
     if step.observed.config_map is None:
-        step.actions.append(Create(render.config_map(owner, spec, plan)))
+        config_map = render.config_map(owner, spec, plan)
+        # The next reconcile reads this text back: it parses to `spec` (a lossless round
+        # trip, tested), so the memo learns it now instead of parsing it then.
+        STARTED_SPECS.seed(config_map["data"][render.CONFIG_KEY], spec)
+        step.actions.append(Create(config_map))
     if step.observed.service is None:
         step.actions.append(Create(render.service(owner)))
 
