@@ -254,10 +254,14 @@ def _start(step: _Step, plan_fn: PlanFn) -> bool:
         _fail(step, "DoesNotFit", message)
         return False
     step.condition(cond.PLANNED, "True", "Planned", plan.reason)
-    step.phase("Pending", f"planned {plan.strategy} on {plan.nodes} x {plan.gpus_per_node} "
-               f"{plan.gpu}")
-    step.emit("Normal", "Planned", step.status.message or "")
+    step.phase("Pending", _planned_message(plan))
+    # No Event here: the same reconcile creates the children, and their Created Event
+    # names the plan too (one Event per new job instead of two).
     return True
+
+
+def _planned_message(plan: Plan) -> str:
+    return f"planned {plan.strategy} on {plan.nodes} x {plan.gpus_per_node} {plan.gpu}"
 
 
 def spec_with_defaults(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -456,8 +460,9 @@ def _mark_created(step: _Step, plan: Plan) -> None:
     after a crash lost the status write that first recorded it)."""
     job = step.status.active_job
     if not cond.is_true(step.status.conditions, cond.CREATED):
-        step.emit("Normal", "Created", f"created Job {job} ({plan.nodes} pod(s) x "
-                  f"{plan.gpus_per_node} rank(s)), ConfigMap and Service")
+        step.emit("Normal", "Created", f"{_planned_message(plan)}; created Job {job} "
+                  f"({plan.nodes} pod(s) x {plan.gpus_per_node} rank(s)), ConfigMap and "
+                  "Service")
     step.condition(cond.CREATED, "True", "ChildrenCreated",
                    f"ConfigMap {names.config_map_name(step.name)}, Service "
                    f"{names.service_name(step.name)}, Job {job}")

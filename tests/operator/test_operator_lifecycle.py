@@ -165,7 +165,10 @@ def test_valid_job_is_planned_and_gets_its_three_children(world):
         assert c.status == "True"
         assert c.observed_generation == 1
         assert c.last_transition_time == T0
-    assert reasons(decision) == ["Planned", "Created"]
+    # one Event for a new job: the plan and the children it got
+    assert reasons(decision) == ["Created"]
+    (event,) = [a for a in decision.actions if isinstance(a, lifecycle.Emit)]
+    assert event.message.startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
 
 
 def test_invalid_spec_fails_with_the_messages_and_creates_nothing():

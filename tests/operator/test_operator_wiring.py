@@ -87,9 +87,11 @@ def test_apply_creates_children_and_writes_the_plan(kube, cluster, ns):
     types = {c["type"]: c["status"] for c in status["conditions"]}
     assert types == {"Valid": "True", "Planned": "True", "Created": "True"}
     assert status["observedGeneration"] == 1
-    reasons = wait_for("events", lambda: {e.get("reason") for e in events(cluster, ns)}
-                       >= {"Planned", "Created"} and events(cluster, ns))
-    assert all(e["involvedObject"]["name"] == "chat" for e in reasons)
+    (created,) = wait_for("the Event", lambda: events(cluster, ns))
+    assert (created["reason"], created["type"]) == ("Created", "Normal")
+    assert created["message"].startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
+    assert (created["involvedObject"]["name"], created["involvedObject"]["uid"]) == ("chat",
+                                                                                   uid)
     # the operator writes only the status: no finalizer (nothing to remove by hand if the
     # operator is uninstalled first), no bookkeeping annotations, no status.kopf
     stored = kube.ftj(ns, "chat")
