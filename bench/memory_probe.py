@@ -16,7 +16,10 @@ optimizer) it counts the bytes of every tensor storage the rank holds, each stor
 - other: any other tensor still alive (found with the garbage collector).
 When training begins it notes the peak so far (model build and wrapper setup) and resets the
 mark; at the end of the last step (before any checkpoint is written) it reads the training
-peak.
+peak. Each training step is also split in two phases, each with its own peak (`phases`):
+`backward` from the step's start until the torch optimizer's step begins (forward, backward
+and, under DeepSpeed, the gradient reduction and partition copies), and `step` from there to
+the end of the step (the optimizer update, where Adam's states are created on the first step).
 Each rank writes `<out>.rank<N>.json`.
 """
 
@@ -132,6 +135,18 @@ def model_state_bytes(model_wrapped: Any, base_optimizer: Any) -> dict[str, Any]
             "other": ledger.bytes.get("other", 0), "detail": dict(ledger.detail)}
 
 
+def live_tensor_bytes(model_wrapped: Any) -> int:
+    """Bytes of every tensor storage reachable from Python (each once), plus DDP's buckets:
+    what RSS growth would be if the process held nothing but tensors."""
+    import torch
+
+    ledger = StateLedger()
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor):
+            ledger.add("tensors", obj)
+    return ledger.bytes.get("tensors", 0) + ddp_bucket_bytes(model_wrapped)
+
+
 def ddp_bucket_bytes(model_wrapped: Any) -> int:
     """DDP's all-reduce buckets: separate from .grad unless gradient_as_bucket_view."""
     from torch.nn.parallel import DistributedDataParallel
@@ -170,16 +185,33 @@ class MemoryProbe(TrainerCallback):
         self.trainer: Any = None
         self.result: dict[str, Any] = {}
         self._hook: Any = None
+        self._phase_hook: Any = None
+        self.phases: list[dict[str, Any]] = []
 
     def attach(self, trainer: Any) -> None:
         self.trainer = trainer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._hook = base_optimizer(self.trainer).register_step_post_hook(self._after_step)
+        optimizer = base_optimizer(self.trainer)
+        self._hook = optimizer.register_step_post_hook(self._after_step)
+        self._phase_hook = optimizer.register_step_pre_hook(self._before_step)
         # Split the peak: model build and wrapper setup so far, training steps from here.
         self.result.update(setup_peak_rss=read_status("VmHWM"),
-                           rss_at_train_begin=read_status("VmRSS"))
+                           rss_at_train_begin=read_status("VmRSS"),
+                           tensor_bytes_at_train_begin=live_tensor_bytes(
+                               self.trainer.model_wrapped),
+                           shmem_at_train_begin=read_status("RssShmem"))
         reset_peak_rss()
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.phases:  # the first step's peak mark was reset at train begin
+            reset_peak_rss()
+        self.phases.append({"step": state.global_step + 1})
+
+    def _before_step(self, optimizer: Any, *_: Any) -> None:
+        if self.phases and "backward_peak_rss" not in self.phases[-1]:
+            self.phases[-1]["backward_peak_rss"] = read_status("VmHWM")
+            reset_peak_rss()
 
     def _after_step(self, optimizer: Any, *_: Any) -> None:
         self._hook.remove()
@@ -187,15 +219,20 @@ class MemoryProbe(TrainerCallback):
         self.result["rss_after_first_step"] = read_status("VmRSS")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.phases:
+            self.phases[-1].update(step_peak_rss=read_status("VmHWM"),
+                                   shmem=read_status("RssShmem"))
         if state.global_step < state.max_steps:
             return
         rank = int(os.environ.get("RANK", "0"))
-        training_peak = read_status("VmHWM")
+        training_peak = max([read_status("VmHWM")]
+                            + [v for p in self.phases for k, v in p.items() if "peak" in k])
         self.result.update(rank=rank, baseline_rss=self.baseline_rss,
                            training_peak_rss=training_peak,
                            peak_rss=max(training_peak, self.result["setup_peak_rss"]),
                            rss_at_end=read_status("VmRSS"),
-                           wrapper=type(self.trainer.model_wrapped).__name__)
+                           wrapper=type(self.trainer.model_wrapped).__name__,
+                           phases=self.phases)
         path = self.result_path.with_name(f"{self.result_path.name}.rank{rank}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.result, indent=1))

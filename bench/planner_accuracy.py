@@ -2,19 +2,22 @@
 
 For each small Llama config and each strategy (DDP, ZeRO-2, ZeRO-3) the planner plans a run
 (micro-batch and sequence length fixed, so every micro-batch has exactly the planned tokens:
-text rows longer than the sequence length, cut to it), then `finetune_trainer` trains two
+text rows longer than the sequence length, cut to it), then `finetune_trainer` trains three
 steps with that plan under `bench/memory_probe.py`. Compared per rank:
 - model states: planner weights + gradients + optimizer vs the tensor bytes the rank holds
   right after the first optimizer step;
 - totals: the planner's total minus its runtime term (the imported libraries, which the
   baseline already contains) vs the peak RSS growth over the baseline taken after imports;
   glibc returns freed blocks to the system only above its mmap threshold, so the ranks run
-  with MALLOC_MMAP_THRESHOLD_=65536 to make RSS follow what is really allocated.
+  with MALLOC_MMAP_THRESHOLD_=65536 to make RSS follow what is really allocated;
+- where the peak falls: each step's forward/backward and optimizer-step peaks, and what the
+  process holds beyond its tensors when training starts.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,9 @@ CONFIGS = {
 class Settings:
     micro_batch: int = 2
     seq_len: int = 256
-    steps: int = 2
+    # Three steps: the second is not yet steady state (DDP rebuilds its buckets in it, ZeRO-3
+    # records its module trace in the first), the third is what every later step looks like.
+    steps: int = 3
     configs: tuple[str, ...] = ("llama-20m", "llama-50m")
     strategies: tuple[str, ...] = STRATEGIES
 
@@ -86,6 +91,10 @@ def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: 
 def measure_one(name: str, config: dict[str, Any], strategy: str, tokenizer: Path,
                 data: Path, work: Path, s: Settings, vocab_size: int) -> dict[str, Any]:
     out = work / f"{name}-{strategy}"
+    # A fresh output directory: the trainer resumes from any complete checkpoint it finds
+    # there, and a resumed run loads Adam's states before its first step (no first step to
+    # measure, and a setup peak that includes reading the checkpoint).
+    shutil.rmtree(out, ignore_errors=True)
     config_path, plan = trainer_recipe.render(
         trainer_recipe.job(f"mem-{name}-{strategy}",
                            spec(config, strategy, tokenizer, data, s, vocab_size)),
@@ -128,6 +137,14 @@ def compare(name: str, strategy: str, plan: Any, ranks: list[dict[str, Any]]) ->
         "setup_peak_rss": max(r["setup_peak_rss"] for r in ranks),
         "training_peak_rss": max(r["training_peak_rss"] for r in ranks),
         "rss_after_first_step": max(r["rss_after_first_step"] for r in ranks),
+        # Per step, the peak growth of each phase (forward+backward, optimizer step) per rank.
+        "phases": [[{k: (v - r["baseline_rss"] if "peak" in k else v) for k, v in ph.items()}
+                    for ph in r.get("phases", [])] for r in ranks],
+        # What the process holds beyond its tensors when training starts: RSS growth minus
+        # the bytes of every live tensor (the planner's CPU_PROCESS_OVERHEAD).
+        "non_tensor_at_train_begin": max(
+            r["rss_at_train_begin"] - r["baseline_rss"] - r["tensor_bytes_at_train_begin"]
+            for r in ranks),
         "other_tensors": worst["other"],
         "detail": worst["detail"],
     }
