@@ -43,9 +43,10 @@ PSI, TRAINABLE, N = 800_000_000, 800_000_000, 8
 
 
 @pytest.mark.parametrize(("strategy", "precision", "expected"), [
-    # DDP (autocast keeps fp32 weights): fp32 weights, fp32 grads + DDP's bucket copy, Adam m, v.
-    ("ddp", "bf16", {"weights": 4 * PSI, "gradients": 8 * PSI, "optimizer": 8 * PSI}),
-    ("ddp", "fp32", {"weights": 4 * PSI, "gradients": 8 * PSI, "optimizer": 8 * PSI}),
+    # DDP (autocast keeps fp32 weights): fp32 weights, fp32 grads (views into DDP's buckets),
+    # Adam m, v.
+    ("ddp", "bf16", {"weights": 4 * PSI, "gradients": 4 * PSI, "optimizer": 8 * PSI}),
+    ("ddp", "fp32", {"weights": 4 * PSI, "gradients": 4 * PSI, "optimizer": 8 * PSI}),
     # DeepSpeed: 16-bit working copies, an fp32 gradient partition, 12 bytes of Adam per param.
     ("zero1", "bf16", {"weights": 2 * PSI, "gradients": 2 * PSI + 4 * PSI // N,
                        "optimizer": 12 * PSI // N}),
@@ -165,80 +166,174 @@ def test_zero3_offload_matches_deepspeed_estimator(deepspeed_estimators, nodes, 
                              gpus_per_node=per_node, micro_batch=1, seq_len=16,
                              checkpointing=True, layers_with_grad=32, on_cpu=False)
     assert memory.weights + memory.gradients + memory.optimizer == 0
-    assert memory.overhead - mem.GPU_RUNTIME_OVERHEAD == gpu
+    # DeepSpeed's estimate is the largest module gathered with its gradient (4 bytes per
+    # parameter); the planner counts that, the parameters ZeRO-3 keeps gathered between
+    # forward and backward, the prefetch bucket and the reduce buckets.
+    working = memory.overhead - mem.GPU_RUNTIME_OVERHEAD
+    assert working >= gpu
+    assert working == mem.zero_working_bytes(count, "zero3-offload", "bf16", on_cpu=False)
     host_states = memory.host_per_node - per_node * mem.HOST_PROCESS_OVERHEAD
     assert host_states == pytest.approx(cpu, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- activations
+# What autograd really saves is measured against these formulas on tiny models in
+# tests/trainer/test_activation_memory.py; here, their structure.
+
+FP32 = mem.compute_of("zero2", "fp32")
+BF16 = mem.compute_of("zero2", "bf16")
 
 
-def test_memory_efficient_attention_drops_the_quadratic_term():
+def test_precision_decides_compute_and_residual_bytes():
+    assert mem.compute_of("zero3", "bf16") == mem.Compute(2, 2, False)
+    assert mem.compute_of("ddp", "bf16") == mem.Compute(2, 4, True)  # autocast, fp32 weights
+    assert mem.compute_of("ddp", "fp32") == mem.Compute(4, 4, False)
+
+
+def test_the_per_token_terms_of_one_block():
+    """h = 64, q = 64, kv = 32, I = 128 in bf16: two norms (fp32 input, 1/rms, normalized),
+    the q/k/v and MLP inputs, q, k, v, two outputs, log-sum-exp, four I-wide MLP tensors."""
     count = count_parameters(TINY_LLAMA)
-    short = [mem.layer_activation_bytes(count, 512, 512, "bf16", me) for me in (True, False)]
-    long_ = [mem.layer_activation_bytes(count, 4096, 4096, "bf16", me) for me in (True, False)]
-    assert short[0] * 8 == long_[0]  # linear in tokens
-    assert long_[1] - long_[0] == 4096 * 4 * 4096 * (4 + 2)  # tokens x heads x seq x bytes
+    norms = 2 * (64 * (4 + 2) + 4)
+    varlen = norms + 2 * 2 * 64 + 2 * (64 + 2 * 32 + 2 * 64) + 4 * 4 + 4 * 128 * 2
+    assert mem.layer_activation_bytes(count, 1, compute=BF16, attention="varlen") == varlen
+    # Masked SDPA: k and v repeated to every head, one output, plus the mask per block.
+    masked = varlen - 2 * (64 + 2 * 32 + 2 * 64) + 2 * 4 * 64
+    assert mem.layer_activation_bytes(count, 1, compute=BF16, attention="masked",
+                                      mask=100) == masked + 100 * 2
+
+
+def test_autocast_saves_input_copies_and_16_bit_weights():
+    count = count_parameters(TINY_LLAMA)
+    auto = mem.compute_of("ddp", "bf16")
+    plain = mem.layer_activation_bytes(count, 1000, compute=BF16)
+    cast = mem.layer_activation_bytes(count, 1000, compute=auto)
+    # fp32 residual in both norms (+2 h each), three more 16-bit input copies, the weights.
+    assert cast - plain == 1000 * (2 * 2 * 64 + 3 * 2 * 64) + 2 * count.per_layer
+
+
+def test_the_packed_mask_is_tokens_squared_per_block():
+    assert mem.mask_elements(2, 4096, "padding-free") == (2 * 4096) ** 2
+    assert mem.mask_elements(2, 4096, "packed") == (2 * 4096) ** 2
+    assert mem.mask_elements(2, 4096, "padded") == 2 * 4096 * 4096
+    assert mem.attention_kind(on_cpu=True, packing="padding-free") == "varlen"
+    assert mem.attention_kind(on_cpu=False, packing="padding-free") == "masked"
+    assert mem.attention_kind(on_cpu=True, packing="padded") == "masked"
+
+
+def test_eager_attention_keeps_the_softmax():
+    count = count_parameters(TINY_LLAMA)
+    eager = mem.layer_activation_bytes(count, 4096, compute=BF16, attention="eager",
+                                       seq_len=4096)
+    masked = mem.layer_activation_bytes(count, 4096, compute=BF16, attention="masked")
+    lse = 4 * 4
+    assert eager - masked == 4096 * (4 * 4096 * (4 + 2) - lse)
 
 
 def test_checkpointing_keeps_block_inputs_and_one_block():
     count = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
-    args = {"micro_batch": 1, "seq_len": 4096, "precision": "bf16", "layers_with_grad": 32}
+    args = {"micro_batch": 1, "seq_len": 4096, "precision": "bf16", "layers_with_grad": 32,
+            "strategy": "zero3", "attention": "masked"}
     without = mem.activation_bytes(count, checkpointing=False, **args)
     with_ = mem.activation_bytes(count, checkpointing=True, **args)
-    block = mem.layer_activation_bytes(count, 4096, 4096, "bf16")
-    head = 4096 * mem.norm_bytes_per_token(4096, "bf16") + 4096 * 4096 * 2
-    assert without == 32 * block + head
-    assert with_ == 32 * 4096 * 4096 * 2 + block + head
+    block = mem.layer_activation_bytes(count, 4096, compute=BF16, attention="masked",
+                                       mask=4096 ** 2)
+    outside = 8 + mem.norm_bytes_per_token(4096, 2) + 2 * 4096
+    rotary = 2 * 128 * 2
+    assert without == 32 * block + 4096 * (outside + rotary)
+    assert with_ == 32 * 4096 * 4096 * 2 + block + 4096 * outside
 
 
 def test_frozen_blocks_save_no_activations():
     count = count_parameters(TINY_LLAMA)
     args = {"micro_batch": 2, "seq_len": 64, "precision": "fp32", "checkpointing": False}
-    none = mem.activation_bytes(count, layers_with_grad=0, **args)
     one = mem.activation_bytes(count, layers_with_grad=1, **args)
     two = mem.activation_bytes(count, layers_with_grad=2, **args)
-    assert two - one == one - none == mem.layer_activation_bytes(count, 128, 64, "fp32")
+    assert two - one == mem.layer_activation_bytes(count, 128, compute=FP32)
 
 
-def test_logits_are_seq_batch_vocab_three_times():
+def test_the_fused_head_never_holds_the_logits():
+    """TRL's fused head: a tile buffer, per-token label/log Z/entropy/mask and the fp32
+    hidden-state gradient, and the head's weight gradient in fp32 plus its 16-bit cast."""
     count = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
-    assert mem.logits_bytes(count, micro_batch=2, seq_len=4096, precision="bf16") == \
-        2 * 4096 * 128256 * (2 + 4 + 4)
+    tokens, v, h = 2 * 4096, 128256, 4096
+    head = mem.logits_bytes(count, micro_batch=2, seq_len=4096, precision="bf16")
+    assert head == (4096 * 32768 * 2 + tokens * (17 + 4 * h) + v * h * (4 + 2))
+    full_logits = tokens * v * (2 + 4 + 4)
+    assert head < full_logits / 2
     assert mem.logits_bytes(count, micro_batch=2, seq_len=4096, precision="fp32",
                             num_labels=3) == 2 * 3 * 12
 
 
-@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
-def test_activations_match_what_a_real_llama_saves_for_backward(dtype_name):
-    """Every tensor autograd saves in a forward pass of a tiny Llama (SDPA attention on CPU),
-    de-duplicated by storage, against the planner's activations plus the loss's log-softmax."""
-    import torch
-    import transformers
+def test_on_a_cpu_the_head_buffer_is_resident_only_where_the_vocabulary_reaches():
+    count = count_parameters(TINY_LLAMA)  # vocabulary 1024 < the 32768-wide tile
+    gpu = mem.logits_bytes(count, micro_batch=1, seq_len=512, precision="fp32")
+    cpu = mem.logits_bytes(count, micro_batch=1, seq_len=512, precision="fp32", on_cpu=True)
+    tiles_gpu = 512 * 32768 * 4
+    tiles_cpu = 512 * 1024 * (4 + 4 * mem.HEAD_CPU_TILE_TEMPORARIES)
+    assert gpu - cpu == tiles_gpu - tiles_cpu
 
-    dtype = getattr(torch, dtype_name)
-    precision = "fp32" if dtype == torch.float32 else "bf16"
-    values = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
-    config = transformers.AutoConfig.for_model("llama", **values)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(
-        config, attn_implementation="sdpa", dtype=dtype)
-    batch, seq = 2, 256
-    ids = torch.randint(0, TINY_LLAMA["vocab_size"], (batch, seq))
-    saved: dict[int, int] = {}
 
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
+# --------------------------------------------------------------------------- the peak
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    measured = sum(n for ptr, n in saved.items() if ptr not in weights)
-    count = count_parameters(TINY_LLAMA)
-    planned = mem.activation_bytes(count, micro_batch=batch, seq_len=seq, precision=precision,
-                                   checkpointing=False, layers_with_grad=2)
-    log_softmax = batch * seq * TINY_LLAMA["vocab_size"] * 4
-    # The rest is small: rotary tables, RMSNorm's 1/rms, attention's log-sum-exp, the ids.
-    assert planned + log_softmax <= measured <= (planned + log_softmax) * 1.05
+
+def _rank(strategy, **overrides):
+    count = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
+    args = {"trainable": count.total, "strategy": strategy, "precision": "bf16", "world": 8,
+            "gpus_per_node": 8, "micro_batch": 1, "seq_len": 4096, "checkpointing": False,
+            "layers_with_grad": 32, "on_cpu": False, **overrides}
+    return count, mem.rank_memory(count, **args)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "zero1", "zero2", "zero3", "fsdp"])
+def test_the_total_is_the_larger_phase_not_the_sum(strategy):
+    count, m = _rank(strategy)
+    items = m.weights + m.gradients + m.optimizer + m.activations + m.logits + m.overhead
+    if strategy == "ddp":  # every DDP state persists (gradients live in the buckets)
+        assert m.total == items
+    else:  # some gradients exist only from the backward or during the step
+        assert m.total < items
+    terms = mem.state_terms(strategy, "bf16")
+    phases = mem.phase_peaks(terms, parameters=count.total, trainable=count.total, world=8,
+                             precision="bf16", activations=m.activations, logits=m.logits,
+                             working=m.overhead - mem.GPU_RUNTIME_OVERHEAD, accumulation=1)
+    assert m.total == mem.GPU_RUNTIME_OVERHEAD + max(phases.backward, phases.step)
+
+
+def test_adam_and_activations_coexist_but_not_the_step_only_gradients():
+    """ZeRO-2: the fp32 gradient partition exists only during the step, the activations
+    only during forward/backward; both phases hold weights and Adam's states."""
+    count, m = _rank("zero2")
+    persistent = m.weights + m.optimizer + 2 * count.total // 8  # + 16-bit partition buffer
+    working = m.overhead - mem.GPU_RUNTIME_OVERHEAD
+    assert m.total == mem.GPU_RUNTIME_OVERHEAD + persistent + working + m.activations + m.logits
+
+
+def test_gradient_accumulation_keeps_gradients_through_the_forward():
+    """FSDP frees gradients after the step: with one micro-batch per step they only replace
+    the activations; accumulating, they are live while the next micro-batch saves its own."""
+    _, single = _rank("fsdp", accumulation=1)
+    _, accumulating = _rank("fsdp", accumulation=4)
+    assert accumulating.total - single.total == accumulating.gradients
+
+
+def test_zero3_keeps_parameters_gathered_within_the_reuse_distance():
+    small = count_parameters(TINY_LLAMA)
+    assert mem.zero3_retained_elements(small) == small.total  # all of a small model
+    big = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
+    # 8B: only the head; everything before it lies more than half the reuse distance away.
+    assert mem.zero3_retained_elements(big) == big.head
+
+
+def test_zero_working_sets():
+    count = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
+    buckets = mem.zero_bucket_elements(4096)
+    assert buckets == {"reduce_bucket_size": 4096 ** 2,
+                       "stage3_prefetch_bucket_size": int(0.9 * 4096 ** 2),
+                       "stage3_param_persistence_threshold": 40960}
+    # Two reduce buckets with overlap_comm on a GPU, one on a CPU.
+    assert mem.zero_working_bytes(count, "zero2", "bf16", on_cpu=False) == 2 * 4096 ** 2 * 2
+    assert mem.zero_working_bytes(count, "zero2", "bf16", on_cpu=True) == 4096 ** 2 * 2
+    zero3 = mem.zero_working_bytes(count, "zero3", "bf16", on_cpu=False)
+    assert zero3 == 2 * (2 * 4096 ** 2 + mem.zero3_retained_elements(count)
+                         + int(0.9 * 4096 ** 2) + count.largest_module)

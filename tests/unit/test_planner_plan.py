@@ -88,13 +88,13 @@ def test_batch_arithmetic_reaches_the_global_batch(global_batch):
 
 
 def test_largest_micro_batch_that_fits_is_chosen():
-    training = {"maxSeqLength": 512, "globalBatchSize": 64}
+    training = {"maxSeqLength": 1024, "globalBatchSize": 64}
     plan = plan_job(make_spec(training=training))
     assert plan.fits and 1 < plan.micro_batch_size < 8
     twice = plan_job(make_spec(
         training={**training, "microBatchSize": 2 * plan.micro_batch_size,
                   "gradientCheckpointing": plan.gradient_checkpointing},
-        resources={"strategy": plan.strategy}))
+        resources={"strategy": plan.strategy, "nodes": plan.nodes}))
     assert not twice.fits
     longer = plan_job(make_spec(training={**training, "maxSeqLength": 4096}))
     assert longer.micro_batch_size < plan.micro_batch_size

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune_operator.planner.memory import (
+    ZERO3_MAX_LIVE_PARAMETERS,
+    ZERO3_MAX_REUSE_DISTANCE,
+)
+
 from finetune_trainer.errors import TrainerError
 
 ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3, "zero3-offload": 3}
@@ -38,9 +43,15 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
         # The final model is saved as one consolidated 16-bit state dict.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
         # Also sized from hidden_size by transformers (0.9 h^2 and 10 h) instead of DeepSpeed's
-        # fixed defaults, which prefetch more than a small model holds in total.
+        # fixed defaults, which prefetch more than a small model holds in total. The planner
+        # counts the same values (planner/memory.py: zero_bucket_elements).
         zero["stage3_prefetch_bucket_size"] = "auto"
         zero["stage3_param_persistence_threshold"] = "auto"
+        # How many gathered parameters stay gathered between a module's forward and its
+        # backward: the planner owns these numbers and counts what they keep
+        # (planner/memory.py: zero3_retained_elements).
+        zero["stage3_max_live_parameters"] = ZERO3_MAX_LIVE_PARAMETERS
+        zero["stage3_max_reuse_distance"] = ZERO3_MAX_REUSE_DISTANCE
     if strategy == "zero3-offload":
         pin = device == "cuda"
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}

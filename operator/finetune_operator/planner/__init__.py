@@ -109,6 +109,7 @@ def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:
         micro_batch=training.micro_batch_size,
         checkpointing=None if checkpointing == "auto" else bool(checkpointing),
         num_labels=method.num_labels if method.task == "classification" else None,
+        packing=resolve_packing(spec),
         host_limit=None if gpu.is_cpu else pod_memory(spec),
     )
 

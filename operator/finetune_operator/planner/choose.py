@@ -41,6 +41,7 @@ class Sizing:
     micro_batch: int | None = None  # forced by the user
     checkpointing: bool | None = None  # None: on only when needed to fit
     num_labels: int | None = None
+    packing: str = "padding-free"
     host_limit: int | None = None  # pod memory per node, when given on GPU nodes
 
 
@@ -112,7 +113,8 @@ def rank_memory(sizing: Sizing, layout: Layout, micro: int, checkpointing: bool)
         precision=sizing.precision, world=layout.world, gpus_per_node=layout.gpus_per_node,
         micro_batch=micro, seq_len=sizing.seq_len, checkpointing=checkpointing,
         layers_with_grad=sizing.layers_with_grad, on_cpu=sizing.gpu.is_cpu,
-        num_labels=sizing.num_labels,
+        num_labels=sizing.num_labels, packing=sizing.packing,
+        accumulation=max(1, sizing.global_batch // (layout.world * micro)),
     )
 
 

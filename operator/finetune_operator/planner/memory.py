@@ -20,9 +20,16 @@ The planner uses what each implementation really keeps (`state_terms`):
 
 Activations follow Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
 Transformer Models", section 4.1 (34sbh + 5as^2b bytes per layer for GPT), re-derived for
-today's decoders: no dropout, RMSNorm computed in fp32, grouped-query attention (k and v are
-smaller than q), a gated (SwiGLU) MLP that saves four I-wide tensors, and memory-efficient
-attention (SDPA / flash), which never stores the s x s score matrix.
+what transformers' Llama-style decoders really save under the trainer (no dropout, RMSNorm
+upcast to fp32, grouped-query attention, a gated SwiGLU MLP, SDPA attention, TRL's fused LM
+head) and checked against the bytes autograd saves on tiny models
+(tests/trainer/test_activation_memory.py).
+
+The total is a peak, not a sum: the items (weights, gradients, optimizer, activations, logits,
+overhead) are never all live at once. Adam's states are created at the first optimizer step,
+after the activations are freed; the activations of the next step are saved while Adam's
+states exist but (with one micro-batch per step) before any gradient does. `rank_memory`
+takes the larger of two phases, forward/backward and the optimizer step (`phase_peaks`).
 """
 
 from __future__ import annotations
@@ -30,17 +37,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from finetune_operator.planner.gpus import GIB
+from finetune_operator.planner.gpus import GIB, MIB
 from finetune_operator.planner.parameters import ParameterCount
 
 Item = Literal["weights", "gradients", "optimizer"]
+# When a state is live: always (from setup or the first step on), from backward through the
+# optimizer step (gradients the step consumes, freed by zero_grad), or during the step only.
+Lifetime = Literal["persistent", "gradient", "step"]
+Attention = Literal["varlen", "masked", "eager"]
 
 # Plan only what leaves this fraction of the memory free (fragmentation, spikes).
 HEADROOM = 0.10
 # CUDA context, cuBLAS/NCCL workspaces, the allocator's own reserve, per GPU.
 GPU_RUNTIME_OVERHEAD = 2 * GIB
-# A CPU rank that imported torch, transformers, trl and deepspeed sits at ~430 MB RSS.
+# A CPU rank that imported torch, transformers, trl and deepspeed sits at ~450 MiB RSS.
 CPU_RUNTIME_OVERHEAD = GIB // 2
+# What a CPU rank's process gains beyond its tensors once training starts, over the imports
+# (the runtime term): trainer and data pipeline objects, the gloo process group, glibc arenas;
+# DeepSpeed's engine about as much again. Measured as RSS growth minus the bytes of every live
+# tensor at the start of training (bench section 2, "non-tensor" column): 49-50 MiB under DDP,
+# 98-103 MiB under DeepSpeed, alike for 20M and 50M parameters. On a GPU this is host memory.
+CPU_PROCESS_OVERHEAD = {"ddp": 50 * MIB, "deepspeed": 100 * MIB}
 # Host RAM of one rank's process besides model states: interpreter, libraries, data loader.
 HOST_PROCESS_OVERHEAD = 2 * GIB
 # DeepSpeed's estimators multiply host buffers by this (pinned staging, fragmentation).
@@ -48,8 +65,41 @@ HOST_BUFFER_FACTOR = 1.5
 # ZeRO's K for Adam under mixed precision: fp32 master weights, momentum and variance.
 ADAM_MIXED_K = 12
 
+# ZeRO-3 parameter retention. DeepSpeed keeps a gathered parameter instead of releasing it
+# when the module trace shows it used again within `stage3_max_reuse_distance` elements, and
+# prefetches at most `stage3_max_live_parameters` elements. These are DeepSpeed's defaults,
+# written into the trainer's DeepSpeed config from here (finetune_trainer/strategy.py) so the
+# plan and the run agree. Between a block's forward and its backward lie about twice the
+# parameters after it, so the last ~max_reuse_distance / 2 parameters stay gathered from their
+# forward to their backward: a 20M model keeps all of them, an 8B one its LM head.
+ZERO3_MAX_REUSE_DISTANCE = 1_000_000_000
+ZERO3_MAX_LIVE_PARAMETERS = 1_000_000_000
+
+# TRL's fused LM head (trl/kernels/chunked_logprob.py) projects TOKEN_CHUNK x VOCAB_CHUNK
+# tiles through the head instead of materializing batch x seq x vocab logits.
+HEAD_TOKEN_CHUNK = 4096
+HEAD_VOCAB_CHUNK = 32768
+# On a CPU (no Triton) the backward folds each tile with torch ops (`_backward_tile`): the
+# scaled tile, z, log p, p, the gradient, the target indicator as float and its difference
+# with p are 7 fp32 tiles live at once (the torch profiler on the bench's ranks agrees).
+HEAD_CPU_TILE_TEMPORARIES = 7
+
+# DDP with gradient_as_bucket_view (finetune_trainer/trainer.py): each .grad is a view into
+# DDP's all-reduce buckets, allocated once, so the gradients cost one fp32 copy, kept between
+# steps. Without it, .grad is a second copy, freed by zero_grad after every step.
+DDP_GRADIENT_AS_BUCKET_VIEW = True
+
 DEEPSPEED = ("zero1", "zero2", "zero3", "zero3-offload")
 SHARDS_PARAMETERS = ("zero3", "fsdp", "zero3-offload")
+
+
+def zero_bucket_elements(hidden_size: int) -> dict[str, int]:
+    """The ZeRO sizes the trainer's DeepSpeed config leaves on "auto", as transformers fills
+    them from the model (integrations/deepspeed.py): reduce bucket h^2, stage 3 prefetch bucket
+    0.9 h^2, parameters of at most 10 h elements stay gathered (persistent)."""
+    return {"reduce_bucket_size": hidden_size * hidden_size,
+            "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+            "stage3_param_persistence_threshold": 10 * hidden_size}
 
 
 @dataclass(frozen=True)
@@ -61,11 +111,16 @@ class StateTerm:
     sharded: bool  # divided over the N data-parallel ranks
     trainable_only: bool  # only trainable parameters carry it
     what: str
+    lifetime: Lifetime = "persistent"
 
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes one rank needs, itemized, plus the host RAM per node."""
+    """Bytes one rank needs, itemized, plus the host RAM per node.
+
+    The items say what the rank holds at some point of a step; `total` is the peak, the
+    larger of the forward/backward and optimizer-step phases, which is less than their sum
+    (`phase_peaks`). Without a peak given, the total is the sum of the items."""
 
     weights: int
     gradients: int
@@ -74,9 +129,12 @@ class Memory:
     logits: int
     overhead: int
     host_per_node: int
+    peak: int | None = None
 
     @property
     def total(self) -> int:
+        if self.peak is not None:
+            return self.peak
         return (self.weights + self.gradients + self.optimizer + self.activations
                 + self.logits + self.overhead)
 
@@ -98,15 +156,20 @@ def zero_paper_terms(stage: int, k: int = ADAM_MIXED_K) -> tuple[StateTerm, ...]
 
 
 def state_terms(strategy: str, precision: str) -> tuple[StateTerm, ...]:
-    """What each strategy really keeps per parameter on one rank."""
+    """What each strategy really keeps per parameter on one rank, and when."""
     e = element_bytes(precision)
     if strategy in DEEPSPEED:
         stage = {"zero1": 1, "zero2": 2}.get(strategy, 3)
         terms = [StateTerm("weights", e, stage >= 3, False, "working weights")]
         if strategy != "zero3-offload":  # offload moves the gradient partition to the host
-            terms.append(StateTerm("gradients", e, stage >= 2, True, "working gradients"))
+            # Stage 1 accumulates whole gradients until the step; stages 2 and 3 reduce each
+            # bucket into a partition buffer that stays allocated between steps
+            # (grads_in_partition, grad_partitions_flat_buffer).
+            terms.append(StateTerm("gradients", e, stage >= 2, True, "working gradients",
+                                   "gradient" if stage == 1 else "persistent"))
         terms += [
-            StateTerm("gradients", 4, True, True, "fp32 gradient partition"),
+            # The optimizer step flattens the partition and casts it to fp32; freed after it.
+            StateTerm("gradients", 4, True, True, "fp32 gradient partition", "step"),
             # DeepSpeed keeps an fp32 master partition even when training in fp32.
             StateTerm("optimizer", ADAM_MIXED_K, True, True,
                       "fp32 master weights, momentum, variance"),
@@ -115,20 +178,29 @@ def state_terms(strategy: str, precision: str) -> tuple[StateTerm, ...]:
     sharded = strategy == "fsdp"
     terms = [
         StateTerm("weights", 4, sharded, False, "fp32 weights (autocast casts on the fly)"),
-        StateTerm("gradients", 4, sharded, True, "fp32 gradients"),
         StateTerm("optimizer", 8, sharded, True, "Adam momentum and variance"),
     ]
-    if strategy == "ddp":
+    if strategy == "ddp" and DDP_GRADIENT_AS_BUCKET_VIEW:
+        terms.append(StateTerm("gradients", 4, False, True,
+                               "fp32 gradients, views into DDP's all-reduce buckets"))
+    else:
+        # zero_grad(set_to_none) frees them after every step.
+        terms.append(StateTerm("gradients", 4, sharded, True, "fp32 gradients", "gradient"))
+    if strategy == "ddp" and not DDP_GRADIENT_AS_BUCKET_VIEW:
         terms.append(StateTerm("gradients", 4, False, True, "DDP all-reduce buckets"))
     return tuple(terms)
 
 
 def model_states(
-    terms: tuple[StateTerm, ...], parameters: int, trainable: int, world: int
+    terms: tuple[StateTerm, ...], parameters: int, trainable: int, world: int,
+    lifetime: Lifetime | None = None,
 ) -> dict[Item, int]:
-    """Bytes per rank of each item: sharded terms are divided over the `world` ranks."""
+    """Bytes per rank of each item (only terms of `lifetime` when given): sharded terms are
+    divided over the `world` ranks."""
     out: dict[Item, int] = {"weights": 0, "gradients": 0, "optimizer": 0}
     for term in terms:
+        if lifetime is not None and term.lifetime != lifetime:
+            continue
         count = trainable if term.trainable_only else parameters
         size = term.bytes_per_param * count
         out[term.item] += size // world if term.sharded else size
@@ -141,107 +213,283 @@ def gathered_module_bytes(count: ParameterCount, precision: str) -> int:
     return 2 * element_bytes(precision) * count.largest_module
 
 
+def zero3_retained_elements(count: ParameterCount) -> int:
+    """Parameter elements ZeRO-3 keeps gathered from their forward to their backward.
+
+    DeepSpeed releases a module's parameters after its forward unless the recorded module
+    trace uses them again within ZERO3_MAX_REUSE_DISTANCE elements; the reuse distance of a
+    module is the parameters of every module after it, once in the forward and once in the
+    backward. Counted from the head backwards, block by block."""
+    modules = [count.head or count.embedding, count.final_norm]
+    modules += [count.per_layer] * count.shape.num_layers
+    if count.head:  # untied: the embedding is used first in the forward, last in the backward
+        modules.append(count.embedding)
+    after, retained = 0, 0
+    for size in modules:
+        if 2 * after >= ZERO3_MAX_REUSE_DISTANCE:
+            break
+        retained += size
+        after += size
+    return min(retained, count.total)
+
+
+def zero_working_bytes(count: ParameterCount, strategy: str, precision: str,
+                       on_cpu: bool) -> int:
+    """What DeepSpeed allocates beyond the partitioned states at the forward/backward peak.
+
+    - The reduce bucket (`reduce_bucket_size` elements of the working precision; two with
+      overlap_comm, which the trainer turns on with CUDA), stages 1-3.
+    - Stage 3: the parameters kept gathered between forward and backward
+      (`zero3_retained_elements`), the prefetch bucket, and one module's full gradient before
+      its reduce-scatter.
+    """
+    if strategy not in DEEPSPEED:
+        return 0
+    e = element_bytes(precision)
+    sizes = zero_bucket_elements(count.shape.hidden_size)
+    buckets = (1 if on_cpu else 2) * sizes["reduce_bucket_size"] * e
+    if strategy in ("zero1", "zero2"):
+        return buckets
+    gathered = zero3_retained_elements(count) + sizes["stage3_prefetch_bucket_size"]
+    return buckets + e * (gathered + count.largest_module)
+
+
 # --------------------------------------------------------------------------- activations
 
 
-def norm_bytes_per_token(hidden: int, precision: str) -> int:
+@dataclass(frozen=True)
+class Compute:
+    """Element sizes of what a forward pass saves.
+
+    `compute`: the matmul and attention inputs (2 bytes in bf16/fp16, 4 in fp32).
+    `residual`: the residual stream, the norms' outputs and the final hidden state: the model's
+    own dtype, so fp32 under autocast (DDP keeps fp32 weights and autocast casts per op).
+    `autocast`: each projection casts its input itself (q, k, v: three copies of the norm
+    output; gate, up: two) and the 16-bit copy of every weight is saved for the backward."""
+
+    compute: int
+    residual: int
+    autocast: bool
+
+
+def compute_of(strategy: str, precision: str) -> Compute:
+    """DDP trains the fp32 model under autocast; DeepSpeed casts the model to 16 bits and
+    FSDP gathers 16-bit parameters (MixedPrecisionPolicy), so both compute in one dtype."""
+    e = element_bytes(precision)
+    autocast = e != 4 and strategy == "ddp"
+    return Compute(compute=e, residual=4 if autocast else e, autocast=autocast)
+
+
+def attention_kind(on_cpu: bool, packing: str) -> Attention:
+    """How the trainer's attention runs (finetune_trainer/attention.py): on a CPU,
+    padding-free and packed micro-batches are split into their rows and each row runs causal
+    SDPA (`varlen`); everywhere else SDPA gets the block-diagonal or padding mask transformers
+    builds (`masked`). The trainer image ships no flash-attn."""
+    if on_cpu and packing in ("padding-free", "packed"):
+        return "varlen"
+    return "masked"
+
+
+def mask_elements(micro_batch: int, seq_len: int, packing: str) -> int:
+    """Elements of the attention mask SDPA receives: padding-free and packed micro-batches
+    are one row of micro x seq tokens, padded ones micro rows of seq."""
+    if packing in ("padding-free", "packed"):
+        return (micro_batch * seq_len) ** 2
+    return micro_batch * seq_len * seq_len
+
+
+def norm_bytes_per_token(hidden: int, residual: int = 4) -> int:
     """What an RMSNorm saves besides its output (counted as the next layer's input): its
-    input upcast to fp32, and the normalized value before the weight multiplies it."""
-    return hidden * (4 + element_bytes(precision))
+    input upcast to fp32, 1/rms (fp32) and the normalized value in the residual dtype."""
+    return hidden * (4 + residual) + 4
 
 
 def layer_activation_bytes(
-    count: ParameterCount, tokens: int, seq_len: int, precision: str,
-    memory_efficient_attention: bool = True,
+    count: ParameterCount, tokens: int, *, compute: Compute, attention: Attention = "varlen",
+    mask: int = 0, seq_len: int = 0,
 ) -> int:
-    """Activations one transformer block saves for backward, for `tokens` tokens."""
+    """Bytes one transformer block saves for backward, for `tokens` tokens.
+
+    Per token: two norms; the q/k/v input (three autocast copies) and the MLP input (two);
+    q and k after the rotary embedding, v, the attention output and its fp32 log-sum-exp per
+    head; gate, act(gate), up and their product (input of down_proj). `varlen` keeps k and v
+    with the key/value heads and the attention output twice (each row's output, and their
+    concatenation); `masked` SDPA gets k and v repeated to every query head, plus the mask
+    converted to the compute dtype on every call (`mask` elements per micro-batch); `eager`
+    keeps the softmax (fp32 and cast) instead. Under autocast, the block's 16-bit weights.
+    """
     s = count.shape
-    e = element_bytes(precision)
+    c, r = compute.compute, compute.residual
+    h = s.hidden_size
     q, kv = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    # Inputs of the q/k/v projections, q, k and v for attention, its output (o_proj input).
-    attention = s.hidden_size + q + 2 * kv + q
-    # MLP input, then gate, act(gate), up and their product (input of down_proj); a plain
-    # MLP saves fc output and act(fc). Mixture of experts: per token, its active experts.
-    width = (4 if s.gated_mlp else 2) * s.intermediate_size * s.experts_per_token
-    mlp = s.hidden_size + width
-    per_token = e * (attention + mlp) + 2 * norm_bytes_per_token(s.hidden_size, precision)
-    quadratic = 0
-    if not memory_efficient_attention:
-        # Eager attention keeps the fp32 softmax and its cast copy: heads x seq per token.
-        quadratic = s.num_heads * seq_len * (4 + e)
-    return tokens * (per_token + quadratic)
+    inputs = (3 + 2 if compute.autocast else 2) * c * h
+    norms = 2 * norm_bytes_per_token(h, r)
+    lse = 4 * s.num_heads
+    if attention == "varlen":
+        attn = c * (q + 2 * kv + 2 * q) + lse
+    elif attention == "masked":
+        attn = c * (q + 2 * q + q) + lse
+    else:  # eager: q, repeated k and v, output, and the softmax before and after its cast
+        attn = c * (4 * q) + s.num_heads * seq_len * (4 + c)
+    # Gated MLP: gate, act(gate), up, product; a plain MLP: fc and act(fc). Mixture of
+    # experts: per token, its active experts.
+    mlp = (4 if s.gated_mlp else 2) * s.intermediate_size * s.experts_per_token * c
+    per_block = 0
+    if attention == "masked":
+        per_block += mask * c
+    if compute.autocast:
+        per_block += 2 * (count.per_layer_active or count.per_layer)
+    return tokens * (norms + inputs + attn + mlp) + per_block
 
 
 def activation_bytes(
     count: ParameterCount, *, micro_batch: int, seq_len: int, precision: str,
-    checkpointing: bool, layers_with_grad: int, memory_efficient_attention: bool = True,
+    checkpointing: bool, layers_with_grad: int, strategy: str = "zero2",
+    attention: Attention = "varlen", packing: str = "padding-free",
 ) -> int:
     """Saved activations of one micro-batch on one rank.
 
     Only blocks that need gradients (all of them, or the top ones under `freeze`) save
-    anything. Full checkpointing keeps each block's input and recomputes one block at a time.
+    anything. Full checkpointing keeps each block's input (residual dtype) and recomputes one
+    block at a time. Outside the blocks: the token ids, the rotary cos/sin tables (recomputed
+    inside checkpointed blocks), the final norm and the hidden state the LM head reads.
     """
     tokens = micro_batch * seq_len
-    e = element_bytes(precision)
-    layers = min(layers_with_grad, count.shape.num_layers)
-    block = layer_activation_bytes(count, tokens, seq_len, precision, memory_efficient_attention)
+    cp = compute_of(strategy, precision)
+    s = count.shape
+    layers = min(layers_with_grad, s.num_layers)
+    block = layer_activation_bytes(count, tokens, compute=cp, attention=attention,
+                                   mask=mask_elements(micro_batch, seq_len, packing),
+                                   seq_len=seq_len)
     if checkpointing:
-        saved = layers * tokens * count.shape.hidden_size * e + (block if layers else 0)
+        saved = layers * tokens * s.hidden_size * cp.residual + (block if layers else 0)
     else:
         saved = layers * block
-    # The final norm and its output, the hidden state that feeds the head.
-    h = count.shape.hidden_size
-    return saved + tokens * (norm_bytes_per_token(h, precision) + e * h)
+    rotary = 0 if checkpointing or not layers else 2 * s.head_dim * cp.residual
+    h = s.hidden_size
+    outside = 8 + rotary + norm_bytes_per_token(h, cp.residual) + cp.residual * h
+    return saved + tokens * outside
 
 
 def logits_bytes(
     count: ParameterCount, *, micro_batch: int, seq_len: int, precision: str,
-    num_labels: int | None = None,
+    num_labels: int | None = None, on_cpu: bool = False, trainable_head: bool = True,
 ) -> int:
-    """seq x batch x vocab three times: the head's output (kept in the model's outputs), the
-    fp32 log-softmax the loss saves, and the fp32 gradient of the logits."""
+    """The LM head's working set for one micro-batch, at its peak (the head's backward).
+
+    TRL's SFTTrainer computes the loss with a fused head that never materializes the
+    seq x vocab logits: it keeps per token the label, log Z and the entropy, and projects
+    tiles of HEAD_TOKEN_CHUNK tokens x HEAD_VOCAB_CHUNK vocabulary entries through a reused
+    buffer (allocated whole on a GPU; on a CPU only the columns a smaller vocabulary touches
+    become resident, and the torch fallback keeps a few fp32 tiles besides). Its backward
+    accumulates the hidden-state gradient and the head's weight gradient in fp32, then casts
+    the weight gradient to the working precision. Classification keeps batch x labels logits.
+    """
     e = element_bytes(precision)
-    per_entry = e + 4 + 4
-    if num_labels:  # classification: one row of logits per sequence
-        return micro_batch * num_labels * per_entry
-    return micro_batch * seq_len * count.shape.vocab_size * per_entry
+    if num_labels:  # classification: one row of logits per sequence, fp32 loss and gradient
+        return micro_batch * num_labels * (e + 4 + 4)
+    s = count.shape
+    tokens = micro_batch * seq_len
+    rows = min(tokens, HEAD_TOKEN_CHUNK)
+    width = min(s.vocab_size, HEAD_VOCAB_CHUNK) if on_cpu else HEAD_VOCAB_CHUNK
+    tiles = rows * width * (e + (4 * HEAD_CPU_TILE_TEMPORARIES if on_cpu else 0))
+    per_token = 8 + 4 + 4 + 1 + 4 * s.hidden_size  # label, log Z, entropy, mask, fp32 grad
+    head = s.vocab_size * s.hidden_size
+    weight_grad = head * (4 + (e if e != 4 else 0)) if trainable_head else 0
+    return tiles + tokens * per_token + weight_grad
 
 
 # --------------------------------------------------------------------------- per rank
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Peak bytes of one rank in each phase of a training step (beyond the runtime)."""
+
+    backward: int  # forward and backward of a micro-batch
+    step: int  # the optimizer step
+
+
+def phase_peaks(
+    terms: tuple[StateTerm, ...], *, parameters: int, trainable: int, world: int,
+    precision: str, activations: int, logits: int, working: int, accumulation: int,
+) -> Phases:
+    """The two phases of a steady-state step (Adam's states exist from the first step on).
+
+    Forward/backward: the persistent states, the working set (ZeRO buckets and gathered
+    parameters), and either the saved activations with the head's working set (the start of
+    the backward) or the gradients built by its end, whichever is larger; with gradient
+    accumulation the gradients of earlier micro-batches are live during the forward too.
+    Optimizer step: the persistent states, the gradients and the step-only fp32 gradient
+    partition (DeepSpeed), plus the flattened 16-bit copy cast from it.
+    """
+    persistent = sum(model_states(terms, parameters, trainable, world, "persistent").values())
+    gradients = sum(model_states(terms, parameters, trainable, world, "gradient").values())
+    step_only = sum(model_states(terms, parameters, trainable, world, "step").values())
+    if accumulation > 1:
+        backward = persistent + working + gradients + activations + logits
+    else:
+        backward = persistent + working + max(activations + logits, gradients)
+    e = element_bytes(precision)
+    flat_copy = step_only * e // 4 if step_only and e != 4 else 0
+    step = persistent + gradients + step_only + flat_copy
+    return Phases(backward=backward, step=step)
 
 
 def rank_memory(
     count: ParameterCount, *, trainable: int, strategy: str, precision: str, world: int,
     gpus_per_node: int, micro_batch: int, seq_len: int, checkpointing: bool,
     layers_with_grad: int, on_cpu: bool, num_labels: int | None = None,
+    packing: str = "padding-free", accumulation: int = 1,
 ) -> Memory:
-    """Everything one rank holds for `strategy`, and the host RAM one node needs."""
+    """Everything one rank holds for `strategy`, its peak, and the host RAM one node needs."""
     terms = state_terms(strategy, precision)
     states = model_states(terms, count.total, trainable, world)
-    runtime = CPU_RUNTIME_OVERHEAD if on_cpu else GPU_RUNTIME_OVERHEAD
-    gathered = gathered_module_bytes(count, precision) if strategy in SHARDS_PARAMETERS else 0
+    runtime = GPU_RUNTIME_OVERHEAD
+    if on_cpu:
+        runtime = CPU_RUNTIME_OVERHEAD + CPU_PROCESS_OVERHEAD[
+            "deepspeed" if strategy in DEEPSPEED else "ddp"]
+    if strategy in DEEPSPEED:
+        working = zero_working_bytes(count, strategy, precision, on_cpu)
+    elif strategy == "fsdp":
+        # FSDP2 gathers one block (16-bit weights), prefetches the next, and holds one
+        # block's gradients before the reduce-scatter.
+        working = 3 * element_bytes(precision) * count.largest_module
+    else:
+        working = 0
+    activations = activation_bytes(
+        count, micro_batch=micro_batch, seq_len=seq_len, precision=precision,
+        checkpointing=checkpointing, layers_with_grad=layers_with_grad, strategy=strategy,
+        attention=attention_kind(on_cpu, packing), packing=packing)
+    logits = logits_bytes(count, micro_batch=micro_batch, seq_len=seq_len,
+                          precision=precision, num_labels=num_labels, on_cpu=on_cpu,
+                          trainable_head=trainable > 0)
     offloaded = 0
     if strategy == "zero3-offload":
         # Weights, gradient partitions and optimizer states all live in host memory.
         offloaded = sum(states.values())
         states = {"weights": 0, "gradients": 0, "optimizer": 0}
+        phases = Phases(backward=working + activations + logits, step=0)
+    else:
+        phases = phase_peaks(terms, parameters=count.total, trainable=trainable, world=world,
+                             precision=precision, activations=activations, logits=logits,
+                             working=working, accumulation=accumulation)
+    peak = runtime + max(phases.backward, phases.step)
     memory = Memory(
         weights=states["weights"],
         gradients=states["gradients"],
         optimizer=states["optimizer"],
-        activations=activation_bytes(count, micro_batch=micro_batch, seq_len=seq_len,
-                                     precision=precision, checkpointing=checkpointing,
-                                     layers_with_grad=layers_with_grad),
-        logits=logits_bytes(count, micro_batch=micro_batch, seq_len=seq_len,
-                            precision=precision, num_labels=num_labels),
-        overhead=runtime + gathered,
+        activations=activations,
+        logits=logits,
+        overhead=runtime + working,
         host_per_node=0,
+        peak=peak,
     )
     host = host_bytes_per_node(count, strategy=strategy,
                                gpus_per_node=gpus_per_node, offloaded_per_rank=offloaded,
                                rank_total=memory.total, on_cpu=on_cpu)
     return Memory(memory.weights, memory.gradients, memory.optimizer, memory.activations,
-                  memory.logits, memory.overhead, host)
+                  memory.logits, memory.overhead, host, peak)
 
 
 def host_bytes_per_node(
