@@ -90,7 +90,6 @@ HEAD_CPU_TILE_TEMPORARIES = 7
 DDP_GRADIENT_AS_BUCKET_VIEW = True
 
 DEEPSPEED = ("zero1", "zero2", "zero3", "zero3-offload")
-SHARDS_PARAMETERS = ("zero3", "fsdp", "zero3-offload")
 
 
 def zero_bucket_elements(hidden_size: int) -> dict[str, int]:
@@ -452,9 +451,11 @@ def rank_memory(
     if strategy in DEEPSPEED:
         working = zero_working_bytes(count, strategy, precision, on_cpu)
     elif strategy == "fsdp":
-        # FSDP2 gathers one block (16-bit weights), prefetches the next, and holds one
-        # block's gradients before the reduce-scatter.
-        working = 3 * element_bytes(precision) * count.largest_module
+        # FSDP2, one unit per block: the root unit (embedding, final norm, head) stays
+        # gathered from its forward to its backward; the block being computed, the next one
+        # prefetched, and one block's unsharded gradients before its reduce-scatter.
+        root = count.embedding + count.final_norm + count.head
+        working = element_bytes(precision) * (root + 3 * count.per_layer)
     else:
         working = 0
     activations = activation_bytes(
