@@ -279,6 +279,8 @@ def test_optimizer_is_fused_adamw_and_ddp_skips_the_unused_parameter_search(tmp_
     trainer, _ = _build(tiny_config(tmp_path))
     assert trainer.args.optim == "adamw_torch_fused"
     assert trainer.args.ddp_find_unused_parameters is False  # a dense Llama
+    # gradients are views into DDP's all-reduce buckets (no copy out of them after each step)
+    assert trainer.accelerator.ddp_handler.to_kwargs()["gradient_as_bucket_view"] is True
     trainer.create_optimizer()
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert trainer.optimizer.defaults["fused"] is True

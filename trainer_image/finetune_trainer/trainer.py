@@ -40,6 +40,11 @@ class FineTuneMixin:
         self.additions = additions
         super().__init__(*args, **kwargs)
         self._depths = tuning.parameter_depths(self.model)
+        handler = getattr(self.accelerator, "ddp_handler", None)
+        if handler is not None:
+            # Gradients live in DDP's all-reduce buckets instead of being copied out of them
+            # after every reduction: one gradient-sized copy (and its memory) less per step.
+            handler.gradient_as_bucket_view = True
 
     # -- optimizer and schedule ----------------------------------------------------------
 
