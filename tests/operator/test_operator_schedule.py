@@ -49,6 +49,20 @@ def test_jobs_are_independent():
     assert sorted(s.take(0.0)) == [(JOB, "reconcile"), (OTHER, "reconcile")]
 
 
+def test_take_gives_at_most_the_free_workers_and_reactions_before_periodic_work():
+    s = schedule()
+    old = [("research", f"old-{i}") for i in range(3)]
+    for key in old:
+        s.trigger(key, now=0.0)
+    s.take(0.0)
+    for key in old:
+        s.done(key, "reconcile", now=0.0)  # resyncs due at 10
+    s.trigger(JOB, now=12.0)  # a new job while the resyncs are overdue
+    assert s.take(12.0, limit=2) == [(JOB, "reconcile"), (old[0], "resync")]
+    assert s.take(12.0, limit=0) == []
+    assert s.take(12.0, limit=5) == [(old[1], "resync"), (old[2], "resync")]
+
+
 def test_a_transient_failure_is_retried_after_its_delay_with_a_growing_count():
     s = schedule()
     s.trigger(JOB, now=0.0)

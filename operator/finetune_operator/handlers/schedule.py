@@ -66,19 +66,25 @@ class Schedule:
     def forget(self, key: Key) -> None:
         self._entries.pop(key, None)
 
-    def take(self, now: float) -> list[tuple[Key, Work]]:
-        """The work due at `now`, one piece per job that is not busy; those become busy."""
-        due: list[tuple[Key, Work]] = []
+    def take(self, now: float, limit: int | None = None) -> list[tuple[Key, Work]]:
+        """The work due at `now`, one piece per job that is not busy, at most `limit` pieces
+        (the free workers); those jobs become busy. Reconciles come first, then resyncs,
+        then progress reads, each oldest first: under load the periodic work waits, not
+        the reaction to a new job or a change."""
+        due: list[tuple[int, float, Key, Work]] = []
         for key, entry in self._entries.items():
-            if entry.busy:
-                continue
-            work = _due_work(entry, now)
-            if work is not None:
-                entry.busy = True
-                if work == "reconcile":
-                    entry.reconcile_at = None
-                due.append((key, work))
-        return due
+            if not entry.busy:
+                work = _due_work(entry, now)
+                if work is not None:
+                    due.append((_PRIORITY[work], _due_at(entry, work), key, work))
+        due.sort(key=lambda item: item[:2])
+        taken = [(key, work) for _, _, key, work in due[:limit]]
+        for key, work in taken:
+            entry = self._entries[key]
+            entry.busy = True
+            if work == "reconcile":
+                entry.reconcile_at = None
+        return taken
 
     def done(self, key: Key, work: Work, now: float, *, retry_in: float | None = None,
              failed: bool = False) -> None:
@@ -114,6 +120,16 @@ class Schedule:
                  for t in (entry.reconcile_at, entry.resync_at, entry.progress_at)
                  if t is not None]
         return max(0.0, min(times) - now) if times else None
+
+
+_PRIORITY: dict[Work, int] = {"reconcile": 0, "resync": 1, "progress": 2}
+
+
+def _due_at(entry: _Entry, work: Work) -> float:
+    at = {"reconcile": entry.reconcile_at, "resync": entry.resync_at,
+          "progress": entry.progress_at}[work]
+    assert at is not None  # _due_work chose it
+    return at
 
 
 def _due_work(entry: _Entry, now: float) -> Work | None:

@@ -35,10 +35,12 @@ class WorkLoop:
         self.reconciler = reconciler
         self.schedule = schedule
         self.clock = clock
+        self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers,
                                             thread_name_prefix="finetune-reconcile")
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._busy = 0  # pieces of work started and not yet booked back
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ from the handlers
@@ -69,13 +71,17 @@ class WorkLoop:
 
     async def _run(self) -> None:
         while True:
-            for key, work in self.schedule.take(self.clock()):
+            # Only as much as the threads can start now: what stays in the Schedule keeps
+            # its priority (a queue in the executor would not).
+            for key, work in self.schedule.take(self.clock(), limit=self.workers - self._busy):
+                self._busy += 1
                 task = asyncio.create_task(self._do(key, work))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
             # No await since take(): a trigger cannot slip in between and be slept through.
             self._wakeup.clear()
-            due = self.schedule.next_due(self.clock())
+            # Every thread busy: the next wakeup is a piece of work ending.
+            due = self.schedule.next_due(self.clock()) if self._busy < self.workers else None
             try:
                 await asyncio.wait_for(self._wakeup.wait(),
                                        MAX_SLEEP if due is None else min(due, MAX_SLEEP))
@@ -93,6 +99,7 @@ class WorkLoop:
             _log_failure(key, work, err, delay)
             retry_in = None if work == "progress" else delay  # progress: the next read
         self.schedule.done(key, work, self.clock(), failed=failed, retry_in=retry_in)
+        self._busy -= 1
         self._wakeup.set()
 
     def _work(self, key: Key, work: Work) -> None:
