@@ -266,7 +266,7 @@ class CountingCluster:
                              "generation": self.world.generation},
                 "spec": self.world.spec, "status": self.world.status.to_wire()}
 
-    def observe(self, body: dict[str, Any]) -> lifecycle.Observed:
+    def observe(self, body: dict[str, Any], **_: Any) -> lifecycle.Observed:
         self.observes += 1
         return self.world.observe()
 
@@ -413,3 +413,51 @@ def test_the_seeded_started_spec_is_what_parsing_the_configmap_gives(example):
     owner = render.Owner(name=doc["metadata"]["name"], namespace="research", uid="u-1")
     text = render.config_map(owner, spec, plan_job(spec))["data"]["trainer.yaml"]
     assert lifecycle._parse_started_spec(text) == spec
+
+
+def test_after_a_complete_reconcile_only_the_current_attempts_job_is_read():
+    world = started_world()
+    cluster, fake = observing_cluster({})
+    cluster.observe(ftj(world.status.to_wire()), last_complete=True)
+    assert fake.reads == ["ConfigMap/chat-trainer", "Job/chat-r0", "Service/chat"]
+
+
+def test_attempts_read_around_a_restart_unless_the_last_reconcile_completed():
+    from finetune_operator.handlers.kube import attempts_to_read
+
+    assert attempts_to_read(0, last_complete=False) == [0, 1]
+    assert attempts_to_read(2, last_complete=False) == [1, 2, 3]
+    assert attempts_to_read(2, last_complete=True) == [2]
+
+
+class RecordingCluster(CountingCluster):
+    """Records what each observe was told about the last reconcile; can fail a status write."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.told: list[bool] = []
+        self.fail_write = False
+
+    def observe(self, body: dict[str, Any], **kwargs: Any) -> lifecycle.Observed:
+        self.told.append(kwargs["last_complete"])
+        return super().observe(body)
+
+    def write_status(self, *args: Any, **kwargs: Any) -> None:
+        if self.fail_write:
+            raise RuntimeError("the API failed")
+        super().write_status(*args, **kwargs)
+
+
+def test_a_reconcile_that_failed_makes_the_next_one_look_for_left_over_jobs():
+    world = started_world()
+    cluster = RecordingCluster(world)
+    reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                            clock=lambda: world.now)
+    reconciler.reconcile("research", "chat")  # a new process: nothing known
+    reconciler.reconcile("research", "chat")  # the last one completed
+    cluster.fail_write = True
+    with pytest.raises(RuntimeError):
+        reconciler.reconcile("research", "chat")
+    cluster.fail_write = False
+    reconciler.reconcile("research", "chat")  # after the failure: look again
+    assert cluster.told == [False, True, True, False]

@@ -114,13 +114,13 @@ class Cluster:
         with self._memory:
             self._stored[(namespace, name)] = (uid, body.get("status") or {})
 
-    def observe(self, body: dict[str, Any]) -> Observed:
+    def observe(self, body: dict[str, Any], *, last_complete: bool = False) -> Observed:
         """The job and its children, read by their deterministic names.
 
         A job that never started (no plan in its status) has no children unless a crash
         came between creating them and recording the plan; the ConfigMap, created first,
         tells. Without it the Service and Jobs are not read: creating them again is
-        idempotent (409)."""
+        idempotent (409). `last_complete`: see attempts_to_read."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         status = parse_status(body.get("status"))
@@ -132,11 +132,8 @@ class Cluster:
         started = status.plan is not None and status.plan.fits
         if config_map is None and not started:
             return Observed(owner=owner, generation=generation, spec=spec, status=status)
-        attempts = (status.restarts - 1, status.restarts, status.restarts + 1)
         jobs = {}
-        for attempt in attempts:
-            if attempt < 0:
-                continue
+        for attempt in attempts_to_read(status.restarts, last_complete):
             job = self.get_job(namespace, names.batch_job_name(name, attempt))
             if job is not None:
                 jobs[attempt] = job
@@ -255,6 +252,18 @@ class Cluster:
     def _raw(response: Any) -> dict[str, Any]:
         """The JSON body as sent: typed models would drop fields and reject partial objects."""
         return json.loads(response.data)
+
+
+def attempts_to_read(restarts: int, last_complete: bool) -> list[int]:
+    """The attempts whose batch Jobs a reconcile reads. A restart creates the next attempt's
+    Job before it deletes the failed one and records the restart, so after a crash or a
+    failed request in between either may be left: read the previous, current and next. When
+    this process's last reconcile of the job ran to its end (status written), every Job it
+    made is recorded and every older one deleted, and nothing else creates them: only the
+    current attempt can exist."""
+    if last_complete:
+        return [restarts]
+    return [a for a in (restarts - 1, restarts, restarts + 1) if a >= 0]
 
 
 def parse_status(raw: dict[str, Any] | None) -> FineTuneJobStatus:

@@ -51,6 +51,9 @@ class Reconciler:
         self.locks = JobLocks()
         # (namespace, name) -> uid of a finished job whose last resync had nothing left to do
         self._settled: dict[tuple[str, str], str | None] = {}
+        # (namespace, name) -> uid of a job whose last reconcile ran to its end (status
+        # written): its next reconcile need not look for Jobs a failure left behind
+        self._complete: dict[tuple[str, str], str | None] = {}
 
     def reconcile(self, namespace: str, name: str) -> None:
         with self.locks(namespace, name), self.metrics.reconcile_seconds.time():
@@ -82,13 +85,17 @@ class Reconciler:
         body = self.cluster.current_finetunejob(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        observed = self.cluster.observe(body)
+        uid = body["metadata"].get("uid")
+        # Popped: a failure from here on leaves the job marked incomplete.
+        last_complete = self._complete.pop((namespace, name), None) == uid
+        observed = self.cluster.observe(body, last_complete=last_complete)
         decision = lifecycle.reconcile(observed, self.clock(), self.settings)
         events = [a for a in decision.actions if isinstance(a, Emit)]
         for action in decision.actions:
             if not isinstance(action, Emit):
                 self.cluster.apply(namespace, action)
         self.cluster.write_status(namespace, name, body.get("status"), decision.status)
+        self._complete[(namespace, name)] = uid
         self.metrics.observe_phase(namespace, name, decision.status.phase)
         restarted = decision.status.restarts - observed.status.restarts
         if restarted > 0:
@@ -106,6 +113,7 @@ class Reconciler:
         self.locks.forget(namespace, name)
         self.cluster.forget(namespace, name)
         self._settled.pop((namespace, name), None)
+        self._complete.pop((namespace, name), None)
 
 
 COMPONENT = "finetune-operator"
