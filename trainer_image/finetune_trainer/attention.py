@@ -120,7 +120,10 @@ def varlen_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
         extra["enable_gqa"] = True
     items = []
     for b in range(batch):
-        q, k, v = (t[b:b + 1].split(lengths[b], dim=2) for t in (query, key, value))
+        # (Indexing the only batch item would add a slice whose backward writes a zero-filled
+        # full-size gradient; split's backward is one concatenation.)
+        q, k, v = ((t if batch == 1 else t[b:b + 1]).split(lengths[b], dim=2)
+                   for t in (query, key, value))
         # Each row's output transposed to (1, Li, heads, dim): the concatenation along the
         # sequence is then the layout the caller reshapes, in one copy.
         items.append(torch.cat([
