@@ -236,8 +236,9 @@ def zero_working_bytes(count: ParameterCount, strategy: str, precision: str,
                        on_cpu: bool) -> int:
     """What DeepSpeed allocates beyond the partitioned states at the forward/backward peak.
 
-    - The reduce bucket (`reduce_bucket_size` elements of the working precision; two with
-      overlap_comm, which the trainer turns on with CUDA), stages 1-3.
+    - The reduce bucket (`reduce_bucket_size` elements of the working precision). Stages 1-2
+      allocate a second one with overlap_comm, which the trainer turns on with CUDA
+      (`setup_buckets`); stage 3 one per dtype whatever overlap_comm says.
     - Stage 3: the parameters kept gathered between forward and backward
       (`zero3_retained_elements`), the prefetch bucket, and one module's full gradient before
       its reduce-scatter.
@@ -246,9 +247,9 @@ def zero_working_bytes(count: ParameterCount, strategy: str, precision: str,
         return 0
     e = element_bytes(precision)
     sizes = zero_bucket_elements(count.shape.hidden_size)
-    buckets = (1 if on_cpu else 2) * sizes["reduce_bucket_size"] * e
     if strategy in ("zero1", "zero2"):
-        return buckets
+        return (1 if on_cpu else 2) * sizes["reduce_bucket_size"] * e
+    buckets = sizes["reduce_bucket_size"] * e
     gathered = zero3_retained_elements(count) + sizes["stage3_prefetch_bucket_size"]
     return buckets + e * (gathered + count.largest_module)
 
