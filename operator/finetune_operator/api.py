@@ -568,10 +568,22 @@ class MemoryBreakdown(ApiModel):
     optimizer: int = Field(
         0, description="Optimizer states (and fp32 master weights) held by one rank."
     )
-    activations: int = Field(0, description="Saved activations for one micro-batch.")
-    logits: int = Field(0, description="fp32 logits and their gradient for one micro-batch.")
-    overhead: int = Field(0, description="CUDA context, allocator, buffers, gathered layers.")
-    total: int = Field(0, description="Sum of the above.")
+    activations: int = Field(
+        0, description="Tensors autograd saves for the backward of one micro-batch (all "
+        "accumulated micro-batches' gradients are counted with them)."
+    )
+    logits: int = Field(
+        0, description="Working set of the language-model head's loss (TRL's fused head: "
+        "its tiles and fp32 gradients), or the classifier's logits."
+    )
+    overhead: int = Field(
+        0, description="Runtime (CUDA context or CPU process), communication buckets, "
+        "parameters ZeRO-3 or FSDP keep gathered."
+    )
+    total: int = Field(
+        0, description="Peak per rank: the larger of the forward/backward phase and the "
+        "optimizer step (items not live at the same time are not added), plus the runtime."
+    )
 
 
 class PlanAlternative(ApiModel):
