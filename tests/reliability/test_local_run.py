@@ -30,7 +30,6 @@ GOOD_ROWS = 160
 MAX_STEPS = 4
 TOKEN = "hf_" + secrets.token_hex(16)  # planted: must never be written anywhere
 # If a shell ever interpreted them, these would create files named PWNED*.
-MODEL_NAME = "tiny; touch PWNED_MODEL $(touch PWNED_SUB) `touch PWNED_TICK` | tee PWNED_PIPE"
 DATA_FILE = "my data; touch PWNED_DATA $(id).jsonl"
 OUTPUT_DIR = "out dir; touch PWNED_OUT && echo $(id) > PWNED_ECHO"
 
@@ -62,7 +61,6 @@ def run(tmp_path_factory):
     (tmp / "job" / "data" / "train.jsonl").unlink()
     (tmp / "job" / "data" / DATA_FILE).write_bytes(b"\n".join(lines) + b"\n")
     doc = yaml.safe_load(job.read_text())
-    doc["spec"]["model"]["name"] = MODEL_NAME
     doc["spec"]["dataset"]["train"]["path"] = f"data/{DATA_FILE}"
     doc["spec"]["dataset"]["onError"] = "skip"
     doc["spec"]["dataset"].pop("eval")  # the sample answer then reads the training file
@@ -136,7 +134,7 @@ def test_shell_metacharacters_reach_no_shell(run):
     pwned = [p for p in run["tmp"].rglob("PWNED*")] + list(Path.cwd().glob("PWNED*"))
     assert pwned == []
     config = yaml.safe_load((run["output"] / "trainer-config.yaml").read_text())
-    assert config["spec"]["model"]["name"] == MODEL_NAME  # verbatim, as data
+    assert config["spec"]["dataset"]["train"]["path"] == f"data/{DATA_FILE}"  # verbatim, data
     config_path = str(run["output"] / "trainer-config.yaml").encode()
     # torchrun and both ranks (at least) were seen; each got the path as one element
     assert len(run["argvs"]) >= 3, run["argvs"]

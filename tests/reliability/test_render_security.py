@@ -19,6 +19,7 @@ from finetune_operator.api import FineTuneJob
 from finetune_operator.local.launcher import rank_environment, torchrun_command
 from finetune_operator.planner import plan_job
 from finetune_operator.settings import Settings
+from finetune_operator.validation import validate_job
 
 from tests.conftest import ROOT
 
@@ -31,7 +32,8 @@ VARIANTS = {
                              "nodeSelector": {"pool": "gpu"},
                              "tolerations": [{"key": "gpu", "operator": "Exists"}]}},
     "hf-secret": {"secrets": {"hfToken": {"name": "hf-token", "key": "token"}}},
-    "hostile-strings": {"model": {"name": HOSTILE, "parameters": "8B"}, "output": {"path": f"/out/{HOSTILE}"},
+    # model.name must be a Hugging Face id (test_shell_text_as_model_name_is_refused)
+    "hostile-strings": {"output": {"path": f"/out/{HOSTILE}"},
                         "dataset": {"train": {"path": f"data/{HOSTILE}.jsonl"}}},
 }
 # Pod Security Standards, restricted profile: the volume types it allows.
@@ -113,8 +115,7 @@ def test_no_secret_value_and_no_user_text_in_the_command(doc, extra):
     # user text travels as data, in the ConfigMap, verbatim
     (config_map,) = [o for o in objects if o["kind"] == "ConfigMap"]
     config = yaml.safe_load(config_map["data"]["trainer.yaml"])
-    if "model" in extra:
-        assert config["spec"]["model"]["name"] == HOSTILE
+    if "dataset" in extra:
         assert config["spec"]["dataset"]["train"]["path"] == f"data/{HOSTILE}.jsonl"
     # a token only ever by reference to its Secret
     env = {e["name"]: e for e in container["env"]}
@@ -156,3 +157,18 @@ def test_local_launcher_passes_paths_as_single_arguments(tmp_path):
     assert argv.count(str(config)) == 1
     assert "--max-restarts=1" in argv  # a dead rank restarts the gang (test_rank_faults.py)
     assert rank_environment({}, "cpu")["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+
+
+@pytest.mark.parametrize("field", ["model", "dataset"])
+def test_shell_text_as_a_hugging_face_id_is_refused_naming_the_field(field):
+    doc = yaml.safe_load((ROOT / "examples" / "llama-8b-sft.yaml").read_text())
+    if field == "model":
+        doc["spec"]["model"]["name"] = HOSTILE
+        where = "spec.model.name"
+    else:
+        doc["spec"]["dataset"]["train"] = {"hf": HOSTILE}
+        where = "spec.dataset.train.hf"
+    job, problems = validate_job(doc)
+    assert job is None
+    assert [p.path for p in problems] == [where]
+    assert "Hugging Face id" in problems[0].message
