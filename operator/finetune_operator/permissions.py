@@ -19,8 +19,8 @@ class Rule(NamedTuple):
 
 
 RULES: tuple[Rule, ...] = (
-    # kopf lists and watches FineTuneJobs, patches its annotations (diff base, progress);
-    # the Job-event handler gets the owning job by name.
+    # kopf lists and watches FineTuneJobs; a reconcile gets one by name when its kept body
+    # is stale. patch only lets kopf remove the finalizer older versions added.
     Rule("finetune.dev", "finetunejobs", ("get", "list", "watch", "patch")),
     # The lifecycle writes status through the status subresource.
     Rule("finetune.dev", "finetunejobs/status", ("get", "patch")),
