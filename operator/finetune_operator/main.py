@@ -37,6 +37,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.scanning.disabled = True  # no CRD or namespace watching: see permissions.py
     settings.posting.enabled = False  # Events are the operator's own (Cluster.post_event)
     logging.getLogger().setLevel(SETTINGS.log_level)
+    if logging.getLevelName(SETTINGS.log_level) > logging.DEBUG:
+        # kopf logs "Handler ... succeeded" for every watch event (several lines per job,
+        # at INFO); its warnings and errors still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     load_client_config()
     if SETTINGS.metrics_port not in _serving:
         METRICS.serve(SETTINGS.metrics_port)
