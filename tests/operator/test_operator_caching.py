@@ -373,16 +373,19 @@ def test_a_started_job_reads_every_child():
 # --------------------------------------------------------------------------- YAML parsing
 
 
-def test_the_started_spec_is_parsed_with_libyaml_and_equals_the_pure_python_parse():
+def test_the_trainer_config_goes_through_libyaml_and_equals_the_pure_python_round_trip():
     import yaml
+    from finetune_trainer import config as trainer_config
     from finetune_trainer.config import TrainerConfig
 
     world = started_world()
     text = world.objects[("ConfigMap", "chat-trainer")]["data"]["trainer.yaml"]
     assert yaml.__with_libyaml__  # the operator image's PyYAML wheel carries libyaml
-    assert lifecycle.yaml_loader() is yaml.CSafeLoader
-    pure = TrainerConfig.model_validate(yaml.safe_load(text)).spec
-    assert lifecycle._parse_started_spec(text) == pure
+    assert trainer_config.SAFE_LOADER is yaml.CSafeLoader
+    assert trainer_config.SAFE_DUMPER is yaml.CSafeDumper
+    pure = TrainerConfig.model_validate(yaml.safe_load(text))
+    assert lifecycle._parse_started_spec(text) == pure.spec
+    assert text == yaml.safe_dump(pure.to_wire(), sort_keys=False)  # dumped the same way
 
 
 def test_a_configmap_the_operator_created_is_not_parsed_when_read_back(monkeypatch):
