@@ -65,6 +65,19 @@ def test_bad_config_is_one_line(tmp_path):
     assert stderr.strip().startswith(f"finetune-trainer: error: {path}:")
 
 
+def test_a_rank_leaves_with_its_exit_code_and_its_buffered_output():
+    # leave() skips the interpreter's teardown (os._exit): what print and logging buffered
+    # on a pipe must still come out
+    code = ("import logging, sys; from finetune_trainer.__main__ import leave; "
+            "logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(message)s'); "
+            "print('buffered', end=' '); logging.info('logged'); leave(3)")
+    env = {k: v for k, v in trainer_env().items() if k != "PYTHONUNBUFFERED"}  # buffered
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=False,
+                          text=True, timeout=DEADLINE)
+    assert proc.returncode == 3
+    assert proc.stdout.split() == ["buffered", "logged"]
+
+
 def _scrape(port: int) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:

@@ -7,6 +7,8 @@ exits 2 with one line on stderr, `finetune-trainer: error: ...`, and no tracebac
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from pydantic import ValidationError
@@ -55,5 +57,17 @@ def _load(path: str):
                            f"({err.error_count()} problem(s))") from None
 
 
+def leave(code: int) -> None:
+    """End the rank without the interpreter's teardown. C++ threads of gloo and DeepSpeed
+    that are still joinable when static objects are destroyed abort the process ("terminate
+    called without an active exception", seen after complete ZeRO-3 runs), and torchrun then
+    fails the whole gang for a run that finished. Everything the run writes is closed by
+    now; what is buffered is flushed here."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
