@@ -38,7 +38,9 @@ tools: $(STAMP)
 	@bash scripts/install-tools.sh $(VENV)
 	@bash scripts/install-prometheus.sh
 
+# The demo trains from scratch each time: `finetune run` would resume the finished run it kept.
 demo: $(STAMP)
+	rm -rf runs/tiny-chat
 	$(VENV)/bin/finetune run examples/tiny-chat.yaml --local
 
 test: tools
