@@ -52,6 +52,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.work.start()
 
 
+@kopf.on.probe(id="work_loop")
+def work_loop_alive(memo: kopf.Memo, **_: Any) -> bool:
+    """Part of the liveness endpoint: a failing probe makes kopf answer 500."""
+    if not memo.work.alive():
+        raise RuntimeError("the work loop has stopped: nothing is reconciled any more")
+    return True
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.work.stop()

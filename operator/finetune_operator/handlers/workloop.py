@@ -60,6 +60,13 @@ class WorkLoop:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="finetune-work-loop")
+        self._task.add_done_callback(_log_end)
+
+    def alive(self) -> bool:
+        """False once the loop has ended (stopped, or an error escaped it): the liveness
+        probe (main.py) then fails and the kubelet restarts the operator, instead of a
+        process that watches but never reconciles again."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -110,6 +117,12 @@ class WorkLoop:
             self.reconciler.resync(namespace, name)
         else:
             refresh_progress(self.reconciler, namespace, name)
+
+
+def _log_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the work loop stopped; the liveness probe now fails",
+                     exc_info=task.exception())
 
 
 def _log_failure(key: Key, work: Work, err: Exception, delay: float | None) -> None:
