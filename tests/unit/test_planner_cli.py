@@ -94,6 +94,17 @@ def test_human_table_lists_every_strategy(capsys):
     assert "<- chosen" in out and "why" in out
 
 
+def test_a_peak_below_the_sum_of_the_items_is_explained(capsys):
+    args = ["--model", "meta-llama/Llama-3.1-8B", "--gpu", "H100-80GB"]
+    _, plan = plan_json(capsys, *args)
+    memory = plan["memoryPerGpu"]
+    items = sum(v for k, v in memory.items() if k != "total")
+    assert items > memory["total"]  # activations and the optimizer step are not live at once
+    assert main(["plan", *args]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  memory/GPU")]
+    assert line.endswith("not all of these are held at once)")
+
+
 def test_yaml_file(tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text(JOB)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from finetune_operator.api import STRATEGIES, FineTuneJobSpec, Plan
+from finetune_operator.api import STRATEGIES, FineTuneJobSpec, MemoryBreakdown, Plan
 from finetune_operator.cli import UserError
 from finetune_operator.documents import DocumentError, read_documents
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
@@ -209,7 +209,8 @@ def render(plan: Plan, label: str) -> str:
         (f"  memory/{per:<4} {format_bytes(m.total)} of {format_bytes(plan.gpu_memory)}: "
         f"weights {format_bytes(m.weights)}, gradients {format_bytes(m.gradients)}, "
         f"optimizer {format_bytes(m.optimizer)}, activations {format_bytes(m.activations)}, "
-        f"logits {format_bytes(m.logits)}, overhead {format_bytes(m.overhead)}"),
+        f"logits {format_bytes(m.logits)}, overhead {format_bytes(m.overhead)}"
+        f"{_peak_note(m)}"),
         f"  host/node   {format_bytes(plan.host_memory_per_node)}",
     ]
     if e.tokens:
@@ -231,3 +232,12 @@ def render(plan: Plan, label: str) -> str:
             f"{format_bytes(alt.memory_per_gpu):>12}  {'yes' if alt.fits else 'no'}{mark}"
         )
     return "\n".join(lines)
+
+
+def _peak_note(m: MemoryBreakdown) -> str:
+    """The total is a peak, not a sum: say so when the items add up to more."""
+    items = m.weights + m.gradients + m.optimizer + m.activations + m.logits + m.overhead
+    if items <= m.total:
+        return ""
+    return (" (the peak of forward/backward and the optimizer step: not all of these are "
+            "held at once)")
