@@ -23,11 +23,11 @@ import asyncio
 import itertools
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kmock
 import yaml
@@ -48,6 +48,8 @@ RESOURCES = [
     ("batch/v1/jobs", "Job", True, {"status"}),
 ]
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+
+T = TypeVar("T")
 
 
 class ApiServerEmulator(KubernetesEmulator):
@@ -179,6 +181,18 @@ class EmulatorThread:
         if self._error:
             raise self._error
         return self
+
+    def read(self, fn: Callable[[ApiServerEmulator], T]) -> T:
+        """fn(emulator), run on the emulator's own loop while it serves. The stored objects
+        change only there; iterating them from a test's thread raced the handlers
+        ("dictionary changed size during iteration", seen once under 200 jobs). Once
+        stopped, nothing changes them any more and fn runs here."""
+        async def call() -> T:
+            return fn(self.emulator)
+
+        if not self._thread.is_alive() or self._loop is None or self._loop.is_closed():
+            return fn(self.emulator)
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=30)
 
     def stop(self) -> None:
         if self._loop and self._stop:

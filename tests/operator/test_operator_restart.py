@@ -12,8 +12,9 @@ NS = "restart"
 
 def stored(emulator, plural: str) -> list[str]:
     """Names of the live objects of one resource in the test namespace."""
-    return sorted(name for (res, ns, name), obj in list(emulator.emulator.objects.items())
-                  if res.plural == plural and ns == NS and not obj.deleted)
+    return emulator.read(lambda e: sorted(
+        name for (res, ns, name), obj in e.objects.items()
+        if res.plural == plural and ns == NS and not obj.deleted))
 
 
 def test_operator_restart_mid_run_creates_no_duplicates(tmp_path):

@@ -53,8 +53,9 @@ def children_of(kube: Kube, ns: str, name: str, attempt: int = 0):
 
 
 def events(cluster, ns: str) -> list[dict[str, Any]]:
-    return [dict(obj) for (res, namespace, _), obj in list(cluster.emulator.objects.items())
-            if res.plural == "events" and namespace == ns and not obj.deleted]
+    return cluster.read(lambda emulator: [
+        dict(obj) for (res, namespace, _), obj in emulator.objects.items()
+        if res.plural == "events" and namespace == ns and not obj.deleted])
 
 
 def operator_metrics() -> dict[tuple[str, tuple], float]:

@@ -121,9 +121,10 @@ def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
 
 def stored(cluster: EmulatorThread, plural: str, namespace: str | None = None) -> list[dict]:
     """Live objects of one resource (optionally one namespace), as dicts."""
-    return [_plain(obj.raw) for (res, ns, _), obj in list(cluster.emulator.objects.items())
-            if res.plural == plural and (namespace is None or ns == namespace)
-            and not obj.deleted]
+    return cluster.read(lambda emulator: [
+        _plain(obj.raw) for (res, ns, _), obj in emulator.objects.items()
+        if res.plural == plural and (namespace is None or ns == namespace)
+        and not obj.deleted])
 
 
 def _plain(value: Any) -> Any:
@@ -137,10 +138,13 @@ def _plain(value: Any) -> Any:
 
 def creations(cluster: EmulatorThread, plural: str, namespace: str, name: str) -> int:
     """How many distinct objects (uids) ever existed under this name."""
-    for (res, ns, obj_name), obj in list(cluster.emulator.objects.items()):
-        if res.plural == plural and ns == namespace and obj_name == name:
-            return len({v["metadata"]["uid"] for v in obj.history if v})
-    return 0
+    def count(emulator: Any) -> int:
+        for (res, ns, obj_name), obj in emulator.objects.items():
+            if res.plural == plural and ns == namespace and obj_name == name:
+                return len({v["metadata"]["uid"] for v in obj.history if v})
+        return 0
+
+    return cluster.read(count)
 
 
 # --------------------------------------------------------------------------- operator process
