@@ -65,13 +65,11 @@ class Cluster:
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}
         self._stored: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self._memory = threading.Lock()
-        self.finetunejob_gets = 0
 
     # ------------------------------------------------------------------ reading
 
     def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The FineTuneJob as the API server has it now (one GET)."""
-        self.finetunejob_gets += 1
         body = self._read(lambda: self._raw(self.custom.get_namespaced_custom_object(
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, _preload_content=False)))
         if body is not None:
