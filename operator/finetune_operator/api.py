@@ -51,6 +51,11 @@ def _auto_or_bool(value: Any) -> Any:
 AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
 
 
+# Marks a field whose default the CRD must not declare: the API server would store it in
+# every object, hiding that the user left the field out (see crd.py).
+NO_SERVER_DEFAULT: dict[str, Any] = {"x-finetune-no-server-default": True}
+
+
 class ApiModel(BaseModel):
     """Base for every API type: camelCase on the wire, unknown fields are errors."""
 
@@ -429,7 +434,10 @@ class ResourcesSpec(ApiModel):
         "H100-80GB",
         max_length=64,
         description="GPU type from the catalog (H100-80GB, H200-141GB, A100-80GB, A100-40GB, "
-        "L40S-48GB, L4-24GB, A10G-24GB, V100-32GB, T4-16GB) or cpu.",
+        "L40S-48GB, L4-24GB, A10G-24GB, V100-32GB, T4-16GB) or cpu. Omitted: the operator's "
+        "default GPU (the chart's trainer.defaultGpu), else H100-80GB.",
+        # The API server must leave it absent, or the operator's default could never apply.
+        json_schema_extra=NO_SERVER_DEFAULT,
     )
     gpu_memory_gib: float | None = Field(
         None,

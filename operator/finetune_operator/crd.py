@@ -15,6 +15,7 @@ import yaml
 from finetune_operator import api
 
 _DROP = {"title", "discriminator"}
+_NO_SERVER_DEFAULT = next(iter(api.NO_SERVER_DEFAULT))
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -125,7 +126,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(flag), int | float) and not isinstance(out.get(flag), bool):
             out[bound] = out.pop(flag)
             out[flag] = True
-    if out.get("default") is None:
+    if out.get("default") is None or out.pop(_NO_SERVER_DEFAULT, False):
         out.pop("default", None)
     return out
 
