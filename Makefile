@@ -1,6 +1,9 @@
 # finetune-operator: every developer and CI entry point.
 #   make demo    set up .venv and fine-tune a tiny model on this CPU
 #   make test    set up .venv, helm/kubectl and prometheus, run every test
+#   make cluster-up    start the local Kubernetes cluster (builds what it lacks; docs/cluster.md)
+#   make e2e           the real-cluster tests only (after make cluster-up)
+#   make cluster-down  stop the local cluster and remove its state
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +23,7 @@ export DS_BUILD_OPS := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv tools demo test test-fast test-reliability bench crd lint \
-        kind-up kind-e2e kind-down images clean
+        cluster-up cluster-down cluster-images e2e kind-up kind-e2e kind-down kind-images clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -47,7 +50,7 @@ test: tools
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider -m "not slow and not reliability" $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -m "not slow and not reliability and not cluster" $(PYTEST_ARGS)
 
 test-reliability: tools
 	$(PY) -m pytest -p no:cacheprovider -m reliability $(PYTEST_ARGS)
@@ -62,8 +65,28 @@ crd: $(STAMP)
 lint: tools
 	$(VENV)/bin/ruff check operator trainer_image tests bench
 
-kind-up kind-e2e kind-down images:
+# The local cluster: processes on this machine (scripts/cluster/, docs/cluster.md). Needs root.
+cluster-up: tools
+	@bash scripts/cluster/up.sh
+	@$(MAKE) --no-print-directory cluster-images
+
+# The operator and CPU trainer images, built with Docker and imported into the cluster.
+cluster-images:
+	@bash scripts/cluster/images.sh build
+	@bash scripts/cluster/images.sh import
+
+cluster-down:
+	@bash scripts/cluster/down.sh
+
+e2e: tools
+	$(PY) -m pytest -p no:cacheprovider -m cluster $(PYTEST_ARGS)
+
+# The same end to end on kind, for a laptop with Docker and internet (docs/kind.md).
+kind-up kind-e2e kind-down:
 	@bash scripts/kind.sh $@
+
+kind-images:
+	@bash scripts/kind.sh images
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache

@@ -14,7 +14,9 @@
 #   OPERATOR_IMAGE    [finetune-operator:dev]   TRAINER_IMAGE [finetune-trainer:dev-cpu]
 #   RELEASE [finetune-operator]  NAMESPACE [finetune-system]  JOB_NAMESPACE [default]
 #   JOB_FILE [examples/tiny-chat-k8s.yaml]  E2E_TIMEOUT [1800] seconds for the job to succeed
+#   VOLUME_FILE [examples/volumes/tiny-chat-output.yaml; empty: none] the job's output claim
 #   E2E_POLL [10] seconds between status polls
+#   CPU_BASE_IMAGE [python:3.12-slim-bookworm]  CPU_TORCH_INDEX [PyTorch's CPU index]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,8 +30,12 @@ RELEASE=${RELEASE:-finetune-operator}
 NAMESPACE=${NAMESPACE:-finetune-system}
 JOB_NAMESPACE=${JOB_NAMESPACE:-default}
 JOB_FILE=${JOB_FILE:-examples/tiny-chat-k8s.yaml}
+# The job's output claim, applied first (kind's default StorageClass provisions it).
+VOLUME_FILE=${VOLUME_FILE-examples/volumes/tiny-chat-output.yaml}
 E2E_TIMEOUT=${E2E_TIMEOUT:-1800}
 E2E_POLL=${E2E_POLL:-10}
+CPU_BASE_IMAGE=${CPU_BASE_IMAGE:-python:3.12-slim-bookworm}
+CPU_TORCH_INDEX=${CPU_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 CHART=charts/finetune-operator
 VENV_BIN=${VENV_BIN:-$ROOT/.venv/bin}
 # Tools already on PATH win; .venv/bin (helm, kubectl, kind from `make tools`) is the fallback.
@@ -98,7 +104,10 @@ images() {
   log "building $OPERATOR_IMAGE (operator/Dockerfile)"
   "$ENGINE" build -f operator/Dockerfile -t "$OPERATOR_IMAGE" .
   log "building $TRAINER_IMAGE (trainer_image/Dockerfile, CPU variant)"
-  "$ENGINE" build -f trainer_image/Dockerfile --build-arg VARIANT=cpu -t "$TRAINER_IMAGE" .
+  # A laptop reaches PyTorch's CPU index: a few hundred MB of torch instead of several GB.
+  "$ENGINE" build -f trainer_image/Dockerfile --build-arg VARIANT=cpu \
+    --build-arg BASE_IMAGE="$CPU_BASE_IMAGE" --build-arg TORCH_INDEX_URL="$CPU_TORCH_INDEX" \
+    -t "$TRAINER_IMAGE" .
 }
 
 load_images() {
@@ -188,6 +197,7 @@ kind_e2e() {
   job=$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$JOB_FILE")
   log "submitting $JOB_FILE (FineTuneJob $job) in namespace $JOB_NAMESPACE"
   kubectl -n "$JOB_NAMESPACE" delete finetunejob "$job" --ignore-not-found --wait=true
+  if [ -n "$VOLUME_FILE" ]; then kubectl -n "$JOB_NAMESPACE" apply -f "$VOLUME_FILE"; fi
   kubectl -n "$JOB_NAMESPACE" apply -f "$JOB_FILE"
 
   local start phase sample="" last=""

@@ -1,6 +1,7 @@
 """scripts/kind.sh's control flow, with recording stand-ins for docker, kind, kubectl and helm.
 
-These machines have no container engine, so the real end-to-end run (test_kind.py) skips here.
+kind's node image cannot be pulled on the project's machines, so the kind path never runs
+here (the same end to end runs for real on the local cluster: tests/e2e/test_cluster_*.py).
 This test runs the real script with a PATH that holds only the basic shell tools and small
 stand-ins that log their arguments and answer like the real tools would. It proves the script
 builds the CPU trainer, loads both images, installs the CRD before the chart with the kind
@@ -157,7 +158,9 @@ def test_kind_e2e_builds_loads_installs_runs_and_reports(sandbox: dict[str, str]
 
     build_op = _index(calls, "docker build", "-f operator/Dockerfile", "-t finetune-operator:dev")
     build_tr = _index(calls, "docker build", "-f trainer_image/Dockerfile",
-                      "--build-arg VARIANT=cpu", "-t finetune-trainer:dev-cpu")
+                      "--build-arg VARIANT=cpu", "--build-arg BASE_IMAGE=python:3.12-slim",
+                      "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu",
+                      "-t finetune-trainer:dev-cpu")
     loads = [i for i, c in enumerate(calls) if c.startswith("kind load image-archive --name "
                                                             "finetune")]
     assert len(loads) == 2

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The images of the local cluster, built with Docker from the project's own Dockerfiles on a
+# locally made base (no registry can be pulled from), then imported into the cluster's
+# containerd.
+#   images.sh infra          the pod sandbox image (pause), into Docker
+#   images.sh import-infra   ... and into containerd
+#   images.sh build          the operator image and the CPU trainer image
+#   images.sh import         both into containerd (skipped when containerd has that build)
+# Settings: OPERATOR_IMAGE [finetune-operator:dev], TRAINER_IMAGE [finetune-trainer:dev-cpu],
+#   BASE_IMAGE [finetune-base:bookworm], EXTRA_CA_FILE [the CAs this machine trusts beyond
+#   Debian's own, found in /etc/ssl/certs/ca-certificates.crt].
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+OPERATOR_IMAGE=${OPERATOR_IMAGE:-finetune-operator:dev}
+TRAINER_IMAGE=${TRAINER_IMAGE:-finetune-trainer:dev-cpu}
+BASE_IMAGE=${BASE_IMAGE:-finetune-base:bookworm}
+
+docker_up() {
+  docker info >/dev/null 2>&1 && return
+  command -v dockerd >/dev/null || die "Docker's engine is missing (apt-get install docker.io)"
+  say "starting dockerd (log: /var/log/finetune-dockerd.log)"
+  setsid dockerd >>/var/log/finetune-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return; sleep 0.5; done
+  die "dockerd did not start; read /var/log/finetune-dockerd.log"
+}
+
+# The certificates this machine trusts that a stock Debian image does not (a TLS-intercepting
+# proxy's CA, here), as PEM text for the Dockerfiles' EXTRA_CA_CERTS.
+extra_cas() {
+  if [ -n "${EXTRA_CA_FILE:-}" ]; then cat "$EXTRA_CA_FILE"; return; fi
+  python3 - <<'PY'
+import glob, re
+pem = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+stock = set()
+for path in glob.glob("/usr/share/ca-certificates/**/*.crt", recursive=True):
+    stock.update(pem.findall(open(path).read().replace("\r", "")))
+bundle = open("/etc/ssl/certs/ca-certificates.crt").read()
+print("\n".join(p for p in pem.findall(bundle) if p not in stock))
+PY
+}
+
+ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
+
+# import_image IMAGE: docker save | ctr import, unless containerd already has this build.
+import_image() {
+  local image=$1 id stamp
+  id=$(docker image inspect -f '{{.Id}}' "$image")
+  stamp=$CONTAINERD_ROOT/.imported/${image//[:\/]/_}
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && ctr_k8s images ls -q | grep -qx "docker.io/library/$image\|$image"; then
+    return
+  fi
+  say "importing $image into the cluster's containerd"
+  docker save "$image" | ctr_k8s images import --no-unpack=false - >/dev/null
+  mkdir -p "$(dirname "$stamp")"
+  echo "$id" >"$stamp"
+}
+
+# build IMAGE DOCKERFILE [ARGS...]: its output goes to a log, shown when the build fails.
+build() {
+  local image=$1 file=$2 log; shift 2
+  log=$CLUSTER_CACHE/logs/build-${image//[:\/]/_}.log
+  mkdir -p "$(dirname "$log")"
+  say "building $image ($file; log: $log)"
+  if ! docker build -f "$file" --build-arg BASE_IMAGE="$BASE_IMAGE" \
+      --build-arg EXTRA_CA_CERTS="$cas" -t "$image" "$@" . >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "building $image failed; read $log"
+  fi
+}
+
+case ${1:-} in
+  infra)
+    docker_up
+    docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && exit 0
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    cp "$CLUSTER_BIN/pause" "$tmp/pause"
+    tar -C "$tmp" -c pause | docker import --change 'ENTRYPOINT ["/pause"]' - "$PAUSE_IMAGE" >/dev/null
+    say "made $PAUSE_IMAGE from Kubernetes' pause.c"
+    ;;
+  import-infra)
+    docker_up
+    import_image "$PAUSE_IMAGE"
+    ;;
+  build)
+    docker_up
+    bash "$HERE/base-image.sh" "$BASE_IMAGE"
+    cas=$(extra_cas)
+    cd "$ROOT"
+    build "$OPERATOR_IMAGE" operator/Dockerfile
+    # The first trainer build takes minutes (torch from PyPI); later ones reuse the layers.
+    build "$TRAINER_IMAGE" trainer_image/Dockerfile --build-arg VARIANT=cpu
+    ;;
+  import)
+    docker_up
+    import_image "$OPERATOR_IMAGE"
+    import_image "$TRAINER_IMAGE"
+    ;;
+  *) die "usage: images.sh infra|import-infra|build|import" ;;
+esac

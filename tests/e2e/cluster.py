@@ -1,0 +1,121 @@
+"""Drives the local cluster the way a user does: kubectl and helm as subprocesses.
+
+`make cluster-up` starts the cluster (scripts/cluster/up.sh); its admin kubeconfig sits at a
+fixed path. Nothing here talks to the API server except through kubectl and helm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.conftest import ROOT
+
+CLUSTER_STATE = Path(os.environ.get("CLUSTER_STATE", "/var/lib/finetune-cluster"))
+KUBECONFIG = CLUSTER_STATE / "kubeconfig"
+CHART = ROOT / "charts" / "finetune-operator"
+RELEASE = "finetune-operator"
+OPERATOR_NAMESPACE = "finetune-system"
+
+T = TypeVar("T")
+
+
+class CommandFailed(AssertionError):
+    """A kubectl or helm call that the test expected to succeed did not."""
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubectl_bin: str
+    helm_bin: str
+    kubeconfig: Path = KUBECONFIG
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def run(self, tool: str, *args: str, stdin: str | None = None, check: bool = True,
+            timeout: float = 300) -> Result:
+        binary = {"kubectl": self.kubectl_bin, "helm": self.helm_bin}[tool]
+        done = subprocess.run([binary, *args], input=stdin, capture_output=True, text=True,
+                              env=self._env(), timeout=timeout, check=False)
+        result = Result(done.returncode, done.stdout, done.stderr)
+        if check and not result.ok:
+            raise CommandFailed(f"{tool} {' '.join(args)} exited {done.returncode}:\n"
+                                f"{done.stderr[-3000:]}{done.stdout[-2000:]}")
+        return result
+
+    def kubectl(self, *args: str, **kwargs: Any) -> Result:
+        return self.run("kubectl", *args, **kwargs)
+
+    def helm(self, *args: str, **kwargs: Any) -> Result:
+        return self.run("helm", *args, **kwargs)
+
+    def get(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def apply_text(self, manifest: str, *args: str, check: bool = True) -> Result:
+        return self.kubectl("apply", *args, "-f", "-", stdin=manifest, check=check)
+
+    def restricted_namespace(self, name: str) -> None:
+        """A namespace that enforces the Pod Security Standard "restricted"."""
+        self.apply_text(json.dumps({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest"}}}))
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        items = self.get("events", "-n", namespace,
+                         "--field-selector", f"involvedObject.name={name}")["items"]
+        return items
+
+    def diagnostics(self, namespace: str) -> str:
+        """What to read when a test fails: the jobs, pods, events and the operator's log."""
+        parts = []
+        for args in (("get", "ftj,jobs,pods", "-n", namespace, "-o", "wide"),
+                     ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
+                     ("logs", "-n", namespace, "-l", "app.kubernetes.io/name=finetune-trainer",
+                      "--tail=40", "--prefix"),
+                     ("logs", "-n", OPERATOR_NAMESPACE, "-l",
+                      "app.kubernetes.io/component=operator", "--tail=60")):
+            out = self.kubectl(*args, check=False)
+            parts.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
+        return "\n".join(parts)
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float,
+               interval: float = 1.0, on_timeout: Callable[[], str] | None = None) -> T:
+    """Polls `probe` until it returns something other than None (or False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            detail = on_timeout() if on_timeout else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail}")
+        time.sleep(interval)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond.get("type") == kind:
+            return cond
+    return None

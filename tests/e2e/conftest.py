@@ -1,0 +1,56 @@
+"""Fixtures of the real-cluster tests: the running cluster and the chart installed on it.
+
+The cluster comes from `make cluster-up` (.ci/run starts it). Without it these tests skip,
+except in CI, where a missing cluster is a broken setup and fails them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import IN_CI, require_tool
+from tests.e2e.cluster import CHART, KUBECONFIG, OPERATOR_NAMESPACE, RELEASE, Cluster, wait_until
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    kube = Cluster(kubectl_bin=require_tool("kubectl"), helm_bin=require_tool("helm"))
+    if not KUBECONFIG.exists() or not kube.kubectl("get", "--raw", "/readyz",
+                                                   check=False).ok:
+        message = f"no local cluster at {KUBECONFIG}: run `make cluster-up`"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return kube
+
+
+@pytest.fixture(scope="session")
+def operator_release(cluster: Cluster) -> Iterator[str]:
+    """`helm install` of the chart with the locally built images; yields the namespace."""
+    cluster.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
+                 "--create-namespace", "-f", str(CHART / "ci" / "kind-values.yaml"),
+                 "--wait", "--timeout", "5m")
+    # An upgrade with the same tag keeps the old pod: make sure the current image runs.
+    deployment = f"deployment/{RELEASE}"
+    cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "restart", deployment)
+    cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", deployment,
+                    "--timeout=180s")
+    yield OPERATOR_NAMESPACE
+    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait",
+                 check=False)
+
+
+def job_phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    obj = cluster.kubectl("get", "ftj", name, "-n", namespace, "-o",
+                          "jsonpath={.status.phase}", check=False)
+    return obj.stdout.strip() or None if obj.ok else None
+
+
+def wait_for_phase(cluster: Cluster, namespace: str, name: str, phases: set[str],
+                   timeout: float) -> str:
+    return wait_until(f"FineTuneJob {namespace}/{name} to reach {sorted(phases)}",
+                      lambda: (p if (p := job_phase(cluster, namespace, name)) in phases
+                               else None),
+                      timeout, on_timeout=lambda: cluster.diagnostics(namespace))
