@@ -154,34 +154,23 @@ def _union(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     types = {m.get("type") for m in members}
     if types == {"integer", "string"}:
         return {**keep, "x-kubernetes-int-or-string": True}
-    # Mixed scalar types (e.g. "auto" or a boolean): any value, checked by CEL and pydantic.
-    rule = _mixed_rule(members)
+    # Mixed scalar types (e.g. "auto" or a boolean) have no structural type. The API server
+    # cannot compile a CEL rule on a node without a type, but it checks an enum of mixed
+    # values: the node keeps any value, the enum (and pydantic) decide which are allowed.
     out = {**keep, "x-kubernetes-preserve-unknown-fields": True}
-    if rule:
-        out["x-kubernetes-validations"] = [rule]
+    if (allowed := _mixed_enum(members)) is not None:
+        out["enum"] = allowed
     return out
 
 
-def _mixed_rule(members: list[dict[str, Any]]) -> dict[str, str] | None:
-    # Type tests first, so `self == 'auto'` is never evaluated on a boolean.
-    members = sorted(members, key=lambda m: m.get("type") != "boolean")
-    checks = []
+def _mixed_enum(members: list[dict[str, Any]]) -> list[Any] | None:
+    """Every value a union of booleans and string literals allows, or None."""
+    values: list[Any] = []
     for m in members:
         if m.get("type") == "boolean":
-            checks.append("type(self) == bool")
+            values += [True, False]
         elif m.get("type") == "string" and ("const" in m or "enum" in m):
-            values = [m["const"]] if "const" in m else m["enum"]
-            # CEL has no equality between a bool and a string: test the type first.
-            checks += [f"(type(self) == string && self == {_cel_literal(v)})" for v in values]
+            values += [m["const"]] if "const" in m else m["enum"]
         else:
             return None
-    allowed = ", ".join(
-        "true, false" if m.get("type") == "boolean"
-        else ", ".join(str(v) for v in ([m["const"]] if "const" in m else m["enum"]))
-        for m in members
-    )
-    return {"rule": " || ".join(checks), "message": f"must be one of {allowed}"}
-
-
-def _cel_literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return values

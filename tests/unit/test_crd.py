@@ -123,3 +123,15 @@ def test_invalid_types_are_rejected_by_the_crd_schema(generated):
     validator = jsonschema.Draft4Validator(_schema(generated))
     job = yaml.safe_load((ROOT / "tests/cases/invalid/negative-learning-rate.yaml").read_text())
     assert any("learningRate" in str(e.path) for e in validator.iter_errors(job))
+
+
+@pytest.mark.parametrize(("value", "allowed"), [(True, True), (False, True), ("auto", True),
+                                               ("sometimes", False), ("true", False), (1, False)])
+def test_a_boolean_or_auto_field_is_checked_by_an_enum(generated, value, allowed):
+    """No CEL rule can be compiled on a node without a structural type (the API server
+    refuses the CRD), so a bool-or-"auto" field lists its values in an enum instead."""
+    training = _schema(generated)["properties"]["spec"]["properties"]["training"]
+    node = training["properties"]["gradientCheckpointing"]
+    assert "x-kubernetes-validations" not in node
+    errors = list(jsonschema.Draft4Validator(node).iter_errors(value))
+    assert (not errors) == allowed, errors

@@ -32,7 +32,6 @@ CAUGHT_BY_CEL = [
     "freeze-sft-trains-nothing",
     "nodes-above-max-nodes",
     "micro-batch-above-global",
-    "gradient-checkpointing-word",
 ]
 
 
