@@ -117,6 +117,7 @@ class ModelSpec(ApiModel):
                 {
                     "rule": "!has(self.init) || self.init != 'random' || has(self.config)",
                     "message": "model.init: random needs model.config (model_type, hidden_size, ...)",
+                    "fieldPath": ".config",
                 },
             ]
         }
@@ -217,6 +218,7 @@ class DatasetSpec(ApiModel):
                 {
                     "rule": "!(has(self.eval) && has(self.evalSplitRatio))",
                     "message": "set dataset.eval or dataset.evalSplitRatio, not both",
+                    "fieldPath": ".evalSplitRatio",
                 }
             ]
         }
@@ -270,12 +272,14 @@ class MethodSpec(ApiModel):
                 {
                     "rule": "self.task != 'classification' || has(self.numLabels)",
                     "message": "task: classification needs method.numLabels",
+                    "fieldPath": ".numLabels",
                 },
                 {
                     "rule": "self.tuning != 'freeze' || self.task == 'classification' "
                     "|| self.trainableLayers > 0",
                     "message": "tuning: freeze needs a head to train (task: classification) "
                     "or trainableLayers > 0",
+                    "fieldPath": ".trainableLayers",
                 },
             ]
         }
@@ -330,6 +334,7 @@ class TrainingSpec(ApiModel):
                     "rule": "!has(self.microBatchSize) || self.microBatchSize <= "
                     "self.globalBatchSize",
                     "message": "training.microBatchSize must not exceed globalBatchSize",
+                    "fieldPath": ".microBatchSize",
                 }
             ]
         }
@@ -425,6 +430,7 @@ class ResourcesSpec(ApiModel):
                 {
                     "rule": "!has(self.nodes) || self.nodes <= self.maxNodes",
                     "message": "resources.nodes must not exceed resources.maxNodes",
+                    "fieldPath": ".nodes",
                 }
             ]
         }

@@ -120,6 +120,10 @@ state = "$CLUSTER_RUN/containerd"
   address = "$CONTAINERD_SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # This VM withholds CAP_SYS_RESOURCE even from root, so no process may lower its OOM score
+  # below containerd's; without this, runc fails every sandbox ("oom_score_adj: Permission
+  # denied", reported as "can't get final child's PID from pipe").
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -127,6 +131,7 @@ state = "$CLUSTER_RUN/containerd"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$CLUSTER_RUN/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$CLUSTER_STATE/cni/net.d"

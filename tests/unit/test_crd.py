@@ -135,3 +135,15 @@ def test_a_boolean_or_auto_field_is_checked_by_an_enum(generated, value, allowed
     assert "x-kubernetes-validations" not in node
     errors = list(jsonschema.Draft4Validator(node).iter_errors(value))
     assert (not errors) == allowed, errors
+
+
+def test_rule_field_paths_name_properties_of_their_object(generated):
+    """The API server reports a rule's error at its fieldPath, which must exist there."""
+    with_path = 0
+    for path, node in _walk(_schema(generated), ""):
+        for rule in node.get("x-kubernetes-validations", []):
+            if "fieldPath" in rule:
+                with_path += 1
+                field = rule["fieldPath"].removeprefix(".")
+                assert field in node.get("properties", {}), f"{path}: {rule['fieldPath']}"
+    assert with_path >= 6
