@@ -20,7 +20,6 @@ make_certs() {
   sign "$d" kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "" clientAuth
   sign "$d" kube-proxy "/CN=system:kube-proxy" "" clientAuth
   sign "$d" coredns "/CN=system:coredns" "" clientAuth
-  sign "$d" prometheus "/CN=system:prometheus" "" clientAuth
 }
 
 # sign DIR NAME SUBJECT SANS USAGE

@@ -62,7 +62,7 @@ CFG=$CLUSTER_STATE/config
 say "making certificates in $PKI"
 make_certs "$PKI"
 kubeconfig "$CLUSTER_KUBECONFIG" admin
-for c in controller-manager scheduler kubelet kube-proxy coredns prometheus; do
+for c in controller-manager scheduler kubelet kube-proxy coredns; do
   kubeconfig "$CFG/$c.kubeconfig" "$c"
 done
 admin_curl() { curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$@"; }
@@ -108,8 +108,8 @@ start kube-scheduler "$B/kube-scheduler" --kubeconfig "$CFG/scheduler.kubeconfig
 wait_for kube-controller-manager 60 curl -skf https://127.0.0.1:10257/healthz
 wait_for kube-scheduler 60 curl -skf https://127.0.0.1:10259/healthz
 
-# Read access for the node's CoreDNS and for the tests' Prometheus (scrape discovery).
-kc apply -f "$HERE/manifests/node-readers.yaml" >/dev/null
+# Read access for the node's CoreDNS.
+kc apply -f "$HERE/manifests/coredns-rbac.yaml" >/dev/null
 
 # ------------------------------------------------------------------------- the node
 cat >"$CFG/containerd.toml" <<TOML

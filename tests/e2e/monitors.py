@@ -1,15 +1,24 @@
 """The chart's PodMonitor and ServiceMonitor, translated into a plain Prometheus scrape config.
 
 No Prometheus Operator runs on the local cluster, so the test does by hand what the
-operator would do: each monitor becomes a scrape job with Kubernetes service discovery and
-the relabelling rules that select the same targets (labels, namespaces, named port) and
-keep the same labels (honorLabels). Only the monitor fields the chart uses are translated;
-anything else is refused, so a new field in the chart cannot be silently ignored.
+operator would do: each monitor becomes a scrape job with the relabelling rules that select
+the same targets (labels, namespaces, named port) and keep the same labels (honorLabels).
+Only the monitor fields the chart uses are translated; anything else is refused, so a new
+field in the chart cannot be silently ignored.
+
+Debian's Prometheus is built without Kubernetes service discovery, so `Discovery` plays its
+part: it lists the pods and EndpointSlices and writes them, with the `__meta_kubernetes_*`
+labels Kubernetes discovery would give them, to the file_sd files the jobs read. Prometheus
+itself then applies the translated rules and scrapes.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _POD_FIELDS = {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
@@ -45,6 +54,7 @@ def _namespaces(spec: dict[str, Any], own_namespace: str) -> dict[str, Any]:
 
 def _job(name: str, role: str, endpoint: dict[str, Any], discovery: dict[str, Any],
          rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """A scrape job; `discovery` (role, namespaces, targets file) is kept for Discovery."""
     unknown = set(endpoint) - _POD_FIELDS
     if unknown:
         raise ValueError(f"endpoint fields not translated: {sorted(unknown)}")
@@ -52,7 +62,8 @@ def _job(name: str, role: str, endpoint: dict[str, Any], discovery: dict[str, An
         "job_name": name,
         "honor_labels": bool(endpoint.get("honorLabels", False)),
         "metrics_path": endpoint.get("path", "/metrics"),
-        "kubernetes_sd_configs": [{"role": role, **discovery}],
+        "file_sd_configs": [{"files": [discovery["file"]], "refresh_interval": "1s"}],
+        "x-discovery": {"role": role, **discovery},
         "relabel_configs": rules,
     }
     if "interval" in endpoint:
@@ -62,11 +73,16 @@ def _job(name: str, role: str, endpoint: dict[str, Any], discovery: dict[str, An
     return job
 
 
-def pod_monitor_jobs(monitor: dict[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
+def _targets_file(folder: Path, name: str) -> str:
+    return str(folder / (re.sub(r"[^a-zA-Z0-9]+", "-", name) + ".json"))
+
+
+def pod_monitor_jobs(monitor: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     meta, spec = monitor["metadata"], monitor["spec"]
-    discovery = {"kubeconfig_file": kubeconfig, **_namespaces(spec, meta["namespace"])}
     jobs = []
     for i, endpoint in enumerate(spec["podMetricsEndpoints"]):
+        name = f"podMonitor/{meta['namespace']}/{meta['name']}/{i}"
+        discovery = {"file": _targets_file(folder, name), **_namespaces(spec, meta["namespace"])}
         rules = _selector_rules(spec["selector"], "pod") + [
             {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
              "regex": endpoint["port"]},
@@ -75,16 +91,16 @@ def pod_monitor_jobs(monitor: dict[str, Any], kubeconfig: str) -> list[dict[str,
             {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         ]
-        jobs.append(_job(f"podMonitor/{meta['namespace']}/{meta['name']}/{i}", "pod",
-                         endpoint, discovery, rules))
+        jobs.append(_job(name, "pod", endpoint, discovery, rules))
     return jobs
 
 
-def service_monitor_jobs(monitor: dict[str, Any], kubeconfig: str) -> list[dict[str, Any]]:
+def service_monitor_jobs(monitor: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
     meta, spec = monitor["metadata"], monitor["spec"]
-    discovery = {"kubeconfig_file": kubeconfig, **_namespaces(spec, meta["namespace"])}
     jobs = []
     for i, endpoint in enumerate(spec["endpoints"]):
+        name = f"serviceMonitor/{meta['namespace']}/{meta['name']}/{i}"
+        discovery = {"file": _targets_file(folder, name), **_namespaces(spec, meta["namespace"])}
         rules = _selector_rules(spec["selector"], "service") + [
             {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
              "regex": endpoint["port"]},
@@ -92,17 +108,127 @@ def service_monitor_jobs(monitor: dict[str, Any], kubeconfig: str) -> list[dict[
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
             {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
         ]
-        jobs.append(_job(f"serviceMonitor/{meta['namespace']}/{meta['name']}/{i}",
-                         "endpoints", endpoint, discovery, rules))
+        jobs.append(_job(name, "endpoints", endpoint, discovery, rules))
     return jobs
 
 
-def scrape_config(documents: list[dict[str, Any]], kubeconfig: str) -> dict[str, Any]:
-    """A prometheus.yml for every PodMonitor and ServiceMonitor among `documents`."""
+def scrape_config(documents: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """A prometheus.yml for every PodMonitor and ServiceMonitor among `documents`, with
+    each job's targets in a file under `folder`. Pass it through `prometheus_yaml` before
+    Prometheus reads it."""
     jobs: list[dict[str, Any]] = []
     for doc in documents:
         if doc.get("kind") == "PodMonitor":
-            jobs += pod_monitor_jobs(doc, kubeconfig)
+            jobs += pod_monitor_jobs(doc, folder)
         elif doc.get("kind") == "ServiceMonitor":
-            jobs += service_monitor_jobs(doc, kubeconfig)
+            jobs += service_monitor_jobs(doc, folder)
     return {"global": {"scrape_interval": "15s"}, "scrape_configs": jobs}
+
+
+def prometheus_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without the discovery notes Prometheus does not know."""
+    return {**config, "scrape_configs": [{k: v for k, v in job.items() if k != "x-discovery"}
+                                         for job in config["scrape_configs"]]}
+
+
+# ------------------------------------------------------------------- Kubernetes discovery
+
+
+def _labels(role: str, labels: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for key, value in labels.items():
+        out[_label_meta(role, key)] = value
+        out[_label_meta(role, key, "labelpresent")] = "true"
+    return out
+
+
+def pod_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Kubernetes discovery's `pod` role: one target per declared container port."""
+    groups = []
+    for pod in pods:
+        ip = pod.get("status", {}).get("podIP")
+        if not ip:
+            continue
+        meta = pod["metadata"]
+        common = {"__meta_kubernetes_namespace": meta["namespace"],
+                  "__meta_kubernetes_pod_name": meta["name"],
+                  "__meta_kubernetes_pod_phase": pod["status"].get("phase", ""),
+                  **_labels("pod", meta.get("labels", {}))}
+        for container in pod["spec"]["containers"]:
+            for port in container.get("ports", []):
+                groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": {
+                    **common, "__meta_kubernetes_pod_container_name": container["name"],
+                    "__meta_kubernetes_pod_container_port_name": port.get("name", "")}})
+    return groups
+
+
+def endpoint_targets(slices: list[dict[str, Any]],
+                     services: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Kubernetes discovery's `endpoints` role, read from EndpointSlices."""
+    groups = []
+    for piece in slices:
+        meta = piece["metadata"]
+        name = meta.get("labels", {}).get("kubernetes.io/service-name", "")
+        service = services.get((meta["namespace"], name), {})
+        common = {"__meta_kubernetes_namespace": meta["namespace"],
+                  "__meta_kubernetes_service_name": name,
+                  **_labels("service", service.get("metadata", {}).get("labels", {}))}
+        for endpoint in piece.get("endpoints") or []:
+            ref = endpoint.get("targetRef", {})
+            for port in piece.get("ports") or []:
+                for address in endpoint["addresses"]:
+                    groups.append({"targets": [f"{address}:{port['port']}"], "labels": {
+                        **common, "__meta_kubernetes_endpoint_port_name": port.get("name", ""),
+                        "__meta_kubernetes_pod_name": ref.get("name", "")}})
+    return groups
+
+
+class Discovery:
+    """Refreshes every job's targets file each second from `list_objects(kind)`, a function
+    that returns the cluster's objects of that kind (pods, services, endpointslices)."""
+
+    def __init__(self, config: dict[str, Any],
+                 list_objects: Callable[[str], list[dict[str, Any]]]) -> None:
+        self.jobs = [job["x-discovery"] for job in config["scrape_configs"]]
+        self.list_objects = list_objects
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def refresh(self) -> None:
+        pods = services = slices = None
+        for job in self.jobs:
+            names = job.get("namespaces", {}).get("names")
+            if job["role"] == "pod":
+                pods = pods if pods is not None else self.list_objects("pods")
+                groups = pod_targets(_in(pods, names))
+            else:
+                services = services if services is not None else self.list_objects("services")
+                slices = slices if slices is not None else self.list_objects("endpointslices")
+                by_name = {(s["metadata"]["namespace"], s["metadata"]["name"]): s
+                           for s in services}
+                groups = endpoint_targets(_in(slices, names), by_name)
+            path = Path(job["file"])
+            path.with_suffix(".tmp").write_text(json.dumps(groups))
+            path.with_suffix(".tmp").replace(path)  # Prometheus never reads half a file
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a failed listing is retried in a second
+                continue
+
+    def __enter__(self) -> Discovery:
+        self.refresh()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _in(objects: list[dict[str, Any]], namespaces: list[str] | None) -> list[dict[str, Any]]:
+    if namespaces is None:
+        return objects
+    return [o for o in objects if o["metadata"]["namespace"] in namespaces]

@@ -36,7 +36,6 @@ JOB = "tiny-chat"
 JOB_FILE = ROOT / "examples" / "tiny-chat-k8s.yaml"
 OUTPUT_FILE = ROOT / "examples" / "volumes" / "tiny-chat-output.yaml"
 RUN_TIMEOUT = 1200
-PROMETHEUS_KUBECONFIG = CLUSTER_STATE / "config" / "prometheus.kubeconfig"
 
 
 @dataclass
@@ -85,7 +84,8 @@ def _output_volume(cluster: Cluster) -> Path:
     return path
 
 
-def _start_prometheus(cluster: Cluster, folder: Path) -> tuple[subprocess.Popen, str]:
+def _start_prometheus(cluster: Cluster, folder: Path) -> tuple[subprocess.Popen,
+                                                               monitors.Discovery, str]:
     rendered = cluster.helm(
         "template", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
         "-f", str(CHART / "ci" / "kind-values.yaml"),
@@ -94,11 +94,11 @@ def _start_prometheus(cluster: Cluster, folder: Path) -> tuple[subprocess.Popen,
         "--set", "serviceMonitor.interval=1s", "--set", "serviceMonitor.scrapeTimeout=1s",
         "--show-only", "templates/podmonitor.yaml",
         "--show-only", "templates/servicemonitor.yaml").stdout
-    config = monitors.scrape_config([d for d in yaml.safe_load_all(rendered) if d],
-                                    str(PROMETHEUS_KUBECONFIG))
-    assert {j["kubernetes_sd_configs"][0]["role"] for j in config["scrape_configs"]} == \
-        {"pod", "endpoints"}
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    config = monitors.scrape_config([d for d in yaml.safe_load_all(rendered) if d], folder)
+    assert {j["x-discovery"]["role"] for j in config["scrape_configs"]} == {"pod", "endpoints"}
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(monitors.prometheus_config(config)))
+    discovery = monitors.Discovery(config, lambda kind: cluster.get(kind, "-A")["items"])
+    discovery.__enter__()
     port = 19090
     server = subprocess.Popen(
         [require_tool("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
@@ -106,8 +106,9 @@ def _start_prometheus(cluster: Cluster, folder: Path) -> tuple[subprocess.Popen,
          "--log.level=warn"],
         stdout=(folder / "prometheus.log").open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    wait_until("Prometheus to be ready", lambda: _http_ok(f"{url}/-/ready"), 60)
-    return server, url
+    wait_until("Prometheus to be ready", lambda: _http_ok(f"{url}/-/ready"), 60,
+               on_timeout=lambda: (folder / "prometheus.log").read_text())
+    return server, discovery, url
 
 
 def _http_ok(url: str) -> bool:
@@ -177,7 +178,8 @@ def run(cluster: Cluster, operator_release: str, tmp_path_factory) -> Iterator[O
     cluster.restricted_namespace(NAMESPACE)
     seen = Observed(volume=_output_volume(cluster))
     cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(OUTPUT_FILE))
-    server, seen.prometheus_url = _start_prometheus(cluster, tmp_path_factory.mktemp("prom"))
+    server, discovery, seen.prometheus_url = _start_prometheus(
+        cluster, tmp_path_factory.mktemp("prom"))
     try:
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(JOB_FILE))
         _watch(cluster, seen)
@@ -186,6 +188,7 @@ def run(cluster: Cluster, operator_release: str, tmp_path_factory) -> Iterator[O
         time.sleep(3)  # a last scrape of the operator after the final status
         yield seen
     finally:
+        discovery.__exit__()
         server.terminate()
         server.wait(timeout=30)
 
