@@ -40,16 +40,16 @@ def parse_progress(text: str, now: datetime | None = None) -> Progress:
                 values[field] = sample.value
     step = _int(values.get("step"))
     total = _int(values.get("total_steps"))
-    tps = values.get("tokens_per_second")
+    # Rounded to what a reader can use: `kubectl get ftj` prints the numbers as stored.
     return Progress(
         step=step,
         total_steps=total,
         percent=round(100.0 * step / total, 1) if step is not None and total else None,
-        epoch=values.get("epoch"),
-        loss=values.get("loss"),
-        eval_loss=values.get("eval_loss"),
-        tokens_per_second=tps,
-        eta_seconds=values.get("eta_seconds"),
+        epoch=_round(values.get("epoch"), 2),
+        loss=_round(values.get("loss"), 4),
+        eval_loss=_round(values.get("eval_loss"), 4),
+        tokens_per_second=_round(values.get("tokens_per_second"), 0),
+        eta_seconds=_round(values.get("eta_seconds"), 0),
         updated_at=now or datetime.now(UTC),
         stale=False,
     )
@@ -64,6 +64,10 @@ def fetch_progress(url: str, timeout: float = 2.0) -> Progress:
         return parse_progress(text)
     except (OSError, ValueError) as err:
         raise ProgressUnavailable(f"{url}: {err}") from None
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _int(value: float | None) -> int | None:

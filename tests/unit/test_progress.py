@@ -34,6 +34,19 @@ def test_parses_every_progress_field():
     assert p.stale is False and p.updated_at is not None
 
 
+def test_values_are_rounded_for_kubectl_get():
+    """`kubectl get ftj` prints status numbers as stored: 2.1945, not 2.194502830505371."""
+    p = parse_progress(exposition({
+        "finetune_train_loss": 2.194502830505371,
+        "finetune_eval_loss": 2.000049,
+        "finetune_train_tokens_per_second": 3563.107725666723,
+        "finetune_train_epoch": 1.3333333,
+        "finetune_train_eta_seconds": 12.6,
+    }))
+    assert (p.loss, p.eval_loss, p.tokens_per_second) == (2.1945, 2.0, 3563)
+    assert (p.epoch, p.eta_seconds) == (1.33, 13)
+
+
 def test_missing_and_nan_metrics_stay_unset():
     p = parse_progress(exposition({"finetune_train_step": 3, "finetune_eval_loss": math.nan}))
     assert p.step == 3
