@@ -21,10 +21,8 @@ fi
 stop containerd
 # Leftover shims and the mounts of pod volumes.
 pkill -f "containerd-shim-runc-v2 -namespace k8s.io" 2>/dev/null || true
-if [ -d "$CLUSTER_STATE" ]; then
-  grep " $CLUSTER_STATE/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-fi
-grep " $CLUSTER_RUN/" /proc/mounts 2>/dev/null | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+unmount_under "$CLUSTER_STATE"
+unmount_under "$CLUSTER_RUN"
 # kube-proxy's and the bridge plugin's iptables rules, and the bridge.
 "$CLUSTER_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
 for dir in -i -o; do iptables -D FORWARD "$dir" cni0 -j ACCEPT 2>/dev/null || true; done

@@ -53,3 +53,8 @@ stop() {
   fi
   rm -f "$PIDS/$name.pid"
 }
+
+# unmount_under DIR: pod volumes (tmpfs, bind mounts) the kubelet left below DIR, deepest first.
+unmount_under() {
+  grep " $1/" /proc/mounts 2>/dev/null | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+}

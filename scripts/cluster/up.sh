@@ -54,6 +54,8 @@ for dir in -i -o; do
   iptables -C FORWARD "$dir" cni0 -j ACCEPT 2>/dev/null || iptables -I FORWARD "$dir" cni0 -j ACCEPT
 done
 
+# What a crashed cluster may have left: its pods' mounts, then its state.
+unmount_under "$CLUSTER_STATE"
 rm -rf "$CLUSTER_STATE"
 mkdir -p "$CLUSTER_STATE"/{pki,etcd,kubelet,pod-logs,cni/net.d,cni/ipam,config} "$LOGS" "$PIDS" \
   "$CLUSTER_RUN"
