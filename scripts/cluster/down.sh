@@ -26,7 +26,7 @@ unmount_under "$CLUSTER_RUN"
 # kube-proxy's and the bridge plugin's iptables rules, and the bridge.
 "$CLUSTER_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
 for dir in -i -o; do iptables -D FORWARD "$dir" cni0 -j ACCEPT 2>/dev/null || true; done
-iptables-save -t nat 2>/dev/null | grep -o 'CNI-[0-9a-f]*' | sort -u | while read -r chain; do
+for chain in $(iptables-save -t nat 2>/dev/null | grep -o 'CNI-[0-9a-f]*' | sort -u || true); do
   iptables -t nat -F "$chain" 2>/dev/null || true
 done
 ip link show cni0 >/dev/null 2>&1 && ip link delete cni0
