@@ -62,3 +62,27 @@ def test_every_staging_module_is_replaced_by_its_release() -> None:
     assert set(tools) == {f"k8s.io/kubernetes/cmd/{c}" for c in (
         "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
         "kube-proxy")} | {"go.etcd.io/etcd/server/v3"}
+
+
+def _lib(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "CLUSTER_STATE": str(tmp_path / "state"),
+           "CLUSTER_CACHE": str(tmp_path / "cache"), "CLUSTER_RUN": str(tmp_path / "run")}
+    return subprocess.run(["bash", "-c", f"set -euo pipefail; source {CLUSTER / 'lib.sh'}; "
+                           + script], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def test_a_part_that_exits_at_start_is_named_with_its_log(tmp_path: Path) -> None:
+    out = _lib(tmp_path, "start etcd bash -c 'echo bad flag >&2; exit 3'; "
+                         "wait_for etcd 20 false")
+    assert out.returncode != 0
+    log = tmp_path / "state" / "logs" / "etcd.log"
+    assert f"etcd exited during start-up; read {log}" in out.stderr
+    assert "bad flag" in out.stderr  # the log's tail is shown too
+
+
+def test_a_part_that_never_gets_ready_is_named_with_its_log(tmp_path: Path) -> None:
+    out = _lib(tmp_path, "start kubelet sleep 30; wait_for kubelet 1 false")
+    assert out.returncode != 0
+    assert "kubelet did not become ready within 1s; read" in out.stderr
+    _lib(tmp_path, "stop kubelet")
