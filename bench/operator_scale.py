@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the test emulator, reused as is
 
 from emulator import ApiServerEmulator, EmulatorThread
-from finetune_operator import api, render
+from finetune_contract import api
+from finetune_operator import render
 
 BENCH_AGENT = "finetune-bench"
 CHILD_KINDS = ("configmaps", "services", "jobs")

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
-from finetune_operator.api import FineTuneJob, FineTuneJobSpec, Plan
+from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
 
 
 def render(job: dict[str, Any], *, data_root: Path, output: Path, nproc: int = 2,
@@ -57,7 +57,7 @@ def run_with_callbacks(config_path: str, callbacks: list[Any],
                        on_built: Callable[[Any, Any], None] | None = None) -> Any:
     """`finetune_trainer.run.run` with extra callbacks on the trainer it builds."""
     from finetune_trainer import build
-    from finetune_trainer.config import TrainerConfig
+    from finetune_contract.trainer_config import TrainerConfig
     from finetune_trainer.run import run
 
     original = build.trainer_for

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from finetune_operator import api
+from finetune_contract import api
 
 _DROP = {"title", "discriminator"}
 _NO_SERVER_DEFAULT = next(iter(api.NO_SERVER_DEFAULT))

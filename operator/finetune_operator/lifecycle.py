@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from finetune_operator import conditions as cond
 from finetune_operator import names, render
-from finetune_operator.api import (
+from finetune_contract.api import (
     TERMINAL_PHASES,
     FineTuneJobSpec,
     FineTuneJobStatus,
@@ -389,7 +389,7 @@ def _started_spec(config_map: dict[str, Any] | None) -> FineTuneJobSpec | None:
 
 def _parse_started_spec(text: str) -> FineTuneJobSpec | None:
     import yaml
-    from finetune_trainer.config import TrainerConfig
+    from finetune_contract.trainer_config import TrainerConfig
 
     try:
         return TrainerConfig.parse(text or "").spec

@@ -15,7 +15,8 @@ from typing import Any
 
 import kopf
 
-from finetune_operator import api, render
+from finetune_contract import api
+from finetune_operator import render
 from finetune_operator import settings as operator_settings
 from finetune_operator.handlers.events import JobStates, is_running, reconcile_wanted
 from finetune_operator.handlers.kube import Cluster, load_client_config

@@ -10,7 +10,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from finetune_operator.api import PHASES, Progress
+from finetune_contract.api import PHASES, Progress
 
 JOB_LABELS = ("namespace", "finetunejob")
 

@@ -12,18 +12,8 @@ from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from finetune_operator.api import Progress
-
-# metric name -> Progress field
-_GAUGES = {
-    "finetune_train_step": "step",
-    "finetune_train_total_steps": "total_steps",
-    "finetune_train_epoch": "epoch",
-    "finetune_train_loss": "loss",
-    "finetune_eval_loss": "eval_loss",
-    "finetune_train_tokens_per_second": "tokens_per_second",
-    "finetune_train_eta_seconds": "eta_seconds",
-}
+from finetune_contract.api import Progress
+from finetune_contract.progress_gauges import PROGRESS_GAUGES
 
 
 class ProgressUnavailable(Exception):
@@ -35,7 +25,7 @@ def parse_progress(text: str, now: datetime | None = None) -> Progress:
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            field = _GAUGES.get(sample.name)
+            field = PROGRESS_GAUGES.get(sample.name)
             if field and not math.isnan(sample.value):
                 values[field] = sample.value
     step = _int(values.get("step"))

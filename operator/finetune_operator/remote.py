@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from finetune_operator import api
-from finetune_operator.api import FineTuneJobStatus
-from finetune_operator.cli import UserError
+from finetune_contract import api
+from finetune_contract.api import FineTuneJobStatus
+from finetune_operator.errors import UserError
 from finetune_operator.documents import DocumentError, read_documents
 from finetune_operator.local.display import ProgressDisplay, format_progress
 from finetune_operator.validation import validate_job

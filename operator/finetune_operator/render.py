@@ -11,20 +11,22 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from finetune_trainer.config import DEFAULT_METRICS_PORT, TrainerConfig
-
-from finetune_operator import api, names
-from finetune_operator.api import FineTuneJobSpec, Plan
+from finetune_contract import api
+from finetune_contract.api import FineTuneJobSpec, Plan
+from finetune_contract.layout import (
+    DATA_ROOT,
+    METRICS_PORT,
+    OUTPUT_ROOT,
+    RENDEZVOUS_PORT,
+    TRAINER_UID,
+)
+from finetune_contract.trainer_config import TrainerConfig
+from finetune_operator import names
 from finetune_operator.settings import Settings
 
-RENDEZVOUS_PORT = 29500
 CONFIG_DIR = "/etc/finetune"
 CONFIG_KEY = "trainer.yaml"
-DATA_ROOT = "/data"
-DEFAULT_OUTPUT_DIR = "/output"
 TRAINER_CONTAINER = "trainer"
-# Non-root user of the trainer image; fsGroup makes the output volume writable for it.
-TRAINER_UID = 1000
 GPU_RESOURCE = "nvidia.com/gpu"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Label the Job controller puts on its pods (Kubernetes >= 1.27).
@@ -67,7 +69,7 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> TrainerCo
         data_root=DATA_ROOT,
         output_dir=pod_output_path(spec),
         device="cpu" if plan.gpu == "cpu" else "cuda",
-        metrics_port=DEFAULT_METRICS_PORT,
+        metrics_port=METRICS_PORT,
     )
 
 
@@ -92,8 +94,8 @@ def service(owner: Owner) -> dict[str, Any]:
             "selector": {JOB_LABEL: owner.name, APP_LABEL: TRAINER_APP},
             "ports": [
                 {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
-                {"name": "metrics", "port": DEFAULT_METRICS_PORT,
-                 "targetPort": DEFAULT_METRICS_PORT},
+                {"name": "metrics", "port": METRICS_PORT,
+                 "targetPort": METRICS_PORT},
             ],
         },
     }
@@ -138,7 +140,7 @@ def pod_output_path(spec: FineTuneJobSpec) -> str:
     """spec.output.path inside the pod; a relative path (fine for local runs) goes under
     /output."""
     path = PurePosixPath(spec.output.path)
-    return str(path if path.is_absolute() else PurePosixPath(DEFAULT_OUTPUT_DIR) / path)
+    return str(path if path.is_absolute() else PurePosixPath(OUTPUT_ROOT) / path)
 
 
 def torchrun_args(owner: Owner, plan: Plan, attempt: int) -> list[str]:
@@ -171,6 +173,7 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
         "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
+            # The image's user; fsGroup makes the output volume writable for it.
             "runAsUser": TRAINER_UID,
             "runAsGroup": TRAINER_UID,
             "fsGroup": TRAINER_UID,
@@ -201,7 +204,7 @@ def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings
         "args": torchrun_args(owner, plan, attempt),
         "env": _env(owner, spec, plan, attempt),
         "ports": [
-            {"name": "metrics", "containerPort": DEFAULT_METRICS_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
             {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"},
         ],
         "resources": _resources(spec, plan),

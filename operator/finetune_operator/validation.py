@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from finetune_operator import names
-from finetune_operator.api import (
+from finetune_contract.api import (
     API_VERSION,
     HF_ID_PATTERN,
     KIND,

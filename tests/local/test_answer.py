@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from finetune_operator.api import DatasetSpec
+from finetune_contract.api import DatasetSpec
 from finetune_operator.local.answer import prompt_from_row, sample_prompt
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from finetune_operator.api import Progress
+from finetune_contract.api import Progress
 from finetune_operator.local.display import (
     ProgressDisplay,
     format_duration,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from finetune_operator.api import FineTuneJob
+from finetune_contract.api import FineTuneJob
 from finetune_operator.local import render
 from finetune_operator.local.machine import LocalGpu, LocalHardware
 
@@ -87,7 +87,7 @@ def test_catalog_gpu_matches_the_driver_name():
 
 
 def _plan():
-    from finetune_operator.api import Plan
+    from finetune_contract.api import Plan
 
     return Plan(parameters=1000, trainable_parameters=1000, strategy="ddp", nodes=1,
                 gpus_per_node=2, world_size=2, gpu="cpu", gpu_memory=2**30, precision="fp32",

@@ -77,7 +77,7 @@ def test_plan_lines_of_the_tiny_example_planned_for_two_cpu_ranks():
     from pathlib import Path
 
     import yaml
-    from finetune_operator.api import FineTuneJob
+    from finetune_contract.api import FineTuneJob
     from finetune_operator.local import datastats
     from finetune_operator.local.report import plan_lines
     from finetune_operator.planner import plan_job

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import kmock
 import yaml
-from finetune_operator import api
+from finetune_contract import api
 from kmock import KubernetesEmulator, KubernetesError, Server
 from kmock._internal import enums
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_operator.api import FineTuneJobSpec, MemoryBreakdown, Plan
+from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan
 from finetune_operator.render import Owner
 
 OWNER = Owner(name="chat", namespace="research", uid="0b8f4c1e-5d6a-4a41-9a55-3f0c8f1a2b3c")

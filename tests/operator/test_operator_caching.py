@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from finetune_operator import lifecycle, names
-from finetune_operator.api import FineTuneJobStatus
+from finetune_contract.api import FineTuneJobStatus
 from finetune_operator.handlers.kube import Cluster
 from finetune_operator.handlers.reconcile import Reconciler
 from finetune_operator.metrics import OperatorMetrics
@@ -375,8 +375,8 @@ def test_a_started_job_reads_every_child():
 
 def test_the_trainer_config_goes_through_libyaml_and_equals_the_pure_python_round_trip():
     import yaml
-    from finetune_trainer import config as trainer_config
-    from finetune_trainer.config import TrainerConfig
+    from finetune_contract import trainer_config
+    from finetune_contract.trainer_config import TrainerConfig
 
     world = started_world()
     text = world.objects[("ConfigMap", "chat-trainer")]["data"]["trainer.yaml"]

@@ -11,7 +11,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from finetune_operator.api import FineTuneJobStatus
+from finetune_contract.api import FineTuneJobStatus
 from finetune_operator.crd import crd
 from finetune_operator.lifecycle import Create, Observed, reconcile
 from finetune_operator.render import Owner

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from finetune_operator import lifecycle, names
-from finetune_operator.api import FineTuneJobStatus
+from finetune_contract.api import FineTuneJobStatus
 from finetune_operator.lifecycle import Create, Delete, Emit, Observed, SetSuspend
 from finetune_operator.settings import Settings
 from ftj_samples import OWNER, spec_dict

@@ -6,8 +6,8 @@ import argparse
 import io
 
 import pytest
-from finetune_operator.api import FineTuneJobStatus, Progress
-from finetune_operator.cli import UserError
+from finetune_contract.api import FineTuneJobStatus, Progress
+from finetune_operator.errors import UserError
 from finetune_operator.remote import follow, follow_line, outcome, run_remote
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import kubernetes
 from emulator import EmulatorThread, running_emulator
-from finetune_operator import api
+from finetune_contract import api
 from kopf.testing import KopfRunner
 from kubernetes.config import kube_config
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from bad_data import CORPUS, MANIFEST, assert_counted
-from finetune_operator.api import DatasetSpec
+from finetune_contract.api import DatasetSpec
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import TrainerError
 

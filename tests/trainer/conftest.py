@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from finetune_operator.api import FineTuneJobSpec, MemoryBreakdown, Plan
-from finetune_trainer.config import TrainerConfig
+from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan
+from finetune_contract.trainer_config import TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_LLAMA = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from finetune_contract import strategies
 from finetune_operator.planner import memory as mem
 from finetune_operator.planner.parameters import count_parameters
 from finetune_trainer import attention, strategy
@@ -171,10 +172,10 @@ def test_zero_bucket_sizes_are_what_transformers_fills_in():
         assert zero[key] == value
 
 
-def test_zero3_retention_settings_come_from_the_planner():
+def test_zero3_retention_settings_come_from_the_contract():
     zero = strategy.deepspeed_config("zero3", "cuda")["zero_optimization"]
-    assert zero["stage3_max_reuse_distance"] == mem.ZERO3_MAX_REUSE_DISTANCE
-    assert zero["stage3_max_live_parameters"] == mem.ZERO3_MAX_LIVE_PARAMETERS
+    assert zero["stage3_max_reuse_distance"] == strategies.ZERO3_MAX_REUSE_DISTANCE
+    assert zero["stage3_max_live_parameters"] == strategies.ZERO3_MAX_LIVE_PARAMETERS
     assert "stage3_max_reuse_distance" not in strategy.deepspeed_config(
         "zero2", "cuda")["zero_optimization"]
 

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 import pytest
-from finetune_operator.api import DatasetSpec
+from finetune_contract.api import DatasetSpec
 from finetune_trainer.data import (
     DataReport,
     Row,

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from finetune_trainer.run import FINAL_DIR, SUMMARY_FILE
+from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
 
 from .conftest import (
     chat_rows,

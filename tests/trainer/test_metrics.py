@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
+from finetune_contract.progress_gauges import PROGRESS_GAUGES
 from finetune_operator.progress import parse_progress
 from finetune_trainer.metrics import GAUGES, RankMetrics, training_flops_per_token
 
@@ -35,6 +36,10 @@ def test_endpoint_serves_every_gauge_with_the_labels():
     for name in GAUGES:
         assert f'{name}{{finetunejob="chat",namespace="team-a",rank="1"}}' in text
     assert parse_progress(text).loss == 2.5
+
+
+def test_every_progress_gauge_the_operator_reads_is_served():
+    assert set(PROGRESS_GAUGES) <= set(GAUGES)
 
 
 def test_flops_per_token():

@@ -17,7 +17,7 @@ import pytest
 from finetune_operator.progress import parse_progress
 from finetune_trainer import checkpoints
 from finetune_trainer.metrics import GAUGES
-from finetune_trainer.run import SUMMARY_FILE
+from finetune_contract.layout import SUMMARY_FILE
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import chat_rows, free_port, tiny_config, tiny_spec, trainer_env, write_jsonl

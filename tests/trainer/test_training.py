@@ -11,7 +11,8 @@ import pytest
 import torch
 from finetune_trainer import build
 from finetune_trainer.data import prepare
-from finetune_trainer.run import FINAL_DIR, SUMMARY_FILE, Ranks, run
+from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
+from finetune_trainer.run import Ranks, run
 
 from .conftest import NUMBERS, chat_rows, tiny_config, tiny_plan, tiny_spec, write_jsonl
 

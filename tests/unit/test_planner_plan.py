@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from finetune_operator.api import FineTuneJobSpec, FineTuneJobStatus
+from finetune_contract.api import FineTuneJobSpec, FineTuneJobStatus
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.planner import memory as mem
 from finetune_operator.planner.gpus import DEFAULT_CPU_RANK_MEMORY, GIB

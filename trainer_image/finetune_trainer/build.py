@@ -14,7 +14,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainingArguments
 
 from finetune_trainer import callbacks, strategy, tuning
-from finetune_trainer.config import TrainerConfig
+from finetune_contract.trainer_config import TrainerConfig
 from finetune_trainer.data import PreparedData, Row
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.metrics import (
@@ -27,6 +27,12 @@ from finetune_trainer.tokenizer import check_chat_template, load_tokenizer
 from finetune_trainer.trainer import Additions, FineTuneClassifierTrainer, FineTuneSFTTrainer
 
 NO_LOSS = -100  # the label value cross-entropy ignores
+SCHEDULERS = {  # spec name -> transformers scheduler type (wsd is built by the trainer)
+    "cosine": "cosine",
+    "linear": "linear",
+    "constant": "constant_with_warmup",
+    "wsd": "constant",
+}
 # transformers 5 renamed gradient_checkpointing; the old name warns until it is removed.
 _CHECKPOINTING = ("activation_checkpointing"
                   if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
@@ -149,8 +155,6 @@ def routes_to_experts(model: Any) -> bool:
 def training_arguments(config: TrainerConfig, *, has_eval: bool,
                        find_unused_parameters: bool = False) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and TrainingArguments."""
-    from finetune_trainer.run import SCHEDULERS
-
     plan, training = config.plan, config.spec.training
     cpu = config.device == "cpu"
     early = training.early_stopping_patience is not None

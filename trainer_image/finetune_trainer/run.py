@@ -15,20 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
+
 from finetune_trainer import checkpoints
-from finetune_trainer.config import TrainerConfig
+from finetune_contract.trainer_config import TrainerConfig
 from finetune_trainer.data import DataReport, prepare
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.strategy import refusal
 
-FINAL_DIR = "final"
-SUMMARY_FILE = "training_summary.json"
-SCHEDULERS = {  # spec name -> transformers scheduler type (wsd is built by the trainer)
-    "cosine": "cosine",
-    "linear": "linear",
-    "constant": "constant_with_warmup",
-    "wsd": "constant",
-}
 
 
 @dataclass(frozen=True)
@@ -176,4 +170,4 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-__all__ = ["FINAL_DIR", "SUMMARY_FILE", "Ranks", "RunResult", "run"]
+__all__ = ["Ranks", "RunResult", "run"]

@@ -18,7 +18,7 @@ from finetune_trainer.errors import TrainerError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from finetune_trainer.config import TrainerConfig
+    from finetune_contract.trainer_config import TrainerConfig
     from finetune_trainer.data import Row
 
 IM_START = "<|im_start|>"

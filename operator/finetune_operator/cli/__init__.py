@@ -11,12 +11,10 @@ import importlib
 import os
 import sys
 
+from finetune_operator.errors import UserError
+
 # Subcommand modules, in the order `finetune --help` lists them.
 COMMANDS = ("validate", "plan", "run", "crd", "operator_cmd")
-
-
-class UserError(Exception):
-    """A mistake of the user's: printed as one line, exit status 1, never a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from finetune_operator.api import STRATEGIES, FineTuneJobSpec, MemoryBreakdown, Plan
-from finetune_operator.cli import UserError
+from finetune_contract import strategies
+from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan
+from finetune_operator.errors import UserError
 from finetune_operator.documents import DocumentError, read_documents
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-node", type=int, help="GPUs (CPU ranks) per node")
     p.add_argument("--max-nodes", type=int, help="most nodes the plan may use")
     p.add_argument("--gpus", type=int, help="use exactly this many GPUs")
-    p.add_argument("--strategy", choices=["auto", *STRATEGIES])
+    p.add_argument("--strategy", choices=[strategies.AUTO, *strategies.NAMES])
     p.add_argument("--seq-len", type=int, help="maximum sequence length in tokens")
     p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
     p.add_argument("--micro-batch", type=int, help="force the per-rank micro-batch")

@@ -15,8 +15,9 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from finetune_operator import api, names, render
-from finetune_operator.api import FineTuneJobStatus
+from finetune_contract import api
+from finetune_operator import names, render
+from finetune_contract.api import FineTuneJobStatus
 from finetune_operator.lifecycle import Create, Delete, Observed, SetSuspend
 from finetune_operator.metrics import OperatorMetrics
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from finetune_trainer.config import DEFAULT_METRICS_PORT
-
 from finetune_operator import conditions as cond
 from finetune_operator import render
-from finetune_operator.api import FineTuneJobStatus, Progress
+from finetune_contract.api import FineTuneJobStatus, Progress
+from finetune_contract.layout import METRICS_PORT
 from finetune_operator.handlers.kube import parse_status
 from finetune_operator.handlers.reconcile import Reconciler
 from finetune_operator.progress import ProgressUnavailable, fetch_progress
@@ -38,7 +37,7 @@ def _metrics_port(pod: dict[str, Any]) -> int:
         for port in container.get("ports") or []:
             if port.get("name") == "metrics":
                 return int(port["containerPort"])
-    return DEFAULT_METRICS_PORT
+    return METRICS_PORT
 
 
 def with_progress(status: FineTuneJobStatus, progress: Progress | None, error: str | None,

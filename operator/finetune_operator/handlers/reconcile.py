@@ -13,7 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from finetune_operator import api, lifecycle
+from finetune_contract import api
+from finetune_operator import lifecycle
 from finetune_operator.handlers.kube import Cluster, parse_status
 from finetune_operator.lifecycle import Emit
 from finetune_operator.metrics import OperatorMetrics

@@ -17,8 +17,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from finetune_operator.api import FineTuneJob, FineTuneJobSpec, Plan
-from finetune_operator.cli import UserError
+from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
+from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
+from finetune_operator.errors import UserError
 from finetune_operator.documents import DocumentError, read_documents
 from finetune_operator.local import answer, datastats, render, report
 from finetune_operator.local.display import ProgressDisplay, format_progress, format_waiting
@@ -32,7 +33,6 @@ from finetune_operator.local.machine import LocalHardware, detect_hardware, torc
 from finetune_operator.progress import ProgressUnavailable, fetch_progress
 from finetune_operator.validation import validate_job
 from finetune_trainer.checkpoints import latest_complete
-from finetune_trainer.run import FINAL_DIR, SUMMARY_FILE
 
 POLL_SECONDS = 1.0
 EXIT_INTERRUPTED = 130

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from finetune_contract import strategies
+
 GROUP = "finetune.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -25,8 +27,7 @@ SINGULAR = "finetunejob"
 SHORT_NAMES = ["ftj"]
 CATEGORIES = ["finetune"]
 
-Strategy = Literal["ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload"]
-STRATEGIES: tuple[str, ...] = ("ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload")
+Strategy = strategies.StrategyName
 Precision = Literal["bf16", "fp16", "fp32"]
 Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 PHASES: tuple[str, ...] = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
@@ -451,11 +452,9 @@ class ResourcesSpec(ApiModel):
     )
     max_nodes: int = Field(4, ge=1, le=512, description="Upper bound for the node count.")
     nodes: int | None = Field(None, ge=1, le=512, description="Force this many nodes.")
-    strategy: Literal["auto", "ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload"] = (
-        Field(
-            "auto",
-            description="Sharding strategy; auto picks the least-sharded one that fits.",
-        )
+    strategy: strategies.RequestedStrategy = Field(
+        strategies.AUTO,
+        description="Sharding strategy; auto picks the least-sharded one that fits.",
     )
     cpu: str | None = Field(
         None,

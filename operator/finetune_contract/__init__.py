@@ -1,0 +1,15 @@
+"""finetune_contract: what the operator and the trainer agree on, and nothing else.
+
+Both sides import this package; it imports neither of them, nor torch, nor kopf: only pydantic,
+PyYAML and the standard library (a test scans the imports: tests/test_imports.py). It is the
+leaf of the project, in both images, so a change to the contract is made once, here:
+
+- `api`: the FineTuneJob API, finetune.dev/v1alpha1: the pydantic models the CRD is generated
+  from, the operator validates with and the trainer reads its spec and plan through;
+- `strategies`: the one table of training strategies (ZeRO stage, sharded, offloaded, what
+  CPU ranks refuse) and the DeepSpeed settings the planner counts and the trainer writes;
+- `trainer_config`: `TrainerConfig`, the file every training rank reads;
+- `layout`: ports, paths and file names (metrics and rendezvous ports, the data root, the
+  final model and the summary file);
+- `progress_gauges`: the names of the trainer's progress gauges, which the operator reads.
+"""
