@@ -6,6 +6,8 @@ leaf of the project, in both images, so a change to the contract is made once, h
 
 - `api`: the FineTuneJob API, finetune.dev/v1alpha1: the pydantic models the CRD is generated
   from, the operator validates with and the trainer reads its spec and plan through;
+- `rules`: the cross-field rules of that API, each once, as CEL for the API server and as
+  Python for `finetune validate`, the operator and the trainer, with one message;
 - `strategies`: the one table of training strategies (ZeRO stage, sharded, offloaded, what
   CPU ranks refuse) and the DeepSpeed settings the planner counts and the trainer writes;
 - `trainer_config`: `TrainerConfig`, the file every training rank reads;

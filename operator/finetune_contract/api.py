@@ -5,7 +5,8 @@ These pydantic models are the single source of truth for the custom resource: th
 operator validate with them, and the trainer reads its configuration through them.
 
 Every field carries a description: it becomes the text `kubectl explain` shows. Field names
-are camelCase on the wire (Kubernetes convention) and snake_case in Python.
+are camelCase on the wire (Kubernetes convention) and snake_case in Python. A rule between
+fields of one object is written once, in rules.py, and reaches the CRD from there.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from finetune_contract import strategies
+from finetune_contract import rules, strategies
 
 GROUP = "finetune.dev"
 VERSION = "v1alpha1"
@@ -106,22 +107,7 @@ class TokenizerSpec(ApiModel):
 class ModelSpec(ApiModel):
     """The base model to fine-tune."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.name) || has(self.path) || "
-                    "(has(self.init) && self.init == 'random' && has(self.config))",
-                    "message": "set model.name (a Hugging Face id), model.path, or "
-                    "model.init: random with model.config",
-                },
-                {
-                    "rule": "!has(self.init) || self.init != 'random' || has(self.config)",
-                    "message": "model.init: random needs model.config (model_type, hidden_size, ...)",
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.MODEL))
 
     name: str | None = Field(
         None,
@@ -169,16 +155,7 @@ class ModelSpec(ApiModel):
 class DataSource(ApiModel):
     """One dataset: a local file or a Hugging Face dataset."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.path) != has(self.hf)",
-                    "message": "set exactly one of path or hf",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.DATA_SOURCE))
 
     path: str | None = Field(
         None,
@@ -204,24 +181,18 @@ class DataSource(ApiModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:
-        if bool(self.path) == bool(self.hf):
-            raise ValueError("set exactly one of path or hf")
+        # Checked here, not in validation.py: a source appears in three places (train, eval,
+        # mix) and its error belongs at each one's path.
+        broken = rules.broken(self, rules.DATA_SOURCE)
+        if broken:
+            raise ValueError(broken[0].message_for(self))
         return self
 
 
 class DatasetSpec(ApiModel):
     """Training data, evaluation data and how rows are checked."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!(has(self.eval) && has(self.evalSplitRatio))",
-                    "message": "set dataset.eval or dataset.evalSplitRatio, not both",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.DATASET))
 
     format: Literal["messages", "prompt-completion", "text", "classification"] = Field(
         "messages",
@@ -265,22 +236,7 @@ class DatasetSpec(ApiModel):
 class MethodSpec(ApiModel):
     """What is trained and how the weights are updated."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.task != 'classification' || has(self.numLabels)",
-                    "message": "task: classification needs method.numLabels",
-                },
-                {
-                    "rule": "self.tuning != 'freeze' || self.task == 'classification' "
-                    "|| self.trainableLayers > 0",
-                    "message": "tuning: freeze needs a head to train (task: classification) "
-                    "or trainableLayers > 0",
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.METHOD))
 
     task: Literal["sft", "classification"] = Field(
         "sft",
@@ -324,17 +280,7 @@ class MethodSpec(ApiModel):
 class TrainingSpec(ApiModel):
     """Hyperparameters. The planner fills in what is left on auto."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.microBatchSize) || self.microBatchSize <= "
-                    "self.globalBatchSize",
-                    "message": "training.microBatchSize must not exceed globalBatchSize",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.TRAINING))
 
     epochs: float = Field(3, gt=0, le=1000, description="Passes over the training data.")
     max_steps: int | None = Field(
@@ -420,16 +366,7 @@ class Toleration(ApiModel):
 class ResourcesSpec(ApiModel):
     """Hardware for the run. The planner picks the layout within these bounds."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.nodes) || self.nodes <= self.maxNodes",
-                    "message": "resources.nodes must not exceed resources.maxNodes",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.RESOURCES))
 
     gpu: str = Field(
         "H100-80GB",

@@ -69,9 +69,9 @@ def test_refusals_name_the_field():
     assert refusal("fsdp", "cpu", tuning="full", l2_to_pretrained=0,
                    precision="fp32").startswith("plan.strategy: fsdp is not supported on CPU")
     assert refusal("zero2", "cpu", tuning="gradual-unfreeze", l2_to_pretrained=0,
-                   precision="fp32").startswith("method.tuning")
+                   precision="fp32").startswith("plan.strategy: tuning: gradual-unfreeze needs")
     assert refusal("zero3", "cpu", tuning="full", l2_to_pretrained=0.1,
-                   precision="fp32").startswith("method.l2ToPretrained")
+                   precision="fp32").startswith("plan.strategy: l2ToPretrained needs")
     assert refusal("ddp", "cpu", tuning="full", l2_to_pretrained=0,
                    precision="fp16").startswith("plan.precision")
     assert refusal("fsdp", "cuda", tuning="full", l2_to_pretrained=0, precision="bf16") is None

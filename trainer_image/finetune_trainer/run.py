@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_contract import rules
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
 
 from finetune_trainer import checkpoints
@@ -55,16 +56,9 @@ def preflight(config: TrainerConfig, ranks: Ranks) -> None:
                      l2_to_pretrained=spec.method.l2_to_pretrained, precision=plan.precision)
     if reason:
         raise TrainerError(reason)
-    training = spec.training
-    has_eval = spec.dataset.eval is not None or bool(spec.dataset.eval_split_ratio)
-    if training.early_stopping_patience is not None:
-        if not has_eval:
-            raise TrainerError("training.earlyStoppingPatience: needs evaluation data "
-                               "(dataset.eval or dataset.evalSplitRatio)")
-        if training.save_steps % training.eval_steps:
-            raise TrainerError("training.saveSteps must be a multiple of training.evalSteps "
-                               "when earlyStoppingPatience is set (the best model is kept from a "
-                               "checkpoint taken at an evaluation)")
+    for field, message in rules.early_stopping_problems(
+            spec.training, rules.has_evaluation(spec.dataset)):
+        raise TrainerError(f"{field}: {message}")
 
 
 def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:

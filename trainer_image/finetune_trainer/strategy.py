@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune_contract import rules
 from finetune_contract.strategies import (
     ZERO3_MAX_LIVE_PARAMETERS,
     ZERO3_MAX_REUSE_DISTANCE,
@@ -74,20 +75,15 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
 
 def refusal(strategy: str, device: str, *, tuning: str, l2_to_pretrained: float,
             precision: str) -> str | None:
-    """Why this combination cannot run, or None."""
-    if strategy == "fsdp" and device == "cpu":
-        return ("plan.strategy: fsdp is not supported on CPU (accelerate would silently train "
-                "plain DDP there); use zero2 or zero3 for sharding on CPU")
-    sharded = strategy_row(strategy).sharded
-    if tuning == "gradual-unfreeze" and sharded:
-        return (f"method.tuning: gradual-unfreeze runs with the ddp strategy only (a sharded "
-                f"optimizer fixes its trainable set at start); plan.strategy is {strategy}")
-    if l2_to_pretrained > 0 and sharded:
-        return (f"method.l2ToPretrained: needs whole parameters on every rank (ddp); plan."
-                f"strategy is {strategy}")
-    if precision == "fp16" and device == "cpu":
-        return "plan.precision: fp16 is not supported on CPU; use bf16 or fp32"
-    return None
+    """Why this combination cannot run, or None: the contract's rules
+    (finetune_contract/rules.py), with the messages `finetune validate` gives, named by the
+    field of the plan they refuse."""
+    refusals = rules.strategy_refusals(strategy, device, tuning=tuning,
+                                       l2_to_pretrained=l2_to_pretrained)
+    if refusals:
+        return f"plan.strategy: {refusals[0]}"
+    precision_refusal = rules.precision_refusal(precision, device)
+    return f"plan.precision: {precision_refusal}" if precision_refusal else None
 
 
 def expected_wrapper(strategy: str, world_size: int) -> str:
