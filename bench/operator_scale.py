@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the test emulator, reuse
 
 from emulator import ApiServerEmulator, EmulatorThread
 from finetune_contract import api
-from finetune_operator import render
+from finetune_operator import names
 
 BENCH_AGENT = "finetune-bench"
 CHILD_KINDS = ("configmaps", "services", "jobs")
@@ -90,7 +90,7 @@ class CountingEmulator(ApiServerEmulator):
             if resource == api.PLURAL:
                 self.created[meta.get("name", "")] = now
             elif resource in CHILD_KINDS:
-                owner = (meta.get("labels") or {}).get(render.JOB_LABEL)
+                owner = (meta.get("labels") or {}).get(names.JOB_LABEL)
                 if owner:
                     self.children[owner].setdefault(resource, now)
         try:

@@ -312,7 +312,7 @@ def _follow(step: _Step) -> None:
         _mark_created(step, plan)
         return
     _mark_created(step, plan)
-    pods = [p for p in step.observed.pods if _label(p, render.JOB_NAME_LABEL) == job_name]
+    pods = [p for p in step.observed.pods if _label(p, names.JOB_NAME_LABEL) == job_name]
     if _deadline_passed(step, spec):
         step.actions.append(Delete("Job", job_name))
         _fail(step, "DeadlineExceeded", f"ran longer than runPolicy.activeDeadlineSeconds "
@@ -383,7 +383,7 @@ def _validate_current(name: str, spec: Any) -> tuple[FineTuneJobSpec | None, lis
 def _started_spec(config_map: dict[str, Any] | None) -> FineTuneJobSpec | None:
     if not config_map:
         return None
-    text = (config_map.get("data") or {}).get(render.CONFIG_KEY)
+    text = (config_map.get("data") or {}).get(names.CONFIG_KEY)
     return STARTED_SPECS.get(text if isinstance(text, str) else "", _parse_started_spec)
 
 
@@ -440,7 +440,7 @@ def _ensure_config_and_service(step: _Step, spec: FineTuneJobSpec, plan: Plan) -
         config_map = render.config_map(owner, spec, plan)
         # The next reconcile reads this text back: it parses to `spec` (a lossless round
         # trip, tested), so the memo learns it now instead of parsing it then.
-        STARTED_SPECS.seed(config_map["data"][render.CONFIG_KEY], spec)
+        STARTED_SPECS.seed(config_map["data"][names.CONFIG_KEY], spec)
         step.actions.append(Create(config_map))
     if step.observed.service is None:
         step.actions.append(Create(render.service(owner)))
@@ -524,7 +524,7 @@ def failure_summary(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:
         pod = max(failed, key=_finished_at)
         reason, code = _termination(pod)
         rank = (pod.get("metadata", {}).get("annotations") or {}).get(
-            render.COMPLETION_INDEX_ANNOTATION, "?")
+            names.COMPLETION_INDEX_ANNOTATION, "?")
         return (f"node rank {rank} (pod {pod['metadata']['name']}) failed: {reason}, "
                 f"exit code {code}")
     for c in job.get("status", {}).get("conditions") or []:
@@ -535,7 +535,7 @@ def failure_summary(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:
 
 def _termination(pod: dict[str, Any]) -> tuple[str, Any]:
     for cs in pod.get("status", {}).get("containerStatuses") or []:
-        if cs.get("name") == render.TRAINER_CONTAINER:
+        if cs.get("name") == names.TRAINER_CONTAINER:
             term = (cs.get("state") or {}).get("terminated") or {}
             if term:
                 return term.get("reason", "Error"), term.get("exitCode", "?")
@@ -678,7 +678,7 @@ def _failed_pods(pods: list[dict[str, Any]]) -> bool:
 
 def _all_running(pods: list[dict[str, Any]], plan: Plan) -> bool:
     running = {
-        (p.get("metadata", {}).get("annotations") or {}).get(render.COMPLETION_INDEX_ANNOTATION)
+        (p.get("metadata", {}).get("annotations") or {}).get(names.COMPLETION_INDEX_ANNOTATION)
         for p in pods
         if p.get("status", {}).get("phase") == "Running"
         and not p.get("metadata", {}).get("deletionTimestamp")

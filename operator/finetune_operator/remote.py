@@ -118,7 +118,7 @@ def _read_job(path: str) -> dict[str, Any]:
 def _client() -> Any:
     import kubernetes
 
-    from finetune_operator.handlers.kube import load_client_config
+    from finetune_operator.controller.kube import load_client_config
 
     try:
         load_client_config()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 MODULES = [
-    "finetune_operator.cli.run",
+    "finetune_operator.cli.run_cmd",
     "finetune_operator.local.runner",
     "finetune_operator.local.generate",  # imports transformers only inside main()
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from finetune_contract.api import FineTuneJob
-from finetune_operator.local import render
+from finetune_operator.local import localize
 from finetune_operator.local.machine import LocalGpu, LocalHardware
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -26,17 +26,17 @@ def gpu_job() -> FineTuneJob:
 
 
 def test_rank_count_defaults():
-    assert render.rank_count(job().spec, CPU, None) == 2  # the spec's gpusPerNode on cpu
-    assert render.rank_count(job(resources={"gpu": "cpu", "gpusPerNode": 3}).spec,
+    assert localize.rank_count(job().spec, CPU, None) == 2  # the spec's gpusPerNode on cpu
+    assert localize.rank_count(job(resources={"gpu": "cpu", "gpusPerNode": 3}).spec,
                              CPU, None) == 3
-    assert render.rank_count(gpu_job().spec, CPU, None) == render.DEFAULT_CPU_RANKS
-    assert render.rank_count(gpu_job().spec, TWO_GPUS, None) == 2
-    assert render.rank_count(gpu_job().spec, CPU, 1) == 1  # --nproc wins
+    assert localize.rank_count(gpu_job().spec, CPU, None) == localize.DEFAULT_CPU_RANKS
+    assert localize.rank_count(gpu_job().spec, TWO_GPUS, None) == 2
+    assert localize.rank_count(gpu_job().spec, CPU, 1) == 1  # --nproc wins
 
 
 def test_local_spec_on_cpu_is_one_node_of_cpu_ranks():
     original = gpu_job().spec
-    spec = render.local_spec(original, CPU, 2)
+    spec = localize.local_spec(original, CPU, 2)
     r = spec.resources
     assert (r.gpu, r.gpus_per_node, r.nodes, r.max_nodes) == ("cpu", 2, 1, 1)
     assert spec.model == original.model and spec.training == original.training
@@ -44,7 +44,7 @@ def test_local_spec_on_cpu_is_one_node_of_cpu_ranks():
 
 
 def test_local_spec_on_cuda_uses_the_real_gpu_memory():
-    spec = render.local_spec(gpu_job().spec, TWO_GPUS, 2, gpu_type="L4-24GB")
+    spec = localize.local_spec(gpu_job().spec, TWO_GPUS, 2, gpu_type="L4-24GB")
     r = spec.resources
     assert (r.gpu, r.gpus_per_node, r.nodes) == ("L4-24GB", 2, 1)
     assert r.gpu_memory_gib == pytest.approx(22.5, abs=0.05)
@@ -52,23 +52,23 @@ def test_local_spec_on_cuda_uses_the_real_gpu_memory():
 
 def test_output_dir_default_override_and_spec(tmp_path):
     job_dir, cwd = tmp_path / "jobs", tmp_path / "here"
-    assert render.output_dir(job(), job_dir, cwd, None) == (cwd / "runs" / "tiny-chat")
-    assert render.output_dir(job(), job_dir, cwd, "elsewhere") == cwd / "elsewhere"
+    assert localize.output_dir(job(), job_dir, cwd, None) == (cwd / "runs" / "tiny-chat")
+    assert localize.output_dir(job(), job_dir, cwd, "elsewhere") == cwd / "elsewhere"
     # a path the user wrote in the YAML is relative to the YAML file
-    assert render.output_dir(job(output={"path": "out"}), job_dir, cwd, None) == job_dir / "out"
+    assert localize.output_dir(job(output={"path": "out"}), job_dir, cwd, None) == job_dir / "out"
     # with a PVC the path is a pod path: a laptop uses the default
     pvc = job(output={"path": "/output", "pvc": "data"})
-    assert render.output_dir(pvc, job_dir, cwd, None) == cwd / "runs" / "tiny-chat"
+    assert localize.output_dir(pvc, job_dir, cwd, None) == cwd / "runs" / "tiny-chat"
 
 
 def test_trainer_config_round_trips_through_its_file(tmp_path):
     j = job()
-    spec = render.local_spec(j.spec, CPU, 2)
+    spec = localize.local_spec(j.spec, CPU, 2)
     plan = _plan()
-    config = render.trainer_config(j, spec, plan, data_root=EXAMPLES, out=tmp_path / "run",
+    config = localize.trainer_config(j, spec, plan, data_root=EXAMPLES, out=tmp_path / "run",
                                    metrics_port=41234, device="cpu")
-    path = render.write_trainer_config(config)
-    assert path == tmp_path / "run" / render.CONFIG_FILE
+    path = localize.write_trainer_config(config)
+    assert path == tmp_path / "run" / localize.CONFIG_FILE
     loaded = type(config).load(path)
     assert loaded == config
     assert loaded.metrics_host == "127.0.0.1" and loaded.metrics_port == 41234
@@ -79,11 +79,11 @@ def test_catalog_gpu_matches_the_driver_name():
     h100 = LocalHardware((LocalGpu("NVIDIA H100 80GB HBM3", 81559 * 2**20),))
     a100_40 = LocalHardware((LocalGpu("NVIDIA A100-SXM4-40GB", 40960 * 2**20),))
     odd = LocalHardware((LocalGpu("NVIDIA GeForce RTX 4090", 24564 * 2**20),))
-    assert render.catalog_gpu(h100) == "H100-80GB"
-    assert render.catalog_gpu(a100_40) == "A100-40GB"
-    assert render.catalog_gpu(TWO_GPUS) == "L4-24GB"
-    assert render.catalog_gpu(odd) is None
-    assert render.catalog_gpu(CPU) is None
+    assert localize.catalog_gpu(h100) == "H100-80GB"
+    assert localize.catalog_gpu(a100_40) == "A100-40GB"
+    assert localize.catalog_gpu(TWO_GPUS) == "L4-24GB"
+    assert localize.catalog_gpu(odd) is None
+    assert localize.catalog_gpu(CPU) is None
 
 
 def _plan():

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from finetune_operator import lifecycle, names
 from finetune_contract.api import FineTuneJobStatus
-from finetune_operator.handlers.kube import Cluster
-from finetune_operator.handlers.reconcile import Reconciler
+from finetune_operator.controller.kube import Cluster
+from finetune_operator.controller.reconcile import Reconciler
 from finetune_operator.metrics import OperatorMetrics
 from prometheus_client import CollectorRegistry
 from test_operator_lifecycle import SETTINGS, T0, World, two_node_spec
@@ -278,7 +278,7 @@ class CountingCluster:
                      **_: Any) -> None:
         self.world.status = new
 
-    def post_event(self, event: dict[str, Any]) -> None:
+    def post_event(self, body: dict[str, Any], emit: Any, now: Any) -> None:
         pass
 
     def forget(self, namespace: str, name: str) -> None:
@@ -426,7 +426,7 @@ def test_after_a_complete_reconcile_only_the_current_attempts_job_is_read():
 
 
 def test_attempts_read_around_a_restart_unless_the_last_reconcile_completed():
-    from finetune_operator.handlers.kube import attempts_to_read
+    from finetune_operator.controller.kube import attempts_to_read
 
     assert attempts_to_read(0, last_complete=False) == [0, 1]
     assert attempts_to_read(2, last_complete=False) == [1, 2, 3]

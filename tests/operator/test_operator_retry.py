@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import urllib3
-from finetune_operator.handlers.retry import MAX_RETRY_DELAY, retry_delay, retry_in
+from finetune_operator.controller.retry import MAX_RETRY_DELAY, retry_delay, retry_in
 from kubernetes.client.exceptions import ApiException
 
 

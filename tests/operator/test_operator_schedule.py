@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_operator.handlers.events import JobStates, is_running, reconcile_wanted
-from finetune_operator.handlers.schedule import Schedule
+from finetune_operator.controller.watch import JobStates, is_running, reconcile_wanted
+from finetune_operator.controller.schedule import Schedule
 
 JOB = ("research", "chat")
 OTHER = ("research", "other")

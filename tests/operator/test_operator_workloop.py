@@ -7,8 +7,8 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from finetune_operator.handlers.schedule import Schedule
-from finetune_operator.handlers.workloop import WorkLoop
+from finetune_operator.controller.schedule import Schedule
+from finetune_operator.controller.workloop import WorkLoop
 
 
 class BrokenSchedule(Schedule):

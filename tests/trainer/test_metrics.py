@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.request
 
 from finetune_contract.progress_gauges import PROGRESS_GAUGES
-from finetune_operator.progress import parse_progress
+from finetune_operator.scrape import parse_progress
 from finetune_trainer.metrics import GAUGES, RankMetrics, training_flops_per_token
 
 from .conftest import free_port

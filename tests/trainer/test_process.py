@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from finetune_operator.progress import parse_progress
+from finetune_operator.scrape import parse_progress
 from finetune_trainer import checkpoints
 from finetune_trainer.metrics import GAUGES
 from finetune_contract.layout import SUMMARY_FILE

@@ -12,7 +12,7 @@ import torch
 from finetune_trainer import build
 from finetune_trainer.data import prepare
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
-from finetune_trainer.run import Ranks, run
+from finetune_trainer.training_run import Ranks, run
 
 from .conftest import NUMBERS, chat_rows, tiny_config, tiny_plan, tiny_spec, write_jsonl
 
@@ -346,7 +346,7 @@ def test_padding_free_batches_are_balanced_over_ranks(tmp_path, monkeypatch, pac
 
 
 def test_run_leaves_the_process_group_it_trained_in(monkeypatch):
-    from finetune_trainer.run import _leave_process_group
+    from finetune_trainer.training_run import _leave_process_group
 
     from .conftest import free_port
 

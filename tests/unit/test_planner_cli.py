@@ -163,7 +163,7 @@ def test_missing_file(capsys):
 
 def test_operator_side_never_imports_torch():
     """The planner and `finetune plan` run in the operator image, which has no torch."""
-    code = ("import sys, finetune_operator.planner, finetune_operator.cli.plan; "
+    code = ("import sys, finetune_operator.planner, finetune_operator.cli.plan_cmd; "
             "from finetune_operator.cli import main; "
             "main(['plan', '--model', 'meta-llama/Llama-3.1-8B', '--json']); "
             "sys.exit(1 if {'torch', 'transformers', 'deepspeed'} & set(sys.modules) else 0)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from finetune_operator.progress import parse_progress
+from finetune_operator.scrape import parse_progress
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 
@@ -50,7 +50,7 @@ def test_an_answer_that_is_not_prometheus_text_is_unavailable():
     import threading
 
     import pytest
-    from finetune_operator.progress import ProgressUnavailable, fetch_progress
+    from finetune_operator.scrape import ProgressUnavailable, fetch_progress
 
     class Garbage(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

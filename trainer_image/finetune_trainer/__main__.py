@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         from finetune_trainer.config import load
-        from finetune_trainer.run import run
+        from finetune_trainer.training_run import run
 
         run(load(args.config))
     except TrainerError as err:

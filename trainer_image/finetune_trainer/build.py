@@ -14,6 +14,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainingArguments
 
 from finetune_trainer import callbacks, strategy, tuning
+from finetune_trainer.config import assistant_only
 from finetune_contract.trainer_config import TrainerConfig
 from finetune_trainer.data import PreparedData, Row
 from finetune_trainer.errors import TrainerError
@@ -77,7 +78,7 @@ class Parts:
 def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[Any, Parts]:
     spec, plan = config.spec, config.plan
     tokenizer = load_tokenizer(config, data.train)
-    check_chat_template(tokenizer, spec.dataset.format, _assistant_only(config))
+    check_chat_template(tokenizer, spec.dataset.format, assistant_only(config))
     model = build_model(config, tokenizer)
     method = spec.method
     if method.tuning == "freeze":
@@ -134,10 +135,6 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[
                   parameters=parameters, trainable_parameters=trainable,
                   unfreeze=unfreeze, anchor=anchor)
     return trainer, parts
-
-
-def _assistant_only(config: TrainerConfig) -> bool:
-    return config.spec.dataset.format == "messages" and config.spec.method.assistant_only_loss
 
 
 # Config keys by which mixture-of-experts models announce their experts.
@@ -229,7 +226,7 @@ def _sft_trainer(config: TrainerConfig, model: Any, tokenizer: Any, data: Prepar
         max_length=seq_length(config) if packed else None,
         packing=packed,
         padding_free=plan.packing == "padding-free",
-        assistant_only_loss=_assistant_only(config),
+        assistant_only_loss=assistant_only(config),
         dataset_num_proc=None,
     )
     train = Dataset.from_list([r.data for r in data.train])

@@ -1,5 +1,6 @@
-"""Reading this rank's TrainerConfig file (finetune_contract/trainer_config.py), with every
-way it can be unreadable turned into one user-fixable TrainerError. Importing it needs no torch.
+"""This rank's TrainerConfig (finetune_contract/trainer_config.py): reading its file, with every
+way it can be unreadable turned into one user-fixable TrainerError, and what it implies for the
+run. Importing it needs no torch.
 """
 
 from __future__ import annotations
@@ -28,3 +29,8 @@ def load(path: str | Path) -> TrainerConfig:
         field = ".".join(str(p) for p in first["loc"])
         raise TrainerError(f"{path}: {field}: {first['msg']} "
                            f"({err.error_count()} problem(s))") from None
+
+
+def assistant_only(config: TrainerConfig) -> bool:
+    """Whether the loss covers assistant tokens only (messages rows, the method's choice)."""
+    return config.spec.dataset.format == "messages" and config.spec.method.assistant_only_loss

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import kubernetes
@@ -16,15 +17,17 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from finetune_contract import api
-from finetune_operator import names, render
 from finetune_contract.api import FineTuneJobStatus
-from finetune_operator.lifecycle import Create, Delete, Observed, SetSuspend
+from finetune_operator import names, render
+from finetune_operator.lifecycle import Create, Delete, Emit, Observed, SetSuspend
 from finetune_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 
 # How children are deleted: the Job's pods with it (the API default for Jobs orphans them).
 PROPAGATION = "Background"
+# The source of the operator's Events.
+COMPONENT = "finetune-operator"
 
 
 def load_client_config() -> None:
@@ -152,11 +155,11 @@ class Cluster:
     def list_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """Pods of every attempt of `job` (the Job controller names them; we filter by label,
         and again client-side, since a selector is only a hint to some API servers)."""
-        selector = f"{render.JOB_LABEL}={job}"
+        selector = f"{names.JOB_LABEL}={job}"
         result = self._call(lambda: self._raw(self.core.list_namespaced_pod(
             namespace, label_selector=selector, _preload_content=False)))
         pods = result.get("items") or []
-        return [p for p in pods if (p["metadata"].get("labels") or {}).get(render.JOB_LABEL)
+        return [p for p in pods if (p["metadata"].get("labels") or {}).get(names.JOB_LABEL)
                 == job]
 
     # ------------------------------------------------------------------ writing
@@ -193,9 +196,11 @@ class Cluster:
             with self._memory:
                 self._stored[(namespace, name)] = ("", {"unknown": True})
 
-    def post_event(self, event: dict[str, Any]) -> None:
-        """Post a core/v1 Event. A failure is logged and counted, never raised: the status it
-        announces is written already, and an Event is a courtesy."""
+    def post_event(self, body: dict[str, Any], emit: Emit, now: datetime) -> None:
+        """Post the core/v1 Event `emit` on the FineTuneJob `body`. A failure is logged and
+        counted, never raised: the status it announces is written already, and an Event is a
+        courtesy."""
+        event = event_object(body, emit, now)
         namespace = event["metadata"]["namespace"]
         try:
             self._call(lambda: self.core.create_namespaced_event(namespace, event,
@@ -251,6 +256,23 @@ class Cluster:
     def _raw(response: Any) -> dict[str, Any]:
         """The JSON body as sent: typed models would drop fields and reject partial objects."""
         return json.loads(response.data)
+
+
+def event_object(body: dict[str, Any], emit: Emit, now: datetime) -> dict[str, Any]:
+    """The core/v1 Event announcing `emit` on the FineTuneJob `body` (what
+    `kubectl describe ftj` lists)."""
+    meta = body["metadata"]
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND,
+                           "name": meta["name"], "namespace": meta["namespace"],
+                           "uid": meta["uid"]},
+        "type": emit.type, "reason": emit.reason, "message": emit.message[:1024],
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
 
 
 def attempts_to_read(restarts: int, last_complete: bool) -> list[int]:

@@ -11,11 +11,10 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from finetune_contract import api
 from finetune_operator import lifecycle
-from finetune_operator.handlers.kube import Cluster, parse_status
+from finetune_operator.controller.kube import Cluster, parse_status
 from finetune_operator.lifecycle import Emit
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.settings import Settings
@@ -103,7 +102,7 @@ class Reconciler:
             self.metrics.restarts.labels(namespace, name).inc(restarted)
         # Events only once the state they announce is recorded.
         for event in events:
-            self.cluster.post_event(event_object(body, event, self.clock()))
+            self.cluster.post_event(body, event, self.clock())
         return decision
 
     def forget(self, namespace: str, name: str) -> None:
@@ -116,22 +115,3 @@ class Reconciler:
         self._settled.pop((namespace, name), None)
         self._complete.pop((namespace, name), None)
 
-
-COMPONENT = "finetune-operator"
-
-
-def event_object(body: dict[str, Any], event: Emit, now: datetime) -> dict[str, Any]:
-    """The core/v1 Event announcing `event` on the FineTuneJob `body` (what
-    `kubectl describe ftj` lists)."""
-    meta = body["metadata"]
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND,
-                           "name": meta["name"], "namespace": meta["namespace"],
-                           "uid": meta["uid"]},
-        "type": event.type, "reason": event.reason, "message": event.message[:1024],
-        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-    }

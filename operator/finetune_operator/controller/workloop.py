@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from finetune_operator.handlers import retry
-from finetune_operator.handlers.progress import refresh_progress
-from finetune_operator.handlers.reconcile import Reconciler
-from finetune_operator.handlers.schedule import Key, Schedule, Work
+from finetune_operator.controller import retry
+from finetune_operator.controller.progress import refresh_progress
+from finetune_operator.controller.reconcile import Reconciler
+from finetune_operator.controller.schedule import Key, Schedule, Work
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,13 @@
 """One training run of one rank, from a TrainerConfig to a saved model and summary.
 
 The steps: refuse what cannot run, read and check the data, get the tokenizer and model,
-freeze what the method freezes, build the TRL (or classification) trainer from the plan,
-resume from the newest complete checkpoint, train while serving metrics, then save the final
-model (`output_dir/final`) and `training_summary.json`.
+freeze what the method freezes, build the TRL (or classification) trainer from the plan
+(build.py), resume from the newest complete checkpoint, train while serving metrics, then save
+the final model (`output_dir/final`) and `training_summary.json` (summary.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,13 +16,14 @@ from typing import Any
 
 from finetune_contract import rules
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
+from finetune_contract.trainer_config import TrainerConfig
 
 from finetune_trainer import checkpoints
-from finetune_contract.trainer_config import TrainerConfig
-from finetune_trainer.data import DataReport, prepare
+from finetune_trainer.config import assistant_only
+from finetune_trainer.data import prepare
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.strategy import refusal
-
+from finetune_trainer.summary import build_summary, write_json
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def preflight(config: TrainerConfig, ranks: Ranks) -> None:
                      l2_to_pretrained=spec.method.l2_to_pretrained, precision=plan.precision)
     if reason:
         raise TrainerError(reason)
-    for field, message in rules.early_stopping_problems(
+    for path, message in rules.early_stopping_problems(
             spec.training, rules.has_evaluation(spec.dataset)):
-        raise TrainerError(f"{field}: {message}")
+        raise TrainerError(f"{path}: {message}")
 
 
 def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
@@ -70,7 +70,7 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     started = time.monotonic()
     spec = config.spec
     data = prepare(spec.dataset, resolve=config.resolve, num_labels=spec.method.num_labels,
-                   assistant_only_loss=_assistant_only(config), seed=spec.training.seed)
+                   assistant_only_loss=assistant_only(config), seed=spec.training.seed)
 
     from finetune_trainer import build
 
@@ -90,7 +90,7 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     summary = build_summary(config, trainer, parts, data.report, resume,
                             wall_seconds=time.monotonic() - started)
     if ranks.rank == 0:
-        _write_json(output_dir / SUMMARY_FILE, summary)
+        write_json(output_dir / SUMMARY_FILE, summary)
     if group_was_ours:
         _leave_process_group()
     return RunResult(summary, trainer)
@@ -111,57 +111,6 @@ def _leave_process_group() -> None:
     if _group_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def _assistant_only(config: TrainerConfig) -> bool:
-    return config.spec.dataset.format == "messages" and config.spec.method.assistant_only_loss
-
-
-def build_summary(config: TrainerConfig, trainer: Any, parts: Any, report: DataReport,
-                  resumed_from: Path | None, wall_seconds: float) -> dict[str, Any]:
-    state = trainer.state
-    curve = [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e]
-    evals = [{"step": e["step"], "loss": e["eval_loss"]} for e in state.log_history
-             if "eval_loss" in e]
-    tokens = int(state.num_input_tokens_seen or 0)
-    tokens_this_run = tokens - parts.tokens_at_start(trainer)
-    train_seconds = parts.train_seconds(trainer)
-    return {
-        "finetunejob": config.name,
-        "namespace": config.namespace,
-        "plan": config.plan.to_wire(),
-        "strategy": {"planned": config.plan.strategy, "wrapper": parts.wrapper_check.found,
-                     "worldSize": config.plan.world_size},
-        "steps": state.global_step,
-        "totalSteps": state.max_steps,
-        "epochs": state.epoch,
-        "earlyStopped": state.global_step < state.max_steps,
-        "tokens": tokens,
-        "parameters": parts.parameters,
-        "trainableParameters": parts.trainable_parameters,
-        "lossCurve": curve,
-        "firstLoss": curve[0]["loss"] if curve else None,
-        "lastLoss": curve[-1]["loss"] if curve else None,
-        "evalLoss": evals[-1]["loss"] if evals else None,
-        "evalCurve": evals,
-        "bestEvalLoss": state.best_metric,
-        "bestCheckpoint": state.best_model_checkpoint,
-        "tokensPerSecond": tokens_this_run / train_seconds if train_seconds else None,
-        "trainSeconds": train_seconds,
-        "wallSeconds": wall_seconds,
-        "data": report.to_dict(),
-        "resumedFrom": str(resumed_from) if resumed_from else None,
-        "unfreezeSchedule": parts.unfreeze.schedule if parts.unfreeze else None,
-        "l2DistanceToPretrained": (parts.anchor.distance(trainer.model)
-                                   if parts.anchor is not None else None),
-        "finalModel": str(Path(config.output_dir) / FINAL_DIR),
-    }
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    tmp.replace(path)
 
 
 __all__ = ["Ranks", "RunResult", "run"]

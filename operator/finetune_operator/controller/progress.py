@@ -9,22 +9,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from finetune_operator import conditions as cond
-from finetune_operator import render
 from finetune_contract.api import FineTuneJobStatus, Progress
 from finetune_contract.layout import METRICS_PORT
-from finetune_operator.handlers.kube import parse_status
-from finetune_operator.handlers.reconcile import Reconciler
-from finetune_operator.progress import ProgressUnavailable, fetch_progress
+from finetune_operator import conditions as cond
+from finetune_operator import names
+from finetune_operator.controller.kube import parse_status
+from finetune_operator.controller.reconcile import Reconciler
+from finetune_operator.scrape import ProgressUnavailable, fetch_progress
 
 
 def rank0_metrics_url(pods: list[dict[str, Any]], job_name: str) -> str | None:
     """http://<pod IP>:<metrics port>/metrics of node rank 0 of `job_name`, once it has an IP."""
     for pod in pods:
         meta = pod.get("metadata") or {}
-        if (meta.get("labels") or {}).get(render.JOB_NAME_LABEL) != job_name:
+        if (meta.get("labels") or {}).get(names.JOB_NAME_LABEL) != job_name:
             continue
-        if (meta.get("annotations") or {}).get(render.COMPLETION_INDEX_ANNOTATION) != "0":
+        if (meta.get("annotations") or {}).get(names.COMPLETION_INDEX_ANNOTATION) != "0":
             continue
         ip = (pod.get("status") or {}).get("podIP")
         if ip and not meta.get("deletionTimestamp"):
