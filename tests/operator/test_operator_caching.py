@@ -10,28 +10,31 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from finetune_operator import lifecycle, names
 from finetune_contract.api import FineTuneJobStatus
+from finetune_operator import names
+from finetune_operator.controller.caches import ParseCache, spec_caches
 from finetune_operator.controller.kube import Cluster
+from finetune_operator.controller.observe import observation
 from finetune_operator.controller.reconcile import Reconciler
+from finetune_operator.lifecycle import machine
+from finetune_operator.lifecycle import spec as specs
+from finetune_operator.lifecycle.actions import Delete
+from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.metrics import OperatorMetrics
 from prometheus_client import CollectorRegistry
 from test_operator_lifecycle import SETTINGS, T0, World, two_node_spec
 
 
-@pytest.fixture(autouse=True)
-def empty_caches():
-    lifecycle.STARTED_SPECS.clear()
-    lifecycle.CURRENT_SPECS.clear()
-    yield
-    lifecycle.STARTED_SPECS.clear()
-    lifecycle.CURRENT_SPECS.clear()
-
-
 def started_world(**spec: Any) -> World:
-    world = World(two_node_spec(**spec))
+    """A job planned with its children, by a World that keeps the operator's caches."""
+    world = World(two_node_spec(**spec), caches=spec_caches())
     world.step()  # planned: ConfigMap, Service and Job created
     return world
+
+
+def config_text(config_map: dict[str, Any]) -> str | None:
+    """The started config as the shell hands it to the lifecycle."""
+    return observation(ftj(), FineTuneJobStatus(), config_map=config_map).started_config
 
 
 # --------------------------------------------------------------------------- ParseCache
@@ -39,7 +42,7 @@ def started_world(**spec: Any) -> World:
 
 def test_parse_cache_parses_a_key_once_and_a_new_key_again():
     calls: list[str] = []
-    cache: lifecycle.ParseCache[int] = lifecycle.ParseCache(size=8)
+    cache: ParseCache[int] = ParseCache(size=8)
 
     def parse(text: str) -> int:
         calls.append(text)
@@ -55,7 +58,7 @@ def test_parse_cache_parses_a_key_once_and_a_new_key_again():
 
 
 def test_parse_cache_is_bounded_and_evicts_the_least_recently_used():
-    cache: lifecycle.ParseCache[str] = lifecycle.ParseCache(size=2)
+    cache: ParseCache[str] = ParseCache(size=2)
     cache.get("a", str.upper)
     cache.get("b", str.upper)
     cache.get("a", str.upper)  # a is now the most recent
@@ -74,17 +77,16 @@ def test_parse_cache_is_bounded_and_evicts_the_least_recently_used():
 def test_started_spec_is_parsed_once_per_configmap_content(monkeypatch):
     world = started_world()
     config_map = world.objects[("ConfigMap", "chat-trainer")]
-    lifecycle.STARTED_SPECS.clear()  # as in an operator process that did not create it
+    caches = spec_caches()  # as in an operator process that did not create it
     parses: list[str] = []
-    real = lifecycle._parse_started_spec
-    monkeypatch.setattr(lifecycle, "_parse_started_spec",
-                        lambda text: parses.append(text) or real(text))
+    real = specs.parse_started
+    monkeypatch.setattr(specs, "parse_started", lambda text: parses.append(text) or real(text))
 
-    first = lifecycle._started_spec(config_map)
+    first = specs.started(config_text(config_map), caches)
     # the same ConfigMap read again: another dict, another resourceVersion, the same data
     again = copy.deepcopy(config_map)
     again.setdefault("metadata", {})["resourceVersion"] = "99"
-    assert lifecycle._started_spec(again) is first
+    assert specs.started(config_text(again), caches) is first
     assert len(parses) == 1
 
     # a new version with other content is parsed again, and gives the new spec
@@ -92,38 +94,39 @@ def test_started_spec_is_parsed_once_per_configmap_content(monkeypatch):
     text = changed["data"]["trainer.yaml"]
     changed["data"]["trainer.yaml"] = text.replace("maxSeqLength: 64", "maxSeqLength: 32")
     assert changed["data"]["trainer.yaml"] != text
-    updated = lifecycle._started_spec(changed)
+    updated = specs.started(config_text(changed), caches)
     assert len(parses) == 2
     assert updated is not None and first is not None
     assert (first.training.max_seq_length, updated.training.max_seq_length) == (64, 32)
 
 
 def test_a_damaged_configmap_is_remembered_as_damaged():
+    caches = spec_caches()
     bad = {"data": {"trainer.yaml": "spec: [not, a, spec"}}
-    assert lifecycle._started_spec(bad) is None
-    assert lifecycle._started_spec(copy.deepcopy(bad)) is None
-    assert (lifecycle.STARTED_SPECS.hits, lifecycle.STARTED_SPECS.misses) == (1, 1)
+    assert specs.started(config_text(bad), caches) is None
+    assert specs.started(config_text(copy.deepcopy(bad)), caches) is None
+    assert (caches.started.hits, caches.started.misses) == (1, 1)
 
 
 def test_reconciles_of_an_unchanged_job_parse_nothing_again():
     world = started_world()
     world.step()
-    started, current = lifecycle.STARTED_SPECS.misses, lifecycle.CURRENT_SPECS.misses
+    caches = world.caches
+    started, current = caches.started.misses, caches.current.misses
     for _ in range(3):
         world.step()
-    assert (lifecycle.STARTED_SPECS.misses, lifecycle.CURRENT_SPECS.misses) == (started,
-                                                                              current)
-    assert lifecycle.STARTED_SPECS.hits >= 3 and lifecycle.CURRENT_SPECS.hits >= 3
+    assert (caches.started.misses, caches.current.misses) == (started, current)
+    assert caches.started.hits >= 3 and caches.current.hits >= 3
 
 
 def test_an_edited_spec_is_validated_again_and_still_rejected():
     world = started_world()
     world.step()
-    misses = lifecycle.CURRENT_SPECS.misses
+    misses = world.caches.current.misses
     world.edit(training={"epochs": 1, "globalBatchSize": 8, "maxSeqLength": 64,
                          "precision": "fp32", "learningRate": 0.5})
     decision = world.step()
-    assert lifecycle.CURRENT_SPECS.misses == misses + 1
+    assert world.caches.current.misses == misses + 1
     assert "SpecChangeRejected" in [getattr(a, "reason", None) for a in decision.actions]
 
 
@@ -140,8 +143,8 @@ def finished(world: World) -> World:
 
 
 def due(world: World) -> bool:
-    return lifecycle.resync_due(world.spec, world.status, world.generation, "chat", world.now,
-                                world.settings)
+    return machine.resync_due(world.spec, world.status, world.generation, "chat", world.now,
+                              world.settings, world.caches)
 
 
 def test_resync_is_due_for_active_jobs_whatever_the_clock():
@@ -266,12 +269,12 @@ class CountingCluster:
                              "generation": self.world.generation},
                 "spec": self.world.spec, "status": self.world.status.to_wire()}
 
-    def observe(self, body: dict[str, Any], **_: Any) -> lifecycle.Observed:
+    def observe(self, body: dict[str, Any], **_: Any) -> Observed:
         self.observes += 1
         return self.world.observe()
 
     def apply(self, namespace: str, action: Any) -> None:
-        if isinstance(action, lifecycle.Delete):
+        if isinstance(action, Delete):
             self.world.objects.pop((action.kind, action.name), None)
 
     def write_status(self, namespace: str, name: str, old: Any, new: FineTuneJobStatus,
@@ -347,7 +350,8 @@ def test_a_job_that_never_started_reads_only_its_configmap():
     cluster, fake = observing_cluster({})
     observed = cluster.observe(ftj())
     assert fake.reads == ["ConfigMap/chat-trainer"]
-    assert (observed.config_map, observed.service, observed.jobs) == (None, None, {})
+    assert (observed.started_config, observed.has_service, observed.attempts) == (None, False,
+                                                                                  {})
 
 
 def test_a_configmap_left_by_a_crash_before_the_plan_was_recorded_means_a_full_read():
@@ -357,8 +361,8 @@ def test_a_configmap_left_by_a_crash_before_the_plan_was_recorded_means_a_full_r
     observed = cluster.observe(ftj())  # the status never got the plan
     assert fake.reads == ["ConfigMap/chat-trainer", "Job/chat-r0", "Job/chat-r1",
                           "Service/chat", "pods"]
-    assert observed.config_map is not None and observed.service is not None
-    assert list(observed.jobs) == [0]
+    assert observed.started_config is not None and observed.has_service
+    assert list(observed.attempts) == [0]
 
 
 def test_a_started_job_reads_every_child():
@@ -367,7 +371,7 @@ def test_a_started_job_reads_every_child():
     observed = cluster.observe(ftj(world.status.to_wire()))
     assert fake.reads == ["ConfigMap/chat-trainer", "Job/chat-r0", "Job/chat-r1",
                           "Service/chat"]
-    assert observed.jobs == {}
+    assert observed.attempts == {}
 
 
 # --------------------------------------------------------------------------- YAML parsing
@@ -384,20 +388,20 @@ def test_the_trainer_config_goes_through_libyaml_and_equals_the_pure_python_roun
     assert trainer_config.SAFE_LOADER is yaml.CSafeLoader
     assert trainer_config.SAFE_DUMPER is yaml.CSafeDumper
     pure = TrainerConfig.model_validate(yaml.safe_load(text))
-    assert lifecycle._parse_started_spec(text) == pure.spec
+    assert specs.parse_started(text) == pure.spec
     assert text == yaml.safe_dump(pure.to_wire(), sort_keys=False)  # dumped the same way
 
 
 def test_a_configmap_the_operator_created_is_not_parsed_when_read_back(monkeypatch):
     parses: list[str] = []
-    real = lifecycle._parse_started_spec
-    monkeypatch.setattr(lifecycle, "_parse_started_spec",
-                        lambda text: parses.append(text) or real(text))
+    real = specs.parse_started
+    monkeypatch.setattr(specs, "parse_started", lambda text: parses.append(text) or real(text))
     world = started_world()  # renders the ConfigMap and creates it
     world.step()  # reads it back
     assert parses == []
     config_map = world.objects[("ConfigMap", "chat-trainer")]
-    assert lifecycle._started_spec(config_map) == real(config_map["data"]["trainer.yaml"])
+    assert specs.started(config_text(config_map), world.caches) == real(
+        config_map["data"]["trainer.yaml"])
 
 
 @pytest.mark.parametrize("example", ["llama-8b-sft.yaml", "tiny-chat-k8s.yaml"])
@@ -415,7 +419,7 @@ def test_the_seeded_started_spec_is_what_parsing_the_configmap_gives(example):
     assert spec is not None, problems
     owner = render.Owner(name=doc["metadata"]["name"], namespace="research", uid="u-1")
     text = render.config_map(owner, spec, plan_job(spec))["data"]["trainer.yaml"]
-    assert lifecycle._parse_started_spec(text) == spec
+    assert specs.parse_started(text) == spec
 
 
 def test_after_a_complete_reconcile_only_the_current_attempts_job_is_read():
@@ -441,7 +445,7 @@ class RecordingCluster(CountingCluster):
         self.told: list[bool] = []
         self.fail_write = False
 
-    def observe(self, body: dict[str, Any], **kwargs: Any) -> lifecycle.Observed:
+    def observe(self, body: dict[str, Any], **kwargs: Any) -> Observed:
         self.told.append(kwargs["last_complete"])
         return super().observe(body)
 

@@ -13,7 +13,9 @@ import pytest
 import yaml
 from finetune_contract.api import FineTuneJobStatus
 from finetune_operator.crd import crd
-from finetune_operator.lifecycle import Create, Observed, reconcile
+from finetune_operator.lifecycle.actions import Create
+from finetune_operator.lifecycle.machine import decide
+from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.render import Owner
 from finetune_operator.settings import Settings
 
@@ -49,7 +51,7 @@ def test_example_renders_objects_kubernetes_accepts(path):
     for job in _jobs(path):
         observed = Observed(owner=Owner(job["metadata"]["name"], "default", "uid-1"),
                             generation=1, spec=job["spec"], status=FineTuneJobStatus())
-        decision = reconcile(observed, now=datetime.now(UTC), settings=Settings())
+        decision = decide(observed, now=datetime.now(UTC), settings=Settings())
         creates = [a.obj for a in decision.actions if isinstance(a, Create)]
         assert [o["kind"] for o in creates] == ["ConfigMap", "Service", "Job"], decision.status
         for obj in creates:

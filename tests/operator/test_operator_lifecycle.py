@@ -12,9 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from finetune_operator import lifecycle, names
 from finetune_contract.api import FineTuneJobStatus
-from finetune_operator.lifecycle import Create, Delete, Emit, Observed, SetSuspend
+from finetune_operator import names
+from finetune_operator.controller.observe import observation
+from finetune_operator.lifecycle import machine
+from finetune_operator.lifecycle.actions import Create, Decision, Delete, Emit, SetSuspend
+from finetune_operator.lifecycle.observation import Observed
+from finetune_operator.lifecycle.spec import SpecCaches
 from finetune_operator.settings import Settings
 from ftj_samples import OWNER, spec_dict
 
@@ -28,7 +32,8 @@ def two_node_spec(**overrides: Any) -> dict[str, Any]:
 
 
 class World:
-    def __init__(self, spec: dict[str, Any] | None = None, settings: Settings = SETTINGS):
+    def __init__(self, spec: dict[str, Any] | None = None, settings: Settings = SETTINGS,
+                 caches: SpecCaches | None = None):
         self.spec = spec or two_node_spec()
         self.generation = 1
         self.status = FineTuneJobStatus()
@@ -36,26 +41,29 @@ class World:
         self.pods: list[dict[str, Any]] = []
         self.now = T0
         self.settings = settings
-        self.history: list[lifecycle.Decision] = []
+        self.history: list[Decision] = []
+        self.caches = caches or SpecCaches()
 
-    # what the shell reads
+    # what the shell reads, typed as the shell types it (controller/observe.py)
     def observe(self) -> Observed:
         restarts = self.status.restarts
         jobs = {a: copy.deepcopy(self.objects[("Job", names.batch_job_name("chat", a))])
                 for a in (restarts - 1, restarts, restarts + 1)
                 if ("Job", names.batch_job_name("chat", a)) in self.objects}
-        return Observed(
-            owner=OWNER, generation=self.generation, spec=copy.deepcopy(self.spec),
-            status=self.status.model_copy(deep=True),
+        body = {"metadata": {"name": OWNER.name, "namespace": OWNER.namespace,
+                             "uid": OWNER.uid, "generation": self.generation},
+                "spec": copy.deepcopy(self.spec)}
+        return observation(
+            body, self.status.model_copy(deep=True),
             config_map=copy.deepcopy(self.objects.get(("ConfigMap", "chat-trainer"))),
             service=copy.deepcopy(self.objects.get(("Service", "chat"))),
             jobs=jobs, pods=copy.deepcopy(self.pods))
 
-    def decide(self) -> lifecycle.Decision:
-        return lifecycle.reconcile(self.observe(), self.now, self.settings)
+    def decide(self) -> Decision:
+        return machine.decide(self.observe(), self.now, self.settings, caches=self.caches)
 
     # what the shell does
-    def step(self, *, write_status: bool = True) -> lifecycle.Decision:
+    def step(self, *, write_status: bool = True) -> Decision:
         decision = self.decide()
         for action in decision.actions:
             if isinstance(action, Create):
@@ -117,15 +125,15 @@ def pod(job: str, index: int, phase: str) -> dict[str, Any]:
     }
 
 
-def kinds(decision: lifecycle.Decision, action_type: type) -> list[Any]:
+def kinds(decision: Decision, action_type: type) -> list[Any]:
     return [a for a in decision.actions if isinstance(a, action_type)]
 
 
-def created(decision: lifecycle.Decision) -> list[str]:
+def created(decision: Decision) -> list[str]:
     return [f"{a.obj['kind']}/{a.obj['metadata']['name']}" for a in kinds(decision, Create)]
 
 
-def reasons(decision: lifecycle.Decision) -> list[str]:
+def reasons(decision: Decision) -> list[str]:
     return [e.reason for e in kinds(decision, Emit)]
 
 
@@ -167,7 +175,7 @@ def test_valid_job_is_planned_and_gets_its_three_children(world):
         assert c.last_transition_time == T0
     # one Event for a new job: the plan and the children it got
     assert reasons(decision) == ["Created"]
-    (event,) = [a for a in decision.actions if isinstance(a, lifecycle.Emit)]
+    (event,) = [a for a in decision.actions if isinstance(a, Emit)]
     assert event.message.startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
 
 

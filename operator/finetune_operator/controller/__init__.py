@@ -8,6 +8,8 @@ package does the rest, with the API client's blocking calls in a pool of threads
 - `workloop`: runs the due work in threads and books the outcome back;
 - `retry`: how soon a failed reconcile is tried again;
 - `reconcile`: one reconcile: read, decide (lifecycle/), act, write the status, post Events;
+- `observe`: the lifecycle's typed input, built from the raw Job and Pod objects;
+- `caches`: the memo of parsed specs one operator process keeps and lends the lifecycle;
 - `kube`: the only door to the API server (reads, creates, deletes, status, Events);
 - `progress`: copy rank 0's training progress into status.progress.
 """

@@ -18,8 +18,10 @@ from kubernetes.client.exceptions import ApiException
 
 from finetune_contract import api
 from finetune_contract.api import FineTuneJobStatus
-from finetune_operator import names, render
-from finetune_operator.lifecycle import Create, Delete, Emit, Observed, SetSuspend
+from finetune_operator import names
+from finetune_operator.controller.observe import observation
+from finetune_operator.lifecycle.actions import Create, Delete, Emit, SetSuspend
+from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
@@ -128,25 +130,18 @@ class Cluster:
         status = parse_status(body.get("status"))
         config_map = self._read(lambda: self._raw(self.core.read_namespaced_config_map(
             names.config_map_name(name), namespace, _preload_content=False)))
-        owner = render.Owner(name=name, namespace=namespace, uid=meta["uid"])
-        generation = int(meta.get("generation") or 1)
-        spec = body.get("spec") or {}
         started = status.plan is not None and status.plan.fits
         if config_map is None and not started:
-            return Observed(owner=owner, generation=generation, spec=spec, status=status)
+            return observation(body, status)
         jobs = {}
         for attempt in attempts_to_read(status.restarts, last_complete):
             job = self.get_job(namespace, names.batch_job_name(name, attempt))
             if job is not None:
                 jobs[attempt] = job
-        return Observed(
-            owner=owner, generation=generation, spec=spec, status=status,
-            config_map=config_map,
-            service=self._read(lambda: self._raw(self.core.read_namespaced_service(
-                names.service_name(name), namespace, _preload_content=False))),
-            jobs=jobs,
-            pods=self.list_pods(namespace, name) if jobs else [],
-        )
+        service = self._read(lambda: self._raw(self.core.read_namespaced_service(
+            names.service_name(name), namespace, _preload_content=False)))
+        return observation(body, status, config_map=config_map, service=service, jobs=jobs,
+                           pods=self.list_pods(namespace, name) if jobs else [])
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(lambda: self._raw(self.batch.read_namespaced_job(

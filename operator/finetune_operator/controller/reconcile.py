@@ -13,13 +13,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from finetune_contract import api
-from finetune_operator import lifecycle
+from finetune_operator.controller.caches import spec_caches
 from finetune_operator.controller.kube import Cluster, parse_status
-from finetune_operator.lifecycle import Emit
+from finetune_operator.lifecycle.actions import Decision, Emit
+from finetune_operator.lifecycle.machine import decide, resync_due
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.settings import Settings
 
 log = logging.getLogger(__name__)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -49,6 +51,8 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self.locks = JobLocks()
+        # The parsed specs of this process: the lifecycle reads them, never fills globals.
+        self.caches = spec_caches()
         # (namespace, name) -> uid of a finished job whose last resync had nothing left to do
         self._settled: dict[tuple[str, str], str | None] = {}
         # (namespace, name) -> uid of a job whose last reconcile ran to its end (status
@@ -70,10 +74,9 @@ class Reconciler:
             meta = body["metadata"]
             if self._settled.get((namespace, name)) == meta.get("uid"):
                 return
-            if not lifecycle.resync_due(body.get("spec") or {},
-                                        parse_status(body.get("status")),
-                                        int(meta.get("generation") or 1), name, self.clock(),
-                                        self.settings):
+            if not resync_due(body.get("spec") or {}, parse_status(body.get("status")),
+                              int(meta.get("generation") or 1), name, self.clock(),
+                              self.settings, self.caches):
                 return
             with self.metrics.reconcile_seconds.time():
                 decision = self._reconcile(namespace, name)
@@ -81,7 +84,7 @@ class Reconciler:
                     and decision.status.phase in api.TERMINAL_PHASES:
                 self._settled[(namespace, name)] = meta.get("uid")  # nothing left to do
 
-    def _reconcile(self, namespace: str, name: str) -> lifecycle.Decision | None:
+    def _reconcile(self, namespace: str, name: str) -> Decision | None:
         body = self.cluster.current_finetunejob(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -89,7 +92,7 @@ class Reconciler:
         # Popped: a failure from here on leaves the job marked incomplete.
         last_complete = self._complete.pop((namespace, name), None) == uid
         observed = self.cluster.observe(body, last_complete=last_complete)
-        decision = lifecycle.reconcile(observed, self.clock(), self.settings)
+        decision = decide(observed, self.clock(), self.settings, caches=self.caches)
         events = [a for a in decision.actions if isinstance(a, Emit)]
         for action in decision.actions:
             if not isinstance(action, Emit):
