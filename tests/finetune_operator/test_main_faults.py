@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from finetune_operator.controller.kube import REQUEST_TIMEOUT
 from tests.support.ftj_samples import spec_dict
 from tests.support.kube_faults import HANG, Faults, creations, finetunejobs, operator_against_emulator
 from tests.support.wiring import Kube, wait_for
@@ -73,7 +75,7 @@ def test_an_api_error_is_counted_and_does_not_fail_the_job(env, method, path, co
 
 
 @pytest.mark.reliability
-def test_api_errors_are_retried_with_a_short_backoff_and_the_job_proceeds(env):
+def test_api_errors_of_every_kind_are_retried_and_the_job_proceeds_within_seconds(env):
     ns, faults = "api-errors", env["faults"]
     injected = [
         faults.add("POST", f"/api/v1/namespaces/{ns}/configmaps", 429, times=2),
@@ -95,6 +97,38 @@ def test_api_errors_are_retried_with_a_short_backoff_and_the_job_proceeds(env):
 
 
 @pytest.mark.reliability
+def test_failed_reconciles_back_off_exponentially_or_as_the_server_asks(tmp_path):
+    """With the resync far away, only the retry brings a failed reconcile back: after the
+    1st and the 2nd failure in a row it waits 1 s and 2 s (controller/retry.py), after a 429
+    what its Retry-After says (1 s, not the 4 s the 3rd failure in a row would wait); after
+    the 4th failure, a 429 again, the job proceeds."""
+    slow = {"FINETUNE_RESYNC_INTERVAL": "120", "FINETUNE_PROGRESS_INTERVAL": "120"}
+    ns = "backoff"
+    with operator_against_emulator(tmp_path, slow) as (cluster, operator):
+        faults = Faults(cluster)
+        operator.wait_metrics()
+        injected = [faults.add("POST", f"/api/v1/namespaces/{ns}/configmaps", 500, times=2),
+                    faults.add("POST", f"/api/v1/namespaces/{ns}/services", 429, times=1),
+                    faults.add("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", 429, times=1)]
+        Kube().apply(ns, "chat", spec_dict(resources=TWO_NODES))
+        try:
+            job = wait_for("the job planned with its children after the errors", lambda: (
+                finetunejobs(cluster, ns).get("chat") or {}).get("status", {}).get(
+                "phase") == "Pending" and children_created_once(cluster, ns), timeout=WAIT)
+        finally:
+            faults.release()
+        assert job
+        answered = [t for rule in injected for t in rule.served]
+        waits = [later - earlier for earlier, later in zip(answered, answered[1:])]
+        print(f"FIGURE waits between the failed attempts (s): {[round(w, 2) for w in waits]}")
+        first, second, after_429 = waits
+        assert 0.9 <= first < 5  # 1 s after the first failure: short, not kopf's 60 s
+        assert 1.9 <= second < 6 and second >= first + 0.5  # doubled after the second
+        assert 0.9 <= after_429 < 3.5  # the server's Retry-After, not 4 s
+        assert len(injected[-1].served) == 1  # ... and the job went through after the last
+
+
+@pytest.mark.reliability
 def test_a_hung_api_call_holds_up_only_its_own_job(env):
     ns, faults = "api-hang", env["faults"]
     hang = faults.add("POST", f"/api/v1/namespaces/{ns}/services", HANG, times=1)
@@ -104,6 +138,11 @@ def test_a_hung_api_call_holds_up_only_its_own_job(env):
     env["kube"].apply(f"{ns}-other", "chat", spec_dict(resources=TWO_NODES))
     wait_for("the other job planned with its children",
              lambda: pending_with_children(env, f"{ns}-other"), timeout=WAIT)
+    # ... while the hung one is: its request still hangs (the client gives up only after its
+    # read timeout), so it has no Service and no recorded plan yet.
+    assert time.monotonic() - hang.served[0] < REQUEST_TIMEOUT[1]
+    assert creations(env["cluster"], "services", ns, "chat") == 0
+    assert not (finetunejobs(env["cluster"], ns)["chat"].get("status") or {}).get("plan")
     faults.release()  # the hung request answers 504 now
     wait_for("the held-up job planned with its children after the 504",
              lambda: pending_with_children(env, ns), timeout=WAIT)

@@ -1,6 +1,6 @@
 """Fault injection into the emulated API server, and the operator as a real process.
 
-`Faults` sits in front of the emulator (tests/operator/emulator.py): a request matching a rule
+`Faults` sits in front of the emulator (tests/support/emulator.py): a request matching a rule
 gets the rule's HTTP error (a Kubernetes Status body, Retry-After on 429) or hangs until the
 test releases it, before the emulator applies it (nothing is stored). Every injected answer is
 recorded with its time, so the tests can count what the operator really received and report

@@ -168,7 +168,7 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool,
         "weight_decay": training.weight_decay,
         "max_grad_norm": training.max_grad_norm,
         # The fused kernel (CPU and CUDA) does AdamW's update in one pass instead of a Python
-        # loop over parameters; same update as adamw_torch (tests/trainer/test_training.py).
+        # loop over parameters; same update as adamw_torch (tests/finetune_trainer/test_training_run.py).
         "optim": "adamw_torch_fused",
         "logging_steps": training.logging_steps,
         "logging_first_step": True,

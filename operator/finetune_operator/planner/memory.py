@@ -5,9 +5,10 @@ Memory Optimizations Toward Training Trillion Parameter Models", section 5: with
 precision and Adam a parameter costs 2 bytes of 16-bit weight, 2 bytes of 16-bit gradient and
 K = 12 bytes of optimizer state (fp32 master weight, momentum, variance); stage 1 (P_os)
 divides the optimizer states by the number of ranks N, stage 2 (P_os+g) the gradients too,
-stage 3 (P_os+g+p) the weights too. `zero_paper_terms` is exactly that accounting.
+stage 3 (P_os+g+p) the weights too.
 
-The planner uses what each implementation really keeps (`state_terms`):
+The planner uses what each implementation really keeps (`state_terms`), which is the paper's
+accounting plus what is noted here (the tests check it against the paper's worked example):
 - DeepSpeed ZeRO additionally reduces gradients into an fp32 partition for the optimizer
   step, which is what DeepSpeed's own estimators (`estimate_zero2_model_states_mem_needs`,
   `estimate_zero3_...`) count. Stage 3 also keeps its reduce-scattered gradient partition in
@@ -23,7 +24,7 @@ Transformer Models", section 4.1 (34sbh + 5as^2b bytes per layer for GPT), re-de
 what transformers' Llama-style decoders really save under the trainer (no dropout, RMSNorm
 upcast to fp32, grouped-query attention, a gated SwiGLU MLP, SDPA attention, TRL's fused LM
 head) and checked against the bytes autograd saves on tiny models
-(tests/trainer/test_activation_memory.py).
+(tests/finetune_operator/planner/test_memory_measured.py).
 
 The total is a peak, not a sum: the items (weights, gradients, optimizer, activations, logits,
 overhead) are never all live at once. Adam's states are created at the first optimizer step,
@@ -143,15 +144,6 @@ def element_bytes(precision: str) -> int:
 
 
 # --------------------------------------------------------------------------- model states
-
-
-def zero_paper_terms(stage: int, k: int = ADAM_MIXED_K) -> tuple[StateTerm, ...]:
-    """The ZeRO paper's mixed-precision accounting for stage 0 (DDP) to 3."""
-    return (
-        StateTerm("weights", 2, stage >= 3, False, "16-bit weights"),
-        StateTerm("gradients", 2, stage >= 2, True, "16-bit gradients"),
-        StateTerm("optimizer", k, stage >= 1, True, "fp32 master weights, momentum, variance"),
-    )
 
 
 def state_terms(strategy: str, precision: str) -> tuple[StateTerm, ...]:

@@ -1,5 +1,6 @@
-"""The planner's activation arithmetic against what autograd really saves, and the DeepSpeed
-settings the planner and the trainer must agree on.
+"""The planner's memory arithmetic against what torch really holds: the activations autograd
+saves, the model states AdamW keeps, and the DeepSpeed settings the planner and the trainer
+must agree on.
 
 The model is a tiny random Llama built from its config, run the way the trainer runs it:
 TRL's padding-free collator (the micro-batch's rows in one sequence), TRL's fused LM head,
@@ -198,3 +199,33 @@ class _Args:
 
     def get_warmup_steps(self, steps: int) -> int:
         return 0
+
+
+def test_ddps_states_are_the_tensors_adamw_holds_after_a_step():
+    """DDP keeps whole states on each rank: the fp32 weights, their gradients and AdamW's two
+    moments, measured on the tiny model after one optimizer step (its step counters aside),
+    are the planner's ddp terms item by item, in fp32 and under bf16 autocast alike."""
+    values = {k: v for k, v in CONFIG.items() if k != "model_type"}
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model("llama", **values))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(1, CONFIG["vocab_size"], (1, 16))
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+
+    def nbytes(tensors) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    measured = {
+        "weights": nbytes(model.parameters()),
+        "gradients": nbytes(p.grad for p in model.parameters()),
+        "optimizer": nbytes(value for state in optimizer.state.values()
+                            for key, value in state.items() if key != "step"),
+    }
+    count = count_parameters(CONFIG)
+    assert count.total == sum(p.numel() for p in model.parameters())
+    for precision in ("fp32", "bf16"):
+        terms = mem.state_terms("ddp", precision)
+        assert mem.model_states(terms, count.total, count.total, 1) == measured
+
