@@ -6,7 +6,8 @@ renders it (the local runner's own `local_spec`, `plan_job` with the measured da
         [--clock OUT.json] [--profile OUT.json] [--memory OUT.json]
 
 The trainer itself is not modified: this entry point only attaches measuring callbacks to the
-trainer that `finetune_trainer.build.trainer_for` returns, then runs `finetune_trainer.training_run`.
+trainer that `finetune_trainer.build.trainer_for` returns, then runs
+`finetune_trainer.training_run`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ def render(job: dict[str, Any], *, data_root: Path, output: Path, nproc: int = 2
            peak_flops_per_rank: float | None = None) -> tuple[Path, Plan]:
     """Plan `job` (a FineTuneJob as a dict) for `nproc` local CPU ranks and write the trainer
     config the ranks read; returns its path and the plan."""
-    from finetune_operator.local import datastats
-    from finetune_operator.local import localize
+    from finetune_operator.local import datastats, localize
     from finetune_operator.local.machine import LocalHardware
     from finetune_operator.planner import plan_job
 
@@ -56,8 +56,8 @@ def job(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def run_with_callbacks(config_path: str, callbacks: list[Any],
                        on_built: Callable[[Any, Any], None] | None = None) -> Any:
     """`finetune_trainer.training_run.run` with extra callbacks on the trainer it builds."""
-    from finetune_trainer import build
     from finetune_contract.trainer_config import TrainerConfig
+    from finetune_trainer import build
     from finetune_trainer.training_run import run
 
     original = build.trainer_for

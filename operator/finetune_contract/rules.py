@@ -203,10 +203,11 @@ def early_stopping_problems(training: Any, has_eval: bool) -> list[tuple[str, st
         return []
     problems = []
     if not has_eval:
-        problems.append(("training.earlyStoppingPatience", "needs evaluation data: set "
-                         "dataset.eval or dataset.evalSplitRatio"))
+        problems.append(("training.earlyStoppingPatience",
+                         "needs evaluation data: set dataset.eval or dataset.evalSplitRatio"))
     if training.save_steps % training.eval_steps:
-        problems.append(("training.saveSteps", f"must be a multiple of evalSteps "
-                         f"({training.eval_steps}) with earlyStoppingPatience, so the best "
-                         f"model is always checkpointed (got {training.save_steps})"))
+        message = (f"must be a multiple of evalSteps ({training.eval_steps}) with "
+                   "earlyStoppingPatience, so the best model is always checkpointed "
+                   f"(got {training.save_steps})")
+        problems.append(("training.saveSteps", message))
     return problems

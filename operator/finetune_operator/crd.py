@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-
 from finetune_contract import api
 
 _DROP = {"title", "discriminator"}

@@ -14,8 +14,8 @@ import logging
 from typing import Any
 
 import kopf
-
 from finetune_contract import api
+
 from finetune_operator import names
 from finetune_operator import settings as operator_settings
 from finetune_operator.controller.kube import Cluster, load_client_config

@@ -15,8 +15,9 @@ from typing import Any, TextIO
 
 from finetune_contract import api
 from finetune_contract.api import FineTuneJobStatus
-from finetune_operator.errors import UserError
+
 from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.errors import UserError
 from finetune_operator.local.display import ProgressDisplay, format_progress
 from finetune_operator.validation import validate_job
 

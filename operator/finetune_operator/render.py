@@ -21,6 +21,7 @@ from finetune_contract.layout import (
     TRAINER_UID,
 )
 from finetune_contract.trainer_config import TrainerConfig
+
 from finetune_operator import names
 from finetune_operator.settings import Settings
 

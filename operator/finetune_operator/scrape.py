@@ -10,10 +10,9 @@ import math
 import urllib.request
 from datetime import UTC, datetime
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from finetune_contract.api import Progress
 from finetune_contract.progress_gauges import PROGRESS_GAUGES
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class ProgressUnavailable(Exception):

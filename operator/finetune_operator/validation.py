@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import ValidationError
-
 from finetune_contract import rules
 from finetune_contract.api import (
     API_VERSION,
@@ -22,6 +20,8 @@ from finetune_contract.api import (
     FineTuneJobSpec,
     Plan,
 )
+from pydantic import ValidationError
+
 from finetune_operator import names
 
 

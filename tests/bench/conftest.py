@@ -5,6 +5,7 @@ timings: speed is read from docs/benchmarks.md, not asserted."""
 from __future__ import annotations
 
 import pytest
+
 from bench import workspace
 
 TINY = {**workspace.MODEL_20M, "hidden_size": 32, "intermediate_size": 64,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bench import planner_accuracy, workspace
 
 pytestmark = [pytest.mark.slow]

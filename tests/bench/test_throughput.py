@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bench import throughput, workspace
 
 pytestmark = [pytest.mark.slow]

@@ -147,8 +147,8 @@ def test_a_strategy_cpu_ranks_refuse_is_refused_on_cpu_only():
 def test_every_sharded_strategy_refuses_the_methods_that_need_whole_parameters(strategy):
     refusals = rules.strategy_refusals(strategy, "cuda", tuning="gradual-unfreeze",
                                        l2_to_pretrained=0.5)
-    assert refusals == [f"tuning: gradual-unfreeze and l2ToPretrained needs strategy ddp "
-                        f"(got {strategy})"]
+    expected = f"tuning: gradual-unfreeze and l2ToPretrained needs strategy ddp (got {strategy})"
+    assert refusals == [expected]
     assert rules.strategy_refusals("ddp", "cpu", tuning="gradual-unfreeze",
                                    l2_to_pretrained=0.5) == []
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -11,6 +10,7 @@ from finetune_operator import crd
 from finetune_operator.documents import read_documents
 
 from tests.conftest import ROOT
+
 CRD_FILE = ROOT / "crds" / "finetunejob.yaml"
 KUBERNETES_VERSION = "1.33.0"
 

@@ -19,6 +19,7 @@ from finetune_contract import rules
 from finetune_operator.crd import crd
 
 from tests.conftest import ROOT
+
 INVALID = ROOT / "tests" / "cases" / "invalid"
 SCHEMA = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 ENV = celpy.Environment()

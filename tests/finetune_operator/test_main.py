@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from finetune_operator import main
-from tests.support.ftj_samples import spec_dict
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.ftj_samples import spec_dict
 from tests.support.wiring import Kube, emulated_cluster, running_operator, wait_for
 
 TWO_NODES = {"gpu": "cpu", "gpusPerNode": 2, "nodes": 2, "maxNodes": 2, "strategy": "ddp"}

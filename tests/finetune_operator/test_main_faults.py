@@ -7,6 +7,7 @@ request is answered with the error and not applied. Each test works in its own n
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -16,8 +17,15 @@ from typing import Any
 
 import pytest
 from finetune_operator.controller.kube import REQUEST_TIMEOUT
+
 from tests.support.ftj_samples import spec_dict
-from tests.support.kube_faults import HANG, Faults, creations, finetunejobs, operator_against_emulator
+from tests.support.kube_faults import (
+    HANG,
+    Faults,
+    creations,
+    finetunejobs,
+    operator_against_emulator,
+)
 from tests.support.wiring import Kube, wait_for
 
 TWO_NODES = {"gpu": "cpu", "gpusPerNode": 2, "nodes": 2, "maxNodes": 2, "strategy": "ddp"}
@@ -48,10 +56,18 @@ def children_created_once(cluster, ns: str, name: str = "chat") -> bool:
         ("configmaps", f"{name}-trainer"), ("services", name), ("jobs", f"{name}-r0")))
 
 
-def pending_with_children(env: dict, ns: str, name: str = "chat") -> bool:
-    job = finetunejobs(env["cluster"], ns).get(name) or {}
+def pending_with_children(cluster, ns: str, name: str = "chat") -> bool:
+    job = finetunejobs(cluster, ns).get(name) or {}
     return ((job.get("status") or {}).get("phase") == "Pending"
-            and children_created_once(env["cluster"], ns, name))
+            and children_created_once(cluster, ns, name))
+
+
+def hang_service_creation(env: dict, ns: str) -> Any:
+    """Create job `chat` in `ns` with its Service creation hanging; the hanging rule."""
+    hang = env["faults"].add("POST", f"/api/v1/namespaces/{ns}/services", HANG, times=1)
+    env["kube"].apply(ns, "chat", spec_dict(resources=TWO_NODES))
+    wait_for("the Service creation to hang", lambda: hang.served, timeout=WAIT)
+    return hang
 
 
 @pytest.mark.reliability
@@ -88,7 +104,7 @@ def test_api_errors_of_every_kind_are_retried_and_the_job_proceeds_within_second
         # 5 errors, each retried after a second or two, would be through in about 10 s
         # (the operator writes only the status: it never patches the object itself)
         wait_for("the job planned with its children despite the errors",
-                 lambda: pending_with_children(env, ns), timeout=15,
+                 lambda: pending_with_children(env["cluster"], ns), timeout=15,
                  detail=lambda: [(r.method, r.path, len(r.served)) for r in injected])
     finally:
         served = [(r.method, r.path.rsplit("/", 1)[-1], r.status,
@@ -112,14 +128,12 @@ def test_failed_reconciles_back_off_exponentially_or_as_the_server_asks(tmp_path
                     faults.add("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", 429, times=1)]
         Kube().apply(ns, "chat", spec_dict(resources=TWO_NODES))
         try:
-            job = wait_for("the job planned with its children after the errors", lambda: (
-                finetunejobs(cluster, ns).get("chat") or {}).get("status", {}).get(
-                "phase") == "Pending" and children_created_once(cluster, ns), timeout=WAIT)
+            wait_for("the job planned with its children after the errors",
+                     lambda: pending_with_children(cluster, ns), timeout=WAIT)
         finally:
             faults.release()
-        assert job
         answered = [t for rule in injected for t in rule.served]
-        waits = [later - earlier for earlier, later in zip(answered, answered[1:])]
+        waits = [later - earlier for earlier, later in itertools.pairwise(answered)]
         print(f"FIGURE waits between the failed attempts (s): {[round(w, 2) for w in waits]}")
         first, second, after_429 = waits
         assert 0.9 <= first < 5  # 1 s after the first failure: short, not kopf's 60 s
@@ -131,13 +145,11 @@ def test_failed_reconciles_back_off_exponentially_or_as_the_server_asks(tmp_path
 @pytest.mark.reliability
 def test_a_hung_api_call_holds_up_only_its_own_job(env):
     ns, faults = "api-hang", env["faults"]
-    hang = faults.add("POST", f"/api/v1/namespaces/{ns}/services", HANG, times=1)
-    env["kube"].apply(ns, "chat", spec_dict(resources=TWO_NODES))
-    wait_for("the Service creation to hang", lambda: hang.served, timeout=WAIT)
+    hang = hang_service_creation(env, ns)
     # another job meanwhile is not held up
     env["kube"].apply(f"{ns}-other", "chat", spec_dict(resources=TWO_NODES))
     wait_for("the other job planned with its children",
-             lambda: pending_with_children(env, f"{ns}-other"), timeout=WAIT)
+             lambda: pending_with_children(env["cluster"], f"{ns}-other"), timeout=WAIT)
     # ... while the hung one is: its request still hangs (the client gives up only after its
     # read timeout), so it has no Service and no recorded plan yet.
     assert time.monotonic() - hang.served[0] < REQUEST_TIMEOUT[1]
@@ -145,18 +157,16 @@ def test_a_hung_api_call_holds_up_only_its_own_job(env):
     assert not (finetunejobs(env["cluster"], ns)["chat"].get("status") or {}).get("plan")
     faults.release()  # the hung request answers 504 now
     wait_for("the held-up job planned with its children after the 504",
-             lambda: pending_with_children(env, ns), timeout=WAIT)
+             lambda: pending_with_children(env["cluster"], ns), timeout=WAIT)
 
 
 @pytest.mark.reliability
 def test_a_request_the_api_never_answers_times_out_and_is_retried(env):
     ns, faults = "api-timeout", env["faults"]
-    hang = faults.add("POST", f"/api/v1/namespaces/{ns}/services", HANG, times=1)
-    env["kube"].apply(ns, "chat", spec_dict(resources=TWO_NODES))
-    wait_for("the Service creation to hang", lambda: hang.served, timeout=WAIT)
+    hang_service_creation(env, ns)
     try:
         wait_for("the job to proceed although one request never got an answer",
-                 lambda: pending_with_children(env, ns), timeout=15)
+                 lambda: pending_with_children(env["cluster"], ns), timeout=15)
     finally:
         faults.release()
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.conftest import ROOT
 from tests.support.ftj_samples import spec_dict
 from tests.support.kube_faults import finetunejobs, operator_against_emulator, phases, stored
 from tests.support.wiring import Kube, wait_for
-
-from tests.conftest import ROOT
 
 CORPUS = sorted((ROOT / "tests" / "cases" / "invalid").glob("*.yaml"))
 NS = "bad-jobs"

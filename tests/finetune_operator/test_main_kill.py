@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from tests.support.ftj_samples import spec_dict
 from tests.support.kube_faults import (
     HANG,

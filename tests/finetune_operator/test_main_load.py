@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from tests.support.ftj_samples import spec_dict
 from tests.support.kube_faults import creations, operator_against_emulator, phases, stored
 from tests.support.wiring import Kube, wait_for

@@ -17,8 +17,9 @@ import secrets
 import jsonschema
 import kmock
 import pytest
-from tests.support.emulator import VERBS
 from finetune_operator import crd
+
+from tests.support.emulator import VERBS
 from tests.support.ftj_samples import spec_dict
 from tests.support.kube_faults import finetunejobs, operator_against_emulator, stored
 from tests.support.wiring import Kube, wait_for

@@ -7,9 +7,10 @@ import json
 import kubernetes_validate
 import pytest
 import yaml
+from finetune_contract.trainer_config import TrainerConfig
 from finetune_operator import names, render
 from finetune_operator.settings import Settings
-from finetune_contract.trainer_config import TrainerConfig
+
 from tests.support.ftj_samples import OWNER, gpu_spec, plan, spec
 
 K8S_VERSION = "1.33.0"

@@ -20,6 +20,7 @@ from finetune_operator.render import Owner
 from finetune_operator.settings import Settings
 
 from tests.conftest import ROOT
+
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))
 # OpenAPI v3 schemas use draft 4 semantics (boolean exclusiveMinimum); x- keys are ignored.
 VALIDATOR = jsonschema.Draft4Validator(crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])

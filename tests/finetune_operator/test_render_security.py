@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from finetune_operator import permissions, render
 from finetune_contract.api import FineTuneJob
+from finetune_operator import permissions, render
 from finetune_operator.local.launcher import rank_environment, torchrun_command
 from finetune_operator.planner import plan_job
 from finetune_operator.settings import Settings

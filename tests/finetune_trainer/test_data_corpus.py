@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.support.bad_data import CORPUS, MANIFEST, assert_counted
 from finetune_contract.api import DatasetSpec
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import TrainerError
 
+from tests.support.bad_data import CORPUS, MANIFEST, assert_counted
 from tests.support.local_run import finetune_command, run_cli, write_job
 
 NUM_LABELS = 3

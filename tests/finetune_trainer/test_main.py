@@ -14,13 +14,20 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from finetune_contract.layout import SUMMARY_FILE
 from finetune_operator.scrape import parse_progress
 from finetune_trainer import checkpoints
 from finetune_trainer.metrics import GAUGES
-from finetune_contract.layout import SUMMARY_FILE
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.tiny import chat_rows, free_port, tiny_config, tiny_spec, trainer_env, write_jsonl
+from tests.support.tiny import (
+    chat_rows,
+    free_port,
+    tiny_config,
+    tiny_spec,
+    trainer_env,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.slow
 DEADLINE = 240  # seconds; a safety net against a hung process, not a timing assertion

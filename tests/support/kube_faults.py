@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp.web
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support import emulator as emulator_module
 from tests.support.emulator import EmulatorThread
-from prometheus_client.parser import text_string_to_metric_families
 from tests.support.wiring import emulated_cluster
 
 HANG = "hang"

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from tests.support.emulator import EmulatorThread, running_emulator
 from finetune_contract import api
 from kopf.testing import KopfRunner
 from kubernetes.config import kube_config
+
+from tests.support.emulator import EmulatorThread, running_emulator
 
 OPERATOR_ARGS = ["run", "--all-namespaces", "--standalone", "-m", "finetune_operator.main"]
 WAIT_SECONDS = 20.0

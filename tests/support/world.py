@@ -22,7 +22,6 @@ from finetune_operator.settings import Settings
 
 from tests.support.ftj_samples import OWNER, spec_dict
 
-
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 

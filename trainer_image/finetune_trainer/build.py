@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune_contract.trainer_config import TrainerConfig
 from transformers import TrainerCallback, TrainingArguments
 
 from finetune_trainer import callbacks, strategy, tuning
 from finetune_trainer.config import assistant_only
-from finetune_contract.trainer_config import TrainerConfig
 from finetune_trainer.data import PreparedData, Row
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.metrics import (
@@ -168,7 +168,8 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool,
         "weight_decay": training.weight_decay,
         "max_grad_norm": training.max_grad_norm,
         # The fused kernel (CPU and CUDA) does AdamW's update in one pass instead of a Python
-        # loop over parameters; same update as adamw_torch (tests/finetune_trainer/test_training_run.py).
+        # loop over parameters; same update as adamw_torch
+        # (tests/finetune_trainer/test_training_run.py).
         "optim": "adamw_torch_fused",
         "logging_steps": training.logging_steps,
         "logging_first_step": True,

@@ -2,8 +2,9 @@
 
 Each rank serves its own CollectorRegistry on metrics_port + local rank. The operator and the
 local runner read rank 0's progress gauges by the names finetune_contract/progress_gauges.py
-holds (a test checks that every one of them is served here). Labels are namespace, finetunejob and rank (never `job`:
-Prometheus renames a scraped `job` label to `exported_job`).
+holds (a test checks that every one of them is served here). Labels are namespace,
+finetunejob and rank (never `job`: Prometheus renames a scraped `job` label to
+`exported_job`).
 """
 
 from __future__ import annotations

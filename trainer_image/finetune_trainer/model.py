@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from finetune_contract.trainer_config import TrainerConfig
+
 from finetune_trainer.errors import TrainerError
 
 

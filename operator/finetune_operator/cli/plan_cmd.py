@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from finetune_contract import strategies
 from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan
-from finetune_operator.errors import UserError
+from pydantic import ValidationError
+
 from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.errors import UserError
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
 from finetune_operator.validation import pydantic_problems, validate_job

@@ -14,10 +14,10 @@ from typing import Any
 
 import kubernetes
 import urllib3
-from kubernetes.client.exceptions import ApiException
-
 from finetune_contract import api
 from finetune_contract.api import FineTuneJobStatus
+from kubernetes.client.exceptions import ApiException
+
 from finetune_operator import names
 from finetune_operator.controller.observe import observation
 from finetune_operator.lifecycle.actions import Create, Delete, Emit, SetSuspend

@@ -11,6 +11,7 @@ from typing import Any
 
 from finetune_contract.api import FineTuneJobStatus, Progress
 from finetune_contract.layout import METRICS_PORT
+
 from finetune_operator import conditions as cond
 from finetune_operator import names
 from finetune_operator.controller.kube import parse_status

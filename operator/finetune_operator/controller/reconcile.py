@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from finetune_contract import api
+
 from finetune_operator.controller.caches import spec_caches
 from finetune_operator.controller.kube import Cluster, parse_status
 from finetune_operator.lifecycle.actions import Decision, Emit

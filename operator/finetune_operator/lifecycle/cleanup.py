@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from finetune_contract.api import FineTuneJobSpec
+
 from finetune_operator import names
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.actions import Action, Delete

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from finetune_contract.api import TERMINAL_PHASES, FineTuneJobStatus
+
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.actions import Decision
 from finetune_operator.lifecycle.cleanup import clean_up, ttl_due

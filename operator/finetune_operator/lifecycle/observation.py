@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from finetune_contract.api import FineTuneJobStatus
+
 from finetune_operator.render import Owner
 
 

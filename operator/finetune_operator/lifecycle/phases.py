@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from finetune_contract.api import FineTuneJobSpec, Plan
+
 from finetune_operator import conditions as cond
 from finetune_operator import names, render
 from finetune_operator.lifecycle import pods as pod_states

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import yaml
-from pydantic import ValidationError
-
 from finetune_contract.api import FineTuneJobSpec
 from finetune_contract.trainer_config import TrainerConfig
+from pydantic import ValidationError
+
 from finetune_operator.settings import Settings
 from finetune_operator.validation import validate_spec
 

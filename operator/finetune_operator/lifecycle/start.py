@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from finetune_contract.api import FineTuneJobSpec, FineTuneJobStatus, Plan, TERMINAL_PHASES
+from finetune_contract.api import TERMINAL_PHASES, FineTuneJobSpec, FineTuneJobStatus, Plan
+
 from finetune_operator import conditions as cond
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from finetune_contract.api import FineTuneJobStatus, Plan
+
 from finetune_operator import conditions as cond
 from finetune_operator.lifecycle.actions import Action, Emit
 from finetune_operator.lifecycle.observation import Observed

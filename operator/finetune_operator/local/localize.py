@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
+from finetune_contract.trainer_config import TrainerConfig
 from finetune_operator.local.machine import LocalHardware
 from finetune_operator.planner.gpus import CATALOG
-from finetune_contract.trainer_config import TrainerConfig
 
 DEFAULT_CPU_RANKS = 2
 RUNS_DIR = "runs"

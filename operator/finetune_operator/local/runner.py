@@ -19,8 +19,8 @@ from typing import TextIO
 
 from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
-from finetune_operator.errors import UserError
 from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.errors import UserError
 from finetune_operator.local import answer, datastats, localize, report
 from finetune_operator.local.display import ProgressDisplay, format_progress, format_waiting
 from finetune_operator.local.launcher import (

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan, PlanAlternative
+
 from finetune_operator.planner.choose import Bounds, Candidate, Sizing, Unreachable, choose
 from finetune_operator.planner.estimate import (
     DatasetStats,

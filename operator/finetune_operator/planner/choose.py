@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from finetune_contract import strategies
+
 from finetune_operator.planner import memory as mem
 from finetune_operator.planner.gpus import CATALOG, Gpu
 from finetune_operator.planner.parameters import ParameterCount

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune_contract.api import FineTuneJobSpec
+
 from finetune_operator.planner import gpus, models
 from finetune_operator.planner.parameters import (
     ConfigError,

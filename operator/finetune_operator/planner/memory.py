@@ -38,7 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from finetune_contract.strategies import ZERO3_MAX_REUSE_DISTANCE, strategy as strategy_row
+from finetune_contract.strategies import ZERO3_MAX_REUSE_DISTANCE
+from finetune_contract.strategies import strategy as strategy_row
+
 from finetune_operator.planner.gpus import GIB, MIB
 from finetune_operator.planner.parameters import ParameterCount
 

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import urllib.request
 
+from tests.conftest import ROOT
 from tests.support.ftj_samples import spec_dict
 from tests.support.wiring import Kube, emulated_cluster, wait_for
 
-from tests.conftest import ROOT
 FINETUNE = os.path.join(os.path.dirname(sys.executable), "finetune")
 
 

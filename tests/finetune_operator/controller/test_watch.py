@@ -6,7 +6,6 @@ from typing import Any
 
 from finetune_operator.controller.watch import JobStates, is_running, reconcile_wanted
 
-
 # --------------------------------------------------------------------------- FineTuneJob events
 
 

@@ -6,6 +6,7 @@ import json
 
 from finetune_contract.api import DatasetSpec
 from finetune_operator.local.answer import prompt_from_row, sample_prompt
+
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"

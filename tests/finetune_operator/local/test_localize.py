@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
 from finetune_contract.api import FineTuneJob
 from finetune_operator.local import localize
 from finetune_operator.local.machine import LocalGpu, LocalHardware
+
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"

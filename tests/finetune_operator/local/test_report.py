@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from finetune_operator.local.report import failure_reason, log_tail, summary_lines
+
 from tests.conftest import ROOT
 
 TORCHRUN_FAILURE = """\

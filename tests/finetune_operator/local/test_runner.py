@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.local_run import finetune_command, run_cli, trainer_processes, write_job
 from tests.conftest import ROOT
+from tests.support.local_run import finetune_command, run_cli, trainer_processes, write_job
 
 MAX_STEPS = 60
 SAVE_STEPS = 20

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.support.bad_data import CORPUS, MANIFEST, assert_counted
 
 from tests.conftest import ROOT
+from tests.support.bad_data import CORPUS, MANIFEST, assert_counted
 from tests.support.local_run import finetune_command, write_job
 
 GOOD_ROWS = 160
