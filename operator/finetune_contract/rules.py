@@ -12,8 +12,8 @@ Two kinds:
   plan; the trainer checks them again on its config before it reads any data.
 
 A message names no path of its own: validation prefixes the field's full path
-(spec.method.numLabels), the CRD the field relative to the object the rule sits on
-(numLabels), the trainer the field in its config (plan.strategy).
+(spec.method.numLabels), the API server the same path from the rule's fieldPath, the trainer
+the field in its config (plan.strategy).
 """
 
 from __future__ import annotations
@@ -50,11 +50,16 @@ class ObjectRule:
         return f"{object_path}.{self.field}" if self.field else object_path
 
     def cel_validation(self) -> dict[str, str]:
-        """The rule as one entry of the CRD's x-kubernetes-validations."""
-        text = f"{self.field}: {self.message}" if self.field else self.message
-        if not _placeholders(text):
-            return {"rule": self.cel, "message": text}
-        return {"rule": self.cel, "messageExpression": _cel_concatenation(text)}
+        """The rule as one entry of the CRD's x-kubernetes-validations: the API server reports
+        a broken rule at its fieldPath, with the message validation gives."""
+        entry = {"rule": self.cel}
+        if _placeholders(self.message):
+            entry["messageExpression"] = _cel_concatenation(self.message)
+        else:
+            entry["message"] = self.message
+        if self.field:
+            entry["fieldPath"] = f".{self.field}"
+        return entry
 
 
 def schema_extra(rules: tuple[ObjectRule, ...]) -> dict[str, Any]:

@@ -107,9 +107,10 @@ def test_the_api_server_and_validation_say_the_same(name, wire, expected):
         entry = rule.cel_validation()
         said = cel(entry["messageExpression"], stored) if "messageExpression" in entry \
             else entry["message"]
-        python = rule.message_for(obj)
-        assert said == (f"{rule.field}: {python}" if rule.field else python)
-        assert rule.path_in(path) == (f"{path}.{rule.field}" if rule.field else path)
+        assert said == rule.message_for(obj)
+        # The API server names the field at the rule's fieldPath, validation at its path.
+        where = path + entry.get("fieldPath", "")
+        assert rule.path_in(path) == where
 
 
 @pytest.mark.parametrize("name", OBJECTS)
@@ -129,9 +130,10 @@ def test_a_message_template_becomes_a_cel_message_expression():
     rule = rules.ObjectRule(cel="true", holds=lambda _: True, field="nodes",
                             message="is {nodes}, above {maxNodes} ('quoted')")
     entry = rule.cel_validation()
-    assert set(entry) == {"rule", "messageExpression"}
+    assert set(entry) == {"rule", "messageExpression", "fieldPath"}
+    assert entry["fieldPath"] == ".nodes"
     assert cel(entry["messageExpression"], {"nodes": 8, "maxNodes": 2}) == \
-        "nodes: is 8, above 2 ('quoted')"
+        "is 8, above 2 ('quoted')"
 
 
 # --------------------------------------------------------------------------- where it runs
