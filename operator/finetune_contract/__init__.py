@@ -2,7 +2,8 @@
 
 Both sides import this package; it imports neither of them, nor torch, nor kopf: only pydantic,
 PyYAML and the standard library (a test scans the imports: tests/test_imports.py). It is the
-leaf of the project, in both images, so a change to the contract is made once, here:
+leaf of the project, so a change to the contract is made once, here. It sits in operator/, the
+source root of the torch-free packages, and both images install it (their Dockerfiles copy it):
 
 - `api`: the FineTuneJob API, finetune.dev/v1alpha1: the pydantic models the CRD is generated
   from, the operator validates with and the trainer reads its spec and plan through;
