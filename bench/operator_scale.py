@@ -1,6 +1,6 @@
 """Section 3: the real operator (kopf, in its own process) against the kmock API emulator.
 
-For each count N, a fresh emulator (tests/operator/emulator.py, plus request counting) and a
+For each count N, a fresh emulator (tests/support/emulator.py, plus request counting) and a
 fresh `kopf run -m finetune_operator.main` process; the bench creates N FineTuneJobs as fast
 as one client can, then waits until every job has all its children (ConfigMap, Service,
 batch Job) and the operator has stopped writing. Reported:
@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "operator"))  # the test emulator, reused as is
+sys.path.insert(0, str(ROOT))  # the test emulator (tests/support), reused as is
 
-from emulator import ApiServerEmulator, EmulatorThread
-from finetune_operator import api, render
+from finetune_contract import api
+from finetune_operator import names
+
+from tests.support.emulator import ApiServerEmulator, EmulatorThread
 
 BENCH_AGENT = "finetune-bench"
 CHILD_KINDS = ("configmaps", "services", "jobs")
@@ -89,7 +91,7 @@ class CountingEmulator(ApiServerEmulator):
             if resource == api.PLURAL:
                 self.created[meta.get("name", "")] = now
             elif resource in CHILD_KINDS:
-                owner = (meta.get("labels") or {}).get(render.JOB_LABEL)
+                owner = (meta.get("labels") or {}).get(names.JOB_LABEL)
                 if owner:
                     self.children[owner].setdefault(resource, now)
         try:

@@ -105,8 +105,8 @@ def _reproduce() -> list[str]:
         "```",
         "",
         ("Raw results: `bench/results/<section>.json`; run directories (logs, trainer configs, "
-        "per-rank memory and profile files): `runs/bench/`. The smoke test "
-        "`tests/bench/test_bench_smoke.py` runs each section's core on the tiniest inputs."),
+        "per-rank memory and profile files): `runs/bench/`. The smoke tests in `tests/bench/` "
+        "(one per bench module) run each section's core on the tiniest inputs."),
         "",
     ]
 
@@ -369,7 +369,7 @@ def _operator(o: dict[str, Any] | None) -> list[str]:
     lines += [
         ("The real operator (`kopf run --all-namespaces --standalone -m "
         "finetune_operator.main`, its own process, default settings: resync every 10 s) "
-        "against `tests/operator/emulator.py` in the bench process (request log kept to 16 "
+        "against `tests/support/emulator.py` in the bench process (request log kept to 16 "
         "entries: kmock checks each request against its whole log; a request trimmed too "
         f"early would get a 500: {_server_errors(o)}). The bench creates the jobs (a "
         "GPU job: Llama-3.1-8B on H100 nodes, planned by the operator) as fast as one "

@@ -6,7 +6,8 @@ renders it (the local runner's own `local_spec`, `plan_job` with the measured da
         [--clock OUT.json] [--profile OUT.json] [--memory OUT.json]
 
 The trainer itself is not modified: this entry point only attaches measuring callbacks to the
-trainer that `finetune_trainer.build.trainer_for` returns, then runs `finetune_trainer.run`.
+trainer that `finetune_trainer.build.trainer_for` returns, then runs
+`finetune_trainer.training_run`.
 """
 
 from __future__ import annotations
@@ -19,31 +20,30 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
-from finetune_operator.api import FineTuneJob, FineTuneJobSpec, Plan
+from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
 
 
 def render(job: dict[str, Any], *, data_root: Path, output: Path, nproc: int = 2,
            peak_flops_per_rank: float | None = None) -> tuple[Path, Plan]:
     """Plan `job` (a FineTuneJob as a dict) for `nproc` local CPU ranks and write the trainer
     config the ranks read; returns its path and the plan."""
-    from finetune_operator.local import datastats
-    from finetune_operator.local import render as local_render
+    from finetune_operator.local import datastats, localize
     from finetune_operator.local.machine import LocalHardware
     from finetune_operator.planner import plan_job
 
     parsed = FineTuneJob.model_validate(job)
     hardware = LocalHardware()  # CPU ranks
-    spec = local_render.local_spec(parsed.spec, hardware, nproc)
+    spec = localize.local_spec(parsed.spec, hardware, nproc)
     plan = plan_job(spec, data_root=data_root,
                     dataset_stats=datastats.measure(spec.dataset, data_root))
     if not plan.fits:
         raise RuntimeError(f"the planner says it does not fit: {plan.reason}")
-    config = local_render.trainer_config(parsed, spec, plan, data_root=data_root, out=output,
+    config = localize.trainer_config(parsed, spec, plan, data_root=data_root, out=output,
                                          metrics_port=0, device="cpu")
     if peak_flops_per_rank:
         # The bench measures the GEMM peak itself; skip the trainer's own matmul probe.
         config = config.model_copy(update={"peak_flops_per_rank": peak_flops_per_rank})
-    return local_render.write_trainer_config(config), plan
+    return localize.write_trainer_config(config), plan
 
 
 def job(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -55,10 +55,10 @@ def job(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_with_callbacks(config_path: str, callbacks: list[Any],
                        on_built: Callable[[Any, Any], None] | None = None) -> Any:
-    """`finetune_trainer.run.run` with extra callbacks on the trainer it builds."""
+    """`finetune_trainer.training_run.run` with extra callbacks on the trainer it builds."""
+    from finetune_contract.trainer_config import TrainerConfig
     from finetune_trainer import build
-    from finetune_trainer.config import TrainerConfig
-    from finetune_trainer.run import run
+    from finetune_trainer.training_run import run
 
     original = build.trainer_for
 

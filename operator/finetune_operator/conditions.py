@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from finetune_operator.api import Condition
+from finetune_contract.api import Condition
 
 VALID = "Valid"
 PLANNED = "Planned"

@@ -2,7 +2,7 @@
 
 Run by `finetune operator` (or `kopf run -m finetune_operator.main`). Settings are read from
 the environment when this module is imported. kopf delivers the watch events; the handlers
-record what they saw and tell the work loop (handlers/workloop.py) which job to reconcile.
+record what they saw and tell the work loop (controller/workloop.py) which job to reconcile.
 Only watch (on.event) handlers are registered: kopf then never patches a FineTuneJob (no
 finalizer, no bookkeeping annotations), and removes a finalizer an older version left.
 """
@@ -14,14 +14,15 @@ import logging
 from typing import Any
 
 import kopf
+from finetune_contract import api
 
-from finetune_operator import api, render
+from finetune_operator import names
 from finetune_operator import settings as operator_settings
-from finetune_operator.handlers.events import JobStates, is_running, reconcile_wanted
-from finetune_operator.handlers.kube import Cluster, load_client_config
-from finetune_operator.handlers.reconcile import Reconciler
-from finetune_operator.handlers.schedule import Schedule
-from finetune_operator.handlers.workloop import WorkLoop
+from finetune_operator.controller.kube import Cluster, load_client_config
+from finetune_operator.controller.reconcile import Reconciler
+from finetune_operator.controller.schedule import Schedule
+from finetune_operator.controller.watch import JobStates, is_running, reconcile_wanted
+from finetune_operator.controller.workloop import WorkLoop
 from finetune_operator.metrics import OperatorMetrics
 
 SETTINGS = operator_settings.from_env()
@@ -83,11 +84,11 @@ async def finetunejob_event(type: str, body: kopf.Body, namespace: str, name: st
     memo.work.follow_progress(key, is_running(body))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={render.MANAGED_BY_LABEL: render.MANAGER})
+@kopf.on.event("batch", "v1", "jobs", labels={names.MANAGED_BY_LABEL: names.MANAGER})
 async def job_event(type: str, body: kopf.Body, namespace: str, memo: kopf.Memo,
                     **_: Any) -> None:
     """A Job of ours changed (pods started, a rank failed, it finished): reconcile its
     FineTuneJob at once. Events that change nothing the lifecycle reads are skipped."""
-    owner = (body.get("metadata", {}).get("labels") or {}).get(render.JOB_LABEL)
+    owner = (body.get("metadata", {}).get("labels") or {}).get(names.JOB_LABEL)
     if owner and memo.jobs.changed(type, body):
         memo.work.trigger((namespace, owner))

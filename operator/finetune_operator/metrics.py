@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from finetune_contract.api import PHASES, Progress
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from finetune_operator.api import PHASES, Progress
 
 JOB_LABELS = ("namespace", "finetunejob")
 

@@ -1,4 +1,5 @@
-"""Deterministic names of the Kubernetes objects derived from a FineTuneJob.
+"""Deterministic names of the Kubernetes objects derived from a FineTuneJob, and the labels
+and annotations the operator puts on them or reads from them.
 
 The operator finds its children by these names, never by label selectors, so that a restart at
 any point finds exactly what it created before. Validation uses the same functions to reject a
@@ -8,6 +9,22 @@ FineTuneJob name that would make any derived name or pod hostname too long.
 from __future__ import annotations
 
 import re
+
+# Labels of every child (and of the training pods): which app, who manages it, which job.
+APP_LABEL = "app.kubernetes.io/name"
+TRAINER_APP = "finetune-trainer"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGER = "finetune-operator"
+JOB_LABEL = "finetune.dev/job"
+ATTEMPT_LABEL = "finetune.dev/attempt"  # on the batch Job and pods of one attempt
+# Kueue's queue label: the batch Job of a job with resources.queueName carries it.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# What the Job controller puts on its pods (Kubernetes >= 1.27): their Job, their index.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# The key of the trainer config in the ConfigMap, and the container that runs torchrun.
+CONFIG_KEY = "trainer.yaml"
+TRAINER_CONTAINER = "trainer"
 
 # RFC 1035 label: what Service names and pod hostnames must be.
 DNS_LABEL_MAX = 63

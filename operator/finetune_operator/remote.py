@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from finetune_operator import api
-from finetune_operator.api import FineTuneJobStatus
-from finetune_operator.cli import UserError
+from finetune_contract import api
+from finetune_contract.api import FineTuneJobStatus
+
 from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.errors import UserError
 from finetune_operator.local.display import ProgressDisplay, format_progress
 from finetune_operator.validation import validate_job
 
@@ -118,7 +119,7 @@ def _read_job(path: str) -> dict[str, Any]:
 def _client() -> Any:
     import kubernetes
 
-    from finetune_operator.handlers.kube import load_client_config
+    from finetune_operator.controller.kube import load_client_config
 
     try:
         load_client_config()

@@ -11,31 +11,22 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from finetune_trainer.config import DEFAULT_METRICS_PORT, TrainerConfig
+from finetune_contract import api
+from finetune_contract.api import FineTuneJobSpec, Plan
+from finetune_contract.layout import (
+    DATA_ROOT,
+    METRICS_PORT,
+    OUTPUT_ROOT,
+    RENDEZVOUS_PORT,
+    TRAINER_UID,
+)
+from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_operator import api, names
-from finetune_operator.api import FineTuneJobSpec, Plan
+from finetune_operator import names
 from finetune_operator.settings import Settings
 
-RENDEZVOUS_PORT = 29500
 CONFIG_DIR = "/etc/finetune"
-CONFIG_KEY = "trainer.yaml"
-DATA_ROOT = "/data"
-DEFAULT_OUTPUT_DIR = "/output"
-TRAINER_CONTAINER = "trainer"
-# Non-root user of the trainer image; fsGroup makes the output volume writable for it.
-TRAINER_UID = 1000
 GPU_RESOURCE = "nvidia.com/gpu"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-# Label the Job controller puts on its pods (Kubernetes >= 1.27).
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-APP_LABEL = "app.kubernetes.io/name"
-TRAINER_APP = "finetune-trainer"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGER = "finetune-operator"
-JOB_LABEL = "finetune.dev/job"
-ATTEMPT_LABEL = "finetune.dev/attempt"
 
 
 @dataclass(frozen=True)
@@ -67,7 +58,7 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> TrainerCo
         data_root=DATA_ROOT,
         output_dir=pod_output_path(spec),
         device="cpu" if plan.gpu == "cpu" else "cuda",
-        metrics_port=DEFAULT_METRICS_PORT,
+        metrics_port=METRICS_PORT,
     )
 
 
@@ -76,7 +67,7 @@ def config_map(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(owner, names.config_map_name(owner.name)),
-        "data": {CONFIG_KEY: trainer_config(owner, spec, plan).dump_yaml()},
+        "data": {names.CONFIG_KEY: trainer_config(owner, spec, plan).dump_yaml()},
     }
 
 
@@ -89,11 +80,11 @@ def service(owner: Owner) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": {JOB_LABEL: owner.name, APP_LABEL: TRAINER_APP},
+            "selector": {names.JOB_LABEL: owner.name, names.APP_LABEL: names.TRAINER_APP},
             "ports": [
                 {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
-                {"name": "metrics", "port": DEFAULT_METRICS_PORT,
-                 "targetPort": DEFAULT_METRICS_PORT},
+                {"name": "metrics", "port": METRICS_PORT,
+                 "targetPort": METRICS_PORT},
             ],
         },
     }
@@ -111,7 +102,7 @@ def batch_job(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Setting
     queue = spec.resources.queue_name
     metadata = _metadata(owner, name, attempt)
     if queue:
-        metadata["labels"][KUEUE_QUEUE_LABEL] = queue
+        metadata["labels"][names.KUEUE_QUEUE_LABEL] = queue
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -138,7 +129,7 @@ def pod_output_path(spec: FineTuneJobSpec) -> str:
     """spec.output.path inside the pod; a relative path (fine for local runs) goes under
     /output."""
     path = PurePosixPath(spec.output.path)
-    return str(path if path.is_absolute() else PurePosixPath(DEFAULT_OUTPUT_DIR) / path)
+    return str(path if path.is_absolute() else PurePosixPath(OUTPUT_ROOT) / path)
 
 
 def torchrun_args(owner: Owner, plan: Plan, attempt: int) -> list[str]:
@@ -155,7 +146,7 @@ def torchrun_args(owner: Owner, plan: Plan, attempt: int) -> list[str]:
         # The operator restarts the whole gang; torchrun must not restart ranks by itself.
         "--max-restarts", "0",
         "-m", "finetune_trainer",
-        "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+        "--config", f"{CONFIG_DIR}/{names.CONFIG_KEY}",
     ]
 
 
@@ -171,6 +162,7 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
         "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
+            # The image's user; fsGroup makes the output volume writable for it.
             "runAsUser": TRAINER_UID,
             "runAsGroup": TRAINER_UID,
             "fsGroup": TRAINER_UID,
@@ -195,13 +187,13 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
 def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Settings,
                        attempt: int) -> dict[str, Any]:
     return {
-        "name": TRAINER_CONTAINER,
+        "name": names.TRAINER_CONTAINER,
         "image": spec.image or settings.default_image,
         "command": ["torchrun"],
         "args": torchrun_args(owner, plan, attempt),
         "env": _env(owner, spec, plan, attempt),
         "ports": [
-            {"name": "metrics", "containerPort": DEFAULT_METRICS_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
             {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"},
         ],
         "resources": _resources(spec, plan),
@@ -221,7 +213,7 @@ def _env(owner: Owner, spec: FineTuneJobSpec, plan: Plan, attempt: int) -> list[
     """PyTorchJob-style variables (WORLD_SIZE counts pods there, as here) and torchrun's PET_*."""
     master = names.rendezvous_host(owner.name, attempt, owner.namespace)
     node_rank = {"valueFrom": {"fieldRef": {
-        "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}}
+        "fieldPath": f"metadata.annotations['{names.COMPLETION_INDEX_ANNOTATION}']"}}}
     env: list[dict[str, Any]] = [
         {"name": "NODE_RANK", **node_rank},
         {"name": "PET_NODE_RANK", **node_rank},
@@ -308,12 +300,12 @@ def _volume_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
 
 def _labels(owner: Owner, attempt: int | None = None) -> dict[str, str]:
     labels = {
-        APP_LABEL: TRAINER_APP,
-        MANAGED_BY_LABEL: MANAGER,
-        JOB_LABEL: owner.name,
+        names.APP_LABEL: names.TRAINER_APP,
+        names.MANAGED_BY_LABEL: names.MANAGER,
+        names.JOB_LABEL: owner.name,
     }
     if attempt is not None:
-        labels[ATTEMPT_LABEL] = str(attempt)
+        labels[names.ATTEMPT_LABEL] = str(attempt)
     return labels
 
 

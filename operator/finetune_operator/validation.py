@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import ValidationError
-
-from finetune_operator import names
-from finetune_operator.api import (
+from finetune_contract import rules
+from finetune_contract.api import (
     API_VERSION,
     HF_ID_PATTERN,
     KIND,
@@ -22,6 +20,9 @@ from finetune_operator.api import (
     FineTuneJobSpec,
     Plan,
 )
+from pydantic import ValidationError
+
+from finetune_operator import names
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def semantic_problems(job: FineTuneJob) -> list[Problem]:
-    """Cross-field rules; the CRD enforces the ones CEL can express as well."""
+    """Cross-field rules: those of finetune_contract/rules.py (the CRD enforces its object
+    rules as well), then the ones only Python can check."""
     spec = job.spec
     problems = _name_problems(job.metadata.name, spec)
     problems += _model_problems(spec)
@@ -199,6 +201,13 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems += _resources_problems(spec)
     problems += _output_problems(spec)
     return problems
+
+
+def _rule_problems(path: str, obj: object, object_rules: tuple[rules.ObjectRule, ...]
+                   ) -> list[Problem]:
+    """The rules of the contract that `obj`, found at `path`, breaks."""
+    return [Problem(rule.path_in(path), rule.message_for(obj))
+            for rule in rules.broken(obj, object_rules)]
 
 
 def _name_problems(name: str, spec: FineTuneJobSpec) -> list[Problem]:
@@ -218,17 +227,10 @@ def _name_problems(name: str, spec: FineTuneJobSpec) -> list[Problem]:
 
 def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
     m = spec.model
-    problems = []
-    if m.init == "random":
-        if not m.config:
-            problems.append(Problem("spec.model.config", "init: random needs the model's "
-                                    "config (model_type, hidden_size, num_hidden_layers, ...)"))
-        if m.path:
-            problems.append(Problem("spec.model.path", "init: random builds the model from "
-                                    "config; remove path or use init: pretrained"))
-    elif not m.name and not m.path:
-        problems.append(Problem("spec.model", "set name (a Hugging Face id), path (a "
-                                "directory with config.json), or init: random with config"))
+    problems = _rule_problems("spec.model", m, rules.MODEL)
+    if m.init == "random" and m.path:
+        problems.append(Problem("spec.model.path", "init: random builds the model from "
+                                "config; remove path or use init: pretrained"))
     if m.name and m.path and m.init == "pretrained":
         problems.append(Problem("spec.model.path", "set either name or path, not both"))
     if m.config is not None and m.init == "random" and "model_type" not in m.config:
@@ -253,15 +255,13 @@ def _size_problems(value: str | int) -> list[Problem]:
 
 def _dataset_problems(spec: FineTuneJobSpec) -> list[Problem]:
     d = spec.dataset
-    problems = _path_problems("spec.dataset.train.path", d.train.path)
+    problems = _rule_problems("spec.dataset", d, rules.DATASET)
+    problems += _path_problems("spec.dataset.train.path", d.train.path)
     if d.train.weight is not None:
         problems.append(Problem("spec.dataset.train.weight", "weight belongs only to "
                                 "dataset.mix entries"))
     if d.eval is not None:
         problems += _path_problems("spec.dataset.eval.path", d.eval.path)
-        if d.eval_split_ratio is not None:
-            problems.append(Problem("spec.dataset.evalSplitRatio",
-                                    "set dataset.eval or dataset.evalSplitRatio, not both"))
     for i, source in enumerate(d.mix):
         problems += _path_problems(f"spec.dataset.mix[{i}].path", source.path)
         if source.weight is None:
@@ -282,16 +282,9 @@ def _dataset_problems(spec: FineTuneJobSpec) -> list[Problem]:
 
 def _method_problems(spec: FineTuneJobSpec) -> list[Problem]:
     m = spec.method
-    problems = []
-    if m.task == "classification" and m.num_labels is None:
-        problems.append(Problem("spec.method.numLabels", "is required for task: "
-                                "classification (the number of classes)"))
+    problems = _rule_problems("spec.method", m, rules.METHOD)
     if m.task != "classification" and m.num_labels is not None:
         problems.append(Problem("spec.method.numLabels", "only applies to task: classification"))
-    if m.tuning == "freeze" and m.task != "classification" and m.trainable_layers == 0:
-        problems.append(Problem("spec.method.trainableLayers", "tuning: freeze with task: sft "
-                                "trains nothing; set trainableLayers > 0 or use "
-                                "task: classification (feature extraction)"))
     if m.tuning != "freeze" and m.trainable_layers:
         problems.append(Problem("spec.method.trainableLayers", "only applies to tuning: freeze"))
     layers = (spec.model.config or {}).get("num_hidden_layers")
@@ -302,45 +295,28 @@ def _method_problems(spec: FineTuneJobSpec) -> list[Problem]:
 
 
 def _resources_problems(spec: FineTuneJobSpec) -> list[Problem]:
-    r = spec.resources
-    problems = []
-    if r.nodes is not None and r.nodes > r.max_nodes:
-        problems.append(Problem("spec.resources.nodes", f"is {r.nodes}, above "
-                                f"resources.maxNodes ({r.max_nodes})"))
-    if r.gpu == "cpu" and r.strategy in ("fsdp",):
-        problems.append(Problem("spec.resources.strategy", "fsdp is not supported on cpu "
-                                "(accelerate silently falls back to DDP there); use ddp, "
-                                "zero2 or zero3"))
-    t = spec.training
-    if t.micro_batch_size is not None and t.micro_batch_size > t.global_batch_size:
-        problems.append(Problem("spec.training.microBatchSize", f"must not exceed "
-                                f"globalBatchSize ({t.micro_batch_size} > {t.global_batch_size})"))
-    if t.early_stopping_patience is not None:
-        if spec.dataset.eval is None and spec.dataset.eval_split_ratio is None:
-            problems.append(Problem("spec.training.earlyStoppingPatience", "needs evaluation "
-                                    "data: set dataset.eval or dataset.evalSplitRatio"))
-        if t.save_steps % t.eval_steps:
-            problems.append(Problem("spec.training.saveSteps", f"must be a multiple of "
-                                    f"evalSteps ({t.eval_steps}) with earlyStoppingPatience, so "
-                                    f"the best model is always checkpointed (got {t.save_steps})"))
-    if r.strategy not in ("auto", "ddp") and _ddp_only_methods(spec):
-        problems.append(Problem("spec.resources.strategy", f"{_ddp_only_methods(spec)} needs "
-                                f"strategy ddp (got {r.strategy})"))
-    if r.gpu == "cpu" and spec.training.precision == "fp16":
-        problems.append(Problem("spec.training.precision", "fp16 needs a GPU; use fp32 or "
-                                "bf16 on cpu"))
+    r, t = spec.resources, spec.training
+    problems = _rule_problems("spec.resources", r, rules.RESOURCES)
+    problems += _rule_problems("spec.training", t, rules.TRAINING)
+    device = _device(spec)
+    if r.strategy != "auto":
+        problems += [Problem("spec.resources.strategy", refusal)
+                     for refusal in _strategy_refusals(r.strategy, spec)]
+    refusal = rules.precision_refusal(t.precision, device)
+    if refusal:
+        problems.append(Problem("spec.training.precision", refusal))
+    problems += [Problem(f"spec.{field}", message) for field, message
+                 in rules.early_stopping_problems(t, rules.has_evaluation(spec.dataset))]
     return problems
 
 
-def _ddp_only_methods(spec: FineTuneJobSpec) -> str:
-    """Methods that change which weights train, or read every weight, each step: the trainer
-    runs them on whole (unsharded) parameters only."""
-    methods = []
-    if spec.method.tuning == "gradual-unfreeze":
-        methods.append("tuning: gradual-unfreeze")
-    if spec.method.l2_to_pretrained > 0:
-        methods.append("l2ToPretrained")
-    return " and ".join(methods)
+def _device(spec: FineTuneJobSpec) -> str:
+    return "cpu" if spec.resources.gpu == "cpu" else "cuda"
+
+
+def _strategy_refusals(strategy: str, spec: FineTuneJobSpec) -> list[str]:
+    return rules.strategy_refusals(strategy, _device(spec), tuning=spec.method.tuning,
+                                   l2_to_pretrained=spec.method.l2_to_pretrained)
 
 
 def _output_problems(spec: FineTuneJobSpec) -> list[Problem]:
@@ -386,7 +362,8 @@ def layout_problems(spec: FineTuneJobSpec, plan: Plan) -> list[Problem]:
         return [Problem("spec.output.pvc", f"is required: {plan.strategy} on {plan.nodes} "
                         "nodes writes checkpoint shards on every node, so all pods need one "
                         "shared ReadWriteMany claim to save and resume")]
-    if plan.strategy != "ddp" and _ddp_only_methods(spec):
-        return [Problem("spec.method", f"{_ddp_only_methods(spec)} needs strategy ddp, but "
-                        f"the model needs {plan.strategy} to fit ({plan.reason})")]
+    refusals = _strategy_refusals(plan.strategy, spec)
+    if refusals:
+        return [Problem("spec.method", f"{refusals[0]}, which the model needs to fit "
+                        f"({plan.reason})")]
     return []

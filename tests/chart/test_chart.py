@@ -448,7 +448,8 @@ def test_service_monitor_selects_the_metrics_service(rendered: dict[str, list[di
 
 def _trainer_pod_template(namespace: str = "team-a") -> dict:
     """The pod template the operator really renders for a 2-node CPU job."""
-    from finetune_operator import api, render
+    from finetune_contract import api
+    from finetune_operator import render
 
     spec = api.FineTuneJobSpec.model_validate({
         "model": {"name": "tiny", "init": "random",
@@ -526,7 +527,7 @@ def _dashboard_exprs() -> list[str]:
 
 def _exported_series() -> dict[str, set[str]]:
     """Sample name -> label names, from the operator's and a trainer rank's real registries."""
-    from finetune_operator.api import Progress
+    from finetune_contract.api import Progress
     from finetune_operator.metrics import OperatorMetrics
     from finetune_trainer.metrics import RankMetrics
     from prometheus_client import CollectorRegistry

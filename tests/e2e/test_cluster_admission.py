@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
-from finetune_operator.api import FineTuneJobSpec
+from finetune_contract.api import FineTuneJobSpec
 
 from tests.conftest import ROOT
 from tests.e2e.cluster import Cluster, condition, wait_until
-from tests.unit.test_crd_cel import CAUGHT_BY_CEL
+from tests.finetune_operator.test_crd_cel import CAUGHT_BY_CEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -11,8 +11,6 @@ import logging
 import os
 import sys
 
-from pydantic import ValidationError
-
 from finetune_trainer.errors import TrainerError
 
 EXIT_USER_ERROR = 2
@@ -27,34 +25,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        config = _load(args.config)
-        from finetune_trainer.run import run
+        from finetune_trainer.config import load
+        from finetune_trainer.training_run import run
 
-        run(config)
+        run(load(args.config))
     except TrainerError as err:
         print(f"finetune-trainer: error: {err}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     return 0
-
-
-def _load(path: str):
-    import yaml
-
-    from finetune_trainer.config import TrainerConfig
-
-    try:
-        return TrainerConfig.load(path)
-    except FileNotFoundError:
-        raise TrainerError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise TrainerError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise TrainerError(f"{path}: {field}: {first['msg']} "
-                           f"({err.error_count()} problem(s))") from None
 
 
 def leave(code: int) -> None:

@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune_contract.trainer_config import TrainerConfig
 from transformers import TrainerCallback, TrainingArguments
 
 from finetune_trainer import callbacks, strategy, tuning
-from finetune_trainer.config import TrainerConfig
+from finetune_trainer.config import assistant_only
 from finetune_trainer.data import PreparedData, Row
 from finetune_trainer.errors import TrainerError
 from finetune_trainer.metrics import (
@@ -27,6 +28,12 @@ from finetune_trainer.tokenizer import check_chat_template, load_tokenizer
 from finetune_trainer.trainer import Additions, FineTuneClassifierTrainer, FineTuneSFTTrainer
 
 NO_LOSS = -100  # the label value cross-entropy ignores
+SCHEDULERS = {  # spec name -> transformers scheduler type (wsd is built by the trainer)
+    "cosine": "cosine",
+    "linear": "linear",
+    "constant": "constant_with_warmup",
+    "wsd": "constant",
+}
 # transformers 5 renamed gradient_checkpointing; the old name warns until it is removed.
 _CHECKPOINTING = ("activation_checkpointing"
                   if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
@@ -71,7 +78,7 @@ class Parts:
 def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[Any, Parts]:
     spec, plan = config.spec, config.plan
     tokenizer = load_tokenizer(config, data.train)
-    check_chat_template(tokenizer, spec.dataset.format, _assistant_only(config))
+    check_chat_template(tokenizer, spec.dataset.format, assistant_only(config))
     model = build_model(config, tokenizer)
     method = spec.method
     if method.tuning == "freeze":
@@ -130,10 +137,6 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[
     return trainer, parts
 
 
-def _assistant_only(config: TrainerConfig) -> bool:
-    return config.spec.dataset.format == "messages" and config.spec.method.assistant_only_loss
-
-
 # Config keys by which mixture-of-experts models announce their experts.
 _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
@@ -149,8 +152,6 @@ def routes_to_experts(model: Any) -> bool:
 def training_arguments(config: TrainerConfig, *, has_eval: bool,
                        find_unused_parameters: bool = False) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and TrainingArguments."""
-    from finetune_trainer.run import SCHEDULERS
-
     plan, training = config.plan, config.spec.training
     cpu = config.device == "cpu"
     early = training.early_stopping_patience is not None
@@ -167,7 +168,8 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool,
         "weight_decay": training.weight_decay,
         "max_grad_norm": training.max_grad_norm,
         # The fused kernel (CPU and CUDA) does AdamW's update in one pass instead of a Python
-        # loop over parameters; same update as adamw_torch (tests/trainer/test_training.py).
+        # loop over parameters; same update as adamw_torch
+        # (tests/finetune_trainer/test_training_run.py).
         "optim": "adamw_torch_fused",
         "logging_steps": training.logging_steps,
         "logging_first_step": True,
@@ -225,7 +227,7 @@ def _sft_trainer(config: TrainerConfig, model: Any, tokenizer: Any, data: Prepar
         max_length=seq_length(config) if packed else None,
         packing=packed,
         padding_free=plan.packing == "padding-free",
-        assistant_only_loss=_assistant_only(config),
+        assistant_only_loss=assistant_only(config),
         dataset_num_proc=None,
     )
     train = Dataset.from_list([r.data for r in data.train])

@@ -1,66 +1,36 @@
-"""The resolved trainer configuration: the contract between the operator and the trainer.
-
-The operator (for pods) and the local runner (for a laptop) render one from a FineTuneJob and
-its plan; `python -m finetune_trainer --config FILE` reads it. Importing it needs no torch.
+"""This rank's TrainerConfig (finetune_contract/trainer_config.py): reading its file, with every
+way it can be unreadable turned into one user-fixable TrainerError, and what it implies for the
+run. Importing it needs no torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from finetune_operator.api import ApiModel, FineTuneJobSpec, Plan
-from pydantic import Field
+from finetune_contract.trainer_config import TrainerConfig
+from pydantic import ValidationError
 
-DEFAULT_METRICS_PORT = 9400
-# libyaml's safe loader and dumper when PyYAML was built with them (its wheels are): the same
-# types and resolution as yaml.safe_load and safe_dump, several times faster. The operator
-# renders one config per job and parses each job's ConfigMap once; in pure Python the two were
-# most of its CPU at 500 new jobs (docs/benchmarks.md).
-SAFE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-SAFE_DUMPER: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+from finetune_trainer.errors import TrainerError
 
 
-class TrainerConfig(ApiModel):
-    """Everything one training process needs to know; identical on every rank."""
+def load(path: str | Path) -> TrainerConfig:
+    """The config at `path`; a missing file, bad YAML or a bad field raises TrainerError."""
+    try:
+        return TrainerConfig.load(path)
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise TrainerError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise TrainerError(f"{path}: {field}: {first['msg']} "
+                           f"({err.error_count()} problem(s))") from None
 
-    name: str = Field(description="FineTuneJob name (metrics label `finetunejob`).")
-    namespace: str = Field("local", description="Namespace (metrics label `namespace`).")
-    spec: FineTuneJobSpec = Field(description="The validated FineTuneJob spec.")
-    plan: Plan = Field(description="The planner's decisions (strategy, batch, precision...).")
-    data_root: str = Field(
-        description="Directory that relative dataset, model and tokenizer paths resolve against."
-    )
-    output_dir: str = Field(description="Checkpoints, final model and training_summary.json.")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="Where the ranks compute.")
-    metrics_port: int = Field(
-        DEFAULT_METRICS_PORT,
-        ge=0,
-        le=65535,
-        description="Prometheus port of local rank 0 (rank r uses port + local rank); 0 = off.",
-    )
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics server binds.")
-    peak_flops_per_rank: float | None = Field(
-        None,
-        gt=0,
-        description="Hardware peak FLOP/s of one rank in the planned precision, the MFU "
-        "denominator. Unset: measured with a dense matmul on CPU, MFU not reported on GPU.",
-    )
 
-    def resolve(self, path: str) -> Path:
-        """A path from the spec, resolved against the data root when relative."""
-        p = Path(path)
-        return p if p.is_absolute() else Path(self.data_root) / p
-
-    def dump_yaml(self) -> str:
-        return yaml.dump(self.to_wire(), Dumper=SAFE_DUMPER, sort_keys=False)
-
-    @classmethod
-    def parse(cls, text: str) -> TrainerConfig:
-        """Raises yaml.YAMLError or pydantic's ValidationError."""
-        return cls.model_validate(yaml.load(text, Loader=SAFE_LOADER))
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainerConfig:
-        return cls.parse(Path(path).read_text())
+def assistant_only(config: TrainerConfig) -> bool:
+    """Whether the loss covers assistant tokens only (messages rows, the method's choice)."""
+    return config.spec.dataset.format == "messages" and config.spec.method.assistant_only_loss

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api import DatasetSpec, DataSource
+from finetune_contract.api import DatasetSpec, DataSource
 
 from finetune_trainer.errors import TrainerError
 

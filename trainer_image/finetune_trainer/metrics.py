@@ -1,9 +1,10 @@
 """Prometheus metrics of one training rank (see docs/metrics.md).
 
 Each rank serves its own CollectorRegistry on metrics_port + local rank. The operator and the
-local runner read rank 0; `finetune_operator.progress` parses these exact names, so a name
-changes in both places or nowhere. Labels are namespace, finetunejob and rank (never `job`:
-Prometheus renames a scraped `job` label to `exported_job`).
+local runner read rank 0's progress gauges by the names finetune_contract/progress_gauges.py
+holds (a test checks that every one of them is served here). Labels are namespace,
+finetunejob and rank (never `job`: Prometheus renames a scraped `job` label to
+`exported_job`).
 """
 
 from __future__ import annotations

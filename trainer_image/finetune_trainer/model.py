@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_trainer.config import TrainerConfig
+from finetune_contract.trainer_config import TrainerConfig
+
 from finetune_trainer.errors import TrainerError
 
 

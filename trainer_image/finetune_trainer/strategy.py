@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_operator.planner.memory import (
+from finetune_contract import rules
+from finetune_contract.strategies import (
     ZERO3_MAX_LIVE_PARAMETERS,
     ZERO3_MAX_REUSE_DISTANCE,
 )
+from finetune_contract.strategies import strategy as strategy_row
 
 from finetune_trainer.errors import TrainerError
-
-ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3, "zero3-offload": 3}
 
 
 class StrategyMismatch(TrainerError):
@@ -28,7 +28,8 @@ class StrategyMismatch(TrainerError):
 
 def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
     """DeepSpeed config for a ZeRO strategy; None for the others."""
-    stage = ZERO_STAGES.get(strategy)
+    row = strategy_row(strategy)
+    stage = row.zero_stage
     if stage is None:
         return None
     zero: dict[str, Any] = {
@@ -44,15 +45,15 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
         # Also sized from hidden_size by transformers (0.9 h^2 and 10 h) instead of DeepSpeed's
         # fixed defaults, which prefetch more than a small model holds in total. The planner
-        # counts the same values (planner/memory.py: zero_bucket_elements).
+        # counts the same values (finetune_operator/planner/memory.py: zero_bucket_elements).
         zero["stage3_prefetch_bucket_size"] = "auto"
         zero["stage3_param_persistence_threshold"] = "auto"
         # How many gathered parameters stay gathered between a module's forward and its
-        # backward: the planner owns these numbers and counts what they keep
-        # (planner/memory.py: zero3_retained_elements).
+        # backward: the contract holds these numbers, the planner counts what they keep
+        # (finetune_operator/planner/memory.py: zero3_retained_elements).
         zero["stage3_max_live_parameters"] = ZERO3_MAX_LIVE_PARAMETERS
         zero["stage3_max_reuse_distance"] = ZERO3_MAX_REUSE_DISTANCE
-    if strategy == "zero3-offload":
+    if row.offload:
         pin = device == "cuda"
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
         zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
@@ -74,26 +75,22 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
 
 def refusal(strategy: str, device: str, *, tuning: str, l2_to_pretrained: float,
             precision: str) -> str | None:
-    """Why this combination cannot run, or None."""
-    if strategy == "fsdp" and device == "cpu":
-        return ("plan.strategy: fsdp is not supported on CPU (accelerate would silently train "
-                "plain DDP there); use zero2 or zero3 for sharding on CPU")
-    sharded = strategy in ZERO_STAGES or strategy == "fsdp"
-    if tuning == "gradual-unfreeze" and sharded:
-        return (f"method.tuning: gradual-unfreeze runs with the ddp strategy only (a sharded "
-                f"optimizer fixes its trainable set at start); plan.strategy is {strategy}")
-    if l2_to_pretrained > 0 and sharded:
-        return (f"method.l2ToPretrained: needs whole parameters on every rank (ddp); plan."
-                f"strategy is {strategy}")
-    if precision == "fp16" and device == "cpu":
-        return "plan.precision: fp16 is not supported on CPU; use bf16 or fp32"
-    return None
+    """Why this combination cannot run, or None: the contract's rules
+    (finetune_contract/rules.py), with the messages `finetune validate` gives, named by the
+    field of the plan they refuse."""
+    refusals = rules.strategy_refusals(strategy, device, tuning=tuning,
+                                       l2_to_pretrained=l2_to_pretrained)
+    if refusals:
+        return f"plan.strategy: {refusals[0]}"
+    precision_refusal = rules.precision_refusal(precision, device)
+    return f"plan.precision: {precision_refusal}" if precision_refusal else None
 
 
 def expected_wrapper(strategy: str, world_size: int) -> str:
     """The wrapper that must hold the model after setup."""
-    if strategy in ZERO_STAGES:
-        return f"deepspeed-zero{ZERO_STAGES[strategy]}"
+    stage = strategy_row(strategy).zero_stage
+    if stage is not None:
+        return f"deepspeed-zero{stage}"
     if strategy == "fsdp":
         return "fsdp"
     return "ddp" if world_size > 1 else "none"

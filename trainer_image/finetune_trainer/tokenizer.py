@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from finetune_trainer.errors import TrainerError
 
 if TYPE_CHECKING:
+    from finetune_contract.trainer_config import TrainerConfig
     from transformers import PreTrainedTokenizerBase
 
-    from finetune_trainer.config import TrainerConfig
     from finetune_trainer.data import Row
 
 IM_START = "<|im_start|>"

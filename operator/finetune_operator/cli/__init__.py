@@ -1,7 +1,7 @@
 """`finetune`: validate, plan and run fine-tuning jobs, print the CRD, run the operator.
 
-Each subcommand lives in its own module with `register(subparsers)`; heavy imports (kopf,
-torch) happen inside the command, so `finetune validate` stays fast.
+Each subcommand lives in its own module, `<command>_cmd.py`, with `register(subparsers)`; heavy
+imports (kopf, torch) happen inside the command, so `finetune validate` stays fast.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import importlib
 import os
 import sys
 
+from finetune_operator.errors import UserError
+
 # Subcommand modules, in the order `finetune --help` lists them.
-COMMANDS = ("validate", "plan", "run", "crd", "operator_cmd")
-
-
-class UserError(Exception):
-    """A mistake of the user's: printed as one line, exit status 1, never a traceback."""
+COMMANDS = ("validate_cmd", "plan_cmd", "run_cmd", "crd_cmd", "operator_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

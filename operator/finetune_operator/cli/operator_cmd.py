@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from finetune_operator.cli import UserError
+from finetune_operator.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_operator.api import DatasetSpec
+from finetune_contract.api import DatasetSpec
 from finetune_operator.local.datastats import json_object
 
 GENERATE_TIMEOUT_SECONDS = 300

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from finetune_operator.api import DatasetSpec
+from finetune_contract.api import DatasetSpec
 from finetune_operator.planner import DatasetStats
 
 CHARS_PER_TOKEN = 4.0

@@ -12,7 +12,7 @@ import shutil
 import time
 from typing import TextIO
 
-from finetune_operator.api import Progress
+from finetune_contract.api import Progress
 
 BAR_WIDTH = 20
 PLAIN_INTERVAL_SECONDS = 10.0

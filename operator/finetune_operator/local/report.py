@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from finetune_operator.api import Plan
+from finetune_contract.api import Plan
 from finetune_operator.local.display import format_duration, format_rate
 from finetune_operator.sizes import format_bytes, format_size
 

@@ -1,6 +1,6 @@
 """`finetune run --local`: validate, plan for this machine, train with torchrun, report.
 
-The thin shell around the pure parts (render, report, display): it reads the file, starts the
+The thin shell around the pure parts (localize, report, display): it reads the file, starts the
 ranks, follows rank 0's metrics while they train, and turns the outcome into an exit status.
 Bad input raises `UserError` (one line, exit 1), never a traceback.
 """
@@ -17,10 +17,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from finetune_operator.api import FineTuneJob, FineTuneJobSpec, Plan
-from finetune_operator.cli import UserError
+from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
+from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
 from finetune_operator.documents import DocumentError, read_documents
-from finetune_operator.local import answer, datastats, render, report
+from finetune_operator.errors import UserError
+from finetune_operator.local import answer, datastats, localize, report
 from finetune_operator.local.display import ProgressDisplay, format_progress, format_waiting
 from finetune_operator.local.launcher import (
     TrainingProcess,
@@ -29,10 +30,9 @@ from finetune_operator.local.launcher import (
     torchrun_command,
 )
 from finetune_operator.local.machine import LocalHardware, detect_hardware, torch_installed
-from finetune_operator.progress import ProgressUnavailable, fetch_progress
+from finetune_operator.scrape import ProgressUnavailable, fetch_progress
 from finetune_operator.validation import validate_job
 from finetune_trainer.checkpoints import latest_complete
-from finetune_trainer.run import FINAL_DIR, SUMMARY_FILE
 
 POLL_SECONDS = 1.0
 EXIT_INTERRUPTED = 130
@@ -57,24 +57,24 @@ def run_local(options: LocalOptions, out: TextIO = sys.stdout, err: TextIO = sys
         raise UserError("--local needs the trainer dependencies (torch, transformers, trl): "
                         "pip install 'finetune-operator[trainer]', or run `make demo`")
     hardware = LocalHardware() if options.cpu else detect_hardware()
-    nproc = render.rank_count(job.spec, hardware, options.nproc)
+    nproc = localize.rank_count(job.spec, hardware, options.nproc)
     if nproc < 1:
         raise UserError(f"--nproc must be at least 1 (got {nproc})")
-    spec = render.local_spec(job.spec, hardware, nproc, render.catalog_gpu(hardware))
+    spec = localize.local_spec(job.spec, hardware, nproc, localize.catalog_gpu(hardware))
     plan = plan_for_machine(spec, job_dir, options.file)
-    output = render.output_dir(job, job_dir, Path.cwd(), options.output)
+    output = localize.output_dir(job, job_dir, Path.cwd(), options.output)
     port = free_port_block(nproc)
-    config = render.trainer_config(job, spec, plan, data_root=job_dir, out=output,
+    config = localize.trainer_config(job, spec, plan, data_root=job_dir, out=output,
                                    metrics_port=port, device=hardware.device)
-    config_path = render.write_trainer_config(config)
-    log_path = output / render.LOG_FILE
+    config_path = localize.write_trainer_config(config)
+    log_path = output / localize.LOG_FILE
 
     device_label = "cpu" if hardware.device == "cpu" else hardware.gpus[0].name
     for line in report.plan_lines(plan, device_label):
         print(line, file=out)
     print(f"config:  {config_path}", file=out)
     print(f"logs:    {log_path}", file=out)
-    print(f"metrics: http://{render.METRICS_HOST}:{port}/metrics (Prometheus, rank 0)", file=out)
+    print(f"metrics: http://{localize.METRICS_HOST}:{port}/metrics (Prometheus, rank 0)", file=out)
     checkpoint = latest_complete(output)
     if checkpoint:
         print(f"resuming from {checkpoint}", file=out)
@@ -83,7 +83,7 @@ def run_local(options: LocalOptions, out: TextIO = sys.stdout, err: TextIO = sys
     command = torchrun_command(config_path, nproc)
     started = time.monotonic()
     process = TrainingProcess(command, rank_environment(os.environ, hardware.device), log_path)
-    status = follow(process, f"http://{render.METRICS_HOST}:{port}/metrics",
+    status = follow(process, f"http://{localize.METRICS_HOST}:{port}/metrics",
                     ProgressDisplay(out))
     wall = time.monotonic() - started
     if status == EXIT_INTERRUPTED:

@@ -2,7 +2,7 @@
 
     plan = plan_job(spec, data_root=None, dataset_stats=None)
 
-returns a `finetune_operator.api.Plan` (with `fits=False`, a reason and a suggestion when
+returns a `finetune_contract.api.Plan` (with `fits=False`, a reason and a suggestion when
 nothing fits) and raises `PlanningError(field, message)` for a spec that cannot be planned at
 all. Pure Python without torch: the operator image runs it. The modules:
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_operator.api import FineTuneJobSpec, MemoryBreakdown, Plan, PlanAlternative
+from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan, PlanAlternative
+
 from finetune_operator.planner.choose import Bounds, Candidate, Sizing, Unreachable, choose
 from finetune_operator.planner.estimate import (
     DatasetStats,

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from finetune_contract import strategies
+
 from finetune_operator.planner import memory as mem
 from finetune_operator.planner.gpus import CATALOG, Gpu
 from finetune_operator.planner.parameters import ParameterCount
 from finetune_operator.sizes import format_bytes
 
-SEARCH_ORDER = ("ddp", "zero1", "zero2", "zero3", "fsdp")
-LAST_RESORT = "zero3-offload"
+# The table's order, offloading last: it is bound by PCIe.
+SEARCH_ORDER = tuple(s.name for s in strategies.TABLE if not s.offload)
+(LAST_RESORT,) = (s.name for s in strategies.TABLE if s.offload)
 # How far the nothing-fits suggestion looks for more nodes.
 SUGGESTION_MAX_NODES = 64
 
@@ -162,11 +165,11 @@ def _divisors_descending(n: int) -> list[int]:
 
 
 def strategies_for(sizing: Sizing, bounds: Bounds) -> tuple[list[str], list[str]]:
-    """(strategies tried first, last resorts). FSDP on cpu is never picked automatically:
-    accelerate silently trains plain DDP there."""
+    """(strategies tried first, last resorts). What CPU ranks refuse (fsdp: accelerate
+    silently trains plain DDP there) is never picked automatically on cpu."""
     if bounds.strategy:
         return [bounds.strategy], []
-    first = [s for s in SEARCH_ORDER if not (sizing.gpu.is_cpu and s == "fsdp")]
+    first = [s for s in SEARCH_ORDER if not (sizing.gpu.is_cpu and _refused_on_cpu(s))]
     return first, [LAST_RESORT]
 
 
@@ -214,12 +217,12 @@ def choose(sizing: Sizing, bounds: Bounds) -> Choice:
                   suggest(sizing, bounds, chosen, skipped))
 
 
-def alternatives_at(sizing: Sizing, chosen: Candidate, strategies: list[str]) -> list[Candidate]:
+def alternatives_at(sizing: Sizing, chosen: Candidate, names: list[str]) -> list[Candidate]:
     """Every strategy on the chosen nodes with the chosen micro-batch and checkpointing, so
     the comparison table differs in the strategy only."""
     pinned = replace(sizing, micro_batch=chosen.micro_batch)
     out = []
-    for strategy in dict.fromkeys([*strategies, chosen.layout.strategy]):
+    for strategy in dict.fromkeys([*names, chosen.layout.strategy]):
         layout = replace(chosen.layout, strategy=strategy)
         if layout == chosen.layout:
             out.append(chosen)
@@ -322,10 +325,10 @@ def suggest(sizing: Sizing, bounds: Bounds, chosen: Candidate,
         return (f"give each rank at least {_gib(need)} (resources.memory = "
                 f"{_gib(need * chosen.layout.gpus_per_node)} per pod with "
                 f"{chosen.layout.gpus_per_node} ranks), or train a smaller model")
-    strategies = [s for s in (*SEARCH_ORDER, LAST_RESORT)
-                  if not (sizing.gpu.is_cpu and s == "fsdp")]
+    candidates = [s for s in (*SEARCH_ORDER, LAST_RESORT)
+                  if not (sizing.gpu.is_cpu and _refused_on_cpu(s))]
     for nodes in range(1, SUGGESTION_MAX_NODES + 1):
-        for strategy in strategies:
+        for strategy in candidates:
             layout = Layout(strategy, nodes, bounds.gpus_per_node)
             if fits(sizing, layout, rank_memory(sizing, layout, 1, True)):
                 batch = _round_up(sizing.global_batch, layout.world)
@@ -336,11 +339,15 @@ def suggest(sizing: Sizing, bounds: Bounds, chosen: Candidate,
         if gpu.is_cpu or gpu.memory <= sizing.gpu.memory:
             continue
         bigger = replace(sizing, gpu=gpu)
-        for strategy in strategies:
+        for strategy in candidates:
             layout = Layout(strategy, bounds.max_nodes, bounds.gpus_per_node)
             if fits(bigger, layout, rank_memory(bigger, layout, 1, True)):
                 return f"{layout.describe(gpu.name)} would fit"
     return "no catalog GPU fits it: train fewer parameters (tuning: freeze) or a smaller model"
+
+
+def _refused_on_cpu(name: str) -> bool:
+    return strategies.strategy(name).cpu_refusal is not None
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from finetune_operator.api import CostRange, Estimate
+from finetune_contract.api import CostRange, Estimate
+
 from finetune_operator.planner.gpus import Gpu
 
 # Model FLOPs utilization assumed for the time estimate: a well-tuned fine-tuning run on

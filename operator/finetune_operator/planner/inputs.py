@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finetune_operator.api import FineTuneJobSpec
+from finetune_contract.api import FineTuneJobSpec
+
 from finetune_operator.planner import gpus, models
 from finetune_operator.planner.parameters import (
     ConfigError,

@@ -5,9 +5,10 @@ Memory Optimizations Toward Training Trillion Parameter Models", section 5: with
 precision and Adam a parameter costs 2 bytes of 16-bit weight, 2 bytes of 16-bit gradient and
 K = 12 bytes of optimizer state (fp32 master weight, momentum, variance); stage 1 (P_os)
 divides the optimizer states by the number of ranks N, stage 2 (P_os+g) the gradients too,
-stage 3 (P_os+g+p) the weights too. `zero_paper_terms` is exactly that accounting.
+stage 3 (P_os+g+p) the weights too.
 
-The planner uses what each implementation really keeps (`state_terms`):
+The planner uses what each implementation really keeps (`state_terms`), which is the paper's
+accounting plus what is noted here (the tests check it against the paper's worked example):
 - DeepSpeed ZeRO additionally reduces gradients into an fp32 partition for the optimizer
   step, which is what DeepSpeed's own estimators (`estimate_zero2_model_states_mem_needs`,
   `estimate_zero3_...`) count. Stage 3 also keeps its reduce-scattered gradient partition in
@@ -23,7 +24,7 @@ Transformer Models", section 4.1 (34sbh + 5as^2b bytes per layer for GPT), re-de
 what transformers' Llama-style decoders really save under the trainer (no dropout, RMSNorm
 upcast to fp32, grouped-query attention, a gated SwiGLU MLP, SDPA attention, TRL's fused LM
 head) and checked against the bytes autograd saves on tiny models
-(tests/trainer/test_activation_memory.py).
+(tests/finetune_operator/planner/test_memory_measured.py).
 
 The total is a peak, not a sum: the items (weights, gradients, optimizer, activations, logits,
 overhead) are never all live at once. Adam's states are created at the first optimizer step,
@@ -36,6 +37,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from finetune_contract.strategies import ZERO3_MAX_REUSE_DISTANCE
+from finetune_contract.strategies import strategy as strategy_row
 
 from finetune_operator.planner.gpus import GIB, MIB
 from finetune_operator.planner.parameters import ParameterCount
@@ -65,15 +69,11 @@ HOST_BUFFER_FACTOR = 1.5
 # ZeRO's K for Adam under mixed precision: fp32 master weights, momentum and variance.
 ADAM_MIXED_K = 12
 
-# ZeRO-3 parameter retention. DeepSpeed keeps a gathered parameter instead of releasing it
-# when the module trace shows it used again within `stage3_max_reuse_distance` elements, and
-# prefetches at most `stage3_max_live_parameters` elements. These are DeepSpeed's defaults,
-# written into the trainer's DeepSpeed config from here (finetune_trainer/strategy.py) so the
-# plan and the run agree. Between a block's forward and its backward lie about twice the
-# parameters after it, so the last ~max_reuse_distance / 2 parameters stay gathered from their
-# forward to their backward: a 20M model keeps all of them, an 8B one its LM head.
-ZERO3_MAX_REUSE_DISTANCE = 1_000_000_000
-ZERO3_MAX_LIVE_PARAMETERS = 1_000_000_000
+# ZeRO-3 parameter retention (finetune_contract/strategies.py: ZERO3_MAX_REUSE_DISTANCE, which
+# the trainer writes into its DeepSpeed config). Between a block's forward and its backward lie
+# about twice the parameters after it, so the last ~max_reuse_distance / 2 parameters stay
+# gathered from their forward to their backward: a 20M model keeps all of them, an 8B one its
+# LM head.
 
 # TRL's fused LM head (trl/kernels/chunked_logprob.py) projects TOKEN_CHUNK x VOCAB_CHUNK
 # tiles through the head instead of materializing batch x seq x vocab logits.
@@ -89,7 +89,10 @@ HEAD_CPU_TILE_TEMPORARIES = 7
 # steps. Without it, .grad is a second copy, freed by zero_grad after every step.
 DDP_GRADIENT_AS_BUCKET_VIEW = True
 
-DEEPSPEED = ("zero1", "zero2", "zero3", "zero3-offload")
+
+
+def is_deepspeed(strategy: str) -> bool:
+    return strategy_row(strategy).deepspeed
 
 
 def zero_bucket_elements(hidden_size: int) -> dict[str, int]:
@@ -145,22 +148,14 @@ def element_bytes(precision: str) -> int:
 # --------------------------------------------------------------------------- model states
 
 
-def zero_paper_terms(stage: int, k: int = ADAM_MIXED_K) -> tuple[StateTerm, ...]:
-    """The ZeRO paper's mixed-precision accounting for stage 0 (DDP) to 3."""
-    return (
-        StateTerm("weights", 2, stage >= 3, False, "16-bit weights"),
-        StateTerm("gradients", 2, stage >= 2, True, "16-bit gradients"),
-        StateTerm("optimizer", k, stage >= 1, True, "fp32 master weights, momentum, variance"),
-    )
-
-
 def state_terms(strategy: str, precision: str) -> tuple[StateTerm, ...]:
     """What each strategy really keeps per parameter on one rank, and when."""
     e = element_bytes(precision)
-    if strategy in DEEPSPEED:
-        stage = {"zero1": 1, "zero2": 2}.get(strategy, 3)
+    row = strategy_row(strategy)
+    if row.zero_stage is not None:
+        stage = row.zero_stage
         terms = [StateTerm("weights", e, stage >= 3, False, "working weights")]
-        if strategy != "zero3-offload":  # offload moves the gradient partition to the host
+        if not row.offload:  # offload moves the gradient partition to the host
             # Stage 1 accumulates whole gradients until the step; stages 2 and 3 reduce each
             # bucket into a partition buffer that stays allocated between steps
             # (grads_in_partition, grad_partitions_flat_buffer).
@@ -174,7 +169,7 @@ def state_terms(strategy: str, precision: str) -> tuple[StateTerm, ...]:
                       "fp32 master weights, momentum, variance"),
         ]
         return tuple(terms)
-    sharded = strategy == "fsdp"
+    sharded = row.sharded
     terms = [
         StateTerm("weights", 4, sharded, False, "fp32 weights (autocast casts on the fly)"),
         StateTerm("optimizer", 8, sharded, True, "Adam momentum and variance"),
@@ -243,11 +238,12 @@ def zero_working_bytes(count: ParameterCount, strategy: str, precision: str,
       (`zero3_retained_elements`), the prefetch bucket, and one module's full gradient before
       its reduce-scatter.
     """
-    if strategy not in DEEPSPEED:
+    stage = strategy_row(strategy).zero_stage
+    if stage is None:
         return 0
     e = element_bytes(precision)
     sizes = zero_bucket_elements(count.shape.hidden_size)
-    if strategy in ("zero1", "zero2"):
+    if stage < 3:
         return (1 if on_cpu else 2) * sizes["reduce_bucket_size"] * e
     buckets = sizes["reduce_bucket_size"] * e
     gathered = zero3_retained_elements(count) + sizes["stage3_prefetch_bucket_size"]
@@ -448,8 +444,8 @@ def rank_memory(
     runtime = GPU_RUNTIME_OVERHEAD
     if on_cpu:
         runtime = CPU_RUNTIME_OVERHEAD + CPU_PROCESS_OVERHEAD[
-            "deepspeed" if strategy in DEEPSPEED else "ddp"]
-    if strategy in DEEPSPEED:
+            "deepspeed" if is_deepspeed(strategy) else "ddp"]
+    if is_deepspeed(strategy):
         working = zero_working_bytes(count, strategy, precision, on_cpu)
     elif strategy == "fsdp":
         # FSDP2, one unit per block: the root unit (embedding, final norm, head) stays
@@ -467,7 +463,7 @@ def rank_memory(
                           precision=precision, num_labels=num_labels, on_cpu=on_cpu,
                           trainable_head=trainable > 0)
     offloaded = 0
-    if strategy == "zero3-offload":
+    if strategy_row(strategy).offload:
         # Weights, gradient partitions and optimizer states all live in host memory.
         offloaded = sum(states.values())
         states = {"weights": 0, "gradients": 0, "optimizer": 0}
@@ -508,9 +504,11 @@ def host_bytes_per_node(
     process = gpus_per_node * HOST_PROCESS_OVERHEAD
     if on_cpu:
         return gpus_per_node * rank_total
-    if strategy == "zero3-offload":
+    row = strategy_row(strategy)
+    if row.offload:
         return int(gpus_per_node * offloaded_per_rank * HOST_BUFFER_FACTOR) + process
-    loaded = count.largest_module if strategy == "zero3" else count.total
+    # zero.Init loads one module at a time under ZeRO-3
+    loaded = count.largest_module if row.zero_stage == 3 else count.total
     return int(4 * loaded * gpus_per_node * HOST_BUFFER_FACTOR) + process
 
 

@@ -1,0 +1,697 @@
+"""The FineTuneJob API, `finetune.dev/v1alpha1`.
+
+These pydantic models are the single source of truth for the custom resource: the CRD in
+`crds/finetunejob.yaml` is generated from them (`finetune crd`), `finetune validate` and the
+operator validate with them, and the trainer reads its configuration through them.
+
+Every field carries a description: it becomes the text `kubectl explain` shows. Field names
+are camelCase on the wire (Kubernetes convention) and snake_case in Python. A rule between
+fields of one object is written once, in rules.py, and reaches the CRD from there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from finetune_contract import rules, strategies
+
+GROUP = "finetune.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "FineTuneJob"
+PLURAL = "finetunejobs"
+SINGULAR = "finetunejob"
+SHORT_NAMES = ["ftj"]
+CATEGORIES = ["finetune"]
+
+Strategy = strategies.StrategyName
+Precision = Literal["bf16", "fp16", "fp32"]
+Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
+PHASES: tuple[str, ...] = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
+TERMINAL_PHASES: tuple[str, ...] = ("Succeeded", "Failed")
+# A Hugging Face repository id, [owner/]name, as the hub accepts it (word characters at both
+# ends). Written for RE2: the API server checks CRD patterns with Go's regexp.
+_HF_PART = r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+HF_ID_PATTERN = rf"^({_HF_PART}/)?{_HF_PART}$"
+
+
+def _auto_or_bool(value: Any) -> Any:
+    """Accept true, false or auto (YAML booleans, or the same words as strings)."""
+    if value is None or value == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"must be true, false or auto (got {value!r})")
+
+
+AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
+
+
+# Marks a field whose default the CRD must not declare: the API server would store it in
+# every object, hiding that the user left the field out (see crd.py).
+NO_SERVER_DEFAULT: dict[str, Any] = {"x-finetune-no-server-default": True}
+
+
+class ApiModel(BaseModel):
+    """Base for every API type: camelCase on the wire, unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as Kubernetes stores it: camelCase keys, no nulls."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------- model
+
+
+class TokenizerTraining(ApiModel):
+    """How to train a byte-level BPE tokenizer on the training data (tiny CPU runs)."""
+
+    vocab_size: int = Field(
+        1024, ge=260, le=262144,
+        description="Vocabulary size of the byte-level BPE tokenizer trained on the dataset.",
+    )
+
+
+class TokenizerSpec(ApiModel):
+    """Where the tokenizer comes from when it is not the model's own."""
+
+    path: str | None = Field(
+        None, description="Directory with a saved tokenizer (tokenizer.json and its config)."
+    )
+    train: TokenizerTraining | None = Field(
+        None,
+        description="Train a byte-level BPE tokenizer with a chat template on the training "
+        "data instead of loading one. Meant for `init: random` models on CPU.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenizerSpec:
+        if self.path and self.train:
+            raise ValueError("set either tokenizer.path or tokenizer.train, not both")
+        return self
+
+
+class ModelSpec(ApiModel):
+    """The base model to fine-tune."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.MODEL))
+
+    name: str | None = Field(
+        None,
+        max_length=256,
+        pattern=HF_ID_PATTERN,
+        description="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B. With init: random "
+        "it is only a label.",
+    )
+    path: str | None = Field(
+        None,
+        max_length=4096,
+        description="Directory holding config.json (and weights and tokenizer) of the base "
+        "model. Relative paths resolve against the data root.",
+    )
+    parameters: str | int | None = Field(
+        None,
+        description="Size hint used by the planner when no config can be read: 125M, 7.5B, "
+        "70B or a plain integer.",
+    )
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="pretrained loads the weights; random builds the model from `config` "
+        "with random weights (tiny CPU runs and tests, no download).",
+    )
+    config: dict[str, Any] | None = Field(
+        None,
+        description="Hugging Face config keys (model_type, hidden_size, num_hidden_layers, "
+        "...). Required for init: random; for pretrained models it overrides what the "
+        "planner reads.",
+    )
+    tokenizer: TokenizerSpec | None = Field(
+        None, description="Tokenizer override: a path, or train one on the dataset."
+    )
+    chat_template: str | None = Field(
+        None,
+        max_length=65536,
+        description="Chat template override: a built-in name (chatml) or Jinja text. The "
+        "template must mark assistant turns with {% generation %} for assistant-only loss.",
+    )
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class DataSource(ApiModel):
+    """One dataset: a local file or a Hugging Face dataset."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.DATA_SOURCE))
+
+    path: str | None = Field(
+        None,
+        max_length=4096,
+        description="JSONL, JSON or Parquet file. Relative paths resolve against the data "
+        "root (the YAML file's folder for local runs, /data in the cluster).",
+    )
+    hf: str | None = Field(
+        None,
+        max_length=256,
+        pattern=HF_ID_PATTERN,
+        description="Hugging Face dataset id, e.g. HuggingFaceH4/ultrachat_200k (needs "
+        "network access).",
+    )
+    split: str = Field("train", max_length=128, description="Split to read from an hf dataset.")
+    weight: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Only in dataset.mix: the fraction of the training rows drawn from this "
+        "source.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        # Checked here, not in validation.py: a source appears in three places (train, eval,
+        # mix) and its error belongs at each one's path.
+        broken = rules.broken(self, rules.DATA_SOURCE)
+        if broken:
+            raise ValueError(broken[0].message_for(self))
+        return self
+
+
+class DatasetSpec(ApiModel):
+    """Training data, evaluation data and how rows are checked."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.DATASET))
+
+    format: Literal["messages", "prompt-completion", "text", "classification"] = Field(
+        "messages",
+        description="Row format: messages ({messages: [{role, content}]}), "
+        "prompt-completion ({prompt, completion}), text ({text}) or classification "
+        "({text, label}).",
+    )
+    train: DataSource = Field(description="The training data.")
+    eval: DataSource | None = Field(None, description="Held-out evaluation data.")
+    eval_split_ratio: float | None = Field(
+        None,
+        gt=0,
+        lt=0.5,
+        description="Hold out this fraction of the training rows for evaluation instead of "
+        "a separate eval source.",
+    )
+    mix: list[DataSource] = Field(
+        default_factory=list,
+        max_length=16,
+        description="General data mixed into training at each source's weight, against "
+        "catastrophic forgetting.",
+    )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="fail stops at the first bad row with file:line and the problem; skip "
+        "skips bad rows, counts them and reports them in the summary.",
+    )
+    dedupe: bool = Field(False, description="Drop exact duplicate rows before training.")
+    pvc: str | None = Field(
+        None,
+        max_length=253,
+        description="PersistentVolumeClaim holding the data, mounted read-only at /data on "
+        "every pod (relative paths resolve there). Without one, /data is what the trainer "
+        "image ships.",
+    )
+
+
+# --------------------------------------------------------------------------- method
+
+
+class MethodSpec(ApiModel):
+    """What is trained and how the weights are updated."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.METHOD))
+
+    task: Literal["sft", "classification"] = Field(
+        "sft",
+        description="sft trains the causal LM on the data; classification adds a sequence "
+        "classification head.",
+    )
+    tuning: Literal["full", "freeze", "gradual-unfreeze"] = Field(
+        "full",
+        description="full trains every weight; freeze trains the head and the top "
+        "trainableLayers blocks (feature extraction when 0); gradual-unfreeze unfreezes one "
+        "more block from the top each epoch.",
+    )
+    trainable_layers: int = Field(
+        0, ge=0, le=1024, description="With freeze: how many top transformer blocks train."
+    )
+    layerwise_lr_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Discriminative learning rates: block i from the top trains at "
+        "lr * decay^i, embeddings lowest, the head at lr. 1.0 turns it off.",
+    )
+    l2_to_pretrained: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Lambda of the penalty lambda * ||theta - theta0||^2 pulling trainable "
+        "weights toward their pre-trained values.",
+    )
+    assistant_only_loss: bool = Field(
+        True, description="messages format: compute the loss on assistant tokens only."
+    )
+    num_labels: int | None = Field(
+        None, ge=2, le=100000, description="classification: number of classes."
+    )
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainingSpec(ApiModel):
+    """Hyperparameters. The planner fills in what is left on auto."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.TRAINING))
+
+    epochs: float = Field(3, gt=0, le=1000, description="Passes over the training data.")
+    max_steps: int | None = Field(
+        None, ge=1, le=100_000_000, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    learning_rate: float = Field(2.0e-5, gt=0, le=1, description="Peak learning rate.")
+    scheduler: Literal["cosine", "linear", "constant", "wsd"] = Field(
+        "cosine",
+        description="Decay after linear warmup: cosine, linear, constant, or wsd "
+        "(warmup-stable-decay: constant, then a final decay of decayRatio of the steps).",
+    )
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Fraction of the steps spent in linear warmup."
+    )
+    decay_ratio: float = Field(
+        0.1, gt=0, le=1, description="wsd only: fraction of the steps spent in the final decay."
+    )
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW decoupled weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    global_batch_size: int = Field(
+        16,
+        ge=1,
+        le=1048576,
+        description="Sequences per optimizer step across all ranks (micro-batch x ranks x "
+        "accumulation).",
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Force the per-rank micro-batch (the planner picks otherwise)."
+    )
+    max_seq_length: int = Field(
+        4096, ge=16, le=1048576, description="Longest sequence in tokens; longer rows are "
+        "truncated (or rejected, see dataset.onError)."
+    )
+    packing: Literal["auto", "packed", "padding-free", "none"] = Field(
+        "auto",
+        description="How sequences share a batch: packed, padding-free (no pad tokens, "
+        "fastest measured on CPU), none (padded), or auto (the planner decides).",
+    )
+    gradient_checkpointing: AutoBool = Field(
+        "auto",
+        description="Recompute activations in backward: true, false, or auto (on only when "
+        "needed to fit).",
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 where the GPU supports it, fp16 on V100/T4, fp32 on CPU.",
+    )
+    eval_steps: int = Field(200, ge=1, le=100_000_000, description="Evaluate every N optimizer steps.")
+    save_steps: int = Field(200, ge=1, le=100_000_000, description="Checkpoint every N optimizer steps.")
+    save_total_limit: int = Field(
+        3, ge=1, le=100, description="Keep at most this many complete checkpoints."
+    )
+    logging_steps: int = Field(
+        1, ge=1, le=100_000_000, description="Report loss and throughput every N optimizer steps."
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Stop when the eval loss has not improved for this many evaluations; the "
+        "best model is kept.",
+    )
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed for data order and initialization.")
+
+
+# --------------------------------------------------------------------------- resources
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration copied to every training pod."""
+
+    key: str | None = Field(None, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal.")
+    value: str | None = Field(None, description="Taint value (with operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        None, ge=0, le=10**9, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class ResourcesSpec(ApiModel):
+    """Hardware for the run. The planner picks the layout within these bounds."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.RESOURCES))
+
+    gpu: str = Field(
+        "H100-80GB",
+        max_length=64,
+        description="GPU type from the catalog (H100-80GB, H200-141GB, A100-80GB, A100-40GB, "
+        "L40S-48GB, L4-24GB, A10G-24GB, V100-32GB, T4-16GB) or cpu. Omitted: the operator's "
+        "default GPU (the chart's trainer.defaultGpu), else H100-80GB.",
+        # The API server must leave it absent, or the operator's default could never apply.
+        json_schema_extra=NO_SERVER_DEFAULT,
+    )
+    gpu_memory_gib: float | None = Field(
+        None,
+        alias="gpuMemoryGiB",
+        gt=0,
+        le=4096,
+        description="Custom memory per GPU in GiB, for a GPU the catalog lacks.",
+    )
+    gpus_per_node: int = Field(
+        8, ge=1, le=64, description="GPUs per node (with gpu: cpu, CPU ranks per pod)."
+    )
+    max_nodes: int = Field(4, ge=1, le=512, description="Upper bound for the node count.")
+    nodes: int | None = Field(None, ge=1, le=512, description="Force this many nodes.")
+    strategy: strategies.RequestedStrategy = Field(
+        strategies.AUTO,
+        description="Sharding strategy; auto picks the least-sharded one that fits.",
+    )
+    cpu: str | None = Field(
+        None,
+        max_length=32,
+        description="CPU request per pod (a Kubernetes quantity); defaults from the plan.",
+    )
+    memory: str | None = Field(
+        None,
+        max_length=32,
+        description="Memory request per pod (a Kubernetes quantity); defaults from the plan.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels every training pod must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations for every training pod."
+    )
+    priority_class_name: str | None = Field(
+        None, max_length=253, description="PriorityClass of the training pods."
+    )
+    queue_name: str | None = Field(
+        None,
+        max_length=63,
+        description="Kueue LocalQueue: the Job is created suspended and admitted as a gang.",
+    )
+
+
+# --------------------------------------------------------------------------- misc
+
+
+class OutputSpec(ApiModel):
+    """Where checkpoints and the final model go."""
+
+    pvc: str | None = Field(
+        None,
+        max_length=253,
+        description="PersistentVolumeClaim mounted on every pod; checkpoints survive "
+        "restarts only with one (or a shared filesystem).",
+    )
+    path: str = Field(
+        "/output",
+        max_length=4096,
+        description="Directory inside the pod (or, for local runs, on disk) for checkpoints "
+        "and the final model.",
+    )
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the job's namespace."""
+
+    name: str = Field(max_length=253, description="Secret name.")
+    key: str = Field(max_length=253, description="Key inside the Secret.")
+
+
+class SecretsSpec(ApiModel):
+    """Credentials, always by reference to a Secret, never literal."""
+
+    hf_token: SecretKeyRef | None = Field(
+        None, description="Secret key holding a Hugging Face token (HF_TOKEN in the pods)."
+    )
+
+
+class RunPolicy(ApiModel):
+    """How the operator restarts, suspends and cleans up. May change while running."""
+
+    backoff_limit: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="Whole-gang restarts from the latest checkpoint before the job fails.",
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, le=10**9, description="Fail the job (DeadlineExceeded) after this long running."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None,
+        ge=0,
+        le=10**9,
+        description="Delete the children this long after the job ends; the output stays.",
+    )
+    suspend: bool = Field(
+        False, description="Suspend: pods are deleted; unsuspending resumes from checkpoint."
+    )
+
+
+class FineTuneJobSpec(ApiModel):
+    """What to fine-tune, on what data, how, and on which hardware."""
+
+    model: ModelSpec = Field(description="The base model.")
+    dataset: DatasetSpec = Field(description="Training and evaluation data.")
+    method: MethodSpec = Field(default_factory=MethodSpec, description="Task and tuning method.")
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec, description="Hyperparameters."
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Hardware bounds for the planner."
+    )
+    image: str | None = Field(
+        None,
+        max_length=512,
+        description="Trainer image; the operator's configured default when empty.",
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Output location.")
+    secrets: SecretsSpec = Field(default_factory=SecretsSpec, description="Credentials.")
+    run_policy: RunPolicy = Field(
+        default_factory=RunPolicy, description="Restart, deadline, cleanup and suspension."
+    )
+
+
+# --------------------------------------------------------------------------- status
+
+
+class MemoryBreakdown(ApiModel):
+    """Bytes per GPU (or per CPU rank), itemized."""
+
+    weights: int = Field(0, description="Model weights held by one rank.")
+    gradients: int = Field(0, description="Gradients held by one rank.")
+    optimizer: int = Field(
+        0, description="Optimizer states (and fp32 master weights) held by one rank."
+    )
+    activations: int = Field(
+        0, description="Tensors autograd saves for the backward of one micro-batch (all "
+        "accumulated micro-batches' gradients are counted with them)."
+    )
+    logits: int = Field(
+        0, description="Working set of the language-model head's loss (TRL's fused head: "
+        "its tiles and fp32 gradients), or the classifier's logits."
+    )
+    overhead: int = Field(
+        0, description="Runtime (CUDA context or CPU process), communication buckets, "
+        "parameters ZeRO-3 or FSDP keep gathered."
+    )
+    total: int = Field(
+        0, description="Peak per rank: the larger of the forward/backward phase and the "
+        "optimizer step (items not live at the same time are not added), plus the runtime."
+    )
+
+
+class PlanAlternative(ApiModel):
+    """Another layout the planner evaluated."""
+
+    strategy: Strategy = Field(description="Sharding strategy.")
+    nodes: int = Field(description="Nodes.")
+    gpus_per_node: int = Field(description="GPUs per node.")
+    memory_per_gpu: int = Field(description="Total bytes per GPU.")
+    fits: bool = Field(description="Whether it fits with the required headroom.")
+    micro_batch_size: int | None = Field(None, description="Micro-batch it was evaluated at.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Whether it was evaluated with gradient checkpointing."
+    )
+
+
+class CostRange(ApiModel):
+    """A price range in USD."""
+
+    low: float = Field(description="At the low end of the GPU's hourly price range.")
+    high: float = Field(description="At the high end of the GPU's hourly price range.")
+
+
+class Estimate(ApiModel):
+    """Expected size and cost of the run."""
+
+    tokens: int = Field(0, description="Training tokens processed (all epochs).")
+    flops: float = Field(0, description="6 x trainable-aware parameters x tokens.")
+    mfu: float = Field(0, description="Model FLOPs utilization assumed for the time estimate.")
+    gpu_hours: float = Field(0, description="GPU-hours at that utilization.")
+    wall_hours: float = Field(0, description="Wall-clock hours on the planned GPUs.")
+    cost_usd: CostRange = Field(
+        default_factory=lambda: CostRange(low=0, high=0), description="Cost range in USD."
+    )
+    basis: str = Field(
+        "", description="How the token count was obtained (steps, measured rows, or assumed)."
+    )
+
+
+class Plan(ApiModel):
+    """What the planner chose and why. Written to status.plan."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    parameters: int = Field(description="Total parameter count.")
+    trainable_parameters: int = Field(description="Parameters that receive gradients.")
+    parameter_source: Literal["config", "catalog", "estimate", "hint"] = Field(
+        "config",
+        description="Where the count came from: exact from a config, the built-in catalog, "
+        "an estimate from the config's sizes, or the user's size hint.",
+    )
+    strategy: Strategy = Field(description="Chosen sharding strategy.")
+    nodes: int = Field(description="Nodes (pods).")
+    gpus_per_node: int = Field(description="GPUs (or CPU ranks) per node.")
+    world_size: int = Field(description="Total ranks: nodes x gpusPerNode.")
+    gpu: str = Field(description="GPU type, or cpu.")
+    gpu_memory: int = Field(description="Memory per GPU in bytes.")
+    precision: Precision = Field(description="Training precision.")
+    micro_batch_size: int = Field(description="Sequences per rank per forward pass.")
+    gradient_accumulation: int = Field(description="Micro-batches per optimizer step.")
+    global_batch_size: int = Field(
+        description="Sequences per optimizer step (microBatch x worldSize x accumulation)."
+    )
+    gradient_checkpointing: bool = Field(description="Whether activations are recomputed.")
+    packing: Literal["packed", "padding-free", "none"] = Field(
+        "padding-free", description="How sequences share a batch."
+    )
+    seq_length: int = Field(0, description="Sequence length planned for.")
+    fits: bool = Field(description="Whether the plan fits in memory with headroom.")
+    reason: str = Field(description="One line explaining the choice.")
+    suggestion: str | None = Field(
+        None, description="When nothing fits: the smallest configuration that would."
+    )
+    memory_per_gpu: MemoryBreakdown = Field(description="Bytes per GPU, itemized.")
+    host_memory_per_node: int = Field(
+        0, description="Host RAM needed per node (offloaded states, loading buffers)."
+    )
+    alternatives: list[PlanAlternative] = Field(
+        default_factory=list, description="Every strategy evaluated."
+    )
+    estimate: Estimate = Field(default_factory=Estimate, description="Tokens, FLOPs, time, cost.")
+
+    @property
+    def total_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(description="Valid, Planned, Created, Running, Succeeded, Failed, ...")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field("", description="CamelCase machine-readable reason.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: datetime | None = Field(
+        None, description="When status last changed."
+    )
+    observed_generation: int | None = Field(
+        None, description="metadata.generation this condition was computed from."
+    )
+
+
+class Progress(ApiModel):
+    """Training progress copied from rank 0's metrics."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: int | None = Field(None, description="Optimizer steps done.")
+    total_steps: int | None = Field(None, description="Optimizer steps planned.")
+    percent: float | None = Field(None, description="step / totalSteps in percent.")
+    epoch: float | None = Field(None, description="Fractional epoch.")
+    loss: float | None = Field(None, description="Latest training loss.")
+    eval_loss: float | None = Field(None, description="Latest evaluation loss.")
+    tokens_per_second: float | None = Field(None, description="Training throughput.")
+    eta_seconds: float | None = Field(None, description="Estimated seconds to completion.")
+    updated_at: datetime | None = Field(None, description="When progress was last read.")
+    stale: bool | None = Field(
+        None, description="True when rank 0's metrics could not be read at the last attempt."
+    )
+
+
+class FineTuneJobStatus(ApiModel):
+    """Observed state, written by the operator only."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase = Field("Pending", description="Pending, Running, Restarting, Suspended, "
+                         "Succeeded or Failed.")
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
+    plan: Plan | None = Field(None, description="What the planner chose and why.")
+    progress: Progress | None = Field(None, description="Training progress.")
+    restarts: int = Field(0, description="Whole-gang restarts so far.")
+    start_time: datetime | None = Field(None, description="When the first pods ran.")
+    completion_time: datetime | None = Field(None, description="When the job ended.")
+    last_checkpoint: str | None = Field(None, description="Latest complete checkpoint.")
+    active_job: str | None = Field(None, description="Name of the current batch/v1 Job.")
+    observed_generation: int | None = Field(
+        None, description="metadata.generation last acted upon."
+    )
+    message: str | None = Field(None, description="Human-readable summary of the state.")
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata this project reads."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(description="Object name.")
+    namespace: str | None = Field(None, description="Namespace.")
+
+
+class FineTuneJob(ApiModel):
+    """A fine-tuning run of a language model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_version: Literal["finetune.dev/v1alpha1"] = Field(
+        alias="apiVersion", description="finetune.dev/v1alpha1"
+    )
+    kind: Literal["FineTuneJob"] = Field(description="FineTuneJob")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: FineTuneJobSpec = Field(description="What to fine-tune and how.")
+    status: FineTuneJobStatus | None = Field(
+        None, description="Observed state, written by the operator."
+    )

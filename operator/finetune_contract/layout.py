@@ -1,0 +1,19 @@
+"""Ports, paths and file names that the trainer, its image, the pods the operator renders and
+the local runner must agree on: each is written here once, for every side.
+"""
+
+from __future__ import annotations
+
+# Prometheus endpoint of local rank 0; rank r serves METRICS_PORT + r.
+METRICS_PORT = 9400
+# torchrun's c10d rendezvous, served by node rank 0.
+RENDEZVOUS_PORT = 29500
+# The trainer image's non-root user: pods run as it, so what the image owns stays writable.
+TRAINER_UID = 1000
+# Where pods mount the data; the CPU image ships the example data there.
+DATA_ROOT = "/data"
+# Output directory inside a pod when spec.output.path is relative.
+OUTPUT_ROOT = "/output"
+# What a finished run leaves in its output directory.
+FINAL_DIR = "final"
+SUMMARY_FILE = "training_summary.json"

@@ -1,0 +1,218 @@
+"""Cross-field rules of the FineTuneJob API, each written once, with its one message.
+
+Two kinds:
+
+- An `ObjectRule` holds between fields of one API object. It carries the rule twice, in the
+  two languages that must enforce it: CEL, which api.py puts into the object's schema so that
+  the API server refuses a bad object, and Python, which `finetune validate` and the operator
+  evaluate (finetune_operator/validation.py). A test evaluates both on the same cases, rule by
+  rule, so the two cannot drift (tests/finetune_contract/test_rules.py).
+- The refusals that depend on where a job runs: its strategy, device and precision, which are
+  only known for certain once it is planned. Validation checks them on the spec and on the
+  plan; the trainer checks them again on its config before it reads any data.
+
+A message names no path of its own: validation prefixes the field's full path
+(spec.method.numLabels), the API server the same path from the rule's fieldPath, the trainer
+the field in its config (plan.strategy).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from finetune_contract import strategies
+
+
+@dataclass(frozen=True)
+class ObjectRule:
+    """A rule between the fields of one API object.
+
+    `message` may name fields of the object in braces, by their wire (camelCase) names:
+    Python fills them in from the object, the API server through a CEL messageExpression.
+    """
+
+    cel: str  # true for a valid object; `self` is the object as stored
+    holds: Callable[[Any], bool]  # the same on the validated pydantic object
+    message: str
+    field: str = ""  # the field the message is about; "" for the object itself
+
+    def message_for(self, obj: Any) -> str:
+        """The message for a pydantic object that breaks the rule."""
+        if not _placeholders(self.message):
+            return self.message
+        return self.message.format_map(obj.model_dump(by_alias=True))
+
+    def path_in(self, object_path: str) -> str:
+        """The full path of the field the message is about."""
+        return f"{object_path}.{self.field}" if self.field else object_path
+
+    def cel_validation(self) -> dict[str, str]:
+        """The rule as one entry of the CRD's x-kubernetes-validations: the API server reports
+        a broken rule at its fieldPath, with the message validation gives."""
+        entry = {"rule": self.cel}
+        if _placeholders(self.message):
+            entry["messageExpression"] = _cel_concatenation(self.message)
+        else:
+            entry["message"] = self.message
+        if self.field:
+            entry["fieldPath"] = f".{self.field}"
+        return entry
+
+
+def schema_extra(rules: tuple[ObjectRule, ...]) -> dict[str, Any]:
+    """What a pydantic model's json_schema_extra needs to carry `rules` into the CRD."""
+    return {"x-kubernetes-validations": [rule.cel_validation() for rule in rules]}
+
+
+def broken(obj: Any, rules: tuple[ObjectRule, ...]) -> list[ObjectRule]:
+    """The rules `obj` does not satisfy, in table order."""
+    return [rule for rule in rules if not rule.holds(obj)]
+
+
+def _placeholders(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def _cel_concatenation(template: str) -> str:
+    """A message template as a CEL string expression: 'is ' + string(self.nodes) + ..."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        if literal:
+            parts.append("'" + literal.replace("\\", "\\\\").replace("'", "\\'") + "'")
+        if name:
+            parts.append(f"string(self.{name})")
+    return " + ".join(parts)
+
+
+# --------------------------------------------------------------------------- the objects
+
+MODEL: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="has(self.name) || has(self.path) || (has(self.init) && self.init == 'random')",
+        holds=lambda m: bool(m.name or m.path) or m.init == "random",
+        message="set name (a Hugging Face id), path (a directory with config.json), or "
+        "init: random with config",
+    ),
+    ObjectRule(
+        cel="!has(self.init) || self.init != 'random' || has(self.config)",
+        holds=lambda m: m.init != "random" or bool(m.config),
+        field="config",
+        message="init: random needs the model's config (model_type, hidden_size, "
+        "num_hidden_layers, ...)",
+    ),
+)
+
+DATA_SOURCE: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="has(self.path) != has(self.hf)",
+        holds=lambda s: bool(s.path) != bool(s.hf),
+        message="set exactly one of path or hf",
+    ),
+)
+
+DATASET: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="!(has(self.eval) && has(self.evalSplitRatio))",
+        holds=lambda d: d.eval is None or d.eval_split_ratio is None,
+        field="evalSplitRatio",
+        message="set dataset.eval or dataset.evalSplitRatio, not both",
+    ),
+)
+
+METHOD: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="self.task != 'classification' || has(self.numLabels)",
+        holds=lambda m: m.task != "classification" or m.num_labels is not None,
+        field="numLabels",
+        message="is required for task: classification (the number of classes)",
+    ),
+    ObjectRule(
+        cel="self.tuning != 'freeze' || self.task == 'classification' "
+        "|| self.trainableLayers > 0",
+        holds=lambda m: m.tuning != "freeze" or m.task == "classification"
+        or m.trainable_layers > 0,
+        field="trainableLayers",
+        message="tuning: freeze with task: sft trains nothing; set trainableLayers > 0 or "
+        "use task: classification (feature extraction)",
+    ),
+)
+
+TRAINING: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="!has(self.microBatchSize) || self.microBatchSize <= self.globalBatchSize",
+        holds=lambda t: t.micro_batch_size is None
+        or t.micro_batch_size <= t.global_batch_size,
+        field="microBatchSize",
+        message="must not exceed globalBatchSize ({microBatchSize} > {globalBatchSize})",
+    ),
+)
+
+RESOURCES: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="!has(self.nodes) || self.nodes <= self.maxNodes",
+        holds=lambda r: r.nodes is None or r.nodes <= r.max_nodes,
+        field="nodes",
+        message="is {nodes}, above resources.maxNodes ({maxNodes})",
+    ),
+)
+
+
+# --------------------------------------------------------------------------- where it runs
+
+
+def ddp_only_methods(tuning: str, l2_to_pretrained: float) -> str:
+    """The methods (of spec.method) that need whole parameters on every rank: they change
+    which weights train, or read every weight, each step. "" when none."""
+    names = []
+    if tuning == "gradual-unfreeze":
+        names.append("tuning: gradual-unfreeze")
+    if l2_to_pretrained > 0:
+        names.append("l2ToPretrained")
+    return " and ".join(names)
+
+
+def strategy_refusals(name: str, device: str, *, tuning: str,
+                      l2_to_pretrained: float) -> list[str]:
+    """Why strategy `name` cannot train this method on `device` (cpu or cuda); [] when it
+    can."""
+    row = strategies.strategy(name)
+    refusals = []
+    if device == "cpu" and row.cpu_refusal:
+        refusals.append(f"{name} is not supported on CPU ({row.cpu_refusal}); use ddp, "
+                        "zero2 or zero3")
+    methods = ddp_only_methods(tuning, l2_to_pretrained)
+    if row.sharded and methods:
+        refusals.append(f"{methods} needs strategy ddp (got {name})")
+    return refusals
+
+
+def precision_refusal(precision: str, device: str) -> str | None:
+    """Why `precision` cannot train on `device`, or None."""
+    if precision == "fp16" and device == "cpu":
+        return "fp16 needs a GPU; use fp32 or bf16 on cpu"
+    return None
+
+
+def has_evaluation(dataset: Any) -> bool:
+    """Whether an api.DatasetSpec gives evaluation data."""
+    return dataset.eval is not None or dataset.eval_split_ratio is not None
+
+
+def early_stopping_problems(training: Any, has_eval: bool) -> list[tuple[str, str]]:
+    """(field under spec, message) of what earlyStoppingPatience needs and `training` (an
+    api.TrainingSpec) lacks."""
+    if training.early_stopping_patience is None:
+        return []
+    problems = []
+    if not has_eval:
+        problems.append(("training.earlyStoppingPatience",
+                         "needs evaluation data: set dataset.eval or dataset.evalSplitRatio"))
+    if training.save_steps % training.eval_steps:
+        message = (f"must be a multiple of evalSteps ({training.eval_steps}) with "
+                   "earlyStoppingPatience, so the best model is always checkpointed "
+                   f"(got {training.save_steps})")
+        problems.append(("training.saveSteps", message))
+    return problems

@@ -1,0 +1,244 @@
+"""`finetune plan`: what a job needs (strategy, GPUs, nodes, memory per GPU, cost) and why.
+
+    finetune plan JOB.yaml [flags]
+    finetune plan --model NAME|PATH [--parameters 7.5B] [--gpu H100-80GB] [--gpus-per-node 8]
+                  [--max-nodes 4] [--gpus N] [--strategy S] [--seq-len 4096]
+                  [--global-batch 16] [--tuning full|freeze] [--json]
+
+Flags given with a YAML file override what the file says. `--gpus N` fixes the layout (N
+GPUs, N <= gpusPerNode on one node, else whole nodes); with `--strategy` it evaluates exactly
+that layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from finetune_contract import strategies
+from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan
+from pydantic import ValidationError
+
+from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.errors import UserError
+from finetune_operator.planner import DatasetStats, PlanningError, plan_job
+from finetune_operator.sizes import format_bytes, format_size
+from finetune_operator.validation import pydantic_problems, validate_job
+
+# Stands in for the dataset the flags-only form does not name: planning never reads it.
+_PLACEHOLDER_DATASET = {"train": {"path": "train.jsonl"}}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="size a job: strategy, GPUs, memory per GPU, cost",
+        description="Plan a fine-tuning job from a FineTuneJob YAML file or from flags: "
+        "the sharding strategy, nodes, micro-batch and checkpointing, the memory each GPU "
+        "needs (itemized), and the estimated GPU-hours and cost.",
+    )
+    p.add_argument("file", nargs="?", metavar="JOB.yaml", help="a FineTuneJob ('-' for stdin)")
+    p.add_argument("--model", help="Hugging Face id (catalog) or a local directory with "
+                   "config.json")
+    p.add_argument("--parameters", help="size when the model cannot be read: 125M, 7.5B, 70B")
+    p.add_argument("--gpu", help="GPU type (H100-80GB, A100-40GB, ..., cpu)")
+    p.add_argument("--gpu-memory-gib", type=float, help="custom memory per GPU in GiB")
+    p.add_argument("--gpus-per-node", type=int, help="GPUs (CPU ranks) per node")
+    p.add_argument("--max-nodes", type=int, help="most nodes the plan may use")
+    p.add_argument("--gpus", type=int, help="use exactly this many GPUs")
+    p.add_argument("--strategy", choices=[strategies.AUTO, *strategies.NAMES])
+    p.add_argument("--seq-len", type=int, help="maximum sequence length in tokens")
+    p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
+    p.add_argument("--micro-batch", type=int, help="force the per-rank micro-batch")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--tuning", choices=["full", "freeze"])
+    p.add_argument("--trainable-layers", type=int,
+                   help="with --tuning freeze: top blocks that train (default 2)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps, for the estimate")
+    p.add_argument("--epochs", type=float, help="passes over the data, for the estimate")
+    p.add_argument("--rows", type=int, help="training rows, for the estimate")
+    p.add_argument("--tokens-per-row", type=float,
+                   help="mean tokens per row (default: full-length rows)")
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec, data_root, label = _spec_from_args(args)
+    stats = _stats(args)
+    try:
+        plan = plan_job(spec, data_root=data_root, dataset_stats=stats)
+    except PlanningError as err:
+        raise UserError(f"{label}: {err.field}: {err.message}") from None
+    if args.json:
+        print(json.dumps(plan.to_wire(), indent=2))
+    else:
+        print(render(plan, label))
+    return 0 if plan.fits else 2
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _spec_from_args(args: argparse.Namespace) -> tuple[FineTuneJobSpec, Path, str]:
+    if args.file:
+        doc, label = _read_job(args.file)
+        data_root = Path.cwd() if args.file == "-" else Path(args.file).resolve().parent
+        raw = doc["spec"]
+    else:
+        if not args.model and not args.parameters:
+            raise UserError("give a FineTuneJob file, or --model NAME|PATH (and --parameters "
+                            "for a model the catalog lacks)")
+        label = args.model or args.parameters
+        data_root = Path.cwd()
+        raw = {"dataset": _PLACEHOLDER_DATASET}
+    raw = _apply_flags(raw, args)
+    try:
+        return FineTuneJobSpec.model_validate(raw), data_root, label
+    except ValidationError as err:
+        problems = "; ".join(str(p) for p in pydantic_problems(err))
+        raise UserError(f"{label}: {problems}") from None
+
+
+def _read_job(source: str) -> tuple[dict[str, Any], str]:
+    try:
+        docs = read_documents(source)
+    except DocumentError as err:
+        raise UserError(str(err)) from None
+    if len(docs) != 1:
+        raise UserError(f"{source}: expected one FineTuneJob document, found {len(docs)}")
+    doc = docs[0]
+    _, problems = validate_job(doc.body, plan=False)
+    if problems:
+        where = f"{source}:{doc.line}"
+        raise UserError("; ".join(f"{where}: {p}" for p in problems))
+    return doc.body, f"{source}"
+
+
+def _apply_flags(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A copy of the spec with every given flag written over it."""
+    spec = json.loads(json.dumps(raw))
+    model = spec.setdefault("model", {})
+    if args.model:
+        local = Path(args.model)
+        model.pop("name", None)
+        model.pop("path", None)
+        if (local / "config.json").is_file():
+            model["path"] = str(local.resolve())
+        else:
+            model["name"] = args.model
+    if args.parameters:
+        model["parameters"] = args.parameters
+    resources = spec.setdefault("resources", {})
+    _set(resources, "gpu", args.gpu)
+    _set(resources, "gpuMemoryGiB", args.gpu_memory_gib)
+    _set(resources, "gpusPerNode", args.gpus_per_node)
+    _set(resources, "maxNodes", args.max_nodes)
+    _set(resources, "strategy", args.strategy)
+    if args.gpus is not None:
+        _fix_layout(resources, args.gpus)
+    training = spec.setdefault("training", {})
+    _set(training, "maxSeqLength", args.seq_len)
+    _set(training, "globalBatchSize", args.global_batch)
+    _set(training, "microBatchSize", args.micro_batch)
+    _set(training, "precision", args.precision)
+    _set(training, "maxSteps", args.max_steps)
+    _set(training, "epochs", args.epochs)
+    if args.tuning:
+        method = spec.setdefault("method", {})
+        method["tuning"] = args.tuning
+        if args.tuning == "freeze":
+            method.setdefault("trainableLayers", args.trainable_layers or 2)
+        else:
+            method.pop("trainableLayers", None)
+    if args.trainable_layers is not None:
+        spec.setdefault("method", {})["trainableLayers"] = args.trainable_layers
+    return spec
+
+
+def _fix_layout(resources: dict[str, Any], gpus: int) -> None:
+    """--gpus N: N GPUs on one node when they fit on one, else whole nodes."""
+    per_node = resources.get("gpusPerNode", 8)
+    if gpus < 1:
+        raise UserError(f"--gpus must be at least 1 (got {gpus})")
+    if gpus <= per_node:
+        resources["gpusPerNode"], resources["nodes"] = gpus, 1
+    elif gpus % per_node:
+        raise UserError(f"--gpus {gpus} is not a whole number of nodes of {per_node} GPUs; "
+                        f"use a multiple of {per_node} or set --gpus-per-node")
+    else:
+        resources["nodes"] = gpus // per_node
+    resources["maxNodes"] = max(resources.get("maxNodes", 4), resources["nodes"])
+
+
+def _set(section: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        section[key] = value
+
+
+def _stats(args: argparse.Namespace) -> DatasetStats | None:
+    if args.rows is None:
+        if args.tokens_per_row is not None:
+            raise UserError("--tokens-per-row needs --rows")
+        return None
+    if args.rows < 1:
+        raise UserError(f"--rows must be at least 1 (got {args.rows})")
+    return DatasetStats(rows=args.rows, mean_tokens_per_row=args.tokens_per_row)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render(plan: Plan, label: str) -> str:
+    """The plan as a short human table."""
+    m = plan.memory_per_gpu
+    per = "rank" if plan.gpu == "cpu" else "GPU"
+    checkpointing = "on" if plan.gradient_checkpointing else "off"
+    verdict = "fits" if plan.fits else "DOES NOT FIT"
+    e = plan.estimate
+    lines = [
+        (f"{label}: {format_size(plan.parameters)} parameters ({plan.parameter_source}), "
+        f"{format_size(plan.trainable_parameters)} trainable"),
+        "",
+        (f"  plan        {plan.strategy} on {plan.nodes} node(s) x {plan.gpus_per_node} "
+        f"{plan.gpu} = {plan.world_size} ranks, {plan.precision}, {plan.packing}: {verdict}"),
+        (f"  batch       global {plan.global_batch_size} = micro {plan.micro_batch_size} x "
+        f"{plan.world_size} ranks x accumulation {plan.gradient_accumulation}; "
+        f"seq {plan.seq_length}; gradient checkpointing {checkpointing}"),
+        (f"  memory/{per:<4} {format_bytes(m.total)} of {format_bytes(plan.gpu_memory)}: "
+        f"weights {format_bytes(m.weights)}, gradients {format_bytes(m.gradients)}, "
+        f"optimizer {format_bytes(m.optimizer)}, activations {format_bytes(m.activations)}, "
+        f"logits {format_bytes(m.logits)}, overhead {format_bytes(m.overhead)}"
+        f"{_peak_note(m)}"),
+        f"  host/node   {format_bytes(plan.host_memory_per_node)}",
+    ]
+    if e.tokens:
+        lines.append(
+            f"  estimate    {format_size(e.tokens)} tokens, {e.flops:.3g} FLOPs, "
+            f"{e.gpu_hours:.4g} {per}-hours at {e.mfu:.0%} MFU ({e.wall_hours:.3g} h wall), "
+            f"${e.cost_usd.low:,.2f}-${e.cost_usd.high:,.2f} ({e.basis})"
+        )
+    else:
+        lines.append(f"  estimate    {e.basis}")
+    lines.append(f"  why         {plan.reason}")
+    if plan.suggestion:
+        lines.append(f"  suggestion  {plan.suggestion}")
+    lines += ["", f"  {'strategy':<14} {'layout':<10} {'memory/' + per:>12}  fits"]
+    for alt in plan.alternatives:
+        mark = "  <- chosen" if alt.strategy == plan.strategy else ""
+        lines.append(
+            f"  {alt.strategy:<14} {f'{alt.nodes} x {alt.gpus_per_node}':<10} "
+            f"{format_bytes(alt.memory_per_gpu):>12}  {'yes' if alt.fits else 'no'}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def _peak_note(m: MemoryBreakdown) -> str:
+    """The total is a peak, not a sum: say so when the items add up to more."""
+    items = m.weights + m.gradients + m.optimizer + m.activations + m.logits + m.overhead
+    if items <= m.total:
+        return ""
+    return (" (the peak of forward/backward and the optimizer step: not all of these are "
+            "held at once)")

@@ -1,0 +1,121 @@
+"""Reconcile one FineTuneJob: read it and its children, run the lifecycle, act, write status.
+
+Every trigger (the job new or edited, the periodic resync, a change of one of its Jobs) ends
+here, run by the work loop. A per-job lock serializes them, and the progress reads, within
+this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from finetune_contract import api
+
+from finetune_operator.controller.caches import spec_caches
+from finetune_operator.controller.kube import Cluster, parse_status
+from finetune_operator.lifecycle.actions import Decision, Emit
+from finetune_operator.lifecycle.machine import decide, resync_due
+from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobLocks:
+    """One lock per (namespace, name): handlers of one job never overlap."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def __call__(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+
+
+class Reconciler:
+    def __init__(self, cluster: Cluster, settings: Settings, metrics: OperatorMetrics,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.locks = JobLocks()
+        # The parsed specs of this process: the lifecycle reads them, never fills globals.
+        self.caches = spec_caches()
+        # (namespace, name) -> uid of a finished job whose last resync had nothing left to do
+        self._settled: dict[tuple[str, str], str | None] = {}
+        # (namespace, name) -> uid of a job whose last reconcile ran to its end (status
+        # written): its next reconcile need not look for Jobs a failure left behind
+        self._complete: dict[tuple[str, str], str | None] = {}
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        with self.locks(namespace, name), self.metrics.reconcile_seconds.time():
+            self._reconcile(namespace, name)
+
+    def resync(self, namespace: str, name: str) -> None:
+        """The periodic reconcile, skipped when the clock cannot change anything: a finished
+        job whose TTL is not due, or whose children are gone already. Active jobs are always
+        reconciled: their pods are not watched, and deadlines and Unschedulable are timed."""
+        with self.locks(namespace, name):
+            body = self.cluster.current_finetunejob(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            meta = body["metadata"]
+            if self._settled.get((namespace, name)) == meta.get("uid"):
+                return
+            if not resync_due(body.get("spec") or {}, parse_status(body.get("status")),
+                              int(meta.get("generation") or 1), name, self.clock(),
+                              self.settings, self.caches):
+                return
+            with self.metrics.reconcile_seconds.time():
+                decision = self._reconcile(namespace, name)
+            if decision is not None and not decision.actions \
+                    and decision.status.phase in api.TERMINAL_PHASES:
+                self._settled[(namespace, name)] = meta.get("uid")  # nothing left to do
+
+    def _reconcile(self, namespace: str, name: str) -> Decision | None:
+        body = self.cluster.current_finetunejob(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        uid = body["metadata"].get("uid")
+        # Popped: a failure from here on leaves the job marked incomplete.
+        last_complete = self._complete.pop((namespace, name), None) == uid
+        observed = self.cluster.observe(body, last_complete=last_complete)
+        decision = decide(observed, self.clock(), self.settings, caches=self.caches)
+        events = [a for a in decision.actions if isinstance(a, Emit)]
+        for action in decision.actions:
+            if not isinstance(action, Emit):
+                self.cluster.apply(namespace, action)
+        self.cluster.write_status(namespace, name, body.get("status"), decision.status)
+        self._complete[(namespace, name)] = uid
+        self.metrics.observe_phase(namespace, name, decision.status.phase)
+        restarted = decision.status.restarts - observed.status.restarts
+        if restarted > 0:
+            self.metrics.restarts.labels(namespace, name).inc(restarted)
+        # Events only once the state they announce is recorded.
+        for event in events:
+            self.cluster.post_event(body, event, self.clock())
+        return decision
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted job. Waits for a reconcile still in flight: it would track the job's
+        phase again after its metrics were dropped."""
+        with self.locks(namespace, name):
+            self.metrics.forget(namespace, name)
+        self.locks.forget(namespace, name)
+        self.cluster.forget(namespace, name)
+        self._settled.pop((namespace, name), None)
+        self._complete.pop((namespace, name), None)
+

@@ -1,1 +1,0 @@
-"""The kopf side: thin handlers that fetch, call the pure core, and write back."""

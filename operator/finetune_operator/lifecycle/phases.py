@@ -1,0 +1,254 @@
+"""A started job: keep its children in place, read its attempt's Job and pods, and move it
+through Pending, Running, Restarting and Suspended to Succeeded or Failed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from finetune_contract.api import FineTuneJobSpec, Plan
+
+from finetune_operator import conditions as cond
+from finetune_operator import names, render
+from finetune_operator.lifecycle import pods as pod_states
+from finetune_operator.lifecycle import spec as specs
+from finetune_operator.lifecycle.actions import Create, Delete, SetSuspend
+from finetune_operator.lifecycle.observation import Attempt
+from finetune_operator.lifecycle.start import current_spec
+from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message
+
+
+def follow(step: Step) -> None:
+    """The job has a plan: keep its children in place and track its Job and pods."""
+    try:
+        spec = effective_spec(step)
+    except InvalidAfterStart as err:
+        fail_invalid(step, f"the spec is invalid and its started copy is gone: {err}")
+        return
+    plan = step.status.plan
+    assert plan is not None  # has_started
+    _adopt_recorded_restart(step)
+    _ensure_config_and_service(step, spec, plan)
+    step.status.active_job = names.batch_job_name(step.name, step.status.restarts)
+    attempt = step.observed.attempts.get(step.status.restarts)
+    if attempt is None:
+        _create_job(step, spec, plan)
+        _mark_created(step, plan)
+        return
+    _mark_created(step, plan)
+    _track(step, spec, plan, attempt)
+
+
+def _track(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> None:
+    """The one transition the attempt's Job and pods call for."""
+    if _deadline_passed(step, spec):
+        step.actions.append(Delete("Job", attempt.name))
+        fail(step, "DeadlineExceeded", f"ran longer than runPolicy.activeDeadlineSeconds "
+             f"({spec.run_policy.active_deadline_seconds} s)")
+    elif attempt.complete or attempt.succeeded_pods >= plan.nodes:
+        _succeed(step)
+    elif attempt.failed or pod_states.any_failed(attempt.pods) or attempt.failed_pods:
+        _rank_failed(step, spec, plan, attempt)
+    elif spec.run_policy.suspend:
+        _suspend(step, attempt)
+    elif attempt.suspended:
+        _unsuspended_or_queued(step, spec, attempt)
+    elif pod_states.all_running(attempt.pods, plan.nodes):
+        _running(step)
+    else:
+        _waiting(step, attempt)
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class InvalidAfterStart(Exception):
+    """The current spec is invalid and the copy the job started with is gone."""
+
+
+def effective_spec(step: Step) -> FineTuneJobSpec:
+    """The spec the run started with (from its ConfigMap) plus the current runPolicy.
+
+    Other edits after the start are not applied: they get a SpecChangeRejected condition.
+    """
+    current, problems = current_spec(step)
+    started = specs.started(step.observed.started_config, step.caches)
+    if started is None:
+        if current is None:  # no record of the start and an invalid spec: cannot continue
+            raise InvalidAfterStart("; ".join(problems))
+        return current
+    if current is None:
+        _reject_change(step, "the edited spec is invalid: " + "; ".join(problems))
+        return started
+    changed = specs.changed_fields(started, current)
+    if changed:
+        _reject_change(step, f"{', '.join(changed)} changed after the job started; only "
+                       "spec.runPolicy can change while a job runs (delete and re-create the "
+                       "job to change the rest)")
+    elif cond.find(step.status.conditions, cond.SPEC_CHANGE_REJECTED):
+        step.condition(cond.SPEC_CHANGE_REJECTED, "False", "SpecMatches",
+                       "the spec matches the one the job started with")
+    return started.model_copy(update={"run_policy": current.run_policy})
+
+
+def _reject_change(step: Step, message: str) -> None:
+    previous = cond.find(step.status.conditions, cond.SPEC_CHANGE_REJECTED)
+    if previous is None or previous.status != "True" or previous.message != message:
+        step.emit("Warning", cond.SPEC_CHANGE_REJECTED, message)
+    step.condition(cond.SPEC_CHANGE_REJECTED, "True", "ImmutableFieldChanged", message)
+
+
+# --------------------------------------------------------------------------- the children
+
+
+def _adopt_recorded_restart(step: Step) -> None:
+    """Finish a restart that a crash interrupted, and clear out earlier attempts.
+
+    The restart creates the next attempt's Job before deleting the failed one and recording
+    it; a crash in between leaves the next Job behind: take it as the current attempt."""
+    if step.status.restarts + 1 in step.observed.attempts:
+        step.status.restarts += 1
+    for number in sorted(step.observed.attempts):
+        if number < step.status.restarts:
+            step.actions.append(Delete("Job", names.batch_job_name(step.name, number)))
+
+
+def _ensure_config_and_service(step: Step, spec: FineTuneJobSpec, plan: Plan) -> None:
+    owner = step.observed.owner
+    if step.observed.started_config is None:
+        config_map = render.config_map(owner, spec, plan)
+        # The next reconcile reads this text back: it parses to `spec` (a lossless round
+        # trip, tested), so the memo learns it now instead of parsing it then.
+        step.caches.started.seed(config_map["data"][names.CONFIG_KEY], spec)
+        step.actions.append(Create(config_map))
+    if not step.observed.has_service:
+        step.actions.append(Create(render.service(owner)))
+
+
+def _mark_created(step: Step, plan: Plan) -> None:
+    """The Created condition, set whenever the children exist or are being created (also
+    after a crash lost the status write that first recorded it)."""
+    job = step.status.active_job
+    if not cond.is_true(step.status.conditions, cond.CREATED):
+        step.emit("Normal", "Created", f"{planned_message(plan)}; created Job {job} "
+                  f"({plan.nodes} pod(s) x {plan.gpus_per_node} rank(s)), ConfigMap and "
+                  "Service")
+    step.condition(cond.CREATED, "True", "ChildrenCreated",
+                   f"ConfigMap {names.config_map_name(step.name)}, Service "
+                   f"{names.service_name(step.name)}, Job {job}")
+
+
+def _create_job(step: Step, spec: FineTuneJobSpec, plan: Plan) -> None:
+    job = render.batch_job(step.observed.owner, spec, plan, step.settings,
+                           step.status.restarts)
+    step.actions.append(Create(job))
+    name = job["metadata"]["name"]
+    recreated = cond.is_true(step.status.conditions, cond.CREATED)
+    if spec.run_policy.suspend:
+        step.phase("Suspended", f"Job {name} created suspended (runPolicy.suspend)")
+        step.condition(cond.SUSPENDED, "True", "SuspendedByUser", step.status.message or "")
+    elif spec.resources.queue_name:
+        step.phase("Pending", f"Job {name} waits for Kueue to admit the gang "
+                   f"(queue {spec.resources.queue_name})")
+    elif step.status.phase != "Restarting":
+        step.phase("Pending", _waiting_message(name))
+    if recreated and step.status.phase != "Restarting":
+        step.emit("Warning", "JobRecreated", f"Job {name} was missing; created it again")
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+def _deadline_passed(step: Step, spec: FineTuneJobSpec) -> bool:
+    limit = spec.run_policy.active_deadline_seconds
+    start = step.status.start_time
+    return bool(limit and start and step.now - start >= timedelta(seconds=limit))
+
+
+def _succeed(step: Step) -> None:
+    step.phase("Succeeded", "training finished")
+    step.status.completion_time = step.status.completion_time or step.now
+    step.condition(cond.SUCCEEDED, "True", "Completed", "every node rank finished")
+    step.condition(cond.RUNNING, "False", "Completed", "")
+    if cond.is_true(step.status.conditions, cond.UNSCHEDULABLE):
+        step.condition(cond.UNSCHEDULABLE, "False", "Completed", "")
+    step.emit("Normal", "Succeeded", "training finished")
+
+
+def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> None:
+    why = pod_states.failure_summary(attempt)
+    number = step.status.restarts
+    limit = spec.run_policy.backoff_limit
+    if number >= limit:
+        fail(step, "BackoffLimitExceeded", f"{why}; gave up after {number} restart(s) "
+             f"(runPolicy.backoffLimit {limit})")
+        return
+    new = names.batch_job_name(step.name, number + 1)
+    # Create first: a crash before the delete leaves both, and the next reconcile adopts the
+    # new attempt and deletes the old one (see _adopt_recorded_restart).
+    step.actions.append(Create(render.batch_job(step.observed.owner, spec, plan, step.settings,
+                                                number + 1)))
+    step.actions.append(Delete("Job", attempt.name))
+    step.status.restarts = number + 1
+    step.status.active_job = new
+    message = (f"{why}; restarting the gang from the latest checkpoint as Job {new} "
+               f"(restart {number + 1} of {limit})")
+    step.phase("Restarting", message)
+    step.condition(cond.RUNNING, "False", "Restarting", message)
+    step.emit("Warning", "Restarting", message)
+
+
+def _suspend(step: Step, attempt: Attempt) -> None:
+    name = attempt.name
+    if not attempt.suspended:
+        step.actions.append(SetSuspend(name, True))
+    if step.status.phase != "Suspended":
+        step.emit("Normal", "Suspended", f"Job {name} suspended: its pods are deleted; "
+                  "resuming continues from the latest checkpoint")
+    step.phase("Suspended", f"suspended (runPolicy.suspend); Job {name} has no pods")
+    step.condition(cond.SUSPENDED, "True", "SuspendedByUser", step.status.message or "")
+    step.condition(cond.RUNNING, "False", "Suspended", "")
+
+
+def _unsuspended_or_queued(step: Step, spec: FineTuneJobSpec, attempt: Attempt) -> None:
+    name = attempt.name
+    queue = spec.resources.queue_name
+    if queue and step.status.phase != "Suspended":
+        step.phase("Pending", f"Job {name} waits for Kueue to admit the gang (queue {queue})")
+        return
+    # Resumed by the user. Under Kueue the Job is suspended again until it is re-admitted.
+    step.actions.append(SetSuspend(name, False))
+    step.phase("Pending", f"resumed: Job {name} starts its pods again")
+    step.condition(cond.SUSPENDED, "False", "Resumed", step.status.message or "")
+    step.emit("Normal", "Resumed", step.status.message or "")
+
+
+def _running(step: Step) -> None:
+    if step.status.phase != "Running":
+        step.emit("Normal", "Running", f"all pods of Job {step.status.active_job} are running")
+    step.phase("Running", f"training: Job {step.status.active_job}")
+    step.status.start_time = step.status.start_time or step.now
+    step.condition(cond.RUNNING, "True", "AllPodsRunning", "")
+    if cond.find(step.status.conditions, cond.SUSPENDED):
+        step.condition(cond.SUSPENDED, "False", "Running", "")
+    if cond.find(step.status.conditions, cond.UNSCHEDULABLE):
+        step.condition(cond.UNSCHEDULABLE, "False", "Scheduled", "")
+
+
+def _waiting(step: Step, attempt: Attempt) -> None:
+    """Pods are not all running yet (or, late in a run, some ranks finished first)."""
+    if step.status.phase == "Suspended":  # suspend lifted and the Job already resumed
+        step.condition(cond.SUSPENDED, "False", "Resumed", "")
+    if step.status.phase not in ("Running", "Restarting"):
+        step.phase("Pending", _waiting_message(step.status.active_job or ""))
+    stuck = pod_states.unschedulable_message(attempt.pods, step.now,
+                                             step.settings.unschedulable_after)
+    if stuck:
+        if not cond.is_true(step.status.conditions, cond.UNSCHEDULABLE):
+            step.emit("Warning", cond.UNSCHEDULABLE, stuck)
+        step.condition(cond.UNSCHEDULABLE, "True", "PodsPending", stuck)
+    elif cond.is_true(step.status.conditions, cond.UNSCHEDULABLE):
+        step.condition(cond.UNSCHEDULABLE, "False", "Scheduled", "")
+
+
+def _waiting_message(job: str) -> str:
+    return f"waiting for the pods of Job {job}"

@@ -1,0 +1,53 @@
+"""A job without a plan: validate it and plan it, or fail it saying why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from finetune_contract.api import TERMINAL_PHASES, FineTuneJobSpec, FineTuneJobStatus, Plan
+
+from finetune_operator import conditions as cond
+from finetune_operator.lifecycle import spec as specs
+from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message
+from finetune_operator.planner import PlanningError
+from finetune_operator.validation import layout_problems
+
+PlanFn = Callable[[FineTuneJobSpec], Plan]
+
+
+def current_spec(step: Step) -> specs.Validated:
+    """The stored spec with the operator's defaults, validated (memoized)."""
+    return specs.validated(step.name, specs.with_defaults(step.observed.spec, step.settings),
+                           step.caches)
+
+
+def start(step: Step, plan_fn: PlanFn) -> bool:
+    """Validate and plan. False when the job failed here (invalid or does not fit)."""
+    if step.status.phase in TERMINAL_PHASES:  # edited after a rejection: start afresh
+        step.status = FineTuneJobStatus(conditions=step.status.conditions)
+    spec, problems = current_spec(step)
+    if spec is None:
+        fail_invalid(step, "; ".join(problems))
+        return False
+    step.condition(cond.VALID, "True", "SpecValid")
+    try:
+        plan = plan_fn(spec)
+    except PlanningError as err:
+        fail_invalid(step, f"{err.field}: {err.message}")
+        return False
+    layout = layout_problems(spec, plan) if plan.fits else []
+    if layout:  # the same rules as `finetune validate`, on the layout just chosen
+        fail_invalid(step, "; ".join(str(p) for p in layout))
+        return False
+    step.status.plan = plan
+    if not plan.fits:
+        hint = f" {plan.suggestion}" if plan.suggestion else ""
+        message = f"does not fit: {plan.reason}.{hint}".replace("..", ".")
+        step.condition(cond.PLANNED, "False", "DoesNotFit", message)
+        fail(step, "DoesNotFit", message)
+        return False
+    step.condition(cond.PLANNED, "True", "Planned", plan.reason)
+    step.phase("Pending", planned_message(plan))
+    # No Event here: the same reconcile creates the children, and their Created Event
+    # names the plan too (one Event per new job instead of two).
+    return True

@@ -1,0 +1,63 @@
+"""One decision in the making: the status being built, the actions so far, and the moves
+every phase shares (set a condition, post an Event, enter a phase, fail)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from finetune_contract.api import FineTuneJobStatus, Plan
+
+from finetune_operator import conditions as cond
+from finetune_operator.lifecycle.actions import Action, Emit
+from finetune_operator.lifecycle.observation import Observed
+from finetune_operator.lifecycle.spec import SpecCaches
+from finetune_operator.settings import Settings
+
+
+@dataclass
+class Step:
+    observed: Observed
+    now: datetime
+    settings: Settings
+    status: FineTuneJobStatus
+    caches: SpecCaches
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.observed.owner.name
+
+    def condition(self, type_: str, status: cond.Status, reason: str, message: str = "") -> None:
+        self.status.conditions = cond.set_condition(
+            self.status.conditions, type_, status, reason, message,
+            generation=self.observed.generation, now=self.now)
+
+    def emit(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.actions.append(Emit(type_, reason, message))
+
+    def phase(self, phase: str, message: str) -> None:
+        self.status.phase = phase  # type: ignore[assignment]
+        self.status.message = message
+
+
+def has_started(status: FineTuneJobStatus) -> bool:
+    return status.plan is not None and status.plan.fits
+
+
+def planned_message(plan: Plan) -> str:
+    return f"planned {plan.strategy} on {plan.nodes} x {plan.gpus_per_node} {plan.gpu}"
+
+
+def fail(step: Step, reason: str, message: str) -> None:
+    step.condition(cond.FAILED, "True", reason, message)
+    step.condition(cond.RUNNING, "False", reason, message)
+    step.phase("Failed", message)
+    step.status.completion_time = step.status.completion_time or step.now
+    step.emit("Warning", reason, message)
+
+
+def fail_invalid(step: Step, message: str) -> None:
+    step.condition(cond.VALID, "False", "InvalidSpec", message)
+    fail(step, "InvalidSpec", message)

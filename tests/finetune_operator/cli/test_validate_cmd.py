@@ -1,0 +1,52 @@
+"""`finetune validate FILE...`: one line per document, standard input, and files that are no
+FineTuneJobs at all."""
+
+from __future__ import annotations
+
+import io
+
+from finetune_operator.cli import main
+
+from tests.support.ftj_samples import VALID
+
+
+def test_valid_document_passes(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(VALID)
+    assert main(["validate", str(job)]) == 0
+    assert f"{job}: doc 1: valid" in capsys.readouterr().out
+
+
+def test_multi_document_file_numbers_each_document(tmp_path, capsys):
+    job = tmp_path / "jobs.yaml"
+    job.write_text(VALID + "---\n" + VALID.replace("maxSteps: 10", "maxSteps: -5"))
+    assert main(["validate", str(job)]) == 1
+    captured = capsys.readouterr()
+    assert f"{job}: doc 1: valid" in captured.out
+    assert f"{job}: doc 2: spec.training.maxSteps: must be >= 1 (got -5)" in captured.err
+
+
+def test_reads_standard_input(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(VALID.replace("tiny", "Bad_Name")))
+    assert main(["validate", "-"]) == 1
+    assert "-: doc 1: metadata.name: must be lower case" in capsys.readouterr().err
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
+    job = tmp_path / "broken.yaml"
+    job.write_text("apiVersion: finetune.dev/v1alpha1\nkind: FineTuneJob\nspec: [unclosed\n")
+    assert main(["validate", str(job)]) == 1
+    err = capsys.readouterr().err
+    assert f"{job}:" in err and "not valid YAML" in err and "Traceback" not in err
+
+
+def test_missing_file_is_reported(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 1
+    assert "nope.yaml: no such file" in capsys.readouterr().err
+
+
+def test_empty_file_is_an_error(tmp_path, capsys):
+    job = tmp_path / "empty.yaml"
+    job.write_text("# nothing here\n")
+    assert main(["validate", str(job)]) == 1
+    assert "no FineTuneJob documents" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""The progress read of a Running job: rank 0's endpoint found from its pod, the status after a
+read (fresh progress, or the last one marked stale with the reason), and the one read."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from finetune_contract.api import FineTuneJobStatus, Progress
+from finetune_contract.layout import METRICS_PORT
+from finetune_operator.controller import progress
+from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.scrape import ProgressUnavailable
+from prometheus_client import CollectorRegistry
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+JOB = "chat-r0"
+
+
+def pod(index: str, *, job: str = JOB, ip: str | None = "10.0.0.5", port: int | None = None,
+        deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": f"{job}-{index}", "labels": {
+        "batch.kubernetes.io/job-name": job},
+        "annotations": {"batch.kubernetes.io/job-completion-index": index}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-01T12:00:00Z"
+    ports = [{"name": "metrics", "containerPort": port}] if port else []
+    return {"metadata": meta, "spec": {"containers": [{"name": "trainer", "ports": ports}]},
+            "status": {"podIP": ip} if ip else {}}
+
+
+def test_rank0_of_the_active_job_is_read_on_its_metrics_port():
+    pods = [pod("1", ip="10.0.0.6"), pod("0", job="chat-r1"), pod("0", port=9500)]
+    assert progress.rank0_metrics_url(pods, JOB) == "http://10.0.0.5:9500/metrics"
+
+
+def test_without_a_named_port_the_contracts_metrics_port_is_used():
+    assert progress.rank0_metrics_url([pod("0")], JOB) == f"http://10.0.0.5:{METRICS_PORT}/metrics"
+
+
+def test_no_url_before_rank0_has_an_ip_or_while_it_is_deleted():
+    assert progress.rank0_metrics_url([pod("0", ip=None)], JOB) is None
+    assert progress.rank0_metrics_url([pod("0", deleting=True)], JOB) is None
+    assert progress.rank0_metrics_url([pod("1")], JOB) is None
+
+
+def test_a_read_replaces_the_progress_and_says_it_is_available():
+    fresh = Progress(step=3, total_steps=12, updated_at=NOW, stale=False)
+    status = progress.with_progress(FineTuneJobStatus(phase="Running"), fresh, None, now=NOW,
+                                    generation=2)
+    assert status.progress == fresh
+    (available,) = status.conditions
+    assert (available.type, available.status, available.reason) == (
+        "ProgressAvailable", "True", "MetricsRead")
+    assert available.observed_generation == 2
+
+
+def test_a_failed_read_keeps_the_last_progress_marked_stale_and_says_why():
+    last = Progress(step=3, total_steps=12, updated_at=NOW, stale=False)
+    before = FineTuneJobStatus(phase="Running", progress=last)
+    status = progress.with_progress(before, None, "connection refused", now=NOW, generation=2)
+    assert status.progress == last.model_copy(update={"stale": True})
+    (available,) = status.conditions
+    assert (available.status, available.reason) == ("False", "MetricsUnreachable")
+    assert available.message == "connection refused; progress is from 2026-11-01T12:00:00+00:00"
+    assert before.progress.stale is False  # the status it was given is left alone
+
+
+class FakeCluster:
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.body = {"metadata": {"name": "chat", "namespace": "research", "generation": 1},
+                     "status": status}
+        self.written: list[FineTuneJobStatus] = []
+
+    def current_finetunejob(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.body
+
+    def list_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [pod("0")]
+
+    def write_status(self, namespace: str, name: str, old: Any, new: FineTuneJobStatus,
+                     **_: Any) -> None:
+        self.written.append(new)
+
+
+class FakeReconciler:
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+        self.metrics = OperatorMetrics(CollectorRegistry())
+        lock = threading.Lock()
+        self.locks = lambda namespace, name: lock
+        self.clock = lambda: NOW
+
+
+@pytest.fixture
+def fetched(monkeypatch) -> list[str]:
+    urls: list[str] = []
+
+    def fetch(url: str, timeout: float) -> Progress:
+        urls.append(url)
+        if url.startswith("http://10.0.0.5"):
+            return Progress(step=5, total_steps=10, loss=1.5, updated_at=NOW, stale=False)
+        raise ProgressUnavailable(f"{url}: refused")
+
+    monkeypatch.setattr(progress, "fetch_progress", fetch)
+    return urls
+
+
+def test_one_read_of_a_running_job_writes_its_progress_and_metrics(fetched):
+    cluster = FakeCluster({"phase": "Running", "activeJob": JOB})
+    reconciler = FakeReconciler(cluster)
+    progress.refresh_progress(reconciler, "research", "chat")  # type: ignore[arg-type]
+    assert fetched == [f"http://10.0.0.5:{METRICS_PORT}/metrics"]
+    (written,) = cluster.written
+    assert written.progress is not None and written.progress.step == 5
+    loss = reconciler.metrics.registry.get_sample_value(
+        "finetune_job_loss", {"namespace": "research", "finetunejob": "chat"})
+    assert loss == 1.5
+
+
+@pytest.mark.parametrize("status", [{"phase": "Pending", "activeJob": JOB},
+                                    {"phase": "Running"}])
+def test_a_job_that_is_not_running_is_not_read(fetched, status):
+    cluster = FakeCluster(status)
+    progress.refresh_progress(FakeReconciler(cluster), "research", "chat")  # type: ignore[arg-type]
+    assert fetched == [] and cluster.written == []

@@ -1,0 +1,100 @@
+"""One reconcile of the controller: the resync skips finished jobs whose clock cannot change
+anything, and a reconcile that failed makes the next one look for Jobs it left behind."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from finetune_contract.api import FineTuneJobStatus
+from finetune_operator import names
+from finetune_operator.controller.reconcile import Reconciler
+from finetune_operator.lifecycle.actions import Delete
+from finetune_operator.lifecycle.observation import Observed
+from finetune_operator.metrics import OperatorMetrics
+from prometheus_client import CollectorRegistry
+
+from tests.support.world import SETTINGS, T0, World, finished, started_world
+
+
+class CountingCluster:
+    """Serves one job from a World; counts the reads a reconcile makes."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.observes = 0
+
+    def current_finetunejob(self, namespace: str, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": namespace, "uid": "u-1",
+                             "generation": self.world.generation},
+                "spec": self.world.spec, "status": self.world.status.to_wire()}
+
+    def observe(self, body: dict[str, Any], **_: Any) -> Observed:
+        self.observes += 1
+        return self.world.observe()
+
+    def apply(self, namespace: str, action: Any) -> None:
+        if isinstance(action, Delete):
+            self.world.objects.pop((action.kind, action.name), None)
+
+    def write_status(self, namespace: str, name: str, old: Any, new: FineTuneJobStatus,
+                     **_: Any) -> None:
+        self.world.status = new
+
+    def post_event(self, body: dict[str, Any], emit: Any, now: Any) -> None:
+        pass
+
+    def forget(self, namespace: str, name: str) -> None:
+        pass
+
+
+def test_the_resync_timer_reads_nothing_for_a_finished_job_until_its_ttl_is_due():
+    world = finished(started_world(runPolicy={"ttlSecondsAfterFinished": 60}))
+    cluster = CountingCluster(world)
+    reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                            clock=lambda: world.now)
+    world.now = T0 + timedelta(seconds=10)
+    reconciler.resync("research", "chat")
+    assert cluster.observes == 0
+    world.now = (world.status.completion_time or T0) + timedelta(seconds=60)
+    reconciler.resync("research", "chat")  # due: the children are deleted
+    assert cluster.observes == 1
+    assert not any(kind == "Job" for kind, _ in world.objects)
+    reconciler.resync("research", "chat")  # nothing was left: settled
+    reconciler.resync("research", "chat")
+    assert cluster.observes == 2
+    assert names.config_map_name("chat") not in {n for _, n in world.objects}
+
+
+class RecordingCluster(CountingCluster):
+    """Records what each observe was told about the last reconcile; can fail a status write."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.told: list[bool] = []
+        self.fail_write = False
+
+    def observe(self, body: dict[str, Any], **kwargs: Any) -> Observed:
+        self.told.append(kwargs["last_complete"])
+        return super().observe(body)
+
+    def write_status(self, *args: Any, **kwargs: Any) -> None:
+        if self.fail_write:
+            raise RuntimeError("the API failed")
+        super().write_status(*args, **kwargs)
+
+
+def test_a_reconcile_that_failed_makes_the_next_one_look_for_left_over_jobs():
+    world = started_world()
+    cluster = RecordingCluster(world)
+    reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                            clock=lambda: world.now)
+    reconciler.reconcile("research", "chat")  # a new process: nothing known
+    reconciler.reconcile("research", "chat")  # the last one completed
+    cluster.fail_write = True
+    with pytest.raises(RuntimeError):
+        reconciler.reconcile("research", "chat")
+    cluster.fail_write = False
+    reconciler.reconcile("research", "chat")  # after the failure: look again
+    assert cluster.told == [False, True, True, False]

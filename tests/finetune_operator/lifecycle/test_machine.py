@@ -1,0 +1,459 @@
+"""The lifecycle state machine (lifecycle/machine.py: decide), transition by transition,
+against a World that plays the API server (tests/support/world.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from finetune_contract.api import FineTuneJobStatus
+from finetune_operator.lifecycle import machine
+from finetune_operator.lifecycle.actions import Create, Decision, Delete, Emit, SetSuspend
+from finetune_operator.settings import Settings
+
+from tests.support.ftj_samples import spec_dict
+from tests.support.world import T0, TWO_NODES, World, finished, started_world, two_node_spec
+
+
+def kinds(decision: Decision, action_type: type) -> list[Any]:
+    return [a for a in decision.actions if isinstance(a, action_type)]
+
+
+def created(decision: Decision) -> list[str]:
+    return [f"{a.obj['kind']}/{a.obj['metadata']['name']}" for a in kinds(decision, Create)]
+
+
+def reasons(decision: Decision) -> list[str]:
+    return [e.reason for e in kinds(decision, Emit)]
+
+
+def condition(status: FineTuneJobStatus, type_: str):
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def running(world: World) -> World:
+    world.step()
+    world.start_pods()
+    world.now += timedelta(seconds=30)
+    world.step()
+    assert world.status.phase == "Running"
+    return world
+
+
+# --------------------------------------------------------------------------- start
+
+
+def test_valid_job_is_planned_and_gets_its_three_children(world):
+    decision = world.step()
+    assert created(decision) == ["ConfigMap/chat-trainer", "Service/chat", "Job/chat-r0"]
+    status = decision.status
+    assert status.phase == "Pending"
+    assert status.plan is not None and status.plan.fits
+    assert (status.plan.strategy, status.plan.nodes, status.plan.gpus_per_node) == ("ddp", 2, 2)
+    assert status.active_job == "chat-r0"
+    assert status.observed_generation == 1
+    for type_ in ("Valid", "Planned", "Created"):
+        c = condition(status, type_)
+        assert c.status == "True"
+        assert c.observed_generation == 1
+        assert c.last_transition_time == T0
+    # one Event for a new job: the plan and the children it got
+    assert reasons(decision) == ["Created"]
+    (event,) = [a for a in decision.actions if isinstance(a, Emit)]
+    assert event.message.startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
+
+
+def test_invalid_spec_fails_with_the_messages_and_creates_nothing():
+    world = World(spec_dict(training={"learningRate": -1, "globalBatchSize": 8}))
+    decision = world.step()
+    assert kinds(decision, Create) == []
+    assert decision.status.phase == "Failed"
+    valid = condition(decision.status, "Valid")
+    assert (valid.status, valid.reason) == ("False", "InvalidSpec")
+    assert "spec.training.learningRate: must be > 0" in valid.message
+    assert condition(decision.status, "Failed").reason == "InvalidSpec"
+    assert [(e.type, e.reason) for e in kinds(decision, Emit)] == [("Warning", "InvalidSpec")]
+    # nothing more happens on later reconciles
+    world.now += timedelta(minutes=5)
+    again = world.step()
+    assert again.actions == [] and again.status.phase == "Failed"
+
+
+def test_an_invalid_job_fixed_by_an_edit_starts():
+    world = World(spec_dict(training={"learningRate": -1}))
+    world.step()
+    world.edit(training={"learningRate": 1e-3, "globalBatchSize": 8, "maxSeqLength": 64})
+    decision = world.step()
+    assert decision.status.phase == "Pending"
+    assert condition(decision.status, "Valid").status == "True"
+    assert "Job/chat-r0" in created(decision)
+    assert decision.status.observed_generation == 2
+
+
+def test_job_that_does_not_fit_fails_with_the_planners_suggestion():
+    world = World(spec_dict(model={"name": "meta-llama/Llama-3.1-70B"},
+                            resources={"gpu": "T4-16GB", "gpusPerNode": 1, "maxNodes": 1,
+                                       "strategy": "ddp"}))
+    decision = world.step()
+    assert kinds(decision, Create) == []
+    assert decision.status.phase == "Failed"
+    failed = condition(decision.status, "Failed")
+    assert failed.reason == "DoesNotFit"
+    assert decision.status.plan is not None and not decision.status.plan.fits
+    assert decision.status.plan.suggestion and decision.status.plan.suggestion in failed.message
+    assert condition(decision.status, "Planned").status == "False"
+
+
+def test_sharded_multi_node_layout_without_a_shared_output_is_invalid():
+    world = World(two_node_spec(resources={**TWO_NODES, "strategy": "zero2"}))
+    decision = world.step()
+    assert kinds(decision, Create) == []
+    valid = condition(decision.status, "Valid")
+    assert (valid.status, valid.reason) == ("False", "InvalidSpec")
+    assert "spec.output.pvc: is required: zero2 on 2 nodes" in valid.message
+    fixed = World(two_node_spec(resources={**TWO_NODES, "strategy": "zero2"},
+                                output={"pvc": "shared", "path": "/output"}))
+    assert "Job/chat-r0" in created(fixed.step())
+
+
+def test_operator_default_gpu_applies_only_when_the_job_names_none():
+    settings = Settings(default_gpu="A100-80GB")
+    no_gpu = spec_dict(resources={"gpusPerNode": 1, "maxNodes": 1})
+    world = World(no_gpu, settings)
+    assert world.step().status.plan.gpu == "A100-80GB"
+    world = World(spec_dict(), settings)
+    assert world.step().status.plan.gpu == "cpu"
+
+
+# --------------------------------------------------------------------------- idempotence
+
+
+def test_same_observation_gives_the_same_decision(world):
+    assert world.decide() == world.decide()
+    world.step()
+    world.start_pods()
+    assert world.decide() == world.decide()
+
+
+def test_crash_before_the_status_write_repeats_only_idempotent_creates(world):
+    first = world.step(write_status=False)  # children created, status lost
+    assert len(created(first)) == 3
+    retry = world.step()
+    assert created(retry) == []
+    assert retry.status == first.status
+    assert len([k for k in world.objects if k[0] == "Job"]) == 1
+
+
+def test_no_creates_once_the_children_exist(world):
+    world.step()
+    for _ in range(3):
+        world.now += timedelta(seconds=10)
+        assert kinds(world.step(), Create) == []
+
+
+# --------------------------------------------------------------------------- run
+
+
+def test_pending_until_every_pod_runs_then_running(world):
+    world.step()
+    world.start_pods(count=1)
+    assert world.step().status.phase == "Pending"
+    world.start_pods()
+    world.now += timedelta(seconds=5)
+    decision = world.step()
+    assert decision.status.phase == "Running"
+    assert decision.status.start_time == world.now
+    assert condition(decision.status, "Running").status == "True"
+    assert reasons(decision) == ["Running"]
+    world.now += timedelta(seconds=5)
+    assert reasons(world.step()) == []  # one event per transition
+
+
+def test_completed_job_succeeds(running):
+    running.complete()
+    running.now += timedelta(minutes=10)
+    decision = running.step()
+    assert decision.status.phase == "Succeeded"
+    assert decision.status.completion_time == running.now
+    assert condition(decision.status, "Succeeded").status == "True"
+    assert condition(decision.status, "Running").status == "False"
+    assert reasons(decision) == ["Succeeded"]
+    assert kinds(decision, Delete) == []
+
+
+def test_ranks_finishing_one_by_one_keep_the_job_running(running):
+    running.pods[1]["status"] = {"phase": "Succeeded"}
+    assert running.step().status.phase == "Running"
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+def test_failed_rank_restarts_the_gang_as_the_next_attempt(running):
+    running.fail_rank(1, "OOMKilled", 137)
+    decision = running.step()
+    assert created(decision) == ["Job/chat-r1"]
+    assert kinds(decision, Delete) == [Delete("Job", "chat-r0")]
+    assert decision.status.phase == "Restarting"
+    assert decision.status.restarts == 1
+    assert decision.status.active_job == "chat-r1"
+    (event,) = kinds(decision, Emit)
+    assert event.type == "Warning" and event.reason == "Restarting"
+    assert "node rank 1" in event.message and "OOMKilled, exit code 137" in event.message
+    # the new attempt's pods come up: Running again
+    running.start_pods()
+    assert running.step().status.phase == "Running"
+
+
+def test_crash_in_the_middle_of_a_restart_does_not_restart_twice(running):
+    running.fail_rank(0)
+    restart = running.step(write_status=False)  # r1 created, r0 deleted, status lost
+    assert "Job/chat-r1" in created(restart)
+    # worst case: the delete of r0 did not happen either
+    running.objects[("Job", "chat-r0")] = {"metadata": {"name": "chat-r0"},
+                                          "spec": {"completions": 1},
+                                          "status": {"failed": 1}}
+    decision = running.step()
+    assert decision.status.restarts == 1
+    assert created(decision) == []
+    assert kinds(decision, Delete) == [Delete("Job", "chat-r0")]
+
+
+def test_repeated_failures_end_in_failed_with_the_last_reason_and_exit_code():
+    world = World(two_node_spec(runPolicy={"backoffLimit": 2}))
+    world.step()
+    for attempt in range(2):
+        world.start_pods()
+        world.step()
+        world.fail_rank(0)
+        assert world.step().status.restarts == attempt + 1
+    world.start_pods()
+    world.step()
+    world.fail_rank(1, "Error", 3)
+    decision = world.step()
+    assert decision.status.phase == "Failed"
+    failed = condition(decision.status, "Failed")
+    assert failed.reason == "BackoffLimitExceeded"
+    assert "node rank 1" in failed.message and "exit code 3" in failed.message
+    assert created(decision) == []
+    assert world.status.restarts == 2
+
+
+def test_job_deleted_behind_our_back_is_created_again(running):
+    del running.objects[("Job", "chat-r0")]
+    running.pods = []
+    decision = running.step()
+    assert created(decision) == ["Job/chat-r0"]
+    assert reasons(decision) == ["JobRecreated"]
+
+
+# --------------------------------------------------------------------------- suspend
+
+
+def test_suspend_and_resume(running):
+    running.edit(runPolicy={"suspend": True})
+    decision = running.step()
+    assert kinds(decision, SetSuspend) == [SetSuspend("chat-r0", True)]
+    assert decision.status.phase == "Suspended"
+    assert condition(decision.status, "Suspended").status == "True"
+    assert reasons(decision) == ["Suspended"]
+    assert kinds(running.step(), SetSuspend) == []  # already suspended: nothing to do
+    running.edit(runPolicy={"suspend": False})
+    decision = running.step()
+    assert kinds(decision, SetSuspend) == [SetSuspend("chat-r0", False)]
+    assert decision.status.phase == "Pending"
+    assert condition(decision.status, "Suspended").status == "False"
+    running.start_pods()
+    assert running.step().status.phase == "Running"
+    assert running.status.restarts == 0  # a resume is not a restart
+
+
+def test_job_created_suspended_when_the_run_starts_suspended():
+    world = World(two_node_spec(runPolicy={"suspend": True}))
+    decision = world.step()
+    assert world.job()["spec"]["suspend"] is True
+    assert decision.status.phase == "Suspended"
+
+
+def test_queued_job_waits_for_kueue_to_admit_the_gang():
+    world = World(spec_dict(resources={"gpu": "cpu", "gpusPerNode": 2, "maxNodes": 1,
+                                       "strategy": "ddp", "queueName": "team-a"}))
+    world.step()
+    job = world.job()
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["suspend"] is True
+    decision = world.step()
+    assert kinds(decision, SetSuspend) == []  # admission is Kueue's decision
+    assert decision.status.phase == "Pending" and "Kueue" in decision.status.message
+    job["spec"]["suspend"] = False  # Kueue admits
+    world.start_pods()
+    assert world.step().status.phase == "Running"
+
+
+# --------------------------------------------------------------------------- deadline, ttl
+
+
+def test_deadline_fails_the_job_and_stops_its_pods():
+    world = World(two_node_spec(runPolicy={"activeDeadlineSeconds": 600}))
+    world.step()
+    world.start_pods()
+    world.step()
+    world.now += timedelta(seconds=599)
+    assert world.step().status.phase == "Running"
+    world.now += timedelta(seconds=1)
+    decision = world.step()
+    assert decision.status.phase == "Failed"
+    assert condition(decision.status, "Failed").reason == "DeadlineExceeded"
+    assert kinds(decision, Delete) == [Delete("Job", "chat-r0")]
+
+
+def test_ttl_deletes_the_children_but_nothing_else():
+    world = World(two_node_spec(runPolicy={"ttlSecondsAfterFinished": 60},
+                            output={"pvc": "results", "path": "/out"}))
+    world.step()
+    world.start_pods()
+    world.step()
+    world.complete()
+    world.step()
+    world.now += timedelta(seconds=59)
+    assert world.step().actions == []
+    world.now += timedelta(seconds=1)
+    decision = world.step()
+    assert set(kinds(decision, Delete)) == {Delete("ConfigMap", "chat-trainer"),
+                                            Delete("Service", "chat"), Delete("Job", "chat-r0")}
+    assert reasons(decision) == ["CleanedUp"]
+    assert world.objects == {}
+    assert world.step().actions == []  # gone: no more deletes, no more events
+
+
+def test_no_ttl_keeps_the_children():
+    world = World()
+    world.step()
+    world.start_pods()
+    world.step()
+    world.complete()
+    world.step()
+    world.now += timedelta(days=30)
+    assert world.step().actions == []
+
+
+# --------------------------------------------------------------------------- unschedulable
+
+
+def unschedulable(world: World, since: datetime) -> None:
+    for p in world.pods:
+        p["status"] = {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "lastTransitionTime": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}
+
+
+def test_pods_pending_too_long_get_the_schedulers_message(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    unschedulable(world, since=T0)
+    world.now = T0 + timedelta(seconds=299)
+    assert condition(world.step().status, "Unschedulable") is None
+    world.now = T0 + timedelta(seconds=300)
+    decision = world.step()
+    c = condition(decision.status, "Unschedulable")
+    assert c.status == "True"
+    assert "Insufficient nvidia.com/gpu" in c.message
+    assert decision.status.phase == "Pending"
+    assert reasons(decision) == ["Unschedulable"]
+    # scheduled at last
+    world.start_pods()
+    decision = world.step()
+    assert condition(decision.status, "Unschedulable").status == "False"
+    assert decision.status.phase == "Running"
+
+
+# --------------------------------------------------------------------------- spec changes
+
+
+def test_spec_change_after_start_is_rejected_with_a_condition(running):
+    running.edit(training={"learningRate": 0.5, "globalBatchSize": 8, "maxSeqLength": 64,
+                           "epochs": 1, "precision": "fp32"})
+    decision = running.step()
+    c = condition(decision.status, "SpecChangeRejected")
+    assert c.status == "True"
+    assert "spec.training.learningRate" in c.message
+    assert c.observed_generation == 2
+    assert reasons(decision) == ["SpecChangeRejected"]
+    assert decision.status.phase == "Running"
+    # the rejected value never reaches a restarted gang
+    running.fail_rank(0)
+    restart = running.step()
+    new_job = next(a.obj for a in kinds(restart, Create) if a.obj["kind"] == "Job")
+    assert new_job["metadata"]["name"] == "chat-r1"
+    cm = running.objects[("ConfigMap", "chat-trainer")]
+    assert "learningRate: 0.5" not in cm["data"]["trainer.yaml"]
+
+
+def test_run_policy_changes_apply_while_running(running):
+    running.edit(runPolicy={"backoffLimit": 0})
+    running.fail_rank(0)
+    decision = running.step()
+    assert decision.status.phase == "Failed"  # the new backoffLimit applied
+    assert condition(decision.status, "SpecChangeRejected") is None
+
+
+def test_reverting_a_rejected_change_clears_the_condition(running):
+    original = running.spec
+    running.edit(training={"learningRate": 0.5})
+    running.step()
+    running.spec = original
+    running.generation += 1
+    c = condition(running.step().status, "SpecChangeRejected")
+    assert c.status == "False"
+
+
+def test_condition_transition_time_moves_only_when_its_status_changes(running):
+    since = condition(running.status, "Running").last_transition_time
+    running.now += timedelta(minutes=3)
+    assert condition(running.step().status, "Running").last_transition_time == since
+
+
+def due(world: World) -> bool:
+    return machine.resync_due(world.spec, world.status, world.generation, "chat", world.now,
+                              world.settings, world.caches)
+
+
+def test_resync_is_due_for_active_jobs_whatever_the_clock():
+    world = started_world()
+    assert world.status.phase == "Pending"
+    assert due(world)
+
+
+def test_resync_of_a_finished_job_is_due_exactly_when_its_ttl_is():
+    world = finished(started_world(runPolicy={"ttlSecondsAfterFinished": 60}))
+    world.now += timedelta(seconds=59)
+    assert not due(world)
+    assert world.step().actions == []  # what the skipped reconcile would have decided
+    world.now += timedelta(seconds=1)
+    assert due(world)
+    assert world.step().actions != []  # the cleanup
+
+
+def test_resync_of_a_finished_job_without_ttl_is_never_due():
+    world = finished(started_world())
+    world.now += timedelta(days=30)
+    assert not due(world)
+    assert world.step().actions == []
+
+
+def test_resync_of_a_job_rejected_before_starting_waits_for_an_edit():
+    world = World(two_node_spec(training={"learningRate": -1}))
+    world.step()
+    assert world.status.phase == "Failed"
+    assert not due(world)
+    world.edit(training={"epochs": 1, "globalBatchSize": 8, "maxSeqLength": 64,
+                         "precision": "fp32"})
+    assert due(world)  # edited: observedGeneration is behind

@@ -1,0 +1,402 @@
+"""plan_job: the choice of layout, every override, the nothing-fits path, errors, estimates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from finetune_contract.api import FineTuneJobSpec, FineTuneJobStatus
+from finetune_operator.planner import DatasetStats, PlanningError, plan_job
+from finetune_operator.planner import memory as mem
+from finetune_operator.planner.gpus import DEFAULT_CPU_RANK_MEMORY, GIB
+from finetune_operator.validation import validate_job
+
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "vocab_size": 1024}
+
+
+def make_spec(**sections: Any) -> FineTuneJobSpec:
+    spec: dict[str, Any] = {"model": {"name": "meta-llama/Llama-3.1-8B"},
+                            "dataset": {"train": {"path": "train.jsonl"}},
+                            "resources": {"gpu": "H100-80GB", "gpusPerNode": 8}}
+    for key, value in sections.items():
+        spec[key] = {**spec.get(key, {}), **value} if key != "model" else value
+    return FineTuneJobSpec.model_validate(spec)
+
+
+def tiny_cpu(**sections: Any) -> FineTuneJobSpec:
+    base = {"model": {"name": "tiny", "init": "random", "config": TINY_LLAMA},
+            "resources": {"gpu": "cpu", "gpusPerNode": 2, "maxNodes": 1},
+            "training": {"maxSeqLength": 256, "globalBatchSize": 16}}
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return make_spec(**base)
+
+
+def by_strategy(plan) -> dict[str, Any]:
+    return {alt.strategy: alt for alt in plan.alternatives}
+
+
+# --------------------------------------------------------------------------- the choice
+
+
+def test_llama_8b_on_one_h100_node_picks_least_sharded_that_fits():
+    plan = plan_job(make_spec())
+    assert (plan.strategy, plan.nodes, plan.gpus_per_node, plan.world_size) == ("zero2", 1, 8, 8)
+    assert plan.fits and plan.precision == "bf16"
+    alternatives = by_strategy(plan)
+    # Less-sharded strategies were tried and do not fit at the same settings.
+    assert not alternatives["ddp"].fits and not alternatives["zero1"].fits
+    assert alternatives["zero3"].fits
+    assert "zero1 needs" in plan.reason and "zero2 on 1 x 8 H100-80GB" in plan.reason
+    assert plan.memory_per_gpu.total <= mem.usable(plan.gpu_memory)
+
+
+def test_70b_on_one_node_offloads_and_reports_host_memory():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                              resources={"maxNodes": 1}))
+    assert plan.fits and plan.strategy == "zero3-offload" and plan.nodes == 1
+    assert plan.memory_per_gpu.weights == plan.memory_per_gpu.optimizer == 0
+    # 18 bytes per parameter on the host, times DeepSpeed's 1.5 buffer factor.
+    assert plan.host_memory_per_node > 18 * 70e9 * 1.5
+    assert "host RAM" in plan.reason
+    assert not by_strategy(plan)["zero3"].fits
+
+
+def test_70b_on_four_nodes_shards_instead_of_offloading():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                              resources={"maxNodes": 4}, training={"globalBatchSize": 32}))
+    assert (plan.strategy, plan.nodes) == ("zero3", 4)
+    assert "fewer than 4 nodes" in plan.reason
+
+
+def test_global_batch_that_no_larger_layout_divides_explains_the_offload():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                              resources={"maxNodes": 4}, training={"globalBatchSize": 16}))
+    assert plan.strategy == "zero3-offload"
+    assert "globalBatchSize" in plan.suggestion and "on 3 x 8" in plan.suggestion
+    assert "multiple of 24" in plan.suggestion
+
+
+@pytest.mark.parametrize("global_batch", [8, 16, 48, 64, 96])
+def test_batch_arithmetic_reaches_the_global_batch(global_batch):
+    plan = plan_job(make_spec(training={"globalBatchSize": global_batch, "maxSeqLength": 1024}))
+    assert plan.micro_batch_size * plan.world_size * plan.gradient_accumulation == global_batch
+    assert plan.global_batch_size == global_batch
+
+
+def test_largest_micro_batch_that_fits_is_chosen():
+    training = {"maxSeqLength": 1024, "globalBatchSize": 64}
+    plan = plan_job(make_spec(training=training))
+    assert plan.fits and 1 < plan.micro_batch_size < 8
+    twice = plan_job(make_spec(
+        training={**training, "microBatchSize": 2 * plan.micro_batch_size,
+                  "gradientCheckpointing": plan.gradient_checkpointing},
+        resources={"strategy": plan.strategy, "nodes": plan.nodes}))
+    assert not twice.fits
+    longer = plan_job(make_spec(training={**training, "maxSeqLength": 4096}))
+    assert longer.micro_batch_size < plan.micro_batch_size
+
+
+def test_checkpointing_only_when_needed():
+    small = plan_job(tiny_cpu())
+    assert small.gradient_checkpointing is False
+    big = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                             resources={"maxNodes": 1}))
+    assert big.gradient_checkpointing is True
+
+
+def test_freeze_trains_fewer_parameters_and_needs_less_memory():
+    full = plan_job(make_spec(resources={"strategy": "ddp", "gpu": "H200-141GB"}))
+    frozen = plan_job(make_spec(resources={"strategy": "ddp", "gpu": "H200-141GB"},
+                                method={"tuning": "freeze", "trainableLayers": 2}))
+    assert frozen.trainable_parameters < full.trainable_parameters / 5
+    assert frozen.parameters == full.parameters
+    assert frozen.memory_per_gpu.optimizer < full.memory_per_gpu.optimizer
+    assert frozen.memory_per_gpu.weights == full.memory_per_gpu.weights
+    assert frozen.fits and not full.fits
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def test_strategy_override_is_honoured_even_when_it_does_not_fit():
+    plan = plan_job(make_spec(resources={"strategy": "ddp"}))
+    assert plan.strategy == "ddp" and not plan.fits
+    assert [a.strategy for a in plan.alternatives] == ["ddp"]
+    assert "zero1 on 1 x 8 H100-80GB would fit" in plan.suggestion
+
+
+def test_nodes_override():
+    plan = plan_job(make_spec(resources={"nodes": 2, "maxNodes": 2}))
+    assert plan.nodes == 2 and plan.world_size == 16
+    assert plan.strategy == "zero1"  # more ranks make zero1 fit
+
+
+@pytest.mark.parametrize(("asked", "gpu", "expected"), [
+    ("auto", "H100-80GB", "bf16"), ("auto", "V100-32GB", "fp16"), ("auto", "T4-16GB", "fp16"),
+    ("auto", "cpu", "fp32"), ("fp32", "H100-80GB", "fp32"), ("bf16", "cpu", "bf16"),
+])
+def test_precision(asked, gpu, expected):
+    spec = make_spec(model={"name": "Qwen/Qwen2.5-0.5B"}, resources={"gpu": gpu},
+                     training={"precision": asked, "maxSeqLength": 512})
+    assert plan_job(spec).precision == expected
+
+
+def test_fp32_doubles_the_weights_of_zero_stages():
+    args = {"model": {"name": "Qwen/Qwen2.5-0.5B"}, "resources": {"strategy": "zero2"}}
+    bf16 = plan_job(make_spec(**args, training={"precision": "bf16"}))
+    fp32 = plan_job(make_spec(**args, training={"precision": "fp32"}))
+    assert fp32.memory_per_gpu.weights == 2 * bf16.memory_per_gpu.weights
+
+
+def test_micro_batch_override():
+    plan = plan_job(make_spec(training={"microBatchSize": 2, "maxSeqLength": 512}))
+    assert plan.micro_batch_size == 2 and plan.gradient_accumulation == 1
+
+
+@pytest.mark.parametrize("forced", [True, False])
+def test_checkpointing_override(forced):
+    plan = plan_job(tiny_cpu(training={"gradientCheckpointing": forced}))
+    assert plan.gradient_checkpointing is forced
+
+
+@pytest.mark.parametrize(("asked", "expected"), [
+    ("auto", "padding-free"), ("packed", "packed"), ("none", "none"),
+    ("padding-free", "padding-free")])
+def test_packing(asked, expected):
+    assert plan_job(tiny_cpu(training={"packing": asked})).packing == expected
+
+
+# --------------------------------------------------------------------------- cpu
+
+
+def test_cpu_rank_memory_comes_from_pod_memory_split_over_ranks():
+    plan = plan_job(tiny_cpu(resources={"memory": "6Gi"}))
+    assert plan.gpu_memory == 3 * GIB
+
+
+def test_cpu_rank_memory_from_gpu_memory_gib_then_default():
+    assert plan_job(tiny_cpu(resources={"gpuMemoryGiB": 1.5})).gpu_memory == int(1.5 * GIB)
+    assert plan_job(tiny_cpu()).gpu_memory == DEFAULT_CPU_RANK_MEMORY
+
+
+def test_cpu_plan_for_the_tiny_llama():
+    plan = plan_job(tiny_cpu(training={"maxSteps": 30}))
+    assert plan.fits and plan.strategy == "ddp" and plan.world_size == 2
+    assert plan.parameters == 205_120 and plan.parameter_source == "config"
+    assert plan.host_memory_per_node == 2 * plan.memory_per_gpu.total
+    assert plan.estimate.tokens == 30 * 16 * 256
+
+
+def test_auto_never_picks_fsdp_on_cpu():
+    # A rank memory in which only the parameter-sharding strategies fit, and among them FSDP
+    # (16 bytes/param sharded) fits where ZeRO-3 (18 + gathered module) does not.
+    big = {**TINY_LLAMA, "hidden_size": 512, "intermediate_size": 1024,
+           "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 8,
+           "vocab_size": 512}
+    spec_for = lambda gpu, memory: tiny_cpu(
+        model={"name": "m", "init": "random", "config": big},
+        resources={"gpu": gpu, "gpuMemoryGiB": memory, "gpusPerNode": 8},
+        training={"maxSeqLength": 16, "globalBatchSize": 8, "precision": "fp32"})
+    memory = _memory_where_only_fsdp_fits(spec_for)
+    on_gpu = plan_job(spec_for("H100-80GB", memory))
+    assert on_gpu.strategy == "fsdp"
+    on_cpu = plan_job(spec_for("cpu", memory))
+    assert on_cpu.strategy != "fsdp"
+    assert "fsdp" not in [a.strategy for a in on_cpu.alternatives]
+
+
+def _memory_where_only_fsdp_fits(spec_for) -> float:
+    for tenth in range(1, 400):
+        gib = tenth / 100
+        plan = plan_job(spec_for("H100-80GB", gib))
+        alternatives = by_strategy(plan)
+        if alternatives["fsdp"].fits and not alternatives["zero3"].fits:
+            return gib
+    raise AssertionError("no memory size separates fsdp from zero3")
+
+
+# --------------------------------------------------------------------------- nothing fits
+
+
+def test_nothing_fits_is_a_plan_with_reason_and_suggestion():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                              resources={"gpu": "T4-16GB", "maxNodes": 1}))
+    assert not plan.fits
+    assert plan.reason.startswith("nothing fits within 1 x 8 T4-16GB")
+    assert "would fit" in plan.suggestion
+    assert plan.memory_per_gpu.total > mem.usable(plan.gpu_memory)
+
+
+def test_nothing_fits_on_cpu_suggests_more_memory_per_rank():
+    plan = plan_job(tiny_cpu(resources={"gpuMemoryGiB": 0.1}))
+    assert not plan.fits
+    assert "resources.memory" in plan.suggestion
+
+
+def test_validation_reports_a_plan_that_does_not_fit():
+    doc = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+           "metadata": {"name": "big"},
+           "spec": make_spec(resources={"strategy": "ddp"}).to_wire()}
+    _, problems = validate_job(doc)
+    assert len(problems) == 1 and problems[0].path == "spec.resources"
+    assert "does not fit" in problems[0].message and "would fit" in problems[0].message
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_gpu_names_the_field_and_the_choices():
+    with pytest.raises(PlanningError) as err:
+        plan_job(make_spec(resources={"gpu": "H900"}))
+    assert err.value.field == "spec.resources.gpu"
+    assert "unknown GPU type 'H900'" in err.value.message and "A100-80GB" in err.value.message
+
+
+def test_custom_gpu_with_memory_plans_without_time_estimate():
+    plan = plan_job(make_spec(resources={"gpu": "MI300X", "gpuMemoryGiB": 192},
+                              training={"maxSteps": 10}))
+    assert plan.gpu == "MI300X" and plan.gpu_memory == 192 * GIB and plan.fits
+    assert plan.estimate.gpu_hours == 0 and plan.estimate.tokens > 0
+
+
+def test_model_that_cannot_be_sized():
+    with pytest.raises(PlanningError) as err:
+        plan_job(make_spec(model={"name": "someone/unknown-model"}))
+    assert err.value.field == "spec.model"
+    assert "model.parameters" in err.value.message and "model.config" in err.value.message
+
+
+def test_bf16_on_v100_is_refused():
+    with pytest.raises(PlanningError) as err:
+        plan_job(make_spec(resources={"gpu": "V100-32GB"}, training={"precision": "bf16"}))
+    assert err.value.field == "spec.training.precision"
+
+
+def test_global_batch_not_divisible_by_any_layout():
+    with pytest.raises(PlanningError) as err:
+        plan_job(make_spec(training={"globalBatchSize": 12}))
+    assert err.value.field == "spec.training.globalBatchSize"
+    assert "multiple of 8" in err.value.message
+
+
+def test_micro_batch_not_dividing_the_per_rank_share():
+    with pytest.raises(PlanningError) as err:
+        plan_job(make_spec(training={"globalBatchSize": 16, "microBatchSize": 3}))
+    assert err.value.field == "spec.training.microBatchSize"
+
+
+def test_bad_config_value_names_the_config_key():
+    with pytest.raises(PlanningError) as err:
+        plan_job(tiny_cpu(model={"config": {**TINY_LLAMA, "hidden_size": "big"}}))
+    assert err.value.field == "spec.model.config.hidden_size"
+
+
+def test_bad_pod_memory_quantity():
+    with pytest.raises(PlanningError) as err:
+        plan_job(tiny_cpu(resources={"memory": "lots"}))
+    assert err.value.field == "spec.resources.memory"
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def test_parameter_sources(tmp_path):
+    assert plan_job(make_spec()).parameter_source == "catalog"
+    assert plan_job(tiny_cpu()).parameter_source == "config"
+    hint = plan_job(make_spec(model={"name": "someone/x", "parameters": "7.5B"}))
+    assert hint.parameter_source == "hint" and hint.parameters == 7_500_000_000
+    estimate = plan_job(tiny_cpu(model={"config": {**TINY_LLAMA, "model_type": "newarch"}}))
+    assert estimate.parameter_source == "estimate"
+
+
+def test_config_json_under_model_path(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    spec = tiny_cpu(model={"name": None, "init": "pretrained", "config": None, "path": "base"})
+    plan = plan_job(spec, data_root=tmp_path)
+    assert plan.parameters == 205_120 and plan.parameter_source == "config"
+    with pytest.raises(PlanningError):  # the operator cannot read it and has no hint
+        plan_job(spec)
+
+
+def test_invalid_config_json_names_file_and_line(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text('{\n  "model_type": "llama",\n  oops\n}')
+    spec = tiny_cpu(model={"name": None, "init": "pretrained", "config": None, "path": "base"})
+    with pytest.raises(PlanningError) as err:
+        plan_job(spec, data_root=tmp_path)
+    assert err.value.field == "spec.model.path"
+    assert "config.json:3: not valid JSON" in err.value.message
+
+
+def test_config_overrides_catalog_values():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-8B",
+                                     "config": {"num_hidden_layers": 16}}))
+    assert plan.parameter_source == "config"
+    assert plan.parameters < plan_job(make_spec()).parameters
+
+
+def test_vocab_from_trained_tokenizer():
+    config = {k: v for k, v in TINY_LLAMA.items() if k != "vocab_size"}
+    small = plan_job(tiny_cpu(model={"config": config, "tokenizer": {"train": {"vocabSize": 512}}}))
+    large = plan_job(tiny_cpu(model={"config": config, "tokenizer": {"train": {"vocabSize": 2048}}}))
+    assert large.parameters - small.parameters == 2 * (2048 - 512) * 64
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def test_estimate_from_dataset_stats():
+    spec = tiny_cpu(training={"epochs": 2})
+    plan = plan_job(spec, dataset_stats=DatasetStats(rows=1000, mean_tokens_per_row=100))
+    assert plan.estimate.tokens == 2 * 1000 * 100
+    assert plan.estimate.flops == 6 * plan.parameters * plan.estimate.tokens
+    assert plan.estimate.gpu_hours > 0 and plan.estimate.wall_hours == pytest.approx(
+        plan.estimate.gpu_hours / 2, rel=1e-3)
+    assert 0 < plan.estimate.cost_usd.low <= plan.estimate.cost_usd.high
+
+
+def test_estimate_from_max_steps_assumes_full_length_rows_and_says_so():
+    plan = plan_job(make_spec(training={"maxSteps": 100}))
+    assert plan.estimate.tokens == 100 * 16 * 4096
+    assert "full-length sequences assumed" in plan.estimate.basis
+    assert plan.estimate.gpu_hours > 0 and plan.estimate.cost_usd.high > 0
+
+
+def test_without_data_size_the_estimate_is_empty_and_says_why():
+    plan = plan_job(make_spec())
+    assert plan.estimate.tokens == 0 and plan.estimate.gpu_hours == 0
+    assert "training.maxSteps" in plan.estimate.basis
+
+
+def test_freeze_costs_fewer_flops_than_full():
+    stats = DatasetStats(rows=100)
+    full = plan_job(make_spec(), dataset_stats=stats)
+    frozen = plan_job(make_spec(method={"tuning": "freeze", "trainableLayers": 2}),
+                      dataset_stats=stats)
+    assert frozen.estimate.tokens == full.estimate.tokens
+    assert frozen.estimate.flops < 0.5 * full.estimate.flops
+    # The forward pass still runs through every parameter.
+    assert frozen.estimate.flops > 2 * frozen.parameters * frozen.estimate.tokens
+
+
+def test_plan_goes_into_status():
+    plan = plan_job(make_spec(training={"maxSteps": 10}))
+    status = FineTuneJobStatus.model_validate({"plan": plan.to_wire()})
+    assert status.plan == plan
+
+
+def test_offload_is_bounded_by_host_ram_of_the_usual_instance_or_pod_memory():
+    args = {"model": {"name": "meta-llama/Llama-3.1-70B"},
+            "training": {"maxSeqLength": 128, "globalBatchSize": 4}}
+    one_t4 = plan_job(make_spec(resources={"gpu": "T4-16GB", "gpusPerNode": 1, "maxNodes": 1},
+                                **args))
+    assert not one_t4.fits and "host RAM per node" in one_t4.reason
+    with_ram = plan_job(make_spec(resources={"gpu": "T4-16GB", "gpusPerNode": 1, "maxNodes": 1,
+                                             "memory": "2Ti"}, **args))
+    assert with_ram.fits and with_ram.strategy == "zero3-offload"
+    assert with_ram.host_memory_per_node <= 2 * 1024 * GIB

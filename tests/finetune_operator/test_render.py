@@ -1,0 +1,237 @@
+"""Rendering of the ConfigMap, headless Service and Indexed Job of a FineTuneJob."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+from finetune_contract.trainer_config import TrainerConfig
+from finetune_operator import names, render
+from finetune_operator.settings import Settings
+
+from tests.support.ftj_samples import OWNER, gpu_spec, plan, spec
+
+K8S_VERSION = "1.33.0"
+SETTINGS = Settings(default_image="registry.example/trainer:1")
+
+LAYOUTS = {
+    "cpu-ddp": (spec(), plan()),
+    "cpu-zero2-2-nodes": (
+        spec(resources={"gpu": "cpu", "gpusPerNode": 2, "maxNodes": 2, "strategy": "zero2"}),
+        plan(strategy="zero2", nodes=2)),
+    "gpu-ddp": (gpu_spec(), plan(gpu="H100-80GB", gpus_per_node=8, host_memory=64 * 2**30)),
+    "gpu-zero3-4-nodes": (
+        gpu_spec(strategy="zero3", nodeSelector={"pool": "h100"}, queueName="research",
+                 tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists",
+                               "effect": "NoSchedule"}],
+                 priorityClassName="training", memory="900Gi"),
+        plan(strategy="zero3", gpu="H100-80GB", nodes=4, gpus_per_node=8)),
+}
+
+
+def _objects(layout: str) -> list[dict]:
+    job_spec, job_plan = LAYOUTS[layout]
+    return render.children(OWNER, job_spec, job_plan, SETTINGS, attempt=0)
+
+
+def _pod(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+def _container(job: dict) -> dict:
+    (container,) = _pod(job)["containers"]
+    return container
+
+
+def _env(job: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in _container(job)["env"]}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_object_validates_against_the_kubernetes_schemas(layout):
+    for obj in _objects(layout):
+        # round-trip through JSON: exactly what the API server would receive
+        kubernetes_validate.validate(json.loads(json.dumps(obj)), K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_children_have_deterministic_names_and_an_owner_reference(layout):
+    objs = _objects(layout)
+    assert [o["metadata"]["name"] for o in objs] == [
+        names.config_map_name("chat"), names.service_name("chat"),
+        names.batch_job_name("chat", 0)]
+    for obj in objs:
+        assert obj["metadata"]["namespace"] == "research"
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref == {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+                       "name": "chat", "uid": OWNER.uid, "controller": True,
+                       "blockOwnerDeletion": True}
+
+
+def test_config_map_holds_the_trainer_config_for_the_pods():
+    job_spec, job_plan = LAYOUTS["cpu-ddp"]
+    cm = render.config_map(OWNER, job_spec, job_plan)
+    config = TrainerConfig.model_validate(yaml.safe_load(cm["data"]["trainer.yaml"]))
+    assert config.spec == job_spec
+    assert config.plan == job_plan
+    assert (config.name, config.namespace) == ("chat", "research")
+    assert config.data_root == "/data"
+    assert config.output_dir == "/output"
+    assert config.device == "cpu"
+    assert config.metrics_port == 9400
+
+
+def test_service_is_headless_and_publishes_not_ready_pods():
+    svc = render.service(OWNER)["spec"]
+    assert svc["clusterIP"] == "None"
+    assert svc["publishNotReadyAddresses"] is True
+    assert svc["selector"] == {"finetune.dev/job": "chat",
+                               "app.kubernetes.io/name": "finetune-trainer"}
+    assert {p["name"]: p["port"] for p in svc["ports"]} == {"rendezvous": 29500,
+                                                            "metrics": 9400}
+
+
+@pytest.mark.parametrize("layout,nodes,ranks", [("cpu-ddp", 1, 2), ("cpu-zero2-2-nodes", 2, 2),
+                                                ("gpu-ddp", 1, 8), ("gpu-zero3-4-nodes", 4, 8)])
+def test_job_is_an_indexed_gang_running_torchrun(layout, nodes, ranks):
+    job = _objects(layout)[2]
+    assert job["apiVersion"] == "batch/v1"
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == nodes
+    assert job["spec"]["backoffLimit"] == 0
+    pod = _pod(job)
+    assert pod["subdomain"] == "chat"
+    assert pod["restartPolicy"] == "Never"
+    container = _container(job)
+    assert container["command"] == ["torchrun"]
+    host = "chat-r0-0.chat.research.svc"
+    assert container["args"] == [
+        "--nnodes", str(nodes), "--nproc-per-node", str(ranks), "--node-rank", "$(NODE_RANK)",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{host}:29500",
+        "--rdzv-id", f"{OWNER.uid}-0", "--max-restarts", "0",
+        "-m", "finetune_trainer", "--config", "/etc/finetune/trainer.yaml"]
+    env = _env(job)
+    index_ref = {"fieldRef": {
+        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    assert env["NODE_RANK"] == env["PET_NODE_RANK"] == index_ref
+    assert env["MASTER_ADDR"] == env["PET_MASTER_ADDR"] == host
+    assert env["MASTER_PORT"] == env["PET_MASTER_PORT"] == "29500"
+    assert env["WORLD_SIZE"] == env["PET_NNODES"] == str(nodes)
+    assert env["PET_NPROC_PER_NODE"] == str(ranks)
+
+
+def test_pods_carry_the_labels_and_port_the_pod_monitor_selects():
+    job = _objects("cpu-ddp")[2]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "finetune-trainer"
+    assert labels["finetune.dev/job"] == "chat"
+    ports = {p["name"]: p["containerPort"] for p in _container(job)["ports"]}
+    assert ports == {"metrics": 9400, "rendezvous": 29500}
+
+
+def test_cpu_pods_request_no_gpu_and_one_core_per_rank():
+    job = _objects("cpu-ddp")[2]
+    resources = _container(job)["resources"]
+    assert resources == {"requests": {"cpu": "2"}}
+    env = _env(job)
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["DS_ACCELERATOR"] == "cpu"
+
+
+def test_gpu_pods_request_and_limit_gpus_and_the_planned_host_memory():
+    job = _objects("gpu-ddp")[2]
+    resources = _container(job)["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": "8"}
+    assert resources["requests"] == {"nvidia.com/gpu": "8", "memory": str(64 * 2**30)}
+    assert "OMP_NUM_THREADS" not in _env(job)
+    assert yaml.safe_load(_objects("gpu-ddp")[0]["data"]["trainer.yaml"])["device"] == "cuda"
+
+
+def test_user_resources_scheduling_and_kueue_are_copied():
+    job = _objects("gpu-zero3-4-nodes")[2]
+    pod = _pod(job)
+    assert pod["nodeSelector"] == {"pool": "h100"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                   "effect": "NoSchedule"}]
+    assert pod["priorityClassName"] == "training"
+    assert _container(job)["resources"]["requests"]["memory"] == "900Gi"
+    # Kueue admits the whole gang by unsuspending the Job it was given suspended
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "research"
+    assert job["spec"]["suspend"] is True
+
+
+def test_unqueued_job_starts_unsuspended_unless_run_policy_suspends_it():
+    assert _objects("cpu-ddp")[2]["spec"]["suspend"] is False
+    suspended = spec(runPolicy={"suspend": True})
+    job = render.batch_job(OWNER, suspended, plan(), SETTINGS, attempt=0)
+    assert job["spec"]["suspend"] is True
+
+
+def test_restricted_security_context():
+    job = _objects("gpu-ddp")[2]
+    pod_sc = _pod(job)["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = _container(job)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True
+
+
+def test_volumes_shm_config_and_output():
+    job_spec = spec(output={"pvc": "checkpoints", "path": "/mnt/out"})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    volumes = {v["name"]: v for v in _pod(job)["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "checkpoints"}
+    assert volumes["config"]["configMap"] == {"name": "chat-trainer"}
+    mounts = {m["name"]: m["mountPath"] for m in _container(job)["volumeMounts"]}
+    assert mounts == {"config": "/etc/finetune", "dshm": "/dev/shm", "scratch": "/tmp",
+                      "output": "/mnt/out"}
+
+
+def test_data_pvc_is_mounted_read_only_at_the_data_root():
+    job_spec = spec(dataset={"train": {"path": "train.jsonl"}, "pvc": "corpus"})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    volumes = {v["name"]: v for v in _pod(job)["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "corpus", "readOnly": True}
+    data = next(m for m in _container(job)["volumeMounts"] if m["name"] == "data")
+    assert data == {"name": "data", "mountPath": render.DATA_ROOT, "readOnly": True}
+    kubernetes_validate.validate(job, "1.33.0", strict=True)
+
+
+def test_hf_token_comes_from_its_secret_by_reference():
+    job_spec = spec(secrets={"hfToken": {"name": "hf", "key": "token"}})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    assert _env(job)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+
+
+def test_image_from_spec_else_the_operator_default():
+    assert _container(_objects("cpu-ddp")[2])["image"] == "registry.example/trainer:1"
+    own = spec(image="me/trainer:dev")
+    job = render.batch_job(OWNER, own, plan(), SETTINGS, attempt=0)
+    assert _container(job)["image"] == "me/trainer:dev"
+
+
+def test_user_text_never_reaches_a_shell():
+    hostile = spec(output={"path": "/out/$(rm -rf /); echo"})
+    job = render.batch_job(OWNER, hostile, plan(), SETTINGS, attempt=0)
+    container = _container(job)
+    assert container["command"] == ["torchrun"]
+    assert all("rm -rf" not in arg for arg in container["args"])
+
+
+def test_next_attempt_has_its_own_name_and_rendezvous_host():
+    job = render.batch_job(OWNER, spec(), plan(), SETTINGS, attempt=2)
+    assert job["metadata"]["name"] == "chat-r2"
+    assert "chat-r2-0.chat.research.svc:29500" in _container(job)["args"]
+    assert _env(job)["FINETUNE_ATTEMPT"] == "2"
+
+
+def test_schema_check_really_rejects_a_broken_job():
+    job = _objects("cpu-ddp")[2]
+    job["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9400"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, K8S_VERSION, strict=True)

@@ -1,0 +1,152 @@
+"""`World` plays the API server for the pure lifecycle: it applies the actions to a dict of
+objects and keeps the status, as the shell would, and shows them back to the lifecycle through
+the shell's own observation builder (controller/observe.py). Tests then change what the
+cluster shows (pods, Job status) and decide again.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from finetune_contract.api import FineTuneJobStatus
+from finetune_operator import names
+from finetune_operator.controller.caches import spec_caches
+from finetune_operator.controller.observe import observation
+from finetune_operator.lifecycle import machine
+from finetune_operator.lifecycle.actions import Create, Decision, Delete, SetSuspend
+from finetune_operator.lifecycle.observation import Observed
+from finetune_operator.lifecycle.spec import SpecCaches
+from finetune_operator.settings import Settings
+
+from tests.support.ftj_samples import OWNER, spec_dict
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+SETTINGS = Settings(unschedulable_after=300)
+
+
+TWO_NODES = {"gpu": "cpu", "gpusPerNode": 2, "nodes": 2, "maxNodes": 2, "strategy": "ddp"}
+
+
+def two_node_spec(**overrides: Any) -> dict[str, Any]:
+    return spec_dict(**{"resources": TWO_NODES, **overrides})
+
+
+class World:
+    def __init__(self, spec: dict[str, Any] | None = None, settings: Settings = SETTINGS,
+                 caches: SpecCaches | None = None):
+        self.spec = spec or two_node_spec()
+        self.generation = 1
+        self.status = FineTuneJobStatus()
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: list[dict[str, Any]] = []
+        self.now = T0
+        self.settings = settings
+        self.history: list[Decision] = []
+        self.caches = caches or SpecCaches()
+
+    # what the shell reads, typed as the shell types it (controller/observe.py)
+    def observe(self) -> Observed:
+        restarts = self.status.restarts
+        jobs = {a: copy.deepcopy(self.objects[("Job", names.batch_job_name("chat", a))])
+                for a in (restarts - 1, restarts, restarts + 1)
+                if ("Job", names.batch_job_name("chat", a)) in self.objects}
+        body = {"metadata": {"name": OWNER.name, "namespace": OWNER.namespace,
+                             "uid": OWNER.uid, "generation": self.generation},
+                "spec": copy.deepcopy(self.spec)}
+        return observation(
+            body, self.status.model_copy(deep=True),
+            config_map=copy.deepcopy(self.objects.get(("ConfigMap", "chat-trainer"))),
+            service=copy.deepcopy(self.objects.get(("Service", "chat"))),
+            jobs=jobs, pods=copy.deepcopy(self.pods))
+
+    def decide(self) -> Decision:
+        return machine.decide(self.observe(), self.now, self.settings, caches=self.caches)
+
+    # what the shell does
+    def step(self, *, write_status: bool = True) -> Decision:
+        decision = self.decide()
+        for action in decision.actions:
+            if isinstance(action, Create):
+                key = (action.obj["kind"], action.obj["metadata"]["name"])
+                self.objects.setdefault(key, copy.deepcopy(action.obj))  # 409 when present
+            elif isinstance(action, Delete):
+                self.objects.pop((action.kind, action.name), None)
+                if action.kind == "Job":
+                    self.pods = [p for p in self.pods
+                                 if p["metadata"]["labels"]["batch.kubernetes.io/job-name"]
+                                 != action.name]
+            elif isinstance(action, SetSuspend):
+                self.objects[("Job", action.job)]["spec"]["suspend"] = action.suspend
+                if action.suspend:
+                    self.pods = []
+        if write_status:
+            self.status = decision.status
+        self.history.append(decision)
+        return decision
+
+    # what the cluster does
+    def job(self, attempt: int | None = None) -> dict[str, Any]:
+        attempt = self.status.restarts if attempt is None else attempt
+        return self.objects[("Job", names.batch_job_name("chat", attempt))]
+
+    def start_pods(self, phase: str = "Running", attempt: int | None = None,
+                   count: int | None = None) -> None:
+        job = self.job(attempt)
+        name = job["metadata"]["name"]
+        n = job["spec"]["completions"] if count is None else count
+        self.pods = [pod(name, i, phase) for i in range(n)]
+
+    def fail_rank(self, index: int, reason: str = "Error", code: int = 1) -> None:
+        p = self.pods[index]
+        p["status"] = {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {
+            "terminated": {"reason": reason, "exitCode": code,
+                           "finishedAt": "2026-11-01T12:05:00Z"}}}]}
+        self.job()["status"] = {"failed": 1, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+
+    def complete(self) -> None:
+        job = self.job()
+        job["status"] = {"succeeded": job["spec"]["completions"],
+                         "conditions": [{"type": "Complete", "status": "True"}]}
+        for p in self.pods:
+            p["status"] = {"phase": "Succeeded"}
+
+    def edit(self, **sections: Any) -> None:
+        self.spec = {**self.spec, **sections}
+        self.generation += 1
+
+
+def pod(job: str, index: int, phase: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{job}-{index}-abcde", "creationTimestamp": "2026-11-01T12:00:00Z",
+                     "labels": {"batch.kubernetes.io/job-name": job, "finetune.dev/job": "chat"},
+                     "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+        "status": {"phase": phase},
+    }
+
+
+def started_world(**spec: Any) -> World:
+    """A job planned with its children, by a World that keeps the operator's caches."""
+    world = World(two_node_spec(**spec), caches=spec_caches())
+    world.step()  # planned: ConfigMap, Service and Job created
+    return world
+
+
+def finished(world: World) -> World:
+    world.start_pods()
+    world.step()
+    world.complete()
+    world.step()
+    assert world.status.phase == "Succeeded"
+    return world
+
+
+def ftj(status: dict[str, Any] | None = None, version: str = "1") -> dict[str, Any]:
+    return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+            "metadata": {"name": "chat", "namespace": "research", "uid": "u-1",
+                         "resourceVersion": version, "generation": 1},
+            "spec": two_node_spec(), "status": status or {}}

@@ -1,0 +1,116 @@
+"""One training run of one rank, from a TrainerConfig to a saved model and summary.
+
+The steps: refuse what cannot run, read and check the data, get the tokenizer and model,
+freeze what the method freezes, build the TRL (or classification) trainer from the plan
+(build.py), resume from the newest complete checkpoint, train while serving metrics, then save
+the final model (`output_dir/final`) and `training_summary.json` (summary.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune_contract import rules
+from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
+from finetune_contract.trainer_config import TrainerConfig
+
+from finetune_trainer import checkpoints
+from finetune_trainer.config import assistant_only
+from finetune_trainer.data import prepare
+from finetune_trainer.errors import TrainerError
+from finetune_trainer.strategy import refusal
+from finetune_trainer.summary import build_summary, write_json
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process sits, as torchrun describes it."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+                   int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    trainer: Any = field(repr=False, default=None)
+
+
+def preflight(config: TrainerConfig, ranks: Ranks) -> None:
+    """Everything that can be refused before reading a byte of data."""
+    plan, spec = config.plan, config.spec
+    if plan.world_size != ranks.world_size:
+        raise TrainerError(f"plan.worldSize is {plan.world_size} but {ranks.world_size} rank(s) "
+                           "were started; start torchrun with the planned number of processes")
+    reason = refusal(plan.strategy, config.device, tuning=spec.method.tuning,
+                     l2_to_pretrained=spec.method.l2_to_pretrained, precision=plan.precision)
+    if reason:
+        raise TrainerError(reason)
+    for path, message in rules.early_stopping_problems(
+            spec.training, rules.has_evaluation(spec.dataset)):
+        raise TrainerError(f"{path}: {message}")
+
+
+def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
+    ranks = ranks or Ranks.from_env()
+    preflight(config, ranks)
+    group_was_ours = not _group_initialized()  # the trainer creates it below (accelerate)
+    if config.device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
+    started = time.monotonic()
+    spec = config.spec
+    data = prepare(spec.dataset, resolve=config.resolve, num_labels=spec.method.num_labels,
+                   assistant_only_loss=assistant_only(config), seed=spec.training.seed)
+
+    from finetune_trainer import build
+
+    trainer, parts = build.trainer_for(config, data, ranks)
+    output_dir = Path(config.output_dir)
+    if ranks.rank == 0:
+        for path in checkpoints.remove_incomplete(output_dir):
+            print(f"finetune-trainer: removed incomplete checkpoint {path.name}", flush=True)
+    resume = checkpoints.latest_complete(output_dir)
+    parts.metrics.serve(config.metrics_host,
+                        config.metrics_port + ranks.local_rank if config.metrics_port else 0)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        trainer.save_model(str(output_dir / FINAL_DIR))
+    finally:
+        parts.metrics.close()
+    summary = build_summary(config, trainer, parts, data.report, resume,
+                            wall_seconds=time.monotonic() - started)
+    if ranks.rank == 0:
+        write_json(output_dir / SUMMARY_FILE, summary)
+    if group_was_ours:
+        _leave_process_group()
+    return RunResult(summary, trainer)
+
+
+def _group_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before interpreter exit. Left to exit, a rank once
+    aborted ("terminate called without an active exception") after a complete run, failing
+    the whole gang. The barrier keeps a fast rank from closing while a peer still talks."""
+    import torch.distributed as dist
+
+    if _group_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+__all__ = ["Ranks", "RunResult", "run"]
