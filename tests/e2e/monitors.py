@@ -77,38 +77,45 @@ def _targets_file(folder: Path, name: str) -> str:
     return str(folder / (re.sub(r"[^a-zA-Z0-9]+", "-", name) + ".json"))
 
 
-def pod_monitor_jobs(monitor: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
-    meta, spec = monitor["metadata"], monitor["spec"]
-    jobs = []
-    for i, endpoint in enumerate(spec["podMetricsEndpoints"]):
-        name = f"podMonitor/{meta['namespace']}/{meta['name']}/{i}"
-        discovery = {"file": _targets_file(folder, name), **_namespaces(spec, meta["namespace"])}
-        rules = _selector_rules(spec["selector"], "pod") + [
-            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-             "regex": endpoint["port"]},
-            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_phase"],
-             "regex": "Pending|Running"},
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-        ]
-        jobs.append(_job(name, "pod", endpoint, discovery, rules))
-    return jobs
+def _pod_rules(port: str) -> list[dict[str, Any]]:
+    return [
+        {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+         "regex": port},
+        {"action": "keep", "source_labels": ["__meta_kubernetes_pod_phase"],
+         "regex": "Pending|Running"},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    ]
 
 
-def service_monitor_jobs(monitor: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+def _endpoint_rules(port: str) -> list[dict[str, Any]]:
+    return [
+        {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+         "regex": port},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+    ]
+
+
+# kind -> (its list of endpoints, discovery role, label role, rules for one endpoint's port)
+_MONITORS = {
+    "PodMonitor": ("podMetricsEndpoints", "pod", "pod", _pod_rules),
+    "ServiceMonitor": ("endpoints", "endpoints", "service", _endpoint_rules),
+}
+
+
+def monitor_jobs(monitor: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """The scrape jobs of one PodMonitor or ServiceMonitor, one per endpoint."""
     meta, spec = monitor["metadata"], monitor["spec"]
+    endpoints_key, role, label_role, port_rules = _MONITORS[monitor["kind"]]
+    kind = monitor["kind"][0].lower() + monitor["kind"][1:]
     jobs = []
-    for i, endpoint in enumerate(spec["endpoints"]):
-        name = f"serviceMonitor/{meta['namespace']}/{meta['name']}/{i}"
+    for i, endpoint in enumerate(spec[endpoints_key]):
+        name = f"{kind}/{meta['namespace']}/{meta['name']}/{i}"
         discovery = {"file": _targets_file(folder, name), **_namespaces(spec, meta["namespace"])}
-        rules = _selector_rules(spec["selector"], "service") + [
-            {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
-             "regex": endpoint["port"]},
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-        ]
-        jobs.append(_job(name, "endpoints", endpoint, discovery, rules))
+        rules = _selector_rules(spec["selector"], label_role) + port_rules(endpoint["port"])
+        jobs.append(_job(name, role, endpoint, discovery, rules))
     return jobs
 
 
@@ -118,10 +125,8 @@ def scrape_config(documents: list[dict[str, Any]], folder: Path) -> dict[str, An
     Prometheus reads it."""
     jobs: list[dict[str, Any]] = []
     for doc in documents:
-        if doc.get("kind") == "PodMonitor":
-            jobs += pod_monitor_jobs(doc, folder)
-        elif doc.get("kind") == "ServiceMonitor":
-            jobs += service_monitor_jobs(doc, folder)
+        if doc.get("kind") in _MONITORS:
+            jobs += monitor_jobs(doc, folder)
     return {"global": {"scrape_interval": "15s"}, "scrape_configs": jobs}
 
 
