@@ -19,7 +19,7 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 _POD_FIELDS = {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
 _SELECTOR_FIELDS = {"matchLabels", "matchExpressions"}
@@ -198,6 +198,7 @@ class Discovery:
         self.list_objects = list_objects
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.last_error: Exception | None = None
 
     def refresh(self) -> None:
         pods = services = slices = None
@@ -220,10 +221,10 @@ class Discovery:
         while not self._stop.wait(1.0):
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - a failed listing is retried in a second
-                continue
+            except Exception as err:  # noqa: BLE001 - a failed listing is retried in a second
+                self.last_error = err
 
-    def __enter__(self) -> Discovery:
+    def __enter__(self) -> Self:
         self.refresh()
         self._thread.start()
         return self

@@ -28,8 +28,9 @@ def test_shellcheck_clean(script: Path) -> None:
 
 
 def _sourced_versions() -> dict[str, str]:
-    out = subprocess.run(["bash", "-c", f"source {CLUSTER / 'versions.sh'}; echo "
-                          "$KUBERNETES_VERSION $ETCD_VERSION $COREDNS_VERSION"],
+    script = (f"source {CLUSTER / 'versions.sh'}; "
+              "echo $KUBERNETES_VERSION $ETCD_VERSION $COREDNS_VERSION")
+    out = subprocess.run(["bash", "-c", script],
                          check=True, capture_output=True, text=True, timeout=30)
     kubernetes, etcd, coredns = out.stdout.split()
     return {"k8s.io/kubernetes": kubernetes, "go.etcd.io/etcd/server/v3": etcd,
