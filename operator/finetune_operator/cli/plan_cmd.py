@@ -25,7 +25,7 @@ from finetune_operator.documents import DocumentError, read_documents
 from finetune_operator.errors import UserError
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
-from finetune_operator.validation import pydantic_problems, validate_job
+from finetune_operator.validation import parse_user_spec, pydantic_problems, validate_job
 
 # Stands in for the dataset the flags-only form does not name: planning never reads it.
 _PLACEHOLDER_DATASET = {"train": {"path": "train.jsonl"}}
@@ -96,9 +96,9 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[FineTuneJobSpec, Path, st
         raw = {"dataset": _PLACEHOLDER_DATASET}
     raw = _apply_flags(raw, args)
     try:
-        return FineTuneJobSpec.model_validate(raw), data_root, label
+        return parse_user_spec(raw), data_root, label
     except ValidationError as err:
-        problems = "; ".join(str(p) for p in pydantic_problems(err))
+        problems = "; ".join(str(p) for p in pydantic_problems(err, FineTuneJobSpec))
         raise UserError(f"{label}: {problems}") from None
 
 

@@ -127,11 +127,7 @@ def resolve_gpu(spec: FineTuneJobSpec) -> gpus.Gpu:
     custom = int(r.gpu_memory_gib * gpus.GIB) if r.gpu_memory_gib else None
     if gpu is None:
         if custom is None:
-            raise PlanningError(
-                "spec.resources.gpu",
-                f"unknown GPU type {r.gpu!r}; known: {gpus.known_gpus()} (or set "
-                "resources.gpuMemoryGiB for a GPU the catalog lacks)",
-            )
+            raise PlanningError("spec.resources.gpu", gpus.unknown_gpu_message(r.gpu))
         # Unknown throughput and price: memory planning works, the time estimate is 0.
         return gpus.Gpu(r.gpu, custom, 0.0, 0.0, True, 0.0, 0.0)
     if gpu.is_cpu and r.memory:
