@@ -21,7 +21,7 @@ from finetune_contract import strategies
 from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan
 from pydantic import ValidationError
 
-from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
@@ -104,7 +104,7 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[FineTuneJobSpec, Path, st
 
 def _read_job(source: str) -> tuple[dict[str, Any], str]:
     try:
-        docs = read_documents(source)
+        docs, _ = split_jobs(read_documents(source))
     except DocumentError as err:
         raise UserError(str(err)) from None
     if len(docs) != 1:

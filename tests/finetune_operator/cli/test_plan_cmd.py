@@ -170,3 +170,10 @@ def test_operator_side_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_secret_next_to_the_job_is_skipped(tmp_path, capsys):
+    job = tmp_path / "bundle.yaml"
+    job.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: hf}\n---\n" + JOB)
+    code, out = plan_json(capsys, str(job))
+    assert code == 0 and out["gpu"] == "cpu"
