@@ -282,6 +282,7 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems += _dataset_problems(spec)
     problems += _method_problems(spec)
     problems += _resources_problems(spec)
+    problems += _quantity_problems(spec)
     problems += _output_problems(spec)
     return problems
 
@@ -394,6 +395,23 @@ def _resources_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.training.precision", refusal))
     problems += [Problem(f"spec.{field}", message) for field, message
                  in rules.early_stopping_problems(t, rules.has_evaluation(spec.dataset))]
+    return problems
+
+
+def _quantity_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    """cpu and memory as the API server reads quantities: "96 cores" would be refused
+    there, after the job looked valid here."""
+    from finetune_operator.sizes import parse_quantity
+
+    problems = []
+    for field in ("cpu", "memory"):
+        value = getattr(spec.resources, field)
+        if value is None:
+            continue
+        try:
+            parse_quantity(value)
+        except ValueError as err:
+            problems.append(Problem(f"spec.resources.{field}", str(err)))
     return problems
 
 

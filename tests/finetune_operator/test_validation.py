@@ -168,3 +168,13 @@ def test_a_long_well_formed_name_is_told_it_is_too_long():
     doc["metadata"]["name"] = "a" * 70
     _, problems = validate_job(doc, plan=False)
     assert [p.message.split(":")[0] for p in problems] == ["is 70 characters, too long"]
+
+
+def test_the_operator_refuses_a_cpu_that_is_no_quantity():
+    from finetune_operator.validation import validate_spec
+
+    spec = _doc()["spec"]
+    spec["resources"]["cpu"] = "96 cores"
+    valid, problems = validate_spec(spec, "tiny", plan=False)
+    assert valid is None
+    assert [p.path for p in problems] == ["spec.resources.cpu"]

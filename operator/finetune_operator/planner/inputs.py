@@ -18,7 +18,7 @@ from finetune_operator.planner.parameters import (
     count_parameters,
     shape_for_size,
 )
-from finetune_operator.sizes import format_size, parse_size
+from finetune_operator.sizes import format_size, parse_quantity, parse_size
 
 
 class PlanningError(Exception):
@@ -139,17 +139,10 @@ def pod_memory(spec: FineTuneJobSpec) -> int | None:
     """resources.memory in bytes, or None when not given."""
     if not spec.resources.memory:
         return None
-    from kubernetes.utils import parse_quantity  # the client's own quantity parser
-
     try:
         value = int(parse_quantity(spec.resources.memory))
-    except ValueError:
-        raise PlanningError(
-            "spec.resources.memory",
-            f"is not a Kubernetes quantity (got {spec.resources.memory!r}); use e.g. 16Gi",
-        ) from None
-    if value <= 0:
-        raise PlanningError("spec.resources.memory", "must be positive")
+    except ValueError as err:
+        raise PlanningError("spec.resources.memory", str(err)) from None
     return value
 
 
