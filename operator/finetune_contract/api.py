@@ -5,7 +5,9 @@ These pydantic models are the single source of truth for the custom resource: th
 operator validate with them, and the trainer reads its configuration through them.
 
 Every field carries a description: it becomes the text `kubectl explain` shows. Field names
-are camelCase on the wire (Kubernetes convention) and snake_case in Python. A rule between
+are camelCase on the wire (Kubernetes convention) and snake_case in Python. Models built in
+Python may use either; what a user or the API server gives is parsed by the wire names only
+(finetune_operator.validation.parse_user_job), since the API server drops any other key. A rule between
 fields of one object is written once, in rules.py, and reaches the CRD from there.
 """
 
@@ -372,7 +374,8 @@ class ResourcesSpec(ApiModel):
         "H100-80GB",
         max_length=64,
         description="GPU type from the catalog (H100-80GB, H200-141GB, A100-80GB, A100-40GB, "
-        "L40S-48GB, L4-24GB, A10G-24GB, V100-32GB, T4-16GB) or cpu. Omitted: the operator's "
+        "L40S-48GB, L4-24GB, A10G-24GB, V100-32GB, T4-16GB), GPU Feature Discovery's "
+        "product name of one (NVIDIA-H100-80GB-HBM3), or cpu. Omitted: the operator's "
         "default GPU (the chart's trainer.defaultGpu), else H100-80GB.",
         # The API server must leave it absent, or the operator's default could never apply.
         json_schema_extra=NO_SERVER_DEFAULT,
@@ -396,12 +399,14 @@ class ResourcesSpec(ApiModel):
     cpu: str | None = Field(
         None,
         max_length=32,
-        description="CPU request per pod (a Kubernetes quantity); defaults from the plan.",
+        description="CPU request per pod, a Kubernetes quantity (8, 500m); defaults from the "
+        "plan.",
     )
     memory: str | None = Field(
         None,
         max_length=32,
-        description="Memory request per pod (a Kubernetes quantity); defaults from the plan.",
+        description="Memory request per pod, a Kubernetes quantity (64Gi); defaults from the "
+        "plan, in Gi.",
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels every training pod must match."

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from finetune_contract.api import GROUP
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,32 @@ def _read(source: str) -> str:
         raise DocumentError(f"{source}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise DocumentError(f"{source}: cannot read: {err.strerror}") from None
+
+
+def is_other_resource(body: Any) -> bool:
+    """A Kubernetes object of another API (a Secret, a PVC) sharing the file with the job.
+
+    Only an object that says so, with an apiVersion and a kind outside finetune.dev, is one:
+    anything else is meant as a FineTuneJob and is validated as such, so that a wrong
+    version or kind of ours is an error and not a silent skip.
+    """
+    if not isinstance(body, dict):
+        return False
+    api, kind = body.get("apiVersion"), body.get("kind")
+    if not isinstance(api, str) or not isinstance(kind, str):
+        return False
+    group = api.rpartition("/")[0]  # "" for the core API (v1)
+    return group != GROUP
+
+
+def split_jobs(docs: list[Document]) -> tuple[list[Document], list[Document]]:
+    """The documents meant as FineTuneJobs, and the other resources they came with."""
+    others = [doc for doc in docs if is_other_resource(doc.body)]
+    return [doc for doc in docs if not is_other_resource(doc.body)], others
+
+
+def describe(doc: Document) -> str:
+    """`doc 2 (Secret hf-token)`: how a skipped document is named to the user."""
+    meta = doc.body.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"doc {doc.index} ({doc.body['kind']}{f' {name}' if name else ''})"

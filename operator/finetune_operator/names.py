@@ -32,7 +32,12 @@ _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def is_dns_1035_label(name: str) -> bool:
-    return len(name) <= DNS_LABEL_MAX and bool(_DNS_1035.match(name))
+    return len(name) <= DNS_LABEL_MAX and has_dns_1035_characters(name)
+
+
+def has_dns_1035_characters(name: str) -> bool:
+    """The characters of an RFC 1035 label, whatever the length (checked on its own)."""
+    return bool(_DNS_1035.match(name))
 
 
 def config_map_name(job: str) -> str:

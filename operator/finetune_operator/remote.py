@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from finetune_contract import api
 from finetune_contract.api import FineTuneJobStatus
 
-from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.local.display import ProgressDisplay, format_progress
 from finetune_operator.validation import validate_job
@@ -104,7 +104,7 @@ def outcome(status: FineTuneJobStatus) -> int | None:
 
 def _read_job(path: str) -> dict[str, Any]:
     try:
-        docs = read_documents(path)
+        docs, _ = split_jobs(read_documents(path))
     except DocumentError as err:
         raise UserError(str(err)) from None
     if len(docs) != 1:

@@ -24,6 +24,7 @@ from finetune_contract.trainer_config import TrainerConfig
 
 from finetune_operator import names
 from finetune_operator.settings import Settings
+from finetune_operator.sizes import format_gib
 
 CONFIG_DIR = "/etc/finetune"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -255,7 +256,7 @@ def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
     if spec.resources.memory:
         requests["memory"] = spec.resources.memory
     elif plan.host_memory_per_node:
-        requests["memory"] = str(plan.host_memory_per_node)
+        requests["memory"] = format_gib(plan.host_memory_per_node)
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests

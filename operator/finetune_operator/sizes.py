@@ -1,8 +1,13 @@
-"""Model size strings: 125M, 7.5B, 70B, 1.2T or plain integers."""
+"""Model size strings (125M, 7.5B, 70B, 1.2T or plain integers) and Kubernetes resource
+quantities (96, 500m, 16Gi)."""
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
+
+GIB = 1024**3
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
@@ -42,3 +47,28 @@ def format_bytes(n: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def parse_quantity(value: str) -> Decimal:
+    """A resource quantity read the way Kubernetes reads it (the client's own parser), so
+    that what validates here is what the API server accepts. Raises ValueError with a
+    message fit for the user."""
+    from kubernetes.utils import parse_quantity as kubernetes_quantity
+
+    example = "e.g. 8, 500m, 16Gi or 1.5Ti"
+    # The client strips blanks the API server refuses: "96 cores" is not 96.
+    if value != value.strip():
+        raise ValueError(f"is not a Kubernetes quantity (got {value!r}); {example}")
+    try:
+        quantity = kubernetes_quantity(value)
+    except ValueError:
+        raise ValueError(f"is not a Kubernetes quantity (got {value!r}); {example}") from None
+    if quantity <= 0:
+        raise ValueError(f"must be positive (got {value!r})")
+    return quantity
+
+
+def format_gib(n: int) -> str:
+    """Bytes as a memory quantity in whole Gi, rounded up: what a person writes and reads
+    in a pod spec (68719476736 -> '64Gi')."""
+    return f"{math.ceil(n / GIB)}Gi"

@@ -7,6 +7,9 @@ the camelCase the user wrote, say what is wrong and what was given.
 
 from __future__ import annotations
 
+import difflib
+import re
+import typing
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -20,7 +23,7 @@ from finetune_contract.api import (
     FineTuneJobSpec,
     Plan,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from finetune_operator import names
 
@@ -37,23 +40,38 @@ class Problem:
 
 
 def validate_job(obj: Any, *, plan: bool = True) -> tuple[FineTuneJob | None, list[Problem]]:
-    """Validate a decoded FineTuneJob document. Returns the model when it is valid."""
+    """Validate a decoded FineTuneJob document. Returns the model when it is valid.
+
+    Every problem found without a parsed model is reported in one pass (the header, literal
+    tokens, the schema, the GPU name); the cross-field rules and the plan need the model.
+    """
     if not isinstance(obj, dict):
         return None, [Problem("", f"expected a mapping (a FineTuneJob), got {_kind(obj)}")]
-    header = _header_problems(obj)
-    if header:
-        return None, header
-    problems = _secret_literal_problems(obj)
+    problems = _header_problems(obj)
+    problems += _secret_literal_problems(obj)
+    problems += _gpu_name_problems(obj)
+    try:
+        job = parse_user_job(obj)
+    except ValidationError as err:
+        return None, _dedupe(problems + pydantic_problems(err))
     if problems:
         return None, problems
-    try:
-        job = FineTuneJob.model_validate(obj)
-    except ValidationError as err:
-        return None, pydantic_problems(err)
     problems = semantic_problems(job)
     if not problems and plan:
         problems = plan_problems(job.spec)
     return (None, problems) if problems else (job, [])
+
+
+def parse_user_job(obj: dict[str, Any]) -> FineTuneJob:
+    """A FineTuneJob from what a user or the API server gave: only the wire (camelCase)
+    names. The models also take Python names, for code that builds them; a user's
+    `learning_rate` must not be read, because the API server would drop it."""
+    return FineTuneJob.model_validate(obj, by_alias=True, by_name=False)
+
+
+def parse_user_spec(raw: dict[str, Any]) -> FineTuneJobSpec:
+    """A spec from user input, with the wire names only (see parse_user_job)."""
+    return FineTuneJobSpec.model_validate(raw, by_alias=True, by_name=False)
 
 
 def validate_spec(spec: dict[str, Any], name: str, *, plan: bool = True) -> tuple[
@@ -100,13 +118,78 @@ def _secret_literal_problems(obj: dict[str, Any]) -> list[Problem]:
     ]
 
 
-def pydantic_problems(err: ValidationError) -> list[Problem]:
-    """Turn pydantic's errors into one readable Problem each."""
+def _gpu_name_problems(obj: dict[str, Any]) -> list[Problem]:
+    """An unknown GPU type, checked on the raw document so that it is reported together
+    with the schema's problems (the planner would find it only once those are fixed)."""
+    from finetune_operator.planner import gpus  # the catalog only, no heavy imports
+
+    spec = obj.get("spec")
+    resources = spec.get("resources") if isinstance(spec, dict) else None
+    name = resources.get("gpu") if isinstance(resources, dict) else None
+    if not isinstance(name, str) or gpus.find_gpu(name) or "gpuMemoryGiB" in resources:
+        return []
+    return [Problem("spec.resources.gpu", gpus.unknown_gpu_message(name))]
+
+
+def pydantic_problems(err: ValidationError, model: type[BaseModel] = FineTuneJob
+                      ) -> list[Problem]:
+    """Turn pydantic's errors into one readable Problem each; `model` is what was parsed,
+    so that an unknown field can be told the known ones closest to it."""
     problems = []
     for e in err.errors(include_url=False):
         loc = [str(x) for x in e["loc"] if not _is_union_tag(x)]
-        problems.append(Problem(".".join(_dotted(loc)), _message(e)))
+        message = _message(e) + _did_you_mean(e, model)
+        problems.append(Problem(".".join(_dotted(loc)), message))
     return _dedupe(problems)
+
+
+def _did_you_mean(e: dict[str, Any], model: type[BaseModel]) -> str:
+    """' (did you mean X?)' for a misspelled field or enum value, else ''."""
+    if e["type"] == "extra_forbidden":
+        known = _wire_names(_model_at(model, e["loc"][:-1]))
+        given = str(e["loc"][-1])
+    elif e["type"] == "literal_error" and isinstance(e.get("input"), str):
+        known = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
+        given = e["input"]
+    else:
+        return ""
+    close = _closest(given, known)
+    return f" (did you mean {close}?)" if close else ""
+
+
+def _closest(given: str, known: list[str]) -> str | None:
+    # Compared case-blind, so that learningrate and learning_rate find learningRate.
+    folded = {name.lower().replace("_", ""): name for name in known}
+    close = difflib.get_close_matches(given.lower().replace("_", ""), folded, n=1, cutoff=0.6)
+    return folded[close[0]] if close else None
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class at a location of pydantic's (wire names, list indexes)."""
+    for part in loc:
+        if model is None or isinstance(part, int) or _is_union_tag(part):
+            continue
+        field = next((f for name, f in model.model_fields.items()
+                      if part in (f.alias, name)), None)
+        model = _model_in(field.annotation) if field else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation like `X | None` or `list[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found:
+            return found
+    return None
+
+
+def _wire_names(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -199,6 +282,7 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems += _dataset_problems(spec)
     problems += _method_problems(spec)
     problems += _resources_problems(spec)
+    problems += _quantity_problems(spec)
     problems += _output_problems(spec)
     return problems
 
@@ -211,18 +295,22 @@ def _rule_problems(path: str, obj: object, object_rules: tuple[rules.ObjectRule,
 
 
 def _name_problems(name: str, spec: FineTuneJobSpec) -> list[Problem]:
-    if not names.is_dns_1035_label(name):
-        return [Problem("metadata.name", "must be lower case letters, digits and '-', start "
-                        f"with a letter and end with a letter or digit (got {_show(name)})")]
+    # The length first: a long, well-formed name must be told it is long, not that its
+    # characters are wrong.
     limit = names.max_job_name_length(spec.run_policy.backoff_limit, spec.resources.max_nodes)
+    problems = []
     if len(name) > limit:
         longest = names.longest_derived_name(
             name, spec.run_policy.backoff_limit, spec.resources.max_nodes
         )
-        return [Problem("metadata.name", f"is {len(name)} characters; at most {limit} fit "
-                        f"the pod hostnames derived from it ({longest!r} would exceed "
-                        f"{names.DNS_LABEL_MAX})")]
-    return []
+        problems.append(Problem("metadata.name", f"is {len(name)} characters, too long: at "
+                                f"most {limit} fit the pod hostnames derived from it "
+                                f"({longest!r} would exceed {names.DNS_LABEL_MAX})"))
+    if not names.has_dns_1035_characters(name):
+        problems.append(Problem("metadata.name", "must be lower case letters, digits and '-', "
+                                f"start with a letter and end with a letter or digit (got "
+                                f"{_show(name)})"))
+    return problems
 
 
 def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
@@ -307,6 +395,23 @@ def _resources_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.training.precision", refusal))
     problems += [Problem(f"spec.{field}", message) for field, message
                  in rules.early_stopping_problems(t, rules.has_evaluation(spec.dataset))]
+    return problems
+
+
+def _quantity_problems(spec: FineTuneJobSpec) -> list[Problem]:
+    """cpu and memory as the API server reads quantities: "96 cores" would be refused
+    there, after the job looked valid here."""
+    from finetune_operator.sizes import parse_quantity
+
+    problems = []
+    for field in ("cpu", "memory"):
+        value = getattr(spec.resources, field)
+        if value is None:
+            continue
+        try:
+            parse_quantity(value)
+        except ValueError as err:
+            problems.append(Problem(f"spec.resources.{field}", str(err)))
     return problems
 
 

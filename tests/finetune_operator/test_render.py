@@ -144,7 +144,7 @@ def test_gpu_pods_request_and_limit_gpus_and_the_planned_host_memory():
     job = _objects("gpu-ddp")[2]
     resources = _container(job)["resources"]
     assert resources["limits"] == {"nvidia.com/gpu": "8"}
-    assert resources["requests"] == {"nvidia.com/gpu": "8", "memory": str(64 * 2**30)}
+    assert resources["requests"] == {"nvidia.com/gpu": "8", "memory": "64Gi"}
     assert "OMP_NUM_THREADS" not in _env(job)
     assert yaml.safe_load(_objects("gpu-ddp")[0]["data"]["trainer.yaml"])["device"] == "cuda"
 

@@ -73,3 +73,108 @@ def test_gradient_checkpointing_accepts_booleans_and_auto(given, expected):
     job, problems = validate_job(doc, plan=False)
     assert problems == []
     assert job.spec.training.gradient_checkpointing == expected
+
+
+def _doc(**training: object) -> dict:
+    import yaml
+
+    doc = yaml.safe_load(VALID)
+    doc["spec"]["training"].update(training)
+    return doc
+
+
+@pytest.mark.parametrize("key", ["learning_rate", "max_steps", "global_batch_size"])
+def test_python_field_names_are_unknown_fields(key):
+    # The CRD knows only the wire names: a server would drop learning_rate silently.
+    _, problems = validate_job(_doc(**{key: 5}), plan=False)
+    assert [p.path for p in problems] == [f"spec.training.{key}"]
+    assert "unknown field" in problems[0].message
+
+
+def test_python_field_names_are_unknown_in_the_operator_path():
+    from finetune_operator.validation import validate_spec
+
+    spec = _doc(learning_rate=5e-4)["spec"]
+    valid, problems = validate_spec(spec, "tiny", plan=False)
+    assert valid is None and problems[0].path == "spec.training.learning_rate"
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [("learning_rate", "learningRate"), ("learningrate", "learningRate"),
+     ("globalBatchsize", "globalBatchSize"), ("warmupRatoi", "warmupRatio")],
+)
+def test_a_misspelled_field_is_told_the_closest_name(key, suggestion):
+    _, problems = validate_job(_doc(**{key: 1}), plan=False)
+    assert f"(did you mean {suggestion}?)" in problems[0].message
+
+
+def test_a_misspelled_field_deep_in_a_list_is_told_the_closest_name():
+    doc = _doc()
+    doc["spec"]["dataset"]["mix"] = [{"path": "m.jsonl", "wieght": 0.1}]
+    _, problems = validate_job(doc, plan=False)
+    assert problems[0].path == "spec.dataset.mix[0].wieght"
+    assert "(did you mean weight?)" in problems[0].message
+
+
+def test_a_misspelled_enum_value_is_told_the_closest_value():
+    _, problems = validate_job(_doc(scheduler="cosin"), plan=False)
+    assert "(did you mean cosine?)" in problems[0].message
+
+
+def test_a_far_off_field_gets_no_suggestion():
+    _, problems = validate_job(_doc(zzzzzz=1), plan=False)
+    assert "did you mean" not in problems[0].message
+
+
+def test_a_misspelled_field_and_a_bad_gpu_are_reported_in_one_pass():
+    doc = _doc(learningRat=1e-4)
+    doc["spec"]["resources"]["gpu"] = "H100-80G"
+    _, problems = validate_job(doc)
+    by_path = {p.path: p.message for p in problems}
+    assert "unknown field" in by_path["spec.training.learningRat"]
+    assert "unknown GPU type 'H100-80G' (did you mean H100-80GB?)" in by_path[
+        "spec.resources.gpu"]
+
+
+def test_header_and_schema_problems_are_reported_in_one_pass():
+    doc = _doc(epochs="many")
+    doc["kind"] = "FinetuneJob"
+    _, problems = validate_job(doc, plan=False)
+    assert {"kind", "spec.training.epochs"} <= {p.path for p in problems}
+
+
+@pytest.mark.parametrize(
+    ("product", "catalog"),
+    [("NVIDIA-H100-80GB-HBM3", "H100-80GB"), ("NVIDIA-A100-SXM4-80GB", "A100-80GB"),
+     ("NVIDIA-L4", "L4-24GB"), ("NVIDIA-A10G", "A10G-24GB"), ("Tesla-T4", "T4-16GB"),
+     ("Tesla-V100-SXM2-32GB", "V100-32GB")],
+)
+def test_gpu_feature_discovery_product_names_plan_as_their_catalog_gpu(product, catalog):
+    import yaml
+
+    doc = yaml.safe_load(VALID)
+    doc["spec"]["model"] = {"name": "org/model", "parameters": "125M"}
+    doc["spec"]["resources"] = {"gpu": product, "gpusPerNode": 1, "maxNodes": 1}
+    job, problems = validate_job(doc)
+    assert problems == []
+    from finetune_operator.planner import plan_job
+
+    assert plan_job(job.spec).gpu == catalog
+
+
+def test_a_long_well_formed_name_is_told_it_is_too_long():
+    doc = _doc()
+    doc["metadata"]["name"] = "a" * 70
+    _, problems = validate_job(doc, plan=False)
+    assert [p.message.split(":")[0] for p in problems] == ["is 70 characters, too long"]
+
+
+def test_the_operator_refuses_a_cpu_that_is_no_quantity():
+    from finetune_operator.validation import validate_spec
+
+    spec = _doc()["spec"]
+    spec["resources"]["cpu"] = "96 cores"
+    valid, problems = validate_spec(spec, "tiny", plan=False)
+    assert valid is None
+    assert [p.path for p in problems] == ["spec.resources.cpu"]

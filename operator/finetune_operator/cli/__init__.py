@@ -11,10 +11,11 @@ import importlib
 import os
 import sys
 
+from finetune_operator import __version__
 from finetune_operator.errors import UserError
 
 # Subcommand modules, in the order `finetune --help` lists them.
-COMMANDS = ("validate_cmd", "plan_cmd", "run_cmd", "crd_cmd", "operator_cmd")
+COMMANDS = ("validate_cmd", "plan_cmd", "render_cmd", "run_cmd", "crd_cmd", "operator_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plan, validate and run fine-tuning of language models, locally or on "
         "Kubernetes.",
     )
+    parser.add_argument("--version", action="version", version=f"finetune {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:

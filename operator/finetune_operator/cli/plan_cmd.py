@@ -18,17 +18,34 @@ from pathlib import Path
 from typing import Any
 
 from finetune_contract import strategies
-from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan
+from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan, TrainingSpec
 from pydantic import ValidationError
 
-from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
-from finetune_operator.validation import pydantic_problems, validate_job
+from finetune_operator.validation import parse_user_spec, pydantic_problems, validate_job
 
 # Stands in for the dataset the flags-only form does not name: planning never reads it.
 _PLACEHOLDER_DATASET = {"train": {"path": "train.jsonl"}}
+# The spec field each flag writes, so that a problem with it names the flag the user typed
+# and not a spec path they never wrote.
+_FLAG_FIELDS = {
+    "spec.model.parameters": ("parameters", "--parameters"),
+    "spec.resources.gpu": ("gpu", "--gpu"),
+    "spec.resources.gpuMemoryGiB": ("gpu_memory_gib", "--gpu-memory-gib"),
+    "spec.resources.gpusPerNode": ("gpus_per_node", "--gpus-per-node"),
+    "spec.resources.maxNodes": ("max_nodes", "--max-nodes"),
+    "spec.resources.strategy": ("strategy", "--strategy"),
+    "spec.training.maxSeqLength": ("seq_len", "--seq-len"),
+    "spec.training.globalBatchSize": ("global_batch", "--global-batch"),
+    "spec.training.microBatchSize": ("micro_batch", "--micro-batch"),
+    "spec.training.precision": ("precision", "--precision"),
+    "spec.training.maxSteps": ("max_steps", "--max-steps"),
+    "spec.training.epochs": ("epochs", "--epochs"),
+    "spec.method.trainableLayers": ("trainable_layers", "--trainable-layers"),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = plan_job(spec, data_root=data_root, dataset_stats=stats)
     except PlanningError as err:
-        raise UserError(f"{label}: {err.field}: {err.message}") from None
+        raise UserError(f"{label}: {_where(err.field, args)}: {err.message}") from None
     if args.json:
         print(json.dumps(plan.to_wire(), indent=2))
     else:
@@ -96,15 +113,25 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[FineTuneJobSpec, Path, st
         raw = {"dataset": _PLACEHOLDER_DATASET}
     raw = _apply_flags(raw, args)
     try:
-        return FineTuneJobSpec.model_validate(raw), data_root, label
+        return parse_user_spec(raw), data_root, label
     except ValidationError as err:
-        problems = "; ".join(str(p) for p in pydantic_problems(err))
+        problems = "; ".join(f"{_where(p.path, args)}: {p.message}"
+                             for p in pydantic_problems(err, FineTuneJobSpec))
         raise UserError(f"{label}: {problems}") from None
+
+
+def _where(field: str, args: argparse.Namespace) -> str:
+    """The flag that set a field (`--global-batch 12 (spec.training.globalBatchSize)`), else
+    the field. pydantic's paths start below the spec: they get the prefix first."""
+    path = field if field.startswith("spec") else f"spec.{field}"
+    attr, flag = _FLAG_FIELDS.get(path, (None, None))
+    value = getattr(args, attr) if attr else None
+    return f"{flag} {value} ({path})" if value is not None else path
 
 
 def _read_job(source: str) -> tuple[dict[str, Any], str]:
     try:
-        docs = read_documents(source)
+        docs, _ = split_jobs(read_documents(source))
     except DocumentError as err:
         raise UserError(str(err)) from None
     if len(docs) != 1:
@@ -142,6 +169,8 @@ def _apply_flags(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     training = spec.setdefault("training", {})
     _set(training, "maxSeqLength", args.seq_len)
     _set(training, "globalBatchSize", args.global_batch)
+    if args.gpus is not None and "globalBatchSize" not in training:
+        training["globalBatchSize"] = _divisible_global_batch(args.gpus)
     _set(training, "microBatchSize", args.micro_batch)
     _set(training, "precision", args.precision)
     _set(training, "maxSteps", args.max_steps)
@@ -171,6 +200,14 @@ def _fix_layout(resources: dict[str, Any], gpus: int) -> None:
     else:
         resources["nodes"] = gpus // per_node
     resources["maxNodes"] = max(resources.get("maxNodes", 4), resources["nodes"])
+
+
+def _divisible_global_batch(ranks: int) -> int:
+    """--gpus N without a batch: the API's default rounded up to a multiple of the N ranks,
+    as every rank takes the same whole number of sequences per step (16 on 64 GPUs
+    would be refused for a value the user never wrote)."""
+    default = TrainingSpec.model_fields["global_batch_size"].default
+    return -(-default // ranks) * ranks
 
 
 def _set(section: dict[str, Any], key: str, value: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.documents import DocumentError, describe, read_documents, split_jobs
 from finetune_operator.validation import validate_job
 
 
@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validate",
         help="check FineTuneJob YAML files",
         description="Validate FineTuneJobs (multi-document YAML, '-' for stdin): the schema, "
-        "cross-field rules, and that the planner can place the job.",
+        "cross-field rules, and that the planner can place the job. Documents of other "
+        "APIs (a Secret next to the job) are skipped and named.",
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--no-plan", action="store_true", help="skip the feasibility check")
@@ -32,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
             print(err, file=sys.stderr)
             bad += 1
             continue
-        for doc in docs:
+        jobs, others = split_jobs(docs)
+        for other in others if not args.quiet else ():
+            print(f"{source}: {describe(other)}: skipped, not a FineTuneJob")
+        for doc in jobs:
             checked += 1
             _, problems = validate_job(doc.body, plan=not args.no_plan)
             for problem in problems:

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
-from finetune_operator.documents import DocumentError, read_documents
+from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.local import answer, datastats, localize, report
 from finetune_operator.local.display import ProgressDisplay, format_progress, format_waiting
@@ -99,7 +99,7 @@ def run_local(options: LocalOptions, out: TextIO = sys.stdout, err: TextIO = sys
 def load_job(source: str) -> tuple[FineTuneJob, Path]:
     """The single FineTuneJob of a file, validated with `finetune validate`'s messages."""
     try:
-        docs = read_documents(source)
+        docs, _ = split_jobs(read_documents(source))
     except DocumentError as error:
         raise UserError(str(error)) from None
     if len(docs) != 1:

@@ -12,6 +12,7 @@ project's CI machines (fp32 GEMM about 95 GFLOP/s per thread, bf16 about 200).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, replace
 
 MIB = 1024**2
@@ -66,16 +67,59 @@ CATALOG: dict[str, Gpu] = {
 }
 
 
+# GPU Feature Discovery's product names (the node label nvidia.com/gpu.product), as users
+# copy them from `kubectl get nodes -L nvidia.com/gpu.product`, for each catalog entry. The
+# one table of them: validation, the planner and the suggestions all read it.
+GFD_PRODUCTS: dict[str, str] = {
+    "NVIDIA-H100-80GB-HBM3": "H100-80GB",
+    "NVIDIA-H100-SXM5-80GB": "H100-80GB",
+    "NVIDIA-H100-PCIe": "H100-80GB",
+    "NVIDIA-H200": "H200-141GB",
+    "NVIDIA-H200-141GB-HBM3e": "H200-141GB",
+    "NVIDIA-A100-SXM4-80GB": "A100-80GB",
+    "NVIDIA-A100-80GB-PCIe": "A100-80GB",
+    "NVIDIA-A100-SXM4-40GB": "A100-40GB",
+    "NVIDIA-A100-PCIE-40GB": "A100-40GB",
+    "NVIDIA-L40S": "L40S-48GB",
+    "NVIDIA-L4": "L4-24GB",
+    "NVIDIA-A10G": "A10G-24GB",
+    "Tesla-V100-SXM2-32GB": "V100-32GB",
+    "Tesla-V100-PCIE-32GB": "V100-32GB",
+    "Tesla-T4": "T4-16GB",
+}
+
+
 def known_gpus() -> str:
     return ", ".join(CATALOG)
 
 
 def find_gpu(name: str) -> Gpu | None:
-    """Case-insensitive catalog lookup; None when unknown."""
+    """Case-insensitive lookup of a catalog name or a GFD product name; None when unknown."""
+    wanted = name.strip().lower()
     for key, gpu in CATALOG.items():
-        if key.lower() == name.strip().lower():
+        if key.lower() == wanted:
             return gpu
+    for product, key in GFD_PRODUCTS.items():
+        if product.lower() == wanted:
+            return CATALOG[key]
     return None
+
+
+def suggest_gpu(name: str) -> str | None:
+    """The catalog name closest to an unknown GPU name (through its GFD alias too)."""
+    spellings = {key.lower(): key for key in CATALOG}
+    spellings.update({product.lower(): key for product, key in GFD_PRODUCTS.items()})
+    close = difflib.get_close_matches(name.strip().lower(), spellings, n=1, cutoff=0.6)
+    return spellings[close[0]] if close else None
+
+
+def unknown_gpu_message(name: str) -> str:
+    """What an unknown GPU type is told: the closest catalog name, and every one."""
+    close = suggest_gpu(name)
+    hint = f" (did you mean {close}?)" if close else ""
+    return (f"unknown GPU type {name!r}{hint}; known: {known_gpus()}, or GPU Feature "
+            "Discovery's product names of them (or set resources.gpuMemoryGiB for a GPU the "
+            "catalog lacks)")
 
 
 def with_memory(gpu: Gpu, memory: int) -> Gpu:

@@ -18,7 +18,7 @@ from finetune_operator.planner.parameters import (
     count_parameters,
     shape_for_size,
 )
-from finetune_operator.sizes import format_size, parse_size
+from finetune_operator.sizes import format_size, parse_quantity, parse_size
 
 
 class PlanningError(Exception):
@@ -127,11 +127,7 @@ def resolve_gpu(spec: FineTuneJobSpec) -> gpus.Gpu:
     custom = int(r.gpu_memory_gib * gpus.GIB) if r.gpu_memory_gib else None
     if gpu is None:
         if custom is None:
-            raise PlanningError(
-                "spec.resources.gpu",
-                f"unknown GPU type {r.gpu!r}; known: {gpus.known_gpus()} (or set "
-                "resources.gpuMemoryGiB for a GPU the catalog lacks)",
-            )
+            raise PlanningError("spec.resources.gpu", gpus.unknown_gpu_message(r.gpu))
         # Unknown throughput and price: memory planning works, the time estimate is 0.
         return gpus.Gpu(r.gpu, custom, 0.0, 0.0, True, 0.0, 0.0)
     if gpu.is_cpu and r.memory:
@@ -143,17 +139,10 @@ def pod_memory(spec: FineTuneJobSpec) -> int | None:
     """resources.memory in bytes, or None when not given."""
     if not spec.resources.memory:
         return None
-    from kubernetes.utils import parse_quantity  # the client's own quantity parser
-
     try:
         value = int(parse_quantity(spec.resources.memory))
-    except ValueError:
-        raise PlanningError(
-            "spec.resources.memory",
-            f"is not a Kubernetes quantity (got {spec.resources.memory!r}); use e.g. 16Gi",
-        ) from None
-    if value <= 0:
-        raise PlanningError("spec.resources.memory", "must be positive")
+    except ValueError as err:
+        raise PlanningError("spec.resources.memory", str(err)) from None
     return value
 
 

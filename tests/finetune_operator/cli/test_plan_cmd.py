@@ -132,7 +132,7 @@ def test_yaml_with_config_json_under_model_path(tmp_path, capsys):
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["--model", "meta-llama/Llama-3.1-8B", "--gpu", "H900"],
-     "spec.resources.gpu: unknown GPU type 'H900'"),
+     "--gpu H900 (spec.resources.gpu): unknown GPU type 'H900'"),
     (["--model", "nobody/model"], "give model.parameters"),
     (["--model", "meta-llama/Llama-3.1-8B", "--global-batch", "12"],
      "spec.training.globalBatchSize"),
@@ -170,3 +170,34 @@ def test_operator_side_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_secret_next_to_the_job_is_skipped(tmp_path, capsys):
+    job = tmp_path / "bundle.yaml"
+    job.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: hf}\n---\n" + JOB)
+    code, out = plan_json(capsys, str(job))
+    assert code == 0 and out["gpu"] == "cpu"
+
+
+def test_gpus_without_a_batch_gets_a_default_the_ranks_divide(capsys):
+    code, out = plan_json(capsys, "--parameters", "7.5B", "--gpu", "V100-32GB", "--gpus", "64")
+    assert code == 0
+    assert out["worldSize"] == 64 and out["globalBatchSize"] == 64
+
+
+def test_gpus_below_the_default_batch_keeps_the_default(capsys):
+    _, out = plan_json(capsys, "--parameters", "125M", "--gpu", "H100-80GB", "--gpus", "4")
+    assert out["globalBatchSize"] == 16
+
+
+def test_a_problem_with_a_flag_names_the_flag(capsys):
+    args = ["plan", "--parameters", "7.5B", "--gpu", "V100-32GB", "--gpus", "64",
+            "--global-batch", "16"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "--global-batch 16 (spec.training.globalBatchSize): is 16, not a multiple" in err
+
+
+def test_a_schema_problem_with_a_flag_names_the_flag(capsys):
+    assert main(["plan", "--parameters", "7.5B", "--seq-len", "3"]) == 1
+    assert "--seq-len 3 (spec.training.maxSeqLength): must be >= 16" in capsys.readouterr().err

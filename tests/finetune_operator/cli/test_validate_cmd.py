@@ -50,3 +50,34 @@ def test_empty_file_is_an_error(tmp_path, capsys):
     job.write_text("# nothing here\n")
     assert main(["validate", str(job)]) == 1
     assert "no FineTuneJob documents" in capsys.readouterr().err
+
+
+SECRET = """\
+apiVersion: v1
+kind: Secret
+metadata: {name: hf-token}
+stringData: {token: hf_x}
+"""
+
+
+def test_other_resources_in_the_file_are_skipped_and_named(tmp_path, capsys):
+    job = tmp_path / "bundle.yaml"
+    job.write_text(SECRET + "---\n" + VALID)
+    assert main(["validate", str(job)]) == 0
+    out = capsys.readouterr().out
+    assert f"{job}: doc 1 (Secret hf-token): skipped, not a FineTuneJob" in out
+    assert f"{job}: doc 2: valid" in out
+
+
+def test_a_file_of_other_resources_only_has_no_job(tmp_path, capsys):
+    job = tmp_path / "secret.yaml"
+    job.write_text(SECRET)
+    assert main(["validate", str(job)]) == 1
+    assert "no FineTuneJob documents found" in capsys.readouterr().err
+
+
+def test_a_wrong_kind_of_our_api_is_an_error_not_a_skip(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(SECRET + "---\n" + VALID.replace("kind: FineTuneJob", "kind: FinetuneJob"))
+    assert main(["validate", str(job)]) == 1
+    assert f"{job}: doc 2: kind: must be FineTuneJob" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""`finetune render JOB.yaml`: the objects the operator would create, by the operator's own
+steps: compared with what the lifecycle creates for the same job."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from finetune_operator.cli import main
+from finetune_operator.cli.render_cmd import render_job
+from finetune_operator.lifecycle.actions import Create
+from finetune_operator.settings import Settings
+
+from tests.support.ftj_samples import OWNER, VALID
+from tests.support.world import World, two_node_spec
+
+
+@pytest.fixture(autouse=True)
+def _no_operator_settings(monkeypatch):
+    for name in ("FINETUNE_DEFAULT_IMAGE", "FINETUNE_DEFAULT_GPU"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _job(spec: dict) -> dict:
+    return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+            "metadata": {"name": OWNER.name, "namespace": OWNER.namespace}, "spec": spec}
+
+
+def _operator_creates(spec: dict, settings: Settings) -> list[dict]:
+    decision = World(spec, settings=settings).step()
+    return [a.obj for a in decision.actions if isinstance(a, Create)]
+
+
+def test_render_prints_what_the_operator_creates():
+    spec = two_node_spec()
+    rendered = render_job(_job(spec), None, OWNER.uid)
+    assert [o["kind"] for o in rendered] == ["ConfigMap", "Service", "Job"]
+    assert rendered == _operator_creates(spec, Settings())
+
+
+def test_render_applies_the_operators_settings(monkeypatch):
+    monkeypatch.setenv("FINETUNE_DEFAULT_IMAGE", "registry.example/trainer:1")
+    spec = two_node_spec()
+    rendered = render_job(_job(spec), None, OWNER.uid)
+    assert rendered == _operator_creates(spec, Settings(default_image="registry.example/trainer:1"))
+
+
+def test_cli_prints_yaml_documents_with_the_trainer_config_readable(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: hf}\n---\n" + VALID)
+    assert main(["render", str(job), "-n", "team"]) == 0
+    out = capsys.readouterr().out
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Service", "Job"]
+    assert {d["metadata"]["namespace"] for d in docs} == {"team"}
+    assert "trainer.yaml: |" in out
+    assert yaml.safe_load(docs[0]["data"]["trainer.yaml"])["name"] == "tiny"
+
+
+def test_an_invalid_job_renders_nothing_and_says_why(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(VALID.replace("maxSteps: 10", "maxSteps: 10, learning_rate: 1e-4"))
+    assert main(["render", str(job)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "spec.training.learning_rate: unknown field" in captured.err
