@@ -18,6 +18,7 @@ the field in its config (plan.strategy).
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ from finetune_contract import strategies
 class ObjectRule:
     """A rule between the fields of one API object.
 
-    `message` may name fields of the object in braces, by their wire (camelCase) names:
-    Python fills them in from the object, the API server through a CEL messageExpression.
+    `message` may end with the values involved, in parentheses, naming fields of the object
+    in braces by their wire (camelCase) names: validation fills them in from the object. The
+    CRD carries the message without that part: a real API server refuses the whole CRD when
+    a messageExpression formats numbers (its cost estimate exceeds the budget), so the server
+    says the same words without the values.
     """
 
     cel: str  # true for a valid object; `self` is the object as stored
@@ -52,14 +56,22 @@ class ObjectRule:
     def cel_validation(self) -> dict[str, str]:
         """The rule as one entry of the CRD's x-kubernetes-validations: the API server reports
         a broken rule at its fieldPath, with the message validation gives."""
-        entry = {"rule": self.cel}
-        if _placeholders(self.message):
-            entry["messageExpression"] = _cel_concatenation(self.message)
-        else:
-            entry["message"] = self.message
+        entry = {"rule": self.cel, "message": self.server_message()}
         if self.field:
             entry["fieldPath"] = f".{self.field}"
         return entry
+
+
+    def server_message(self) -> str:
+        """The message without the values part, which only validation can fill in."""
+        message = _VALUES_PART.sub("", self.message)
+        if _placeholders(message):
+            raise ValueError(f"only a trailing (...) may name values: {self.message!r}")
+        return message
+
+
+# The values a message ends with: " ({microBatchSize} > {globalBatchSize})".
+_VALUES_PART = re.compile(r"\s*\([^()]*\{[^()]*\)$")
 
 
 def schema_extra(rules: tuple[ObjectRule, ...]) -> dict[str, Any]:
@@ -74,17 +86,6 @@ def broken(obj: Any, rules: tuple[ObjectRule, ...]) -> list[ObjectRule]:
 
 def _placeholders(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
-
-
-def _cel_concatenation(template: str) -> str:
-    """A message template as a CEL string expression: 'is ' + string(self.nodes) + ..."""
-    parts = []
-    for literal, name, _, _ in string.Formatter().parse(template):
-        if literal:
-            parts.append("'" + literal.replace("\\", "\\\\").replace("'", "\\'") + "'")
-        if name:
-            parts.append(f"string(self.{name})")
-    return " + ".join(parts)
 
 
 # --------------------------------------------------------------------------- the objects
@@ -155,7 +156,7 @@ RESOURCES: tuple[ObjectRule, ...] = (
         cel="!has(self.nodes) || self.nodes <= self.maxNodes",
         holds=lambda r: r.nodes is None or r.nodes <= r.max_nodes,
         field="nodes",
-        message="is {nodes}, above resources.maxNodes ({maxNodes})",
+        message="must not exceed resources.maxNodes ({nodes} > {maxNodes})",
     ),
 )
 
