@@ -240,3 +240,15 @@ def test_prometheus_scrapes_trainers_and_operator_as_the_monitors_describe(
     assert any(j.startswith("serviceMonitor/") for j in jobs), jobs
     operator = query(url, f"max_over_time(finetune_job_loss{{{selector}}}[30m])")
     assert operator and float(operator[0]["value"][1]) > 0
+
+
+def test_deleting_the_job_lets_the_garbage_collector_remove_its_children(
+        cluster: Cluster, run: Observed) -> None:
+    """The children carry ownerReferences: the real garbage collector removes them."""
+    selector = f"finetune.dev/job={JOB}"
+    kinds = "configmaps,services,jobs.batch,pods"
+    assert cluster.get(kinds, "-n", NAMESPACE, "-l", selector)["items"]
+    cluster.kubectl("delete", "ftj", JOB, "-n", NAMESPACE, "--wait=true", timeout=120)
+    wait_until("the children to be garbage-collected",
+               lambda: not cluster.get(kinds, "-n", NAMESPACE, "-l", selector)["items"], 120,
+               on_timeout=lambda: cluster.diagnostics(NAMESPACE))
