@@ -215,4 +215,23 @@ node_ready() {
 wait_for kubelet 120 node_ready
 wait_for kube-proxy 60 curl -sf http://127.0.0.1:10256/healthz
 wait_for kube-controller-manager 60 kc -n default get serviceaccount default
+
+# A node that reports Ready may still fail to start a pod (sandbox, CNI, cgroups): start one.
+smoke_pod() {
+  kc -n default delete pod cluster-smoke --ignore-not-found --wait=false >/dev/null
+  kc -n default run cluster-smoke --image "$PAUSE_IMAGE" --image-pull-policy Never \
+    --restart Never >/dev/null
+  local deadline=$(( $(date +%s) + 120 ))
+  until [ "$(kc -n default get pod cluster-smoke -o jsonpath='{.status.phase}')" = Running ]; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      kc -n default describe pod cluster-smoke >&2 || true
+      tail -n 20 "$LOGS/kubelet.log" "$LOGS/containerd.log" >&2 || true
+      die "a first pod did not start within 120s; read $LOGS/kubelet.log"
+    fi
+    sleep 1
+  done
+  kc -n default delete pod cluster-smoke --wait=false >/dev/null
+  say "a first pod ran"
+}
+smoke_pod
 say "ready: export KUBECONFIG=$CLUSTER_KUBECONFIG"

@@ -53,8 +53,12 @@ class Cluster:
     def run(self, tool: str, *args: str, stdin: str | None = None, check: bool = True,
             timeout: float = 300) -> Result:
         binary = {"kubectl": self.kubectl_bin, "helm": self.helm_bin}[tool]
-        done = subprocess.run([binary, *args], input=stdin, capture_output=True, text=True,
-                              env=self._env(), timeout=timeout, check=False)
+        try:
+            done = subprocess.run([binary, *args], input=stdin, capture_output=True,
+                                  text=True, env=self._env(), timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as stuck:
+            raise CommandFailed(f"{tool} {' '.join(args)} still ran after {timeout:.0f}s:\n"
+                                f"{_text(stuck.stderr)}{_text(stuck.stdout)}") from None
         result = Result(done.returncode, done.stdout, done.stderr)
         if check and not result.ok:
             raise CommandFailed(f"{tool} {' '.join(args)} exited {done.returncode}:\n"
@@ -87,9 +91,12 @@ class Cluster:
         return items
 
     def diagnostics(self, namespace: str) -> str:
-        """What to read when a test fails: the jobs, pods, events and the operator's log."""
+        """What to read when a test fails: the node, jobs, pods, events and the operator's log."""
         parts = []
-        for args in (("get", "ftj,jobs,pods", "-n", namespace, "-o", "wide"),
+        for args in (("describe", "nodes"),
+                     ("get", "pods", "-A", "-o", "wide"),
+                     ("get", "ftj,jobs", "-n", namespace, "-o", "wide"),
+                     ("describe", "pods", "-n", namespace),
                      ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
                      ("logs", "-n", namespace, "-l", "app.kubernetes.io/name=finetune-trainer",
                       "--tail=40", "--prefix"),
@@ -98,6 +105,12 @@ class Cluster:
             out = self.kubectl(*args, check=False)
             parts.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
         return "\n".join(parts)
+
+
+def _text(output: bytes | str | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
 
 
 def wait_until(what: str, probe: Callable[[], T | None], timeout: float,

@@ -29,9 +29,14 @@ def cluster() -> Cluster:
 @pytest.fixture(scope="session")
 def operator_release(cluster: Cluster) -> Iterator[str]:
     """`helm install` of the chart with the locally built images; yields the namespace."""
-    cluster.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
-                 "--create-namespace", "-f", str(CHART / "ci" / "kind-values.yaml"),
-                 "--wait", "--timeout", "5m")
+    # helm's own deadline comes first, so that a failure reports what helm saw, then the pods.
+    installed = cluster.helm("upgrade", "--install", RELEASE, str(CHART),
+                             "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+                             "-f", str(CHART / "ci" / "kind-values.yaml"),
+                             "--wait", "--timeout", "5m", check=False, timeout=420)
+    if not installed.ok:
+        pytest.fail(f"helm install failed:\n{installed.stderr}{installed.stdout}\n"
+                    f"{cluster.diagnostics(OPERATOR_NAMESPACE)}", pytrace=False)
     # An upgrade with the same tag keeps the old pod: make sure the current image runs.
     deployment = f"deployment/{RELEASE}"
     cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "restart", deployment)
