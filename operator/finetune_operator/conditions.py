@@ -18,6 +18,7 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 SUSPENDED = "Suspended"
 UNSCHEDULABLE = "Unschedulable"
+PODS_STUCK = "PodsStuck"
 SPEC_CHANGE_REJECTED = "SpecChangeRejected"
 PROGRESS_AVAILABLE = "ProgressAvailable"
 

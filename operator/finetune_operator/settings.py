@@ -10,6 +10,8 @@
 | FINETUNE_RESYNC_INTERVAL      | 10                     | seconds between periodic reconciles of a job |
 | FINETUNE_UNSCHEDULABLE_AFTER  | 300                    | seconds a pod may stay Pending before the    |
 |                               |                        | job gets an Unschedulable condition          |
+| FINETUNE_STUCK_PODS_FAIL_AFTER| 0 (never)              | seconds a job may wait on an image or config |
+|                               |                        | error (PodsStuck) before it fails            |
 | FINETUNE_LOG_LEVEL            | INFO                   | DEBUG, INFO, WARNING or ERROR                |
 
 A bad value is reported naming the variable, never as a traceback.
@@ -44,6 +46,8 @@ class Settings:
     progress_interval: float = 15.0
     resync_interval: float = 10.0
     unschedulable_after: float = 300.0
+    # Seconds a job may be PodsStuck (an image or config error) before it fails; 0: never.
+    stuck_pods_fail_after: float = 0.0
     log_level: str = "INFO"
 
     @property
@@ -69,6 +73,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         unschedulable_after=_seconds(
             env, "FINETUNE_UNSCHEDULABLE_AFTER", defaults.unschedulable_after
         ),
+        stuck_pods_fail_after=_seconds(
+            env, "FINETUNE_STUCK_PODS_FAIL_AFTER", defaults.stuck_pods_fail_after,
+            zero_means="never"
+        ),
         log_level=_log_level(env.get("FINETUNE_LOG_LEVEL", "")),
     )
 
@@ -86,7 +94,9 @@ def _port(env: Mapping[str, str], var: str, default: int) -> int:
     return int(text)
 
 
-def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], var: str, default: float,
+             zero_means: str | None = None) -> float:
+    """A positive number of seconds; 0 too where it has a meaning (`zero_means`)."""
     text = env.get(var, "").strip()
     if not text:
         return default
@@ -94,8 +104,12 @@ def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise SettingsError(f"{var} must be a number of seconds (got {text!r})") from None
+    if zero_means is not None and value == 0:
+        return 0.0
     if not value > 0 or value == float("inf"):
-        raise SettingsError(f"{var} must be a positive number of seconds (got {text!r})")
+        zero = f", or 0 for {zero_means}" if zero_means else ""
+        raise SettingsError(f"{var} must be a positive number of seconds{zero} "
+                            f"(got {text!r})")
     return value
 
 

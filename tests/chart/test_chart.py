@@ -282,6 +282,7 @@ def test_operator_settings_follow_the_values(
     assert s.progress_interval == values["operator"]["progressInterval"]
     assert s.resync_interval == values["operator"]["resyncInterval"]
     assert s.unschedulable_after == values["operator"]["unschedulableAfter"]
+    assert s.stuck_pods_fail_after == values["operator"]["stuckPodsFailAfter"]
     assert s.log_level == values["operator"]["logLevel"]
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from finetune_operator import names
-from finetune_operator.lifecycle.observation import Attempt, Observed, PodState
+from finetune_operator.lifecycle.observation import Attempt, ContainerState, Observed, PodState
 from finetune_operator.render import Owner
 
 Obj = dict[str, Any]
@@ -71,6 +71,26 @@ def pod_state(pod: Obj) -> PodState:
         exit_reason=reason,
         exit_code=code,
         finished_at=_finished_at(status),
+        containers=tuple(
+            [container_state(cs, init=True) for cs in status.get("initContainerStatuses") or []]
+            + [container_state(cs) for cs in status.get("containerStatuses") or []]),
+    )
+
+
+def container_state(status: Obj, *, init: bool = False) -> ContainerState:
+    """One entry of a pod's containerStatuses (or initContainerStatuses)."""
+    state = status.get("state") or {}
+    waiting = state.get("waiting") or {}
+    last = (status.get("lastState") or {}).get("terminated") or {}
+    return ContainerState(
+        name=str(status.get("name") or "?"),
+        init=init,
+        image=str(status.get("image") or ""),
+        running="running" in state,
+        waiting_reason=str(waiting.get("reason") or ""),
+        waiting_message=str(waiting.get("message") or ""),
+        last_exit_reason=str(last.get("reason") or ""),
+        last_exit_code=last.get("exitCode", "?"),
     )
 
 

@@ -13,7 +13,15 @@ from finetune_operator.lifecycle.actions import Create, Decision, Delete, Emit, 
 from finetune_operator.settings import Settings
 
 from tests.support.ftj_samples import spec_dict
-from tests.support.world import T0, TWO_NODES, World, finished, started_world, two_node_spec
+from tests.support.world import (
+    T0,
+    TWO_NODES,
+    World,
+    finished,
+    started_world,
+    two_node_spec,
+    waiting_status,
+)
 
 
 def kinds(decision: Decision, action_type: type) -> list[Any]:
@@ -373,6 +381,192 @@ def test_pods_pending_too_long_get_the_schedulers_message(world):
     decision = world.step()
     assert condition(decision.status, "Unschedulable").status == "False"
     assert decision.status.phase == "Running"
+
+
+# --------------------------------------------------------------------------- stuck pods
+
+PULL = 'Back-off pulling image "registry.test/finetune-trainer:test"'
+
+
+def stick(world: World, reason: str, message: str = "", **kwargs: Any) -> None:
+    """Every pod of the attempt waits for `reason`."""
+    for p in world.pods:
+        p["status"] = waiting_status(reason, message, **kwargs)
+
+
+def warnings(decision: Decision) -> list[tuple[str, str]]:
+    return [(e.reason, e.message) for e in kinds(decision, Emit) if e.type == "Warning"]
+
+
+def test_an_image_pull_error_is_named_once_and_clears_when_the_pods_start(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ErrImagePull", "failed to pull: not found")
+    world.now += timedelta(seconds=10)
+    decision = world.step()
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("True", "ErrImagePull")
+    assert c.message.startswith("ErrImagePull in node rank 0 (pod chat-r0-0-abcde) container "
+                                "trainer (and 1 more pod(s)): failed to pull: not found; "
+                                "check that image registry.test/finetune-trainer:test exists")
+    assert warnings(decision) == [("ErrImagePull", c.message)]
+    assert decision.status.phase == "Pending"
+    assert decision.status.message == c.message  # not "waiting for the pods"
+    # the kubelet backs off and tries again: the same problem, no second Event
+    for reason in ("ImagePullBackOff", "ErrImagePull", "ImagePullBackOff"):
+        stick(world, reason, PULL)
+        world.now += timedelta(seconds=10)
+        decision = world.step()
+        assert reasons(decision) == []
+        assert condition(decision.status, "PodsStuck").reason == reason
+    since = condition(decision.status, "PodsStuck").last_transition_time
+    assert since == T0 + timedelta(seconds=10)
+    # the pull secret was added: the pods start
+    world.start_pods()
+    world.now += timedelta(seconds=10)
+    decision = world.step()
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("False", "Recovered")
+    assert decision.status.phase == "Running"
+    assert sorted(reasons(decision)) == ["Recovered", "Running"]
+    world.now += timedelta(seconds=10)
+    assert reasons(world.step()) == []
+
+
+def test_a_missing_secret_is_named_and_a_different_missing_key_named_again(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "CreateContainerConfigError", 'secret "hf-token" not found')
+    decision = world.step()
+    ((reason, message),) = warnings(decision)
+    assert reason == "CreateContainerConfigError"
+    assert 'secret "hf-token" not found; create the Secret or ConfigMap it names' in message
+    assert "in namespace research" in message
+    assert reasons(world.step()) == []
+    stick(world, "CreateContainerConfigError", "couldn't find key token in Secret research/hf")
+    assert [r for r, _ in warnings(world.step())] == ["CreateContainerConfigError"]
+    assert reasons(world.step()) == []
+
+
+def test_an_init_containers_image_error_counts(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "InvalidImageName", 'couldn\'t parse image name "Bad:Name"', container="fetch",
+          init=True, image="Bad:Name")
+    decision = world.step()
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("True", "InvalidImageName")
+    assert "init container fetch" in c.message and "fix spec.image" in c.message
+
+
+def test_a_stuck_job_waits_without_a_grace_period_and_says_so_once(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ImagePullBackOff", PULL)
+    assert reasons(world.step()) == ["ImagePullBackOff"]
+    world.now += timedelta(days=3)
+    decision = world.step()
+    assert decision.status.phase == "Pending" and decision.actions == []
+
+
+def test_a_stuck_job_fails_after_the_grace_period_and_its_job_goes():
+    world = World(settings=Settings(unschedulable_after=300, stuck_pods_fail_after=600))
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ImagePullBackOff", PULL)
+    world.step()  # stuck since T0
+    world.now = T0 + timedelta(seconds=599)
+    assert world.step().status.phase == "Pending"
+    world.now = T0 + timedelta(seconds=600)
+    decision = world.step()
+    assert decision.status.phase == "Failed"
+    failed = condition(decision.status, "Failed")
+    assert failed.reason == "PodsStuck"
+    assert failed.message.startswith("ImagePullBackOff in node rank 0")
+    assert "stuck for 600 s, longer than FINETUNE_STUCK_PODS_FAIL_AFTER (600 s)" in \
+        failed.message
+    assert kinds(decision, Delete) == [Delete("Job", "chat-r0")]
+    assert reasons(decision) == ["PodsStuck"]
+    assert condition(decision.status, "PodsStuck").status == "False"
+
+
+def test_a_crash_looping_trainer_restarts_the_gang_naming_its_logs(running):
+    running.pods[1]["status"] = waiting_status(
+        "CrashLoopBackOff", "back-off 10s restarting failed container=trainer",
+        phase="Running", last={"reason": "Error", "exitCode": 1})
+    decision = running.step()
+    assert decision.status.phase == "Restarting"
+    assert created(decision) == ["Job/chat-r1"]
+    (event,) = kinds(decision, Emit)
+    assert event.reason == "Restarting"
+    assert event.message.startswith(
+        "CrashLoopBackOff in node rank 1 (pod chat-r0-1-abcde) container trainer: back-off 10s "
+        "restarting failed container=trainer (last run: Error, exit code 1); read its logs: "
+        "kubectl logs -n research chat-r0-1-abcde -c trainer --previous; restarting the gang")
+
+
+def test_a_crash_loop_that_exhausts_the_backoff_fails_and_stops_the_pods():
+    world = World(two_node_spec(runPolicy={"backoffLimit": 0}))
+    world.step()
+    world.start_pods(phase="Pending")
+    world.pods[0]["status"] = waiting_status("CrashLoopBackOff", "back-off 20s", container="mesh",
+                                             init=True)
+    decision = world.step()
+    assert decision.status.phase == "Failed"
+    failed = condition(decision.status, "Failed")
+    assert failed.reason == "BackoffLimitExceeded"
+    assert "init container mesh" in failed.message
+    assert failed.message.endswith("Job chat-r0 deleted to stop its pods")
+    assert kinds(decision, Delete) == [Delete("Job", "chat-r0")]
+
+
+def test_a_sidecar_crash_looping_beside_a_running_trainer_is_named_not_restarted(running):
+    running.pods[0]["status"] = waiting_status(
+        "CrashLoopBackOff", "back-off 40s", container="logs", phase="Running",
+        others=[{"name": "trainer", "state": {"running": {}}}])
+    decision = running.step()
+    assert decision.status.phase == "Running" and created(decision) == []
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("True", "CrashLoopBackOff")
+    assert "kubectl logs -n research chat-r0-0-abcde -c logs --previous" in c.message
+    assert reasons(decision) == ["CrashLoopBackOff"]
+    assert decision.status.message == "training: Job chat-r0"
+
+
+def test_a_stuck_new_gang_is_named_and_a_restart_clears_the_condition(running):
+    running.fail_rank(1, "OOMKilled", 137)
+    restart = running.step().status.message
+    assert restart.startswith("node rank 1 (pod chat-r0-1-abcde) failed: OOMKilled")
+    running.start_pods(phase="Pending")  # the new gang lands on a node that cannot pull
+    stick(running, "ErrImagePull", "not found")
+    decision = running.step()
+    assert decision.status.phase == "Restarting"
+    assert decision.status.message.startswith("ErrImagePull in node rank 0 (pod chat-r1-0")
+    running.start_pods(phase="Pending")  # pulled: starting
+    decision = running.step()
+    assert condition(decision.status, "PodsStuck").reason == "Recovered"
+    assert decision.status.message == restart  # why it restarts, again
+    # stuck again, then a rank fails: the condition goes with the failed gang's pods
+    stick(running, "ImagePullBackOff", PULL)
+    assert condition(running.step().status, "PodsStuck").status == "True"
+    running.fail_rank(1)
+    decision = running.step()
+    assert decision.status.phase == "Restarting" and decision.status.restarts == 2
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("False", "Restarting")
+    assert "Recovered" not in reasons(decision)
+
+
+def test_suspending_a_stuck_job_clears_the_condition(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ImagePullBackOff", PULL)
+    world.step()
+    world.edit(runPolicy={"suspend": True})
+    decision = world.step()
+    assert decision.status.phase == "Suspended"
+    assert condition(decision.status, "PodsStuck").status == "False"
+    assert "Recovered" not in reasons(decision)
 
 
 # --------------------------------------------------------------------------- spec changes
