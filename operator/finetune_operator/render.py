@@ -22,7 +22,7 @@ from finetune_contract.layout import (
 )
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_operator import names
+from finetune_operator import names, placement
 from finetune_operator.settings import Settings
 from finetune_operator.sizes import format_gib
 
@@ -173,8 +173,9 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
         "volumes": _volumes(owner, spec),
     }
     resources = spec.resources
-    if resources.node_selector:
-        pod_spec["nodeSelector"] = dict(resources.node_selector)
+    # The GPU type the plan was made for, as node labels (placement.py).
+    pod_spec.update(placement.node_constraints(settings.gpu_node_labels, plan.gpu,
+                                               resources.node_selector))
     if resources.tolerations:
         pod_spec["tolerations"] = [t.to_wire() for t in resources.tolerations]
     if resources.priority_class_name:

@@ -13,6 +13,10 @@
 | FINETUNE_STUCK_PODS_FAIL_AFTER| 0 (never)              | seconds a job may wait on an image or config |
 |                               |                        | error (PodsStuck) before it fails            |
 | FINETUNE_LOG_LEVEL            | INFO                   | DEBUG, INFO, WARNING or ERROR                |
+| FINETUNE_GPU_NODE_LABELS      | (empty: GFD's label)   | JSON {enabled, key, values}: the node label  |
+|                               |                        | training pods of a GPU type require          |
+|                               |                        | (placement.py; the chart's                   |
+|                               |                        | trainer.gpuNodeLabels)                       |
 
 A bad value is reported naming the variable, never as a traceback.
 """
@@ -21,7 +25,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from finetune_operator import placement
+from finetune_operator.placement import GpuNodeLabels
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-dev/finetune-trainer:0.1.0"
 DEFAULT_METRICS_PORT = 8080
@@ -49,6 +56,8 @@ class Settings:
     # Seconds a job may be PodsStuck (an image or config error) before it fails; 0: never.
     stuck_pods_fail_after: float = 0.0
     log_level: str = "INFO"
+    # None: the pods get no GPU-type node constraint.
+    gpu_node_labels: GpuNodeLabels | None = field(default_factory=GpuNodeLabels)
 
     @property
     def all_namespaces(self) -> bool:
@@ -78,6 +87,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             zero_means="never"
         ),
         log_level=_log_level(env.get("FINETUNE_LOG_LEVEL", "")),
+        gpu_node_labels=_gpu_node_labels(env.get("FINETUNE_GPU_NODE_LABELS", "")),
     )
 
 
@@ -119,3 +129,11 @@ def _log_level(text: str) -> str:
         raise SettingsError(f"FINETUNE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} "
                             f"(got {text!r})")
     return level
+
+
+def _gpu_node_labels(text: str) -> GpuNodeLabels | None:
+    try:
+        return placement.parse(text)
+    except placement.LabelsError as err:
+        raise SettingsError(f"FINETUNE_GPU_NODE_LABELS (the chart's trainer.gpuNodeLabels) "
+                            f"{err}") from None

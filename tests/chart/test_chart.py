@@ -9,7 +9,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from finetune_operator import permissions, settings
+from finetune_operator import permissions, placement, settings
 from finetune_operator.crd import crd_yaml
 
 from tests.chart.helpers import (
@@ -127,6 +127,9 @@ def test_standard_labels_on_every_object(rendered: dict[str, list[dict]], value_
         (["--set", "serviceMonitor.interval=30 seconds"], "interval"),
         (["--set", "metricsPort=8081"], "metricsPort"),
         (["--set", "operator.progresInterval=5"], "progresInterval"),  # a typo
+        (["--set", "trainer.gpuNodeLabels.key=not a key"], "key"),
+        (["--set", "trainer.gpuNodeLabels.values.L4-24GB={has space}"], "L4-24GB"),
+        (["--set", "trainer.gpuNodeLabels.enable=false"], "enable"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, bad_values: list[str], complaint: str) -> None:
@@ -284,6 +287,26 @@ def test_operator_settings_follow_the_values(
     assert s.unschedulable_after == values["operator"]["unschedulableAfter"]
     assert s.stuck_pods_fail_after == values["operator"]["stuckPodsFailAfter"]
     assert s.log_level == values["operator"]["logLevel"]
+    labels = values["trainer"]["gpuNodeLabels"]
+    assert s.gpu_node_labels is not None and s.gpu_node_labels.key == labels["key"]
+    for gpu, node_values in labels["values"].items():
+        assert s.gpu_node_labels.of(gpu) == tuple(node_values)
+
+
+def test_gpu_node_labels_default_to_gfd_and_switch_off(helm: str) -> None:
+    s = settings.from_env(_env(one(helm_template(helm), "Deployment")))
+    assert s.gpu_node_labels == placement.GpuNodeLabels()
+    off = helm_template(helm, "--set", "trainer.gpuNodeLabels.enabled=false")
+    assert settings.from_env(_env(one(off, "Deployment"))).gpu_node_labels is None
+
+
+def test_a_gpu_type_the_catalog_lacks_stops_the_operator_with_the_chart_value_named(
+    helm: str,
+) -> None:
+    # The schema checks the shape; the catalog's names are the operator's to check.
+    objects = helm_template(helm, "--set", "trainer.gpuNodeLabels.values.H100={h100}")
+    with pytest.raises(settings.SettingsError, match=r"trainer\.gpuNodeLabels.*H100-80GB"):
+        settings.from_env(_env(one(objects, "Deployment")))
 
 
 def test_custom_images_are_used(rendered: dict[str, list[dict]]) -> None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from finetune_contract.trainer_config import TrainerConfig
 from finetune_operator import names, render
+from finetune_operator.placement import GpuNodeLabels
 from finetune_operator.settings import Settings
 
 from tests.support.ftj_samples import OWNER, gpu_spec, plan, spec
@@ -147,6 +148,25 @@ def test_gpu_pods_request_and_limit_gpus_and_the_planned_host_memory():
     assert resources["requests"] == {"nvidia.com/gpu": "8", "memory": "64Gi"}
     assert "OMP_NUM_THREADS" not in _env(job)
     assert yaml.safe_load(_objects("gpu-ddp")[0]["data"]["trainer.yaml"])["device"] == "cuda"
+
+
+def test_gpu_pods_require_nodes_with_the_planned_gpu_type():
+    # H100-80GB has several GPU Feature Discovery product names: any of them will do.
+    pod = _pod(_objects("gpu-ddp")[2])
+    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["nodeSelectorTerms"] == [{"matchExpressions": [
+        {"key": "nvidia.com/gpu.product", "operator": "In",
+         "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe"]}]}]
+    assert "affinity" not in _pod(_objects("cpu-ddp")[2])
+
+
+def test_gpu_node_labels_follow_the_operator_settings():
+    job_spec, job_plan = LAYOUTS["gpu-ddp"]
+    off = Settings(gpu_node_labels=None)
+    assert "affinity" not in _pod(render.batch_job(OWNER, job_spec, job_plan, off, 0))
+    own = Settings(gpu_node_labels=GpuNodeLabels("node.example.com/gpu", {"H100-80GB": ("h100",)}))
+    pod = _pod(render.batch_job(OWNER, job_spec, job_plan, own, 0))
+    assert pod["nodeSelector"] == {"node.example.com/gpu": "h100"}
 
 
 def test_user_resources_scheduling_and_kueue_are_copied():

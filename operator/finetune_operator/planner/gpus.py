@@ -87,6 +87,13 @@ GFD_PRODUCTS: dict[str, str] = {
     "Tesla-V100-PCIE-32GB": "V100-32GB",
     "Tesla-T4": "T4-16GB",
 }
+# The node label GPU Feature Discovery writes those product names to.
+GFD_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def gfd_products(name: str) -> tuple[str, ...]:
+    """GFD's product names of a catalog GPU: the values its nodes' GFD_PRODUCT_LABEL takes."""
+    return tuple(product for product, key in GFD_PRODUCTS.items() if key == name)
 
 
 def known_gpus() -> str:

@@ -18,3 +18,8 @@ def test_an_unknown_product_is_told_the_catalog_name():
     assert gpus.suggest_gpu("NVIDIA-H100-80GB-HBM2e") == "H100-80GB"
     assert gpus.suggest_gpu("A100") is None or gpus.suggest_gpu("A100").startswith("A100")
     assert gpus.suggest_gpu("quantum-chip-9000") is None
+
+
+def test_gfd_products_of_a_catalog_gpu():
+    assert gpus.gfd_products("L4-24GB") == ("NVIDIA-L4",)
+    assert gpus.gfd_products("cpu") == ()
