@@ -610,6 +610,10 @@ class Plan(ApiModel):
     host_memory_per_node: int = Field(
         0, description="Host RAM needed per node (offloaded states, loading buffers)."
     )
+    cpu_per_node: int = Field(
+        0, description="CPU cores per pod, requested unless resources.cpu says: one per CPU "
+        "rank, or for zero3-offload enough for DeepSpeed's CPU Adam; 0: none requested."
+    )
     alternatives: list[PlanAlternative] = Field(
         default_factory=list, description="Every strategy evaluated."
     )

@@ -24,7 +24,7 @@ from finetune_contract.trainer_config import TrainerConfig
 
 from finetune_operator import names, placement
 from finetune_operator.settings import Settings
-from finetune_operator.sizes import format_gib
+from finetune_operator.sizes import format_gib, parse_quantity
 
 CONFIG_DIR = "/etc/finetune"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -237,6 +237,10 @@ def _env(owner: Owner, spec: FineTuneJobSpec, plan: Plan, attempt: int) -> list[
         # One thread per rank: two threads per rank collapse when the cores are shared.
         env += [{"name": "OMP_NUM_THREADS", "value": "1"},
                 {"name": "DS_ACCELERATOR", "value": "cpu"}]
+    elif plan.cpu_per_node:
+        # CPU Adam (offloading) steps on OpenMP threads, and torchrun gives every rank one
+        # unless OMP_NUM_THREADS is set: each rank gets its share of the pod's cores.
+        env.append({"name": "OMP_NUM_THREADS", "value": str(_threads_per_rank(spec, plan))})
     token = spec.secrets.hf_token
     if token:
         env.append({"name": "HF_TOKEN", "valueFrom": {
@@ -250,10 +254,9 @@ def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
     if plan.gpu != "cpu":
         # Extended resources must be requested and limited alike.
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(plan.gpus_per_node)
-    if spec.resources.cpu:
-        requests["cpu"] = spec.resources.cpu
-    elif plan.gpu == "cpu":
-        requests["cpu"] = str(plan.gpus_per_node)  # one core per CPU rank
+    cpu = _cpu_request(spec, plan)
+    if cpu:
+        requests["cpu"] = cpu
     if spec.resources.memory:
         requests["memory"] = spec.resources.memory
     elif plan.host_memory_per_node:
@@ -264,6 +267,16 @@ def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
     if limits:
         out["limits"] = limits
     return out
+
+
+def _cpu_request(spec: FineTuneJobSpec, plan: Plan) -> str | None:
+    """The user's resources.cpu, else the cores the planner sized (CPU ranks, CPU Adam)."""
+    return spec.resources.cpu or (str(plan.cpu_per_node) if plan.cpu_per_node else None)
+
+
+def _threads_per_rank(spec: FineTuneJobSpec, plan: Plan) -> int:
+    cores = parse_quantity(spec.resources.cpu) if spec.resources.cpu else plan.cpu_per_node
+    return max(1, int(cores) // plan.gpus_per_node)
 
 
 def _volumes(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:

@@ -29,6 +29,11 @@ LAYOUTS = {
                                "effect": "NoSchedule"}],
                  priorityClassName="training", memory="900Gi"),
         plan(strategy="zero3", gpu="H100-80GB", nodes=4, gpus_per_node=8)),
+    "gpu-offload": (
+        gpu_spec(gpu="L4-24GB", strategy="zero3-offload", gpusPerNode=4,
+                 nodeSelector={"pool": "big"}),
+        plan(strategy="zero3-offload", gpu="L4-24GB", gpus_per_node=4, cpu_per_node=32,
+             host_memory=150 * 2**30)),
 }
 
 
@@ -157,6 +162,9 @@ def test_gpu_pods_require_nodes_with_the_planned_gpu_type():
     assert required["nodeSelectorTerms"] == [{"matchExpressions": [
         {"key": "nvidia.com/gpu.product", "operator": "In",
          "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe"]}]}]
+    # L4-24GB has one: a nodeSelector entry, beside the user's own labels.
+    assert _pod(_objects("gpu-offload")[2])["nodeSelector"] == {
+        "pool": "big", "nvidia.com/gpu.product": "NVIDIA-L4"}
     assert "affinity" not in _pod(_objects("cpu-ddp")[2])
 
 
@@ -167,6 +175,23 @@ def test_gpu_node_labels_follow_the_operator_settings():
     own = Settings(gpu_node_labels=GpuNodeLabels("node.example.com/gpu", {"H100-80GB": ("h100",)}))
     pod = _pod(render.batch_job(OWNER, job_spec, job_plan, own, 0))
     assert pod["nodeSelector"] == {"node.example.com/gpu": "h100"}
+
+
+def test_offload_pods_request_the_planned_cpus_and_use_them_for_cpu_adam():
+    job = _objects("gpu-offload")[2]
+    assert _container(job)["resources"]["requests"] == {
+        "nvidia.com/gpu": "4", "cpu": "32", "memory": "150Gi"}
+    # torchrun would give each rank one OpenMP thread
+    assert _env(job)["OMP_NUM_THREADS"] == "8"
+    assert "OMP_NUM_THREADS" not in _env(_objects("gpu-ddp")[2])
+
+
+def test_the_users_cpu_request_wins_over_the_plans():
+    _, job_plan = LAYOUTS["gpu-offload"]
+    job_spec = gpu_spec(gpu="L4-24GB", strategy="zero3-offload", gpusPerNode=4, cpu="12")
+    job = render.batch_job(OWNER, job_spec, job_plan, SETTINGS, 0)
+    assert _container(job)["resources"]["requests"]["cpu"] == "12"
+    assert _env(job)["OMP_NUM_THREADS"] == "3"
 
 
 def test_user_resources_scheduling_and_kueue_are_copied():

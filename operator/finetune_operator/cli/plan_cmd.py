@@ -249,7 +249,7 @@ def render(plan: Plan, label: str) -> str:
         f"optimizer {format_bytes(m.optimizer)}, activations {format_bytes(m.activations)}, "
         f"logits {format_bytes(m.logits)}, overhead {format_bytes(m.overhead)}"
         f"{_peak_note(m)}"),
-        f"  host/node   {format_bytes(plan.host_memory_per_node)}",
+        f"  host/node   {_host(plan)}",
     ]
     if e.tokens:
         lines.append(
@@ -270,6 +270,14 @@ def render(plan: Plan, label: str) -> str:
             f"{format_bytes(alt.memory_per_gpu):>12}  {'yes' if alt.fits else 'no'}{mark}"
         )
     return "\n".join(lines)
+
+
+def _host(plan: Plan) -> str:
+    """Host RAM per node and the CPUs the plan requests."""
+    text = format_bytes(plan.host_memory_per_node)
+    if plan.cpu_per_node:
+        text += f"; {plan.cpu_per_node} CPUs"
+    return text
 
 
 def _peak_note(m: MemoryBreakdown) -> str:

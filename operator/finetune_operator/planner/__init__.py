@@ -34,6 +34,7 @@ from finetune_operator.planner.inputs import (
     resolve_packing,
     resolve_precision,
 )
+from finetune_operator.planner.memory import cpus_per_node
 from finetune_operator.planner.parameters import ParameterCount
 
 __all__ = ["DatasetStats", "PlanningError", "plan_job"]
@@ -87,6 +88,7 @@ def plan_job(
         suggestion=choice.suggestion,
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,
+        cpu_per_node=cpus_per_node(layout.strategy, layout.gpus_per_node, sizing.gpu.is_cpu),
         alternatives=[_alternative(c) for c in choice.alternatives],
         estimate=estimate(tokens=tokens, flops=flops, gpu=sizing.gpu,
                           precision=sizing.precision, world=layout.world,

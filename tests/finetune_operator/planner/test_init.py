@@ -400,3 +400,12 @@ def test_offload_is_bounded_by_host_ram_of_the_usual_instance_or_pod_memory():
                                              "memory": "2Ti"}, **args))
     assert with_ram.fits and with_ram.strategy == "zero3-offload"
     assert with_ram.host_memory_per_node <= 2 * 1024 * GIB
+
+
+def test_offload_plans_size_cpus_for_cpu_adam():
+    offload = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                                 resources={"maxNodes": 1}))
+    assert offload.strategy == "zero3-offload"
+    assert offload.cpu_per_node == mem.CPU_ADAM_CPUS_PER_RANK * 8
+    assert plan_job(make_spec()).cpu_per_node == 0  # the optimizer steps on the GPUs
+    assert plan_job(tiny_cpu()).cpu_per_node == 2  # one core per CPU rank
