@@ -610,6 +610,14 @@ class Plan(ApiModel):
     host_memory_per_node: int = Field(
         0, description="Host RAM needed per node (offloaded states, loading buffers)."
     )
+    host_memory_available_per_node: int = Field(
+        0, description="Host RAM per node the plan was checked against: resources.memory, or "
+        "for zero3-offload the catalog's node shape with gpusPerNode GPUs; 0: not checked."
+    )
+    host_memory_source: str = Field(
+        "", description="Where hostMemoryAvailablePerNode comes from: spec.resources.memory "
+        "or the cloud instances of the node shape."
+    )
     cpu_per_node: int = Field(
         0, description="CPU cores per pod, requested unless resources.cpu says: one per CPU "
         "rank, or for zero3-offload enough for DeepSpeed's CPU Adam; 0: none requested."

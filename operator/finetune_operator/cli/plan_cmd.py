@@ -273,8 +273,12 @@ def render(plan: Plan, label: str) -> str:
 
 
 def _host(plan: Plan) -> str:
-    """Host RAM per node and the CPUs the plan requests."""
+    """Host RAM per node, of what bounded it (resources.memory or the node shape), and the
+    CPUs the plan requests."""
     text = format_bytes(plan.host_memory_per_node)
+    if plan.host_memory_available_per_node:
+        text += (f" of {format_bytes(plan.host_memory_available_per_node)} "
+                 f"({plan.host_memory_source})")
     if plan.cpu_per_node:
         text += f"; {plan.cpu_per_node} CPUs"
     return text

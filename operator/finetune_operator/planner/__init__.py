@@ -19,7 +19,15 @@ from pathlib import Path
 
 from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan, PlanAlternative
 
-from finetune_operator.planner.choose import Bounds, Candidate, Sizing, Unreachable, choose
+from finetune_operator.planner.choose import (
+    Bounds,
+    Candidate,
+    Layout,
+    Sizing,
+    Unreachable,
+    choose,
+    host_bound,
+)
 from finetune_operator.planner.estimate import (
     DatasetStats,
     estimate,
@@ -88,6 +96,7 @@ def plan_job(
         suggestion=choice.suggestion,
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,
+        **_host_bound(sizing, layout),
         cpu_per_node=cpus_per_node(layout.strategy, layout.gpus_per_node, sizing.gpu.is_cpu),
         alternatives=[_alternative(c) for c in choice.alternatives],
         estimate=estimate(tokens=tokens, flops=flops, gpu=sizing.gpu,
@@ -130,6 +139,14 @@ def _backward_through(spec: FineTuneJobSpec, count: ParameterCount) -> int:
         return count.active
     per_layer = count.per_layer_active or count.per_layer
     return _layers_with_grad(spec, count) * per_layer + count.final_norm + count.head
+
+
+def _host_bound(sizing: Sizing, layout: Layout) -> dict[str, int | str]:
+    bound = host_bound(sizing, layout)
+    if bound is None:
+        return {}
+    memory, source = bound
+    return {"host_memory_available_per_node": memory, "host_memory_source": source}
 
 
 def _breakdown(c: Candidate) -> MemoryBreakdown:
