@@ -23,6 +23,7 @@ from finetune_contract.layout import (
 from finetune_contract.trainer_config import TrainerConfig
 
 from finetune_operator import names
+from finetune_operator.planner import storage
 from finetune_operator.settings import Settings
 from finetune_operator.sizes import format_gib
 
@@ -170,7 +171,7 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [_trainer_container(owner, spec, plan, settings, attempt)],
-        "volumes": _volumes(owner, spec),
+        "volumes": _volumes(owner, spec, plan),
     }
     resources = spec.resources
     if resources.node_selector:
@@ -265,12 +266,17 @@ def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def _volumes(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+def _volumes(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> list[dict[str, Any]]:
+    # Every emptyDir has a sizeLimit (the planner's sizes): a run that outgrows one is
+    # evicted, saying so, instead of filling the node's disk or memory.
+    sizes = storage.volume_sizes(spec, plan)
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config_map_name(owner.name)}},
-        # NCCL and DataLoader workers share tensors through /dev/shm; the default is 64 MiB.
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        {"name": "scratch", "emptyDir": {}},
+        # NCCL and DeepSpeed's CPU collective share buffers through /dev/shm; the default
+        # is 64 MiB.
+        {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                      "sizeLimit": format_gib(sizes.shared_memory)}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": format_gib(sizes.scratch)}},
     ]
     if spec.dataset.pvc:
         volumes.append({"name": "data", "persistentVolumeClaim": {
@@ -280,7 +286,7 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
                         "persistentVolumeClaim": {"claimName": spec.output.pvc}})
     else:
         # Without a PVC checkpoints live as long as the pod: restarts start over.
-        volumes.append({"name": "output", "emptyDir": {}})
+        volumes.append({"name": "output", "emptyDir": {"sizeLimit": format_gib(sizes.output)}})
     return volumes
 
 
