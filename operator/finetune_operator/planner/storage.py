@@ -26,6 +26,9 @@ SHARED_MEMORY_PER_RANK = GIB
 SCRATCH = 32 * GIB
 # The output directory besides checkpoints and models: tokenizer, trainer state, summary.
 OUTPUT_SMALL_FILES = GIB
+# A model's weights as the Hub stores them: fp32 at most (most are bf16, half of it). A
+# limit that is too large costs nothing; one too small evicts the pod mid-download.
+HUB_BYTES_PER_PARAMETER = 4
 
 
 @dataclass(frozen=True)
@@ -37,19 +40,27 @@ class VolumeSizes:
     output: int  # only used without output.pvc
 
 
-def volume_sizes(spec: FineTuneJobSpec, plan: Plan) -> VolumeSizes:
+def volume_sizes(spec: FineTuneJobSpec, plan: Plan, *, model_on_output: bool) -> VolumeSizes:
+    """`model_on_output`: the downloaded base model is cached on the output volume."""
     return VolumeSizes(shared_memory=SHARED_MEMORY_PER_RANK * plan.gpus_per_node,
-                       scratch=SCRATCH, output=output_bytes(spec, plan))
+                       scratch=SCRATCH,
+                       output=output_bytes(spec, plan, model_on_output=model_on_output))
 
 
-def output_bytes(spec: FineTuneJobSpec, plan: Plan) -> int:
+def output_bytes(spec: FineTuneJobSpec, plan: Plan, *, model_on_output: bool) -> int:
     """The output directory at its fullest: saveTotalLimit complete checkpoints, the next one
     (written before rotation removes the oldest), the best one that early stopping keeps
-    besides them, and the final model."""
+    besides them, the final model, and the downloaded base model when it is cached there."""
     training = spec.training
     checkpoints = training.save_total_limit + 1 + bool(training.early_stopping_patience)
-    return (checkpoints * checkpoint_bytes(plan) + final_model_bytes(plan)
+    download = download_bytes(plan) if model_on_output else 0
+    return (checkpoints * checkpoint_bytes(plan) + final_model_bytes(plan) + download
             + OUTPUT_SMALL_FILES)
+
+
+def download_bytes(plan: Plan) -> int:
+    """The base model's weights as downloaded from the Hub, at most."""
+    return HUB_BYTES_PER_PARAMETER * plan.parameters
 
 
 def checkpoint_bytes(plan: Plan) -> int:

@@ -41,17 +41,26 @@ def test_the_output_directory_holds_the_kept_checkpoints_the_next_one_and_the_mo
     job_plan = _plan("ddp")
     checkpoint, final = storage.checkpoint_bytes(job_plan), storage.final_model_bytes(job_plan)
     job_spec = spec(training={"saveTotalLimit": 2})
-    assert storage.output_bytes(job_spec, job_plan) == \
+    assert storage.output_bytes(job_spec, job_plan, model_on_output=False) == \
         3 * checkpoint + final + storage.OUTPUT_SMALL_FILES
     # early stopping keeps the best checkpoint besides the limit
     stopping = spec(training={"saveTotalLimit": 2, "earlyStoppingPatience": 3},
                     dataset={"train": {"path": "t.jsonl"}, "evalSplitRatio": 0.1})
-    assert storage.output_bytes(stopping, job_plan) == \
+    assert storage.output_bytes(stopping, job_plan, model_on_output=False) == \
         4 * checkpoint + final + storage.OUTPUT_SMALL_FILES
 
 
+def test_a_base_model_cached_on_the_output_volume_adds_its_download():
+    job_plan = _plan("ddp")
+    without = storage.output_bytes(spec(), job_plan, model_on_output=False)
+    assert storage.output_bytes(spec(), job_plan, model_on_output=True) == \
+        without + storage.download_bytes(job_plan)
+    assert storage.download_bytes(job_plan) == 4 * BILLION  # fp32 on the Hub, at most
+
+
 def test_volume_sizes_give_each_rank_its_shared_memory():
-    sizes = storage.volume_sizes(gpu_spec(), _plan("zero2", gpus_per_node=4))
+    job_plan = _plan("zero2", gpus_per_node=4)
+    sizes = storage.volume_sizes(gpu_spec(), job_plan, model_on_output=True)
     assert sizes.shared_memory == 4 * GIB
     assert sizes.scratch == storage.SCRATCH
-    assert sizes.output == storage.output_bytes(gpu_spec(), _plan("zero2", gpus_per_node=4))
+    assert sizes.output == storage.output_bytes(gpu_spec(), job_plan, model_on_output=True)
