@@ -117,7 +117,8 @@ def _from_pretrained(config: TrainerConfig, source: str, field: str) -> Any:
     local = config.resolve(source)
     target = str(local) if local.exists() else source
     try:
-        # HF_TOKEN is read from the environment; a downloaded model's comes from its cache.
+        # HF_TOKEN is read from the environment. The tokenizer of a model named by its hub
+        # id comes from the job's model cache when it has one (model_cache.py).
         return AutoTokenizer.from_pretrained(target, **load_options(config, target))
     except (OSError, ValueError) as err:
         raise TrainerError(f"{field}: cannot load a tokenizer from {source!r} "

@@ -58,7 +58,7 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
 
 def _mark_output(step: Step, spec: FineTuneJobSpec) -> None:
     """Whether the result outlives the pods. An ephemeral one is a Warning Event too, once:
-    a job planned again after an edit keeps its condition and is not warned twice."""
+    only when the stored condition does not say so already (its edits and resyncs don't)."""
     warning = output_warning(spec)
     if warning is None:
         step.condition(cond.OUTPUT_PERSISTED, "True", "PersistentVolumeClaim",
