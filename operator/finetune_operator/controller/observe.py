@@ -102,9 +102,9 @@ def _termination(status: Obj) -> tuple[str, Any]:
         return trainer.get("reason", "Error"), trainer.get("exitCode", "?")
     download = _terminated(status.get("initContainerStatuses"), names.MODEL_CACHE_CONTAINER)
     if download and download.get("exitCode"):
-        return (f"{download.get('reason', 'Error')} in init container "
-                f"{names.MODEL_CACHE_CONTAINER} (downloading the model)",
-                download["exitCode"])
+        reason = download.get("reason", "Error")
+        where = f"init container {names.MODEL_CACHE_CONTAINER} (downloading the model)"
+        return f"{reason} in {where}", download["exitCode"]
     return status.get("reason") or "Failed", "?"
 
 
