@@ -149,6 +149,15 @@ class ModelSpec(ApiModel):
         description="Chat template override: a built-in name (chatml) or Jinja text. The "
         "template must mark assistant turns with {% generation %} for assistant-only loss.",
     )
+    cache_pvc: str | None = Field(
+        None,
+        max_length=253,
+        description="PersistentVolumeClaim for the Hugging Face cache of a model downloaded "
+        "by name: each pod's init container downloads the weights into it unless they are "
+        "there already, and the ranks load them from it without the network; jobs sharing "
+        "the claim share the download. Without one the cache is on the output volume "
+        "(output.path/.cache/huggingface).",
+    )
 
 
 # --------------------------------------------------------------------------- dataset

@@ -21,6 +21,7 @@ UNSCHEDULABLE = "Unschedulable"
 PODS_STUCK = "PodsStuck"
 SPEC_CHANGE_REJECTED = "SpecChangeRejected"
 PROGRESS_AVAILABLE = "ProgressAvailable"
+OUTPUT_PERSISTED = "OutputPersisted"
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -25,6 +25,8 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # The key of the trainer config in the ConfigMap, and the container that runs torchrun.
 CONFIG_KEY = "trainer.yaml"
 TRAINER_CONTAINER = "trainer"
+# The init container that downloads a model named by its Hub id into the job's cache.
+MODEL_CACHE_CONTAINER = "model-cache"
 
 # RFC 1035 label: what Service names and pod hostnames must be.
 DNS_LABEL_MAX = 63

@@ -7,12 +7,16 @@ import json
 import kubernetes_validate
 import pytest
 import yaml
+from finetune_contract.api import FineTuneJob, OutputSpec
 from finetune_contract.trainer_config import TrainerConfig
 from finetune_operator import names, render
 from finetune_operator.placement import GpuNodeLabels
+from finetune_operator.planner import plan_job, storage
 from finetune_operator.settings import Settings
+from finetune_operator.sizes import format_gib
 
-from tests.support.ftj_samples import OWNER, gpu_spec, plan, spec
+from tests.conftest import ROOT
+from tests.support.ftj_samples import OWNER, TINY_MODEL, gpu_spec, plan, spec
 
 K8S_VERSION = "1.33.0"
 SETTINGS = Settings(default_image="registry.example/trainer:1")
@@ -229,7 +233,7 @@ def test_volumes_shm_config_and_output():
     job_spec = spec(output={"pvc": "checkpoints", "path": "/mnt/out"})
     job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
     volumes = {v["name"]: v for v in _pod(job)["volumes"]}
-    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}  # 2 ranks
     assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "checkpoints"}
     assert volumes["config"]["configMap"] == {"name": "chat-trainer"}
     mounts = {m["name"]: m["mountPath"] for m in _container(job)["volumeMounts"]}
@@ -280,3 +284,104 @@ def test_schema_check_really_rejects_a_broken_job():
     job["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9400"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+def _example_jobs() -> list:
+    jobs = []
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        job = FineTuneJob.model_validate(yaml.safe_load(path.read_text()))
+        jobs.append(pytest.param(job.spec, plan_job(job.spec), id=path.stem))
+    return jobs
+
+
+@pytest.mark.parametrize("job_spec,job_plan", [pytest.param(*LAYOUTS[k], id=k)
+                                               for k in sorted(LAYOUTS)] + _example_jobs())
+@pytest.mark.parametrize("output", [{}, {"pvc": "checkpoints", "path": "/mnt/out"}],
+                         ids=["emptydir-output", "pvc-output"])
+def test_every_empty_dir_has_a_size_limit(job_spec, job_plan, output):
+    job_spec = job_spec.model_copy(update={"output": OutputSpec.model_validate(output)})
+    job = render.batch_job(OWNER, job_spec, job_plan, SETTINGS, attempt=0)
+    empty_dirs = [v for v in _pod(job)["volumes"] if "emptyDir" in v]
+    assert len(empty_dirs) == (2 if output else 3)
+    for volume in empty_dirs:
+        assert volume["emptyDir"]["sizeLimit"].endswith("Gi"), volume
+
+
+def test_an_output_empty_dir_is_sized_by_the_planner_and_shm_by_the_ranks():
+    job_spec, job_plan = LAYOUTS["gpu-ddp"]
+    job_plan = job_plan.model_copy(update={"parameters": 8_000_000_000,
+                                           "trainable_parameters": 8_000_000_000})
+    job = render.batch_job(OWNER, job_spec, job_plan, SETTINGS, attempt=0)
+    volumes = {v["name"]: v["emptyDir"] for v in _pod(job)["volumes"] if "emptyDir" in v}
+    assert volumes["output"]["sizeLimit"] == format_gib(
+        storage.output_bytes(job_spec, job_plan, model_on_output=False))
+    # 8B parameters: 4 checkpoints of 96 GB (fp32 weights, Adam's two states; saveTotalLimit
+    # 3 and the next), the 32 GB model, 1 GiB of small files
+    assert volumes["output"]["sizeLimit"] == "389Gi"
+    assert volumes["dshm"] == {"medium": "Memory", "sizeLimit": "8Gi"}  # 8 ranks
+    assert volumes["scratch"] == {"sizeLimit": "32Gi"}
+
+
+HUB_MODEL = {"name": "meta-llama/Llama-3.1-8B"}
+
+
+def _init_container(job: dict) -> dict:
+    (init,) = _pod(job)["initContainers"]
+    return init
+
+
+def test_a_model_named_by_its_hub_id_is_downloaded_once_into_the_output_volume():
+    job_spec = spec(model=HUB_MODEL, output={"pvc": "checkpoints", "path": "/mnt/out"},
+                    secrets={"hfToken": {"name": "hf", "key": "token"}})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    init = _init_container(job)
+    assert init["name"] == "model-cache"
+    assert init["image"] == _container(job)["image"]
+    assert init["command"] == ["python", "-m", "finetune_trainer.model_cache"]
+    assert init["args"] == ["--config", "/etc/finetune/trainer.yaml"]
+    assert init["securityContext"] == _container(job)["securityContext"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in init["env"]}
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert env["HOME"] == "/tmp"  # the root filesystem is read-only
+    assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]} == {
+        "config": "/etc/finetune", "scratch": "/tmp", "output": "/mnt/out"}
+    config = TrainerConfig.parse(render.config_map(OWNER, job_spec, plan())["data"][
+        "trainer.yaml"])
+    assert config.model_cache == "/mnt/out/.cache/huggingface"
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+def test_a_cache_pvc_holds_the_download_for_the_init_step_and_the_ranks():
+    job_spec = spec(model={**HUB_MODEL, "cachePvc": "hub-cache"})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    volumes = {v["name"]: v for v in _pod(job)["volumes"]}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hub-cache"}
+    for container in (_init_container(job), _container(job)):
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["model-cache"] == "/model-cache"
+    assert "output" not in {m["name"] for m in _init_container(job)["volumeMounts"]}
+    config = TrainerConfig.parse(render.config_map(OWNER, job_spec, plan())["data"][
+        "trainer.yaml"])
+    assert config.model_cache == "/model-cache"
+    # the output emptyDir holds no download then
+    assert volumes["output"]["emptyDir"]["sizeLimit"] == format_gib(
+        storage.output_bytes(job_spec, plan(), model_on_output=False))
+
+
+def test_the_output_empty_dir_of_a_downloaded_model_has_room_for_the_download():
+    job = render.batch_job(OWNER, spec(model=HUB_MODEL), plan(), SETTINGS, attempt=0)
+    output = next(v for v in _pod(job)["volumes"] if v["name"] == "output")
+    assert output["emptyDir"]["sizeLimit"] == format_gib(
+        storage.output_bytes(spec(model=HUB_MODEL), plan(), model_on_output=True))
+
+
+@pytest.mark.parametrize("model", [TINY_MODEL, {"path": "models/base"}],
+                         ids=["init-random", "model-path"])
+def test_random_weights_and_a_model_path_download_nothing(model):
+    job_spec = spec(model=model)
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    assert "initContainers" not in _pod(job)
+    assert "model-cache" not in {v["name"] for v in _pod(job)["volumes"]}
+    config = TrainerConfig.parse(render.config_map(OWNER, job_spec, plan())["data"][
+        "trainer.yaml"])
+    assert config.model_cache is None

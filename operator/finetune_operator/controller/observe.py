@@ -95,13 +95,25 @@ def container_state(status: Obj, *, init: bool = False) -> ContainerState:
 
 
 def _termination(status: Obj) -> tuple[str, Any]:
-    """The trainer container's termination reason and exit code, else the pod's reason."""
-    for cs in status.get("containerStatuses") or []:
-        if cs.get("name") == names.TRAINER_CONTAINER:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            if term:
-                return term.get("reason", "Error"), term.get("exitCode", "?")
+    """The trainer container's termination reason and exit code; else the model download's,
+    when that init container failed (the trainer never ran); else the pod's reason."""
+    trainer = _terminated(status.get("containerStatuses"), names.TRAINER_CONTAINER)
+    if trainer:
+        return trainer.get("reason", "Error"), trainer.get("exitCode", "?")
+    download = _terminated(status.get("initContainerStatuses"), names.MODEL_CACHE_CONTAINER)
+    if download and download.get("exitCode"):
+        reason = download.get("reason", "Error")
+        where = f"init container {names.MODEL_CACHE_CONTAINER} (downloading the model)"
+        return f"{reason} in {where}", download["exitCode"]
     return status.get("reason") or "Failed", "?"
+
+
+def _terminated(statuses: list[Obj] | None, name: str) -> Obj:
+    """How container `name` terminated; {} while it has not."""
+    for cs in statuses or []:
+        if cs.get("name") == name:
+            return (cs.get("state") or {}).get("terminated") or {}
+    return {}
 
 
 def _finished_at(status: Obj) -> str:

@@ -50,7 +50,7 @@ def _track(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> N
             or pod_states.crash_looping(attempt.pods):
         _rank_failed(step, spec, plan, attempt)
     elif spec.run_policy.suspend:
-        _suspend(step, attempt)
+        _suspend(step, spec, attempt)
     elif attempt.suspended:
         _unsuspended_or_queued(step, spec, attempt)
     else:
@@ -203,23 +203,30 @@ def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt
     step.actions.append(Delete("Job", attempt.name))
     step.status.restarts = number + 1
     step.status.active_job = new
-    message = (f"{why}; restarting the gang from the latest checkpoint as Job {new} "
+    message = (f"{why}; restarting the gang {_resumes_from(spec)} as Job {new} "
                f"(restart {number + 1} of {limit})")
     step.phase("Restarting", message)
     step.condition(cond.RUNNING, "False", "Restarting", message)
     step.emit("Warning", "Restarting", message)
 
 
-def _suspend(step: Step, attempt: Attempt) -> None:
+def _suspend(step: Step, spec: FineTuneJobSpec, attempt: Attempt) -> None:
     name = attempt.name
     if not attempt.suspended:
         step.actions.append(SetSuspend(name, True))
     if step.status.phase != "Suspended":
         step.emit("Normal", "Suspended", f"Job {name} suspended: its pods are deleted; "
-                  "resuming continues from the latest checkpoint")
+                  f"resuming continues {_resumes_from(spec)}")
     step.phase("Suspended", f"suspended (runPolicy.suspend); Job {name} has no pods")
     step.condition(cond.SUSPENDED, "True", "SuspendedByUser", step.status.message or "")
     step.condition(cond.RUNNING, "False", "Suspended", "")
+
+
+def _resumes_from(spec: FineTuneJobSpec) -> str:
+    """Where new pods pick up: an emptyDir output is deleted with the old ones."""
+    if spec.output.pvc:
+        return "from the latest checkpoint"
+    return "from the start (no output.pvc: the checkpoints went with the pods)"
 
 
 def _unsuspended_or_queued(step: Step, spec: FineTuneJobSpec, attempt: Attempt) -> None:

@@ -10,9 +10,11 @@ from finetune_operator import conditions as cond
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message
 from finetune_operator.planner import PlanningError
-from finetune_operator.validation import layout_problems
+from finetune_operator.validation import layout_problems, output_warning
 
 PlanFn = Callable[[FineTuneJobSpec], Plan]
+# The OutputPersisted reason (and Event reason) of a job without output.pvc.
+EPHEMERAL_OUTPUT = "EphemeralOutput"
 
 
 def current_spec(step: Step) -> specs.Validated:
@@ -47,7 +49,22 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
         fail(step, "DoesNotFit", message)
         return False
     step.condition(cond.PLANNED, "True", "Planned", plan.reason)
+    _mark_output(step, spec)
     step.phase("Pending", planned_message(plan))
     # No Event here: the same reconcile creates the children, and their Created Event
     # names the plan too (one Event per new job instead of two).
     return True
+
+
+def _mark_output(step: Step, spec: FineTuneJobSpec) -> None:
+    """Whether the result outlives the pods. An ephemeral one is a Warning Event too, once:
+    only when the stored condition does not say so already (its edits and resyncs don't)."""
+    warning = output_warning(spec)
+    if warning is None:
+        step.condition(cond.OUTPUT_PERSISTED, "True", "PersistentVolumeClaim",
+                       f"checkpoints and the final model go to PVC {spec.output.pvc}")
+        return
+    previous = cond.find(step.status.conditions, cond.OUTPUT_PERSISTED)
+    if previous is None or previous.status != "False":
+        step.emit("Warning", EPHEMERAL_OUTPUT, str(warning))
+    step.condition(cond.OUTPUT_PERSISTED, "False", EPHEMERAL_OUTPUT, str(warning))

@@ -10,7 +10,8 @@ all. Pure Python without torch: the operator image runs it. The modules:
 - `models`: the built-in catalog of popular models, `gpus`: the accelerator catalog,
 - `memory`: bytes per rank, itemized (the only place that knows this arithmetic),
 - `choose`: the search over strategies, nodes, micro-batch and checkpointing,
-- `estimate`: tokens, FLOPs, GPU-hours and cost.
+- `estimate`: tokens, FLOPs, GPU-hours and cost,
+- `storage`: bytes on disk (checkpoints, the final model) and the pods' volume sizes.
 """
 
 from __future__ import annotations

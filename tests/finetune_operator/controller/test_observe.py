@@ -101,3 +101,19 @@ def test_a_pods_containers_and_init_containers_as_their_statuses_say():
         "CrashLoopBackOff", "Error", 2)
     assert logs.running and not logs.waiting_reason
     assert pod_state(raw_pod("chat-r0", 0)).containers == ()
+
+
+def test_a_pod_whose_model_download_failed_says_so_with_its_exit_code():
+    init = {"name": "model-cache", "state": {"terminated": {"reason": "Error", "exitCode": 2}}}
+    waiting = {"name": "trainer", "state": {"waiting": {"reason": "PodInitializing"}}}
+    failed = pod_state(raw_pod("chat-r0", 0, phase="Failed", initContainerStatuses=[init],
+                               containerStatuses=[waiting]))
+    assert failed.exit_reason == ("Error in init container model-cache (downloading the "
+                                  "model)")
+    assert failed.exit_code == 2
+    # a download that succeeded is not why the trainer failed
+    init["state"]["terminated"] = {"reason": "Completed", "exitCode": 0}
+    trainer = {"name": "trainer", "state": {"terminated": {"reason": "Error", "exitCode": 1}}}
+    failed = pod_state(raw_pod("chat-r0", 0, phase="Failed", initContainerStatuses=[init],
+                               containerStatuses=[trainer]))
+    assert (failed.exit_reason, failed.exit_code) == ("Error", 1)

@@ -49,8 +49,9 @@ def condition(kube: Kube, ns: str, type_: str) -> dict[str, Any] | None:
 
 
 def started(kube: Kube, reconciler: Reconciler, ns: str) -> tuple[dict[str, Any], list[str]]:
-    """The job planned, its Job created and the Job's pods made, Pending."""
-    kube.apply(ns, "chat", two_node_spec())
+    """The job planned, its Job created and the Job's pods made, Pending. Its output is on a
+    PVC, so that the only Warning Events are the ones under test (no EphemeralOutput)."""
+    kube.apply(ns, "chat", two_node_spec(output={"pvc": "checkpoints", "path": "/mnt/out"}))
     reconciler.reconcile(ns, "chat")
     job = kube.job(ns, "chat-r0")
     assert job is not None

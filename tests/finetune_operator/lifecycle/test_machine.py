@@ -72,10 +72,45 @@ def test_valid_job_is_planned_and_gets_its_three_children(world):
         assert c.status == "True"
         assert c.observed_generation == 1
         assert c.last_transition_time == T0
-    # one Event for a new job: the plan and the children it got
+    # one Event for a new job with its output on a PVC: the plan and the children it got
+    assert reasons(decision) == ["EphemeralOutput", "Created"]  # this one has no PVC
+    created_event = kinds(decision, Emit)[-1]
+    assert created_event.message.startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
+
+
+def test_a_job_without_output_pvc_is_warned_once_that_its_result_dies_with_the_pods(world):
+    decision = world.step()
+    output = condition(decision.status, "OutputPersisted")
+    assert (output.status, output.reason) == ("False", "EphemeralOutput")
+    assert output.message.startswith("spec.output.pvc: is not set: in a cluster the "
+                                     "checkpoints and the final model go to an emptyDir")
+    (warning,) = [e for e in kinds(decision, Emit) if e.reason == "EphemeralOutput"]
+    assert (warning.type, warning.message) == ("Warning", output.message)
+    world.start_pods()
+    for _ in range(3):  # later reconciles keep the condition and post nothing again
+        world.now += timedelta(seconds=30)
+        assert "EphemeralOutput" not in reasons(world.step())
+    assert condition(world.status, "OutputPersisted").last_transition_time == T0
+
+
+def test_an_invalid_job_fixed_by_an_edit_is_warned_once_it_is_planned():
+    world = World(two_node_spec(training={"learningRate": -1}))
+    world.step()
+    world.edit(training={"learningRate": 1e-3, "globalBatchSize": 8, "maxSeqLength": 64})
+    world.step()
+    world.now += timedelta(seconds=30)
+    world.step()
+    warned = [r for d in world.history for r in reasons(d) if r == "EphemeralOutput"]
+    assert warned == ["EphemeralOutput"]
+
+
+def test_a_job_with_output_pvc_says_where_its_result_goes_and_warns_nothing():
+    world = World(two_node_spec(output={"pvc": "checkpoints", "path": "/mnt/out"}))
+    decision = world.step()
+    output = condition(decision.status, "OutputPersisted")
+    assert (output.status, output.reason) == ("True", "PersistentVolumeClaim")
+    assert output.message == "checkpoints and the final model go to PVC checkpoints"
     assert reasons(decision) == ["Created"]
-    (event,) = [a for a in decision.actions if isinstance(a, Emit)]
-    assert event.message.startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
 
 
 def test_invalid_spec_fails_with_the_messages_and_creates_nothing():
@@ -218,6 +253,22 @@ def test_failed_rank_restarts_the_gang_as_the_next_attempt(running):
     # the new attempt's pods come up: Running again
     running.start_pods()
     assert running.step().status.phase == "Running"
+
+
+@pytest.mark.parametrize("output,resumes", [
+    ({"pvc": "checkpoints", "path": "/mnt/out"}, "from the latest checkpoint"),
+    ({}, "from the start (no output.pvc: the checkpoints went with the pods)")])
+def test_restart_and_suspend_say_where_the_new_pods_pick_up(output, resumes):
+    world = World(two_node_spec(output=output))
+    world.step()
+    world.start_pods()
+    world.step()
+    world.fail_rank(0)
+    (restart,) = [e for e in kinds(world.step(), Emit) if e.reason == "Restarting"]
+    assert f"restarting the gang {resumes} as Job chat-r1" in restart.message
+    world.edit(runPolicy={"suspend": True})
+    (suspended,) = [e for e in kinds(world.step(), Emit) if e.reason == "Suspended"]
+    assert suspended.message.endswith(f"resuming continues {resumes}")
 
 
 def test_crash_in_the_middle_of_a_restart_does_not_restart_twice(running):
