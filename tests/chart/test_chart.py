@@ -598,6 +598,26 @@ def test_dashboard_uses_only_labels_its_metrics_carry() -> None:
     assert not problems, problems
 
 
+def test_dashboard_never_adds_up_what_every_rank_reports() -> None:
+    """Every rank reports job-wide values (tokens/s and tokens of all ranks, the step, the
+    averaged loss): a trainer gauge is read from rank 0 or kept per rank, never summed over
+    ranks. tests/chart/test_dashboard.py checks the same against a real Prometheus."""
+    problems = []
+    for expr in _dashboard_exprs():
+        if expr.startswith("label_values("):
+            continue  # a template variable's choices, not a value
+        trainer = [m for m in _SELECTOR_RE.finditer(expr)
+                   if m.group(1).startswith(("finetune_train_", "finetune_eval_"))]
+        per_rank = any("rank" in {label.strip() for label in by.split(",")}
+                       for by in _BY_RE.findall(expr))
+        for match in trainer:
+            if 'rank="0"' not in (match.group(2) or "") and not per_rank:
+                problems.append(f"{match.group(1)}: neither rank=\"0\" nor kept per rank")
+        if trainer and re.search(r"\b(sum|count|avg)\b", expr):
+            problems.append(f"adds up ranks: {expr}")
+    assert not problems, problems
+
+
 def test_dashboard_filters_on_labels_the_metrics_carry() -> None:
     exprs = "\n".join(_dashboard_exprs())
     # The trainer labels samples namespace/finetunejob/rank; never `job` (Prometheus's own).
