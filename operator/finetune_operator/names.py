@@ -27,6 +27,8 @@ CONFIG_KEY = "trainer.yaml"
 TRAINER_CONTAINER = "trainer"
 # The init container that downloads a model named by its Hub id into the job's cache.
 MODEL_CACHE_CONTAINER = "model-cache"
+# The trainer container's metrics port of local rank 0; local rank r's is metrics_port_name(r).
+METRICS_PORT_NAME = "metrics"
 
 # RFC 1035 label: what Service names and pod hostnames must be.
 DNS_LABEL_MAX = 63
@@ -40,6 +42,13 @@ def is_dns_1035_label(name: str) -> bool:
 def has_dns_1035_characters(name: str) -> bool:
     """The characters of an RFC 1035 label, whatever the length (checked on its own)."""
     return bool(_DNS_1035.match(name))
+
+
+def metrics_port_name(local_rank: int) -> str:
+    """The container port name of local rank `local_rank`'s metrics: `metrics`, `metrics-1`,
+    `metrics-2`... The chart's PodMonitor lists the same names, one endpoint each (a port
+    name is an IANA service name: at most 15 characters, `metrics-63` is 10)."""
+    return METRICS_PORT_NAME if local_rank == 0 else f"{METRICS_PORT_NAME}-{local_rank}"
 
 
 def config_map_name(job: str) -> str:

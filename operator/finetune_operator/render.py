@@ -215,7 +215,7 @@ def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings
         "args": torchrun_args(owner, plan, attempt),
         "env": _env(owner, spec, plan, attempt),
         "ports": [
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            *_metrics_ports(plan),
             {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"},
         ],
         "resources": _resources(spec, plan),
@@ -257,6 +257,13 @@ def _container_security() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _metrics_ports(plan: Plan) -> list[dict[str, Any]]:
+    """One named port per local rank: each rank serves its own samples on METRICS_PORT + its
+    local rank, and the chart's PodMonitor scrapes every one of them by name."""
+    return [{"name": names.metrics_port_name(rank), "containerPort": METRICS_PORT + rank,
+             "protocol": "TCP"} for rank in range(plan.gpus_per_node)]
 
 
 def _env(owner: Owner, spec: FineTuneJobSpec, plan: Plan, attempt: int) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import kubernetes_validate
 import pytest
@@ -138,7 +139,26 @@ def test_pods_carry_the_labels_and_port_the_pod_monitor_selects():
     assert labels["app.kubernetes.io/name"] == "finetune-trainer"
     assert labels["finetune.dev/job"] == "chat"
     ports = {p["name"]: p["containerPort"] for p in _container(job)["ports"]}
-    assert ports == {"metrics": 9400, "rendezvous": 29500}
+    # One metrics port per local rank (2 here): the PodMonitor scrapes each by name.
+    assert ports == {"metrics": 9400, "metrics-1": 9401, "rendezvous": 29500}
+
+
+# Kubernetes' IANA_SVC_NAME: what a container port name must be.
+_PORT_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@pytest.mark.parametrize("ranks", [1, 8, 64])
+def test_every_local_rank_has_a_named_metrics_port_at_its_own_number(ranks):
+    job = render.batch_job(OWNER, spec(), plan(gpus_per_node=ranks), SETTINGS, attempt=0)
+    ports = _container(job)["ports"]
+    metrics = [p for p in ports if p["name"] != "rendezvous"]
+    assert [(p["name"], p["containerPort"]) for p in metrics] == [
+        (names.metrics_port_name(r), 9400 + r) for r in range(ranks)]
+    assert metrics[0]["name"] == "metrics"  # what the operator reads progress from
+    assert len({p["name"] for p in ports}) == len({p["containerPort"] for p in ports}) == \
+        len(ports)
+    for port in ports:
+        assert len(port["name"]) <= 15 and _PORT_NAME.match(port["name"]), port["name"]
 
 
 def test_cpu_pods_request_no_gpu_and_one_core_per_rank():
