@@ -105,7 +105,6 @@ def test_cel_and_python_reject_the_same_objects(name, wire, expected):
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES) if c[2]])
 def test_the_api_server_and_validation_say_the_same(name, wire, expected):
     schema, model, object_rules, path = OBJECTS[name]
-    stored = with_defaults(wire, schema)
     obj = python_object(model, wire)
     for index in expected:
         rule = object_rules[index]
