@@ -25,6 +25,8 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # The key of the trainer config in the ConfigMap, and the container that runs torchrun.
 CONFIG_KEY = "trainer.yaml"
 TRAINER_CONTAINER = "trainer"
+# On the sizing pod: what its result depends on (finetune_operator.sizing.sizing_key).
+SIZING_KEY_ANNOTATION = "finetune.dev/sizing-key"
 
 # RFC 1035 label: what Service names and pod hostnames must be.
 DNS_LABEL_MAX = 63
@@ -53,6 +55,11 @@ def service_name(job: str) -> str:
 def batch_job_name(job: str, restart: int) -> str:
     """The batch/v1 Job of attempt `restart` (0 for the first run)."""
     return f"{job}-r{restart}"
+
+
+def sizing_pod_name(job: str) -> str:
+    """The pod that reads a model the catalog lacks (finetune_operator.sizing)."""
+    return f"{job}-size"
 
 
 def pod_hostname(job: str, restart: int, index: int) -> str:

@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".parquet")
 LFS_THRESHOLD = 10 * 1024 * 1024
 
@@ -427,3 +429,25 @@ def go_online(monkeypatch: Any, endpoint: str, home: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: Any) -> tuple[Path, int]:
+    """A random tiny Llama saved with save_pretrained, and its num_parameters(). Import it
+    into a test module to use it."""
+    from tests.support.tiny import save_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    return folder, save_tiny_model(folder)
+
+
+@pytest.fixture
+def tiny_hub(monkeypatch: Any, tmp_path: Path, tiny_model: tuple[Path, int]) -> Any:
+    """The stand-in serving `acme/tiny` (the tiny model) and `acme/gated` (the same, gated,
+    for the token `hf_granted`), with huggingface_hub pointed at it. Import it (and
+    tiny_model) into a test module to use it."""
+    with HubStandIn() as server:
+        server.add_repo("acme/tiny", tiny_model[0])
+        server.add_repo("acme/gated", tiny_model[0], gated=True, tokens={"hf_granted"})
+        go_online(monkeypatch, server.endpoint, tmp_path / "hf-home")
+        yield server
