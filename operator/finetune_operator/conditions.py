@@ -20,6 +20,7 @@ SUSPENDED = "Suspended"
 UNSCHEDULABLE = "Unschedulable"
 SPEC_CHANGE_REJECTED = "SpecChangeRejected"
 PROGRESS_AVAILABLE = "ProgressAvailable"
+SIZED = "Sized"  # a model the catalog lacks, read by a sizing pod
 
 Status = Literal["True", "False", "Unknown"]
 

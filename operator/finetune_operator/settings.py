@@ -11,6 +11,8 @@
 | FINETUNE_UNSCHEDULABLE_AFTER  | 300                    | seconds a pod may stay Pending before the    |
 |                               |                        | job gets an Unschedulable condition          |
 | FINETUNE_LOG_LEVEL            | INFO                   | DEBUG, INFO, WARNING or ERROR                |
+| FINETUNE_SIZING_IMAGE         | DEFAULT_OPERATOR_IMAGE | image of the sizing pod (the operator's own) |
+| FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod (a mirror)     |
 
 A bad value is reported naming the variable, never as a traceback.
 """
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-dev/finetune-trainer:0.1.0"
+DEFAULT_OPERATOR_IMAGE = "ghcr.io/finetune-dev/finetune-operator:0.1.0"
 DEFAULT_METRICS_PORT = 8080
 # kopf's liveness endpoint; the chart's livenessProbe points here.
 LIVENESS_PORT = 8081
@@ -45,6 +48,8 @@ class Settings:
     resync_interval: float = 10.0
     unschedulable_after: float = 300.0
     log_level: str = "INFO"
+    sizing_image: str = DEFAULT_OPERATOR_IMAGE
+    hf_endpoint: str | None = None
 
     @property
     def all_namespaces(self) -> bool:
@@ -70,6 +75,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             env, "FINETUNE_UNSCHEDULABLE_AFTER", defaults.unschedulable_after
         ),
         log_level=_log_level(env.get("FINETUNE_LOG_LEVEL", "")),
+        sizing_image=env.get("FINETUNE_SIZING_IMAGE", "").strip() or defaults.sizing_image,
+        hf_endpoint=env.get("FINETUNE_HF_ENDPOINT", "").strip() or None,
     )
 
 
