@@ -206,17 +206,16 @@ class _Handler(BaseHTTPRequestHandler):
                        **reply.headers}
             if reply.code:
                 headers["X-Error-Code"] = reply.code
+        # Recorded before the answer goes out: once the client has it, a test sees the count.
+        self.hub._record(Request(self.command, path, self.headers.get("range"), token, status),
+                         0 if head else len(body))
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", headers.get("Content-Length", str(len(body))))
         self.end_headers()
-        sent = 0
         if not head:
             self.wfile.write(body)
-            sent = len(body)
-        self.hub._record(Request(self.command, path, self.headers.get("range"), token, status),
-                         sent)
 
     # ------------------------------------------------------------------ routes
 
