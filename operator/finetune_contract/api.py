@@ -149,6 +149,15 @@ class ModelSpec(ApiModel):
         description="Chat template override: a built-in name (chatml) or Jinja text. The "
         "template must mark assistant turns with {% generation %} for assistant-only loss.",
     )
+    cache_pvc: str | None = Field(
+        None,
+        max_length=253,
+        description="PersistentVolumeClaim for the Hugging Face cache of a model downloaded "
+        "by name: each pod's init container downloads the weights into it unless they are "
+        "there already, and the ranks load them from it without the network; jobs sharing "
+        "the claim share the download. Without one the cache is on the output volume "
+        "(output.path/.cache/huggingface).",
+    )
 
 
 # --------------------------------------------------------------------------- dataset
@@ -610,6 +619,18 @@ class Plan(ApiModel):
     memory_per_gpu: MemoryBreakdown = Field(description="Bytes per GPU, itemized.")
     host_memory_per_node: int = Field(
         0, description="Host RAM needed per node (offloaded states, loading buffers)."
+    )
+    host_memory_available_per_node: int = Field(
+        0, description="Host RAM per node the plan was checked against: resources.memory, or "
+        "for zero3-offload the catalog's node shape with gpusPerNode GPUs; 0: not checked."
+    )
+    host_memory_source: str = Field(
+        "", description="Where hostMemoryAvailablePerNode comes from: spec.resources.memory "
+        "or the cloud instances of the node shape."
+    )
+    cpu_per_node: int = Field(
+        0, description="CPU cores per pod, requested unless resources.cpu says: one per CPU "
+        "rank, or for zero3-offload enough for DeepSpeed's CPU Adam; 0: none requested."
     )
     alternatives: list[PlanAlternative] = Field(
         default_factory=list, description="Every strategy evaluated."

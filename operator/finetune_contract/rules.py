@@ -104,6 +104,14 @@ MODEL: tuple[ObjectRule, ...] = (
         message="init: random needs the model's config (model_type, hidden_size, "
         "num_hidden_layers, ...)",
     ),
+    ObjectRule(
+        cel="!has(self.cachePvc) || (has(self.name) && !has(self.path) "
+        "&& (!has(self.init) || self.init == 'pretrained'))",
+        holds=lambda m: m.cache_pvc is None or downloads_weights(m),
+        field="cachePvc",
+        message="caches a model downloaded by name: it needs model.name with init: "
+        "pretrained and no model.path",
+    ),
 )
 
 DATA_SOURCE: tuple[ObjectRule, ...] = (
@@ -195,6 +203,12 @@ def precision_refusal(precision: str, device: str) -> str | None:
     if precision == "fp16" and device == "cpu":
         return "fp16 needs a GPU; use fp32 or bf16 on cpu"
     return None
+
+
+def downloads_weights(model: Any) -> bool:
+    """Whether an api.ModelSpec's weights come from the Hugging Face Hub: pretrained, by
+    name, without a local path (random weights and model.path download nothing)."""
+    return model.init == "pretrained" and bool(model.name) and not model.path
 
 
 def has_evaluation(dataset: Any) -> bool:

@@ -35,6 +35,13 @@ class TrainerConfig(ApiModel):
         description="Directory that relative dataset, model and tokenizer paths resolve against."
     )
     output_dir: str = Field(description="Checkpoints, final model and training_summary.json.")
+    model_cache: str | None = Field(
+        None,
+        description="Hugging Face hub cache holding the model named by spec.model.name, "
+        "filled before the ranks start (python -m finetune_trainer.model_cache); the ranks "
+        "load the model and its tokenizer from it without the network. Unset: the hub "
+        "client's own cache, downloading as needed.",
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where the ranks compute.")
     metrics_port: int = Field(
         METRICS_PORT,

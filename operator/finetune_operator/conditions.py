@@ -18,8 +18,10 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 SUSPENDED = "Suspended"
 UNSCHEDULABLE = "Unschedulable"
+PODS_STUCK = "PodsStuck"
 SPEC_CHANGE_REJECTED = "SpecChangeRejected"
 PROGRESS_AVAILABLE = "ProgressAvailable"
+OUTPUT_PERSISTED = "OutputPersisted"
 SIZED = "Sized"  # a model the catalog lacks, read by a sizing pod
 
 Status = Literal["True", "False", "Unknown"]

@@ -25,6 +25,10 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # The key of the trainer config in the ConfigMap, and the container that runs torchrun.
 CONFIG_KEY = "trainer.yaml"
 TRAINER_CONTAINER = "trainer"
+# The init container that downloads a model named by its Hub id into the job's cache.
+MODEL_CACHE_CONTAINER = "model-cache"
+# The trainer container's metrics port of local rank 0; local rank r's is metrics_port_name(r).
+METRICS_PORT_NAME = "metrics"
 # On the sizing pod: what its result depends on (finetune_operator.sizing.sizing_key).
 SIZING_KEY_ANNOTATION = "finetune.dev/sizing-key"
 
@@ -40,6 +44,13 @@ def is_dns_1035_label(name: str) -> bool:
 def has_dns_1035_characters(name: str) -> bool:
     """The characters of an RFC 1035 label, whatever the length (checked on its own)."""
     return bool(_DNS_1035.match(name))
+
+
+def metrics_port_name(local_rank: int) -> str:
+    """The container port name of local rank `local_rank`'s metrics: `metrics`, `metrics-1`,
+    `metrics-2`... The chart's PodMonitor lists the same names, one endpoint each (a port
+    name is an IANA service name: at most 15 characters, `metrics-63` is 10)."""
+    return METRICS_PORT_NAME if local_rank == 0 else f"{METRICS_PORT_NAME}-{local_rank}"
 
 
 def config_map_name(job: str) -> str:

@@ -19,7 +19,7 @@ from finetune_contract.api import FineTuneJobStatus
 from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.local.display import ProgressDisplay, format_progress
-from finetune_operator.validation import validate_job
+from finetune_operator.validation import spec_warnings, validate_job
 
 POLL_SECONDS = 2.0
 
@@ -109,10 +109,12 @@ def _read_job(path: str) -> dict[str, Any]:
         raise UserError(str(err)) from None
     if len(docs) != 1:
         raise UserError(f"{path}: expected one FineTuneJob document, found {len(docs)}")
-    _, problems = validate_job(docs[0].body)
-    if problems:
+    job, problems = validate_job(docs[0].body)
+    if job is None:
         raise UserError(f"{path}: invalid FineTuneJob:\n  " +
                         "\n  ".join(str(p) for p in problems))
+    for warning in spec_warnings(job.spec):  # what `finetune validate` would warn about
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     return docs[0].body
 
 

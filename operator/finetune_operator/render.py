@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from finetune_contract import api
+from finetune_contract import api, rules
 from finetune_contract.api import FineTuneJobSpec, Plan
 from finetune_contract.layout import (
     DATA_ROOT,
@@ -22,12 +22,19 @@ from finetune_contract.layout import (
 )
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_operator import names
+from finetune_operator import names, placement
+from finetune_operator.planner import storage
 from finetune_operator.settings import Settings
-from finetune_operator.sizes import format_gib
+from finetune_operator.sizes import format_gib, parse_quantity
 
 CONFIG_DIR = "/etc/finetune"
+CONFIG_PATH = f"{CONFIG_DIR}/{names.CONFIG_KEY}"
 GPU_RESOURCE = "nvidia.com/gpu"
+# The volume of model.cachePvc and where it is mounted; without one the cache is a folder of
+# the output volume.
+CACHE_VOLUME = "model-cache"
+MODEL_CACHE_DIR = "/model-cache"
+OUTPUT_CACHE_DIR = ".cache/huggingface"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> TrainerCo
         plan=plan,
         data_root=DATA_ROOT,
         output_dir=pod_output_path(spec),
+        model_cache=model_cache_path(spec),
         device="cpu" if plan.gpu == "cpu" else "cuda",
         metrics_port=METRICS_PORT,
     )
@@ -133,6 +141,17 @@ def pod_output_path(spec: FineTuneJobSpec) -> str:
     return str(path if path.is_absolute() else PurePosixPath(OUTPUT_ROOT) / path)
 
 
+def model_cache_path(spec: FineTuneJobSpec) -> str | None:
+    """The Hugging Face cache that the init container fills with a model named by its Hub id
+    and the ranks load it from: model.cachePvc, else a folder of the output volume (on an
+    emptyDir, without output.pvc, every new pod downloads again). None: nothing to download."""
+    if not rules.downloads_weights(spec.model):
+        return None
+    if spec.model.cache_pvc:
+        return MODEL_CACHE_DIR
+    return str(PurePosixPath(pod_output_path(spec)) / OUTPUT_CACHE_DIR)
+
+
 def torchrun_args(owner: Owner, plan: Plan, attempt: int) -> list[str]:
     """torchrun's arguments as a list: no shell, no user text interpreted."""
     endpoint = f"{names.rendezvous_host(owner.name, attempt, owner.namespace)}:{RENDEZVOUS_PORT}"
@@ -147,7 +166,7 @@ def torchrun_args(owner: Owner, plan: Plan, attempt: int) -> list[str]:
         # The operator restarts the whole gang; torchrun must not restart ranks by itself.
         "--max-restarts", "0",
         "-m", "finetune_trainer",
-        "--config", f"{CONFIG_DIR}/{names.CONFIG_KEY}",
+        "--config", CONFIG_PATH,
     ]
 
 
@@ -170,11 +189,13 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [_trainer_container(owner, spec, plan, settings, attempt)],
-        "volumes": _volumes(owner, spec),
+        **_init_containers(spec, settings),
+        "volumes": _volumes(owner, spec, plan),
     }
     resources = spec.resources
-    if resources.node_selector:
-        pod_spec["nodeSelector"] = dict(resources.node_selector)
+    # The GPU type the plan was made for, as node labels (placement.py).
+    pod_spec.update(placement.node_constraints(settings.gpu_node_labels, plan.gpu,
+                                               resources.node_selector))
     if resources.tolerations:
         pod_spec["tolerations"] = [t.to_wire() for t in resources.tolerations]
     if resources.priority_class_name:
@@ -189,25 +210,60 @@ def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings
                        attempt: int) -> dict[str, Any]:
     return {
         "name": names.TRAINER_CONTAINER,
-        "image": spec.image or settings.default_image,
+        "image": _image(spec, settings),
         "command": ["torchrun"],
         "args": torchrun_args(owner, plan, attempt),
         "env": _env(owner, spec, plan, attempt),
         "ports": [
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            *_metrics_ports(plan),
             {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"},
         ],
         "resources": _resources(spec, plan),
         "volumeMounts": _volume_mounts(spec),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _container_security(),
     }
+
+
+def _init_containers(spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any]:
+    """The download of a model named by its Hub id into the job's cache, before the ranks
+    start (python -m finetune_trainer.model_cache, in the trainer image: the operator's has
+    no Hub client). A cache that holds the model already is left as it is. {} when there is
+    nothing to download."""
+    volume = _cache_volume(spec)
+    if volume is None:
+        return {}
+    mounts = [m for m in _volume_mounts(spec) if m["name"] in ("config", "scratch", volume)]
+    return {"initContainers": [{
+        "name": names.MODEL_CACHE_CONTAINER,
+        "image": _image(spec, settings),
+        "command": ["python", "-m", "finetune_trainer.model_cache"],
+        "args": ["--config", CONFIG_PATH],
+        "env": _scratch_env() + _token_env(spec),
+        "volumeMounts": mounts,
+        "securityContext": _container_security(),
+    }]}
+
+
+def _image(spec: FineTuneJobSpec, settings: Settings) -> str:
+    return spec.image or settings.default_image
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _metrics_ports(plan: Plan) -> list[dict[str, Any]]:
+    """One named port per local rank: each rank serves its own samples on METRICS_PORT + its
+    local rank, and the chart's PodMonitor scrapes every one of them by name."""
+    return [{"name": names.metrics_port_name(rank), "containerPort": METRICS_PORT + rank,
+             "protocol": "TCP"} for rank in range(plan.gpus_per_node)]
 
 
 def _env(owner: Owner, spec: FineTuneJobSpec, plan: Plan, attempt: int) -> list[dict[str, Any]]:
@@ -226,21 +282,36 @@ def _env(owner: Owner, spec: FineTuneJobSpec, plan: Plan, attempt: int) -> list[
         {"name": "PET_NNODES", "value": str(plan.nodes)},
         {"name": "PET_NPROC_PER_NODE", "value": str(plan.gpus_per_node)},
         {"name": "FINETUNE_ATTEMPT", "value": str(attempt)},
-        # The root filesystem is read-only: caches go to the scratch volume.
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": "/tmp/huggingface"},
-        {"name": "TORCH_EXTENSIONS_DIR", "value": "/tmp/torch_extensions"},
-        {"name": "TRITON_CACHE_DIR", "value": "/tmp/triton"},
+        *_scratch_env(),
     ]
     if plan.gpu == "cpu":
         # One thread per rank: two threads per rank collapse when the cores are shared.
         env += [{"name": "OMP_NUM_THREADS", "value": "1"},
                 {"name": "DS_ACCELERATOR", "value": "cpu"}]
+    elif plan.cpu_per_node:
+        # CPU Adam (offloading) steps on OpenMP threads, and torchrun gives every rank one
+        # unless OMP_NUM_THREADS is set: each rank gets its share of the pod's cores.
+        env.append({"name": "OMP_NUM_THREADS", "value": str(_threads_per_rank(spec, plan))})
+    return env + _token_env(spec)
+
+
+def _scratch_env() -> list[dict[str, Any]]:
+    """The root filesystem is read-only: caches go to the scratch volume (hf: datasets to
+    HF_HOME; a model named by its Hub id to its own cache, model_cache_path)."""
+    return [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/tmp/huggingface"},
+        {"name": "TORCH_EXTENSIONS_DIR", "value": "/tmp/torch_extensions"},
+        {"name": "TRITON_CACHE_DIR", "value": "/tmp/triton"},
+    ]
+
+
+def _token_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     token = spec.secrets.hf_token
-    if token:
-        env.append({"name": "HF_TOKEN", "valueFrom": {
-            "secretKeyRef": {"name": token.name, "key": token.key}}})
-    return env
+    if not token:
+        return []
+    return [{"name": "HF_TOKEN", "valueFrom": {
+        "secretKeyRef": {"name": token.name, "key": token.key}}}]
 
 
 def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
@@ -249,10 +320,9 @@ def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
     if plan.gpu != "cpu":
         # Extended resources must be requested and limited alike.
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(plan.gpus_per_node)
-    if spec.resources.cpu:
-        requests["cpu"] = spec.resources.cpu
-    elif plan.gpu == "cpu":
-        requests["cpu"] = str(plan.gpus_per_node)  # one core per CPU rank
+    cpu = _cpu_request(spec, plan)
+    if cpu:
+        requests["cpu"] = cpu
     if spec.resources.memory:
         requests["memory"] = spec.resources.memory
     elif plan.host_memory_per_node:
@@ -265,22 +335,40 @@ def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def _volumes(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+def _cpu_request(spec: FineTuneJobSpec, plan: Plan) -> str | None:
+    """The user's resources.cpu, else the cores the planner sized (CPU ranks, CPU Adam)."""
+    return spec.resources.cpu or (str(plan.cpu_per_node) if plan.cpu_per_node else None)
+
+
+def _threads_per_rank(spec: FineTuneJobSpec, plan: Plan) -> int:
+    cores = parse_quantity(spec.resources.cpu) if spec.resources.cpu else plan.cpu_per_node
+    return max(1, int(cores) // plan.gpus_per_node)
+
+
+def _volumes(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> list[dict[str, Any]]:
+    # Every emptyDir has a sizeLimit (the planner's sizes): a run that outgrows one is
+    # evicted, saying so, instead of filling the node's disk or memory.
+    sizes = storage.volume_sizes(spec, plan, model_on_output=_cache_volume(spec) == "output")
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config_map_name(owner.name)}},
-        # NCCL and DataLoader workers share tensors through /dev/shm; the default is 64 MiB.
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        {"name": "scratch", "emptyDir": {}},
+        # NCCL and DeepSpeed's CPU collective share buffers through /dev/shm; the default
+        # is 64 MiB.
+        {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                      "sizeLimit": format_gib(sizes.shared_memory)}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": format_gib(sizes.scratch)}},
     ]
     if spec.dataset.pvc:
         volumes.append({"name": "data", "persistentVolumeClaim": {
             "claimName": spec.dataset.pvc, "readOnly": True}})
+    if _cache_volume(spec) == CACHE_VOLUME:
+        volumes.append({"name": CACHE_VOLUME,
+                        "persistentVolumeClaim": {"claimName": spec.model.cache_pvc}})
     if spec.output.pvc:
         volumes.append({"name": "output",
                         "persistentVolumeClaim": {"claimName": spec.output.pvc}})
     else:
         # Without a PVC checkpoints live as long as the pod: restarts start over.
-        volumes.append({"name": "output", "emptyDir": {}})
+        volumes.append({"name": "output", "emptyDir": {"sizeLimit": format_gib(sizes.output)}})
     return volumes
 
 
@@ -293,7 +381,16 @@ def _volume_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     ]
     if spec.dataset.pvc:
         mounts.append({"name": "data", "mountPath": DATA_ROOT, "readOnly": True})
+    if _cache_volume(spec) == CACHE_VOLUME:
+        mounts.append({"name": CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR})
     return mounts
+
+
+def _cache_volume(spec: FineTuneJobSpec) -> str | None:
+    """The volume holding the model cache, if there is one to fill."""
+    if model_cache_path(spec) is None:
+        return None
+    return CACHE_VOLUME if spec.model.cache_pvc else "output"
 
 
 # --------------------------------------------------------------------------- metadata

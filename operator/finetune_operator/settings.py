@@ -10,7 +10,13 @@
 | FINETUNE_RESYNC_INTERVAL      | 10                     | seconds between periodic reconciles of a job |
 | FINETUNE_UNSCHEDULABLE_AFTER  | 300                    | seconds a pod may stay Pending before the    |
 |                               |                        | job gets an Unschedulable condition          |
+| FINETUNE_STUCK_PODS_FAIL_AFTER| 0 (never)              | seconds a job may wait on an image or config |
+|                               |                        | error (PodsStuck) before it fails            |
 | FINETUNE_LOG_LEVEL            | INFO                   | DEBUG, INFO, WARNING or ERROR                |
+| FINETUNE_GPU_NODE_LABELS      | (empty: GFD's label)   | JSON {enabled, key, values}: the node label  |
+|                               |                        | training pods of a GPU type require          |
+|                               |                        | (placement.py; the chart's                   |
+|                               |                        | trainer.gpuNodeLabels)                       |
 | FINETUNE_SIZING_IMAGE         | DEFAULT_OPERATOR_IMAGE | image of the sizing pod (the operator's own) |
 | FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod (a mirror)     |
 
@@ -21,7 +27,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from finetune_operator import placement
+from finetune_operator.placement import GpuNodeLabels
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-dev/finetune-trainer:0.1.0"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/finetune-dev/finetune-operator:0.1.0"
@@ -47,7 +56,11 @@ class Settings:
     progress_interval: float = 15.0
     resync_interval: float = 10.0
     unschedulable_after: float = 300.0
+    # Seconds a job may be PodsStuck (an image or config error) before it fails; 0: never.
+    stuck_pods_fail_after: float = 0.0
     log_level: str = "INFO"
+    # None: the pods get no GPU-type node constraint.
+    gpu_node_labels: GpuNodeLabels | None = field(default_factory=GpuNodeLabels)
     sizing_image: str = DEFAULT_OPERATOR_IMAGE
     hf_endpoint: str | None = None
 
@@ -74,7 +87,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         unschedulable_after=_seconds(
             env, "FINETUNE_UNSCHEDULABLE_AFTER", defaults.unschedulable_after
         ),
+        stuck_pods_fail_after=_seconds(
+            env, "FINETUNE_STUCK_PODS_FAIL_AFTER", defaults.stuck_pods_fail_after,
+            zero_means="never"
+        ),
         log_level=_log_level(env.get("FINETUNE_LOG_LEVEL", "")),
+        gpu_node_labels=_gpu_node_labels(env.get("FINETUNE_GPU_NODE_LABELS", "")),
         sizing_image=env.get("FINETUNE_SIZING_IMAGE", "").strip() or defaults.sizing_image,
         hf_endpoint=env.get("FINETUNE_HF_ENDPOINT", "").strip() or None,
     )
@@ -93,7 +111,9 @@ def _port(env: Mapping[str, str], var: str, default: int) -> int:
     return int(text)
 
 
-def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], var: str, default: float,
+             zero_means: str | None = None) -> float:
+    """A positive number of seconds; 0 too where it has a meaning (`zero_means`)."""
     text = env.get(var, "").strip()
     if not text:
         return default
@@ -101,8 +121,12 @@ def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise SettingsError(f"{var} must be a number of seconds (got {text!r})") from None
+    if zero_means is not None and value == 0:
+        return 0.0
     if not value > 0 or value == float("inf"):
-        raise SettingsError(f"{var} must be a positive number of seconds (got {text!r})")
+        zero = f", or 0 for {zero_means}" if zero_means else ""
+        raise SettingsError(f"{var} must be a positive number of seconds{zero} "
+                            f"(got {text!r})")
     return value
 
 
@@ -112,3 +136,11 @@ def _log_level(text: str) -> str:
         raise SettingsError(f"FINETUNE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} "
                             f"(got {text!r})")
     return level
+
+
+def _gpu_node_labels(text: str) -> GpuNodeLabels | None:
+    try:
+        return placement.parse(text)
+    except placement.LabelsError as err:
+        raise SettingsError(f"FINETUNE_GPU_NODE_LABELS (the chart's trainer.gpuNodeLabels) "
+                            f"{err}") from None

@@ -3,6 +3,9 @@
 One function, `validate_job`, is used by `finetune validate`, `finetune run` and the operator,
 so a user sees the same message wherever a mistake is caught. Messages name the field path in
 the camelCase the user wrote, say what is wrong and what was given.
+
+`spec_warnings` says what a valid job may lose or miss in a cluster (an output that dies with
+the pods, data paths that point into the trainer image): told, never refused.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from finetune_contract.api import (
     ModelSizing,
     Plan,
 )
+from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
 
 from finetune_operator import names
@@ -443,6 +447,41 @@ def _path_problems(field: str, path: str | None) -> list[Problem]:
         return [Problem(field, f"must not contain '..' (got {_show(path)}): paths may not "
                         "escape their volume or data folder")]
     return []
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def spec_warnings(spec: FineTuneJobSpec) -> list[Problem]:
+    """What a valid job may lose or not find once it runs in a cluster. Not errors: a local
+    run writes to disk and reads paths next to its YAML, and an image may ship its data."""
+    ephemeral = output_warning(spec)
+    return ([ephemeral] if ephemeral else []) + _image_path_warnings(spec)
+
+
+def output_warning(spec: FineTuneJobSpec) -> Problem | None:
+    """Without output.pvc the pods write the model to an emptyDir, deleted with them (the
+    operator says so too: its OutputPersisted condition and a Warning Event)."""
+    if spec.output.pvc:
+        return None
+    return Problem("spec.output.pvc", "is not set: in a cluster the checkpoints and the "
+                   "final model go to an emptyDir and are deleted with the pods (a restarted "
+                   "gang starts over); set output.pvc to a PersistentVolumeClaim to keep them")
+
+
+def _image_path_warnings(spec: FineTuneJobSpec) -> list[Problem]:
+    """Without dataset.pvc the pods' data root is the trainer image's own /data."""
+    if spec.dataset.pvc:
+        return []
+    d = spec.dataset
+    sources = [("train", d.train), ("eval", d.eval)]
+    sources += [(f"mix[{i}]", source) for i, source in enumerate(d.mix)]
+    return [Problem(f"spec.dataset.{where}.path", f"{_show(source.path)} is read from inside "
+                    "the trainer image in a cluster (dataset.pvc is not set); set dataset.pvc "
+                    f"to the claim that holds it, use dataset.{where}.hf instead, or, if the "
+                    f"data is meant to ship in the image, build one with it under {DATA_ROOT} "
+                    "and set spec.image")
+            for where, source in sources if source is not None and source.path]
 
 
 # --------------------------------------------------------------------------- planning

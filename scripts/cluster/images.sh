@@ -5,7 +5,8 @@
 #   images.sh infra          the pod sandbox image (pause), into Docker
 #   images.sh import-infra   ... and into containerd
 #   images.sh build          the operator image and the CPU trainer image
-#   images.sh import         both into containerd (skipped when containerd has that build)
+#   images.sh import         both into containerd (skipped when containerd has that build),
+#                            then a pod starts each (imported again if it cannot)
 # Settings: OPERATOR_IMAGE [finetune-operator:dev], TRAINER_IMAGE [finetune-trainer:dev-cpu],
 #   BASE_IMAGE [finetune-base:bookworm], EXTRA_CA_FILE [the CAs this machine trusts beyond
 #   Debian's own, found in /etc/ssl/certs/ca-certificates.crt].
@@ -55,6 +56,37 @@ import_image() {
   echo "$id" >"$stamp"
 }
 
+# check_image IMAGE CMD...: a pod runs CMD in IMAGE, as the kubelet would start it. A cached
+# containerd store can list an image whose content it lost; then import it once more.
+check_image() {
+  local image=$1; shift
+  if run_check_pod "$image" "$@"; then return; fi
+  say "$image does not start from the cluster's containerd; importing it again"
+  ctr_k8s images rm "docker.io/library/$image" >/dev/null 2>&1 || true
+  rm -f "$CONTAINERD_ROOT/.imported/${image//[:\/]/_}"
+  import_image "$image"
+  run_check_pod "$image" "$@" || die "$image does not start in the cluster (described above)"
+}
+
+run_check_pod() {
+  local image=$1 pod=image-check phase=""; shift
+  kc -n default delete pod "$pod" --ignore-not-found >/dev/null
+  kc -n default run "$pod" --image "$image" --image-pull-policy Never --restart Never \
+    --command -- "$@" >/dev/null
+  local deadline=$(( $(date +%s) + 180 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    phase=$(kc -n default get pod "$pod" -o jsonpath='{.status.phase}')
+    case $phase in Succeeded|Failed) break ;; esac
+    sleep 1
+  done
+  if [ "$phase" != Succeeded ]; then
+    kc -n default describe pod "$pod" | tail -n 25 >&2 || true
+    kc -n default logs "$pod" --tail 20 >&2 || true
+  fi
+  kc -n default delete pod "$pod" --wait=false >/dev/null
+  [ "$phase" = Succeeded ]
+}
+
 # build IMAGE DOCKERFILE [ARGS...]: its output goes to a log, shown when the build fails.
 build() {
   local image=$1 file=$2 log; shift 2
@@ -94,6 +126,9 @@ case ${1:-} in
     docker_up
     import_image "$OPERATOR_IMAGE"
     import_image "$TRAINER_IMAGE"
+    check_image "$OPERATOR_IMAGE" finetune --version
+    check_image "$TRAINER_IMAGE" python -c "import finetune_trainer, torch, trl"
+    say "both images start in the cluster"
     ;;
   *) die "usage: images.sh infra|import-infra|build|import" ;;
 esac

@@ -9,7 +9,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from finetune_operator import permissions, settings
+from finetune_operator import permissions, placement, settings
 from finetune_operator.crd import crd_yaml
 
 from tests.chart.helpers import (
@@ -126,7 +126,12 @@ def test_standard_labels_on_every_object(rendered: dict[str, list[dict]], value_
         (["--set", "operator.watchNamespaces={Team_A}"], "watchNamespaces"),
         (["--set", "serviceMonitor.interval=30 seconds"], "interval"),
         (["--set", "metricsPort=8081"], "metricsPort"),
+        (["--set", "podMonitor.ranksPerPod=0"], "ranksPerPod"),
+        (["--set", "podMonitor.ranksPerPod=65"], "ranksPerPod"),  # more than gpusPerNode allows
         (["--set", "operator.progresInterval=5"], "progresInterval"),  # a typo
+        (["--set", "trainer.gpuNodeLabels.key=not a key"], "key"),
+        (["--set", "trainer.gpuNodeLabels.values.L4-24GB={has space}"], "L4-24GB"),
+        (["--set", "trainer.gpuNodeLabels.enable=false"], "enable"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, bad_values: list[str], complaint: str) -> None:
@@ -282,7 +287,28 @@ def test_operator_settings_follow_the_values(
     assert s.progress_interval == values["operator"]["progressInterval"]
     assert s.resync_interval == values["operator"]["resyncInterval"]
     assert s.unschedulable_after == values["operator"]["unschedulableAfter"]
+    assert s.stuck_pods_fail_after == values["operator"]["stuckPodsFailAfter"]
     assert s.log_level == values["operator"]["logLevel"]
+    labels = values["trainer"]["gpuNodeLabels"]
+    assert s.gpu_node_labels is not None and s.gpu_node_labels.key == labels["key"]
+    for gpu, node_values in labels["values"].items():
+        assert s.gpu_node_labels.of(gpu) == tuple(node_values)
+
+
+def test_gpu_node_labels_default_to_gfd_and_switch_off(helm: str) -> None:
+    s = settings.from_env(_env(one(helm_template(helm), "Deployment")))
+    assert s.gpu_node_labels == placement.GpuNodeLabels()
+    off = helm_template(helm, "--set", "trainer.gpuNodeLabels.enabled=false")
+    assert settings.from_env(_env(one(off, "Deployment"))).gpu_node_labels is None
+
+
+def test_a_gpu_type_the_catalog_lacks_stops_the_operator_with_the_chart_value_named(
+    helm: str,
+) -> None:
+    # The schema checks the shape; the catalog's names are the operator's to check.
+    objects = helm_template(helm, "--set", "trainer.gpuNodeLabels.values.H100={h100}")
+    with pytest.raises(settings.SettingsError, match=r"trainer\.gpuNodeLabels.*H100-80GB"):
+        settings.from_env(_env(one(objects, "Deployment")))
 
 
 def test_custom_images_are_used(rendered: dict[str, list[dict]]) -> None:
@@ -446,8 +472,9 @@ def test_service_monitor_selects_the_metrics_service(rendered: dict[str, list[di
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
 
 
-def _trainer_pod_template(namespace: str = "team-a") -> dict:
-    """The pod template the operator really renders for a 2-node CPU job."""
+def _trainer_pod_template(namespace: str = "team-a", ranks: int = 1) -> dict:
+    """The pod template the operator really renders for a 2-node CPU job of `ranks` ranks per
+    pod."""
     from finetune_contract import api
     from finetune_operator import render
 
@@ -455,17 +482,23 @@ def _trainer_pod_template(namespace: str = "team-a") -> dict:
         "model": {"name": "tiny", "init": "random",
                   "config": {"model_type": "llama", "hidden_size": 64}},
         "dataset": {"train": {"path": "train.jsonl"}},
-        "resources": {"gpu": "cpu", "gpusPerNode": 1, "maxNodes": 2, "nodes": 2},
+        "resources": {"gpu": "cpu", "gpusPerNode": ranks, "maxNodes": 2, "nodes": 2},
     })
     plan = api.Plan(
-        parameters=1000, trainable_parameters=1000, strategy="ddp", nodes=2, gpus_per_node=1,
-        world_size=2, gpu="cpu", gpu_memory=2**30, precision="fp32", micro_batch_size=1,
-        gradient_accumulation=1, global_batch_size=2, gradient_checkpointing=False, fits=True,
-        reason="test", memory_per_gpu=api.MemoryBreakdown(),
+        parameters=1000, trainable_parameters=1000, strategy="ddp", nodes=2,
+        gpus_per_node=ranks, world_size=2 * ranks, gpu="cpu", gpu_memory=2**30,
+        precision="fp32", micro_batch_size=1, gradient_accumulation=1,
+        global_batch_size=2 * ranks, gradient_checkpointing=False, fits=True, reason="test",
+        memory_per_gpu=api.MemoryBreakdown(),
     )
     owner = render.Owner(name="tiny-chat", namespace=namespace, uid="uid-1")
     job = render.batch_job(owner, spec, plan, settings.Settings(), 0)
     return job["spec"]["template"]
+
+
+def _metrics_ports(template: dict) -> list[str]:
+    return [p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])
+            if p["name"] != "rendezvous"]
 
 
 def test_pod_monitor_selects_the_trainer_pods_the_operator_renders(
@@ -478,11 +511,27 @@ def test_pod_monitor_selects_the_trainer_pods_the_operator_renders(
     assert selector["matchLabels"].items() <= labels.items()
     for expr in selector.get("matchExpressions", []):
         assert expr["operator"] == "Exists" and expr["key"] in labels
-    ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"]
-             for p in c.get("ports", [])}
-    for ep in monitor["spec"]["podMetricsEndpoints"]:
-        assert ep["port"] in ports, f"trainer pods have no port named {ep['port']}"
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 8])
+def test_pod_monitor_scrapes_every_local_rank_of_a_trainer_pod(
+    rendered: dict[str, list[dict]], ranks: int,
+) -> None:
+    """One endpoint per metrics port of a pod of ranksPerPod ranks (8 by default), so that a
+    pod of up to that many ranks has every rank scraped, not only local rank 0."""
+    monitor = one(rendered["monitoring-values.yaml"], "PodMonitor")
+    endpoints = [ep["port"] for ep in monitor["spec"]["podMetricsEndpoints"]]
+    per_pod = values_of("monitoring-values.yaml")["podMonitor"]["ranksPerPod"]
+    assert endpoints == _metrics_ports(_trainer_pod_template(ranks=per_pod))
+    assert set(_metrics_ports(_trainer_pod_template(ranks=ranks))) <= set(endpoints)
+
+
+def test_pod_monitor_endpoints_follow_ranks_per_pod(helm: str) -> None:
+    objects = helm_template(helm, "--set", "podMonitor.enabled=true",
+                            "--set", "podMonitor.ranksPerPod=16")
+    endpoints = [ep["port"] for ep in one(objects, "PodMonitor")["spec"]["podMetricsEndpoints"]]
+    assert endpoints == _metrics_ports(_trainer_pod_template(ranks=16))
 
 
 def test_pod_monitor_follows_watched_namespaces(helm: str) -> None:
@@ -570,6 +619,26 @@ def test_dashboard_uses_only_labels_its_metrics_carry() -> None:
             used = set(re.findall(r"([a-zA-Z_]+)\s*(?:=~|!~|!=|=)", selector)) | grouped
             if used - have:
                 problems.append(f"{name} lacks {sorted(used - have)} (has {sorted(have)})")
+    assert not problems, problems
+
+
+def test_dashboard_never_adds_up_what_every_rank_reports() -> None:
+    """Every rank reports job-wide values (tokens/s and tokens of all ranks, the step, the
+    averaged loss): a trainer gauge is read from rank 0 or kept per rank, never summed over
+    ranks. tests/chart/test_dashboard.py checks the same against a real Prometheus."""
+    problems = []
+    for expr in _dashboard_exprs():
+        if expr.startswith("label_values("):
+            continue  # a template variable's choices, not a value
+        trainer = [m for m in _SELECTOR_RE.finditer(expr)
+                   if m.group(1).startswith(("finetune_train_", "finetune_eval_"))]
+        per_rank = any("rank" in {label.strip() for label in by.split(",")}
+                       for by in _BY_RE.findall(expr))
+        for match in trainer:
+            if 'rank="0"' not in (match.group(2) or "") and not per_rank:
+                problems.append(f"{match.group(1)}: neither rank=\"0\" nor kept per rank")
+        if trainer and re.search(r"\b(sum|count|avg)\b", expr):
+            problems.append(f"adds up ranks: {expr}")
     assert not problems, problems
 
 

@@ -1,8 +1,10 @@
 """The chart's PodMonitor and ServiceMonitor, translated into a plain Prometheus scrape config.
 
 No Prometheus Operator runs on the local cluster, so the test does by hand what the
-operator would do: each monitor becomes a scrape job with the relabelling rules that select
-the same targets (labels, namespaces, named port) and keep the same labels (honorLabels).
+operator would do: each endpoint of a monitor becomes a scrape job (`podMonitor/<namespace>/
+<name>/<index>`, the operator's name for it) with the relabelling rules that select the same
+targets (labels, namespaces, named port: the PodMonitor has one endpoint per trainer local
+rank, `metrics`, `metrics-1`...) and keep the same labels (honorLabels).
 Only the monitor fields the chart uses are translated; anything else is refused, so a new
 field in the chart cannot be silently ignored.
 

@@ -234,6 +234,10 @@ def test_prometheus_scrapes_trainers_and_operator_as_the_monitors_describe(
     loss = query(url, f"max_over_time(finetune_train_loss{{{selector}}}[30m])")
     last = query(url, f"last_over_time(finetune_train_loss{{{selector}}}[30m])")
     assert loss and last and float(last[0]["value"][1]) < float(loss[0]["value"][1])
+    # Every rank is scraped (the PodMonitor has an endpoint per local rank): one series each.
+    memory = query(url, "max by (rank) (max_over_time("
+                        f"finetune_train_peak_memory_bytes{{{selector}}}[30m]))")
+    assert {r["metric"]["rank"] for r in memory} == {"0", "1"}, memory
     # The trainer pods' scrape job is the PodMonitor's; the operator's is the ServiceMonitor's.
     jobs = {r["metric"]["job"] for r in query(url, "max_over_time(up[30m]) == 1")}
     assert any(j.startswith("podMonitor/") for j in jobs), jobs

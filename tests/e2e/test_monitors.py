@@ -44,16 +44,37 @@ def _pod(name: str, labels: dict[str, str], port: str) -> dict:
 
 def test_the_chart_pod_monitor_keeps_only_trainer_pods_metrics_ports(tmp_path: Path) -> None:
     config = monitors.scrape_config(_chart_monitors(), tmp_path)
-    (job,) = [j for j in config["scrape_configs"] if j["x-discovery"]["role"] == "pod"]
+    jobs = [j for j in config["scrape_configs"] if j["x-discovery"]["role"] == "pod"]
     trainer = {"app.kubernetes.io/name": "finetune-trainer", "finetune.dev/job": "a"}
-    pods = [_pod("kept", trainer, "metrics"), _pod("other-port", trainer, "rendezvous"),
+    pods = [_pod("kept", trainer, "metrics"), _pod("kept-rank-3", trainer, "metrics-3"),
+            _pod("other-port", trainer, "rendezvous"),
             _pod("no-job-label", {"app.kubernetes.io/name": "finetune-trainer"}, "metrics"),
             _pod("other-app", {"app.kubernetes.io/name": "x", "finetune.dev/job": "a"},
                  "metrics")]
-    kept = [t["labels"]["__meta_kubernetes_pod_name"] for t in monitors.pod_targets(pods)
-            if _keeps(job, t["labels"])]
-    assert kept == ["kept"]
-    assert job["honor_labels"] is True  # what the chart says today
+    kept = [t["labels"]["__meta_kubernetes_pod_name"] for job in jobs
+            for t in monitors.pod_targets(pods) if _keeps(job, t["labels"])]
+    assert kept == ["kept", "kept-rank-3"]
+    assert all(job["honor_labels"] is True for job in jobs)  # what the chart says today
+
+
+def test_every_local_rank_of_a_rendered_trainer_pod_is_scraped_once(tmp_path: Path) -> None:
+    """A pod of 2 ranks, as the operator renders it: each rank's port is a target of exactly
+    one of the PodMonitor's jobs (one per endpoint), the rendezvous port of none."""
+    from finetune_operator import render
+    from finetune_operator.settings import Settings
+
+    from tests.support.ftj_samples import OWNER, plan, spec
+
+    template = render.batch_job(OWNER, spec(), plan(nodes=2, gpus_per_node=2), Settings(),
+                                0)["spec"]["template"]
+    pod = {"metadata": {**template["metadata"], "name": "chat-r0-0-x", "namespace": "team"},
+           "status": {"podIP": "10.244.0.9", "phase": "Running"}, "spec": template["spec"]}
+    jobs = [j for j in monitors.scrape_config(_chart_monitors(), tmp_path)["scrape_configs"]
+            if j["x-discovery"]["role"] == "pod"]
+    assert len(jobs) == 8  # ranksPerPod
+    scraped = [t["targets"][0] for job in jobs for t in monitors.pod_targets([pod])
+               if _keeps(job, t["labels"])]
+    assert scraped == ["10.244.0.9:9400", "10.244.0.9:9401"]
 
 
 def test_the_chart_service_monitor_watches_the_release_namespace(tmp_path: Path) -> None:

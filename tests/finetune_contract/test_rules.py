@@ -38,6 +38,11 @@ CASES: list[tuple[str, dict[str, Any], set[int]]] = [
     ("model", {"init": "pretrained", "config": LLAMA}, {0}),
     ("model", {"init": "random"}, {1}),
     ("model", {"name": "label", "init": "random"}, {1}),
+    ("model", {"name": "org/model", "cachePvc": "hub-cache"}, set()),
+    ("model", {"name": "org/model", "init": "pretrained", "cachePvc": "hub-cache"}, set()),
+    ("model", {"path": "models/base", "cachePvc": "hub-cache"}, {2}),
+    ("model", {"name": "org/model", "path": "models/base", "cachePvc": "hub-cache"}, {2}),
+    ("model", {"name": "label", "init": "random", "config": LLAMA, "cachePvc": "c"}, {2}),
     ("source", {"path": "train.jsonl"}, set()),
     ("source", {"hf": "org/data"}, set()),
     ("source", {}, {0}),
@@ -100,7 +105,6 @@ def test_cel_and_python_reject_the_same_objects(name, wire, expected):
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES) if c[2]])
 def test_the_api_server_and_validation_say_the_same(name, wire, expected):
     schema, model, object_rules, path = OBJECTS[name]
-    stored = with_defaults(wire, schema)
     obj = python_object(model, wire)
     for index in expected:
         rule = object_rules[index]

@@ -87,9 +87,13 @@ def test_apply_creates_children_and_writes_the_plan(kube, cluster, ns):
     assert (plan["strategy"], plan["nodes"], plan["gpusPerNode"]) == ("ddp", 2, 2)
     assert plan["memoryPerGpu"]["total"] > 0
     types = {c["type"]: c["status"] for c in status["conditions"]}
-    assert types == {"Valid": "True", "Planned": "True", "Created": "True"}
+    assert types == {"Valid": "True", "Planned": "True", "Created": "True",
+                     "OutputPersisted": "False"}  # no output.pvc
     assert status["observedGeneration"] == 1
-    (created,) = wait_for("the Event", lambda: events(cluster, ns))
+    created, warned = wait_for("the Events", lambda: len(events(cluster, ns)) >= 2
+                               and sorted(events(cluster, ns), key=lambda e: e["type"]))
+    assert (warned["reason"], warned["type"]) == ("EphemeralOutput", "Warning")
+    assert warned["message"].startswith("spec.output.pvc: is not set")
     assert (created["reason"], created["type"]) == ("Created", "Normal")
     assert created["message"].startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
     assert (created["involvedObject"]["name"], created["involvedObject"]["uid"]) == ("chat",

@@ -142,7 +142,8 @@ def test_only_the_valid_jobs_have_children(outcome):
     for name in VALID:
         status = outcome["statuses"][name]
         types = {c["type"]: c["status"] for c in status["conditions"]}
-        assert types == {"Valid": "True", "Planned": "True", "Created": "True"}
+        assert types == {"Valid": "True", "Planned": "True", "Created": "True",
+                         "OutputPersisted": "False"}
 
 
 @pytest.mark.reliability

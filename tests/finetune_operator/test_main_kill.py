@@ -81,4 +81,5 @@ def test_operator_killed_mid_setup_creates_nothing_twice_after_restart(
         assert [o["metadata"]["name"] for o in stored(emulator, plural, ns)] == [name]
     assert status["restarts"] == 0 and status["activeJob"] == "chat-r0"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Valid": "True", "Planned": "True", "Created": "True"}
+        "Valid": "True", "Planned": "True", "Created": "True",
+        "OutputPersisted": "False"}

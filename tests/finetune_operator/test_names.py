@@ -11,3 +11,10 @@ def test_longest_allowed_name_fits_every_derived_hostname():
     for derived in (names.service_name(name), names.pod_hostname(name, 3, 3)):
         assert names.is_dns_1035_label(derived)
     assert len(names.pod_hostname("a" * (limit + 1), 3, 3)) > names.DNS_LABEL_MAX
+
+
+def test_metrics_port_names_are_metrics_then_metrics_dash_local_rank():
+    assert [names.metrics_port_name(r) for r in (0, 1, 2, 63)] == [
+        "metrics", "metrics-1", "metrics-2", "metrics-63"]
+    # A container port name is an IANA service name: at most 15 characters.
+    assert len(names.metrics_port_name(63)) <= 15

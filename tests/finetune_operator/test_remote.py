@@ -10,6 +10,8 @@ from finetune_contract.api import FineTuneJobStatus, Progress
 from finetune_operator.errors import UserError
 from finetune_operator.remote import follow, follow_line, outcome, run_remote
 
+from tests.support.ftj_samples import VALID
+
 
 def test_outcome_ends_only_in_a_terminal_phase():
     assert outcome(FineTuneJobStatus(phase="Succeeded")) == 0
@@ -56,3 +58,14 @@ def test_invalid_file_is_a_user_error_naming_the_field(tmp_path):
                     "  training: {learningRate: -1}\n")
     with pytest.raises(UserError, match=r"spec.training.learningRate: must be > 0"):
         run_remote(argparse.Namespace(file=str(path), detach=True))
+
+
+def test_a_valid_file_is_submitted_with_the_warnings_validate_gives(tmp_path, monkeypatch,
+                                                                    capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(VALID)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    with pytest.raises(UserError, match="no Kubernetes context"):
+        run_remote(argparse.Namespace(file=str(path), detach=True))
+    assert f"{path}: warning: spec.output.pvc: is not set" in capsys.readouterr().err

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 
 import kubernetes_validate
 import pytest
 import yaml
+from finetune_contract.api import FineTuneJob, OutputSpec
 from finetune_contract.trainer_config import TrainerConfig
 from finetune_operator import names, render
+from finetune_operator.placement import GpuNodeLabels
+from finetune_operator.planner import plan_job, storage
 from finetune_operator.settings import Settings
+from finetune_operator.sizes import format_gib
 
-from tests.support.ftj_samples import OWNER, gpu_spec, plan, spec
+from tests.conftest import ROOT
+from tests.support.ftj_samples import OWNER, TINY_MODEL, gpu_spec, plan, spec
 
 K8S_VERSION = "1.33.0"
 SETTINGS = Settings(default_image="registry.example/trainer:1")
@@ -28,6 +34,11 @@ LAYOUTS = {
                                "effect": "NoSchedule"}],
                  priorityClassName="training", memory="900Gi"),
         plan(strategy="zero3", gpu="H100-80GB", nodes=4, gpus_per_node=8)),
+    "gpu-offload": (
+        gpu_spec(gpu="L4-24GB", strategy="zero3-offload", gpusPerNode=4,
+                 nodeSelector={"pool": "big"}),
+        plan(strategy="zero3-offload", gpu="L4-24GB", gpus_per_node=4, cpu_per_node=32,
+             host_memory=150 * 2**30)),
 }
 
 
@@ -128,7 +139,26 @@ def test_pods_carry_the_labels_and_port_the_pod_monitor_selects():
     assert labels["app.kubernetes.io/name"] == "finetune-trainer"
     assert labels["finetune.dev/job"] == "chat"
     ports = {p["name"]: p["containerPort"] for p in _container(job)["ports"]}
-    assert ports == {"metrics": 9400, "rendezvous": 29500}
+    # One metrics port per local rank (2 here): the PodMonitor scrapes each by name.
+    assert ports == {"metrics": 9400, "metrics-1": 9401, "rendezvous": 29500}
+
+
+# Kubernetes' IANA_SVC_NAME: what a container port name must be.
+_PORT_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@pytest.mark.parametrize("ranks", [1, 8, 64])
+def test_every_local_rank_has_a_named_metrics_port_at_its_own_number(ranks):
+    job = render.batch_job(OWNER, spec(), plan(gpus_per_node=ranks), SETTINGS, attempt=0)
+    ports = _container(job)["ports"]
+    metrics = [p for p in ports if p["name"] != "rendezvous"]
+    assert [(p["name"], p["containerPort"]) for p in metrics] == [
+        (names.metrics_port_name(r), 9400 + r) for r in range(ranks)]
+    assert metrics[0]["name"] == "metrics"  # what the operator reads progress from
+    assert len({p["name"] for p in ports}) == len({p["containerPort"] for p in ports}) == \
+        len(ports)
+    for port in ports:
+        assert len(port["name"]) <= 15 and _PORT_NAME.match(port["name"]), port["name"]
 
 
 def test_cpu_pods_request_no_gpu_and_one_core_per_rank():
@@ -147,6 +177,45 @@ def test_gpu_pods_request_and_limit_gpus_and_the_planned_host_memory():
     assert resources["requests"] == {"nvidia.com/gpu": "8", "memory": "64Gi"}
     assert "OMP_NUM_THREADS" not in _env(job)
     assert yaml.safe_load(_objects("gpu-ddp")[0]["data"]["trainer.yaml"])["device"] == "cuda"
+
+
+def test_gpu_pods_require_nodes_with_the_planned_gpu_type():
+    # H100-80GB has several GPU Feature Discovery product names: any of them will do.
+    pod = _pod(_objects("gpu-ddp")[2])
+    required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["nodeSelectorTerms"] == [{"matchExpressions": [
+        {"key": "nvidia.com/gpu.product", "operator": "In",
+         "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe"]}]}]
+    # L4-24GB has one: a nodeSelector entry, beside the user's own labels.
+    assert _pod(_objects("gpu-offload")[2])["nodeSelector"] == {
+        "pool": "big", "nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert "affinity" not in _pod(_objects("cpu-ddp")[2])
+
+
+def test_gpu_node_labels_follow_the_operator_settings():
+    job_spec, job_plan = LAYOUTS["gpu-ddp"]
+    off = Settings(gpu_node_labels=None)
+    assert "affinity" not in _pod(render.batch_job(OWNER, job_spec, job_plan, off, 0))
+    own = Settings(gpu_node_labels=GpuNodeLabels("node.example.com/gpu", {"H100-80GB": ("h100",)}))
+    pod = _pod(render.batch_job(OWNER, job_spec, job_plan, own, 0))
+    assert pod["nodeSelector"] == {"node.example.com/gpu": "h100"}
+
+
+def test_offload_pods_request_the_planned_cpus_and_use_them_for_cpu_adam():
+    job = _objects("gpu-offload")[2]
+    assert _container(job)["resources"]["requests"] == {
+        "nvidia.com/gpu": "4", "cpu": "32", "memory": "150Gi"}
+    # torchrun would give each rank one OpenMP thread
+    assert _env(job)["OMP_NUM_THREADS"] == "8"
+    assert "OMP_NUM_THREADS" not in _env(_objects("gpu-ddp")[2])
+
+
+def test_the_users_cpu_request_wins_over_the_plans():
+    _, job_plan = LAYOUTS["gpu-offload"]
+    job_spec = gpu_spec(gpu="L4-24GB", strategy="zero3-offload", gpusPerNode=4, cpu="12")
+    job = render.batch_job(OWNER, job_spec, job_plan, SETTINGS, 0)
+    assert _container(job)["resources"]["requests"]["cpu"] == "12"
+    assert _env(job)["OMP_NUM_THREADS"] == "3"
 
 
 def test_user_resources_scheduling_and_kueue_are_copied():
@@ -184,7 +253,7 @@ def test_volumes_shm_config_and_output():
     job_spec = spec(output={"pvc": "checkpoints", "path": "/mnt/out"})
     job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
     volumes = {v["name"]: v for v in _pod(job)["volumes"]}
-    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}  # 2 ranks
     assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "checkpoints"}
     assert volumes["config"]["configMap"] == {"name": "chat-trainer"}
     mounts = {m["name"]: m["mountPath"] for m in _container(job)["volumeMounts"]}
@@ -235,3 +304,104 @@ def test_schema_check_really_rejects_a_broken_job():
     job["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9400"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+def _example_jobs() -> list:
+    jobs = []
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        job = FineTuneJob.model_validate(yaml.safe_load(path.read_text()))
+        jobs.append(pytest.param(job.spec, plan_job(job.spec), id=path.stem))
+    return jobs
+
+
+@pytest.mark.parametrize("job_spec,job_plan", [pytest.param(*LAYOUTS[k], id=k)
+                                               for k in sorted(LAYOUTS)] + _example_jobs())
+@pytest.mark.parametrize("output", [{}, {"pvc": "checkpoints", "path": "/mnt/out"}],
+                         ids=["emptydir-output", "pvc-output"])
+def test_every_empty_dir_has_a_size_limit(job_spec, job_plan, output):
+    job_spec = job_spec.model_copy(update={"output": OutputSpec.model_validate(output)})
+    job = render.batch_job(OWNER, job_spec, job_plan, SETTINGS, attempt=0)
+    empty_dirs = [v for v in _pod(job)["volumes"] if "emptyDir" in v]
+    assert len(empty_dirs) == (2 if output else 3)
+    for volume in empty_dirs:
+        assert volume["emptyDir"]["sizeLimit"].endswith("Gi"), volume
+
+
+def test_an_output_empty_dir_is_sized_by_the_planner_and_shm_by_the_ranks():
+    job_spec, job_plan = LAYOUTS["gpu-ddp"]
+    job_plan = job_plan.model_copy(update={"parameters": 8_000_000_000,
+                                           "trainable_parameters": 8_000_000_000})
+    job = render.batch_job(OWNER, job_spec, job_plan, SETTINGS, attempt=0)
+    volumes = {v["name"]: v["emptyDir"] for v in _pod(job)["volumes"] if "emptyDir" in v}
+    assert volumes["output"]["sizeLimit"] == format_gib(
+        storage.output_bytes(job_spec, job_plan, model_on_output=False))
+    # 8B parameters: 4 checkpoints of 96 GB (fp32 weights, Adam's two states; saveTotalLimit
+    # 3 and the next), the 32 GB model, 1 GiB of small files
+    assert volumes["output"]["sizeLimit"] == "389Gi"
+    assert volumes["dshm"] == {"medium": "Memory", "sizeLimit": "8Gi"}  # 8 ranks
+    assert volumes["scratch"] == {"sizeLimit": "32Gi"}
+
+
+HUB_MODEL = {"name": "meta-llama/Llama-3.1-8B"}
+
+
+def _init_container(job: dict) -> dict:
+    (init,) = _pod(job)["initContainers"]
+    return init
+
+
+def test_a_model_named_by_its_hub_id_is_downloaded_once_into_the_output_volume():
+    job_spec = spec(model=HUB_MODEL, output={"pvc": "checkpoints", "path": "/mnt/out"},
+                    secrets={"hfToken": {"name": "hf", "key": "token"}})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    init = _init_container(job)
+    assert init["name"] == "model-cache"
+    assert init["image"] == _container(job)["image"]
+    assert init["command"] == ["python", "-m", "finetune_trainer.model_cache"]
+    assert init["args"] == ["--config", "/etc/finetune/trainer.yaml"]
+    assert init["securityContext"] == _container(job)["securityContext"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in init["env"]}
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert env["HOME"] == "/tmp"  # the root filesystem is read-only
+    assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]} == {
+        "config": "/etc/finetune", "scratch": "/tmp", "output": "/mnt/out"}
+    config = TrainerConfig.parse(render.config_map(OWNER, job_spec, plan())["data"][
+        "trainer.yaml"])
+    assert config.model_cache == "/mnt/out/.cache/huggingface"
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+def test_a_cache_pvc_holds_the_download_for_the_init_step_and_the_ranks():
+    job_spec = spec(model={**HUB_MODEL, "cachePvc": "hub-cache"})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    volumes = {v["name"]: v for v in _pod(job)["volumes"]}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hub-cache"}
+    for container in (_init_container(job), _container(job)):
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["model-cache"] == "/model-cache"
+    assert "output" not in {m["name"] for m in _init_container(job)["volumeMounts"]}
+    config = TrainerConfig.parse(render.config_map(OWNER, job_spec, plan())["data"][
+        "trainer.yaml"])
+    assert config.model_cache == "/model-cache"
+    # the output emptyDir holds no download then
+    assert volumes["output"]["emptyDir"]["sizeLimit"] == format_gib(
+        storage.output_bytes(job_spec, plan(), model_on_output=False))
+
+
+def test_the_output_empty_dir_of_a_downloaded_model_has_room_for_the_download():
+    job = render.batch_job(OWNER, spec(model=HUB_MODEL), plan(), SETTINGS, attempt=0)
+    output = next(v for v in _pod(job)["volumes"] if v["name"] == "output")
+    assert output["emptyDir"]["sizeLimit"] == format_gib(
+        storage.output_bytes(spec(model=HUB_MODEL), plan(), model_on_output=True))
+
+
+@pytest.mark.parametrize("model", [TINY_MODEL, {"path": "models/base"}],
+                         ids=["init-random", "model-path"])
+def test_random_weights_and_a_model_path_download_nothing(model):
+    job_spec = spec(model=model)
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    assert "initContainers" not in _pod(job)
+    assert "model-cache" not in {v["name"] for v in _pod(job)["volumes"]}
+    config = TrainerConfig.parse(render.config_map(OWNER, job_spec, plan())["data"][
+        "trainer.yaml"])
+    assert config.model_cache is None

@@ -117,11 +117,13 @@ def test_no_secret_value_and_no_user_text_in_the_command(doc, extra):
     config = yaml.safe_load(config_map["data"]["trainer.yaml"])
     if "dataset" in extra:
         assert config["spec"]["dataset"]["train"]["path"] == f"data/{HOSTILE}.jsonl"
-    # a token only ever by reference to its Secret
+    # a token only ever by reference to its Secret, in every container
+    for each in _pod(objects).get("initContainers", []) + [container]:
+        for entry in each["env"]:
+            if any(word in entry["name"] for word in ("TOKEN", "SECRET", "PASSWORD")):
+                assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], entry
+        assert not any(shell in each["command"] for shell in ("sh", "bash", "/bin/sh"))
     env = {e["name"]: e for e in container["env"]}
-    for name, entry in env.items():
-        if "TOKEN" in name or "SECRET" in name or "PASSWORD" in name:
-            assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], entry
     job_spec = _merge(doc["spec"], extra)
     if "secrets" in job_spec:
         ref = job_spec["secrets"]["hfToken"]

@@ -178,3 +178,17 @@ def test_the_operator_refuses_a_cpu_that_is_no_quantity():
     valid, problems = validate_spec(spec, "tiny", plan=False)
     assert valid is None
     assert [p.path for p in problems] == ["spec.resources.cpu"]
+
+
+def test_warnings_name_each_path_read_from_the_image_and_spare_hub_sources():
+    from finetune_operator.validation import spec_warnings
+
+    from tests.support.ftj_samples import spec
+
+    job_spec = spec(dataset={"train": {"hf": "org/chat"},
+                             "mix": [{"path": "general.jsonl", "weight": 0.2}]},
+                    output={"pvc": "checkpoints"})
+    assert [w.path for w in spec_warnings(job_spec)] == ["spec.dataset.mix[0].path"]
+    assert "use dataset.mix[0].hf instead" in spec_warnings(job_spec)[0].message
+    assert [w.path for w in spec_warnings(spec())] == ["spec.output.pvc",
+                                                      "spec.dataset.train.path"]

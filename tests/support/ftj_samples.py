@@ -39,7 +39,11 @@ def spec(**overrides: Any) -> FineTuneJobSpec:
 
 
 def plan(*, strategy: str = "ddp", nodes: int = 1, gpus_per_node: int = 2, gpu: str = "cpu",
-         fits: bool = True, host_memory: int = 0, suggestion: str | None = None) -> Plan:
+         fits: bool = True, host_memory: int = 0, suggestion: str | None = None,
+         cpu_per_node: int | None = None) -> Plan:
+    """A plan as the planner writes it; CPU ranks request one core each unless told."""
+    if cpu_per_node is None:
+        cpu_per_node = gpus_per_node if gpu == "cpu" else 0
     memory = MemoryBreakdown(weights=800_000, gradients=800_000, optimizer=1_600_000,
                              activations=100_000, logits=50_000, overhead=0, total=3_350_000)
     return Plan(
@@ -50,7 +54,7 @@ def plan(*, strategy: str = "ddp", nodes: int = 1, gpus_per_node: int = 2, gpu: 
         gradient_accumulation=2, global_batch_size=8, gradient_checkpointing=False,
         seq_length=64, fits=fits, reason=f"{strategy} fits" if fits else "weights alone "
         "exceed the memory of one GPU", suggestion=suggestion, memory_per_gpu=memory,
-        host_memory_per_node=host_memory,
+        host_memory_per_node=host_memory, cpu_per_node=cpu_per_node,
     )
 
 

@@ -129,6 +129,25 @@ def pod(job: str, index: int, phase: str) -> dict[str, Any]:
     }
 
 
+def waiting_status(reason: str, message: str = "", *, container: str = "trainer",
+                   init: bool = False, phase: str = "Pending",
+                   image: str = "registry.test/finetune-trainer:test",
+                   others: list[dict[str, Any]] | None = None,
+                   last: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A pod status whose `container` waits for `reason` ("ImagePullBackOff", ...), as the
+    kubelet writes it; `others` are more entries of containerStatuses."""
+    entry: dict[str, Any] = {"name": container, "image": image, "imageID": "", "ready": False,
+                             "restartCount": 0,
+                             "state": {"waiting": {"reason": reason, "message": message}}}
+    if last:
+        entry["lastState"] = {"terminated": last}
+    key = "initContainerStatuses" if init else "containerStatuses"
+    status: dict[str, Any] = {"phase": phase, "conditions": [
+        {"type": "PodScheduled", "status": "True"}], key: [entry]}
+    status["containerStatuses"] = [*status.get("containerStatuses", []), *(others or [])]
+    return status
+
+
 def started_world(**spec: Any) -> World:
     """A job planned with its children, by a World that keeps the operator's caches."""
     world = World(two_node_spec(**spec), caches=spec_caches())

@@ -11,9 +11,7 @@ import logging
 import os
 import sys
 
-from finetune_trainer.errors import TrainerError
-
-EXIT_USER_ERROR = 2
+from finetune_trainer.errors import exit_status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,15 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    try:
+
+    def train() -> None:
         from finetune_trainer.config import load
         from finetune_trainer.training_run import run
 
         run(load(args.config))
-    except TrainerError as err:
-        print(f"finetune-trainer: error: {err}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
-    return 0
+
+    return exit_status(train)
 
 
 def leave(code: int) -> None:

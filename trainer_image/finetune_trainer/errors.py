@@ -1,11 +1,28 @@
 """The one exception type for mistakes the user can fix (bad data, bad config).
 
-`python -m finetune_trainer` prints such an error as one line on stderr and exits non-zero,
-without a traceback; anything else is a bug and keeps its traceback.
+`python -m finetune_trainer` (and `python -m finetune_trainer.model_cache`) prints such an
+error as one line on stderr and exits 2, without a traceback (`exit_status`); anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
+EXIT_USER_ERROR = 2
+
 
 class TrainerError(Exception):
     """A user-fixable problem; the message names the field or file:line and what to do."""
+
+
+def exit_status(work: Callable[[], object]) -> int:
+    """Run `work`: 0 when it returns, EXIT_USER_ERROR with one line on stderr when it raises
+    a TrainerError."""
+    try:
+        work()
+    except TrainerError as err:
+        print(f"finetune-trainer: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    return 0

@@ -1,4 +1,5 @@
-"""Building the model: pretrained from a path or hub id, or random from model.config."""
+"""Building the model: pretrained from a path or hub id (from the job's model cache when it
+has one, model_cache.py), or random from model.config."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from finetune_contract.trainer_config import TrainerConfig
 
 from finetune_trainer.errors import TrainerError
+from finetune_trainer.model_cache import load_options
 
 
 def model_class(task: str) -> Any:
@@ -50,7 +52,8 @@ def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
         raise TrainerError(f"model.path: {local} is not a directory (relative paths resolve "
                            "against the data root)")
     try:
-        model = cls.from_pretrained(str(local or source), dtype=torch.float32, **extra)
+        model = cls.from_pretrained(str(local or source), dtype=torch.float32, **extra,
+                                    **load_options(config, source))
     except (OSError, ValueError) as err:
         field = "model.path" if local else "model.name"
         raise TrainerError(f"{field}: cannot load {source!r} ({str(err).splitlines()[0]})") \

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from finetune_trainer.errors import TrainerError
+from finetune_trainer.model_cache import load_options
 
 if TYPE_CHECKING:
     from finetune_contract.trainer_config import TrainerConfig
@@ -116,7 +117,9 @@ def _from_pretrained(config: TrainerConfig, source: str, field: str) -> Any:
     local = config.resolve(source)
     target = str(local) if local.exists() else source
     try:
-        return AutoTokenizer.from_pretrained(target)  # HF_TOKEN is read from the environment
+        # HF_TOKEN is read from the environment. The tokenizer of a model named by its hub
+        # id comes from the job's model cache when it has one (model_cache.py).
+        return AutoTokenizer.from_pretrained(target, **load_options(config, target))
     except (OSError, ValueError) as err:
         raise TrainerError(f"{field}: cannot load a tokenizer from {source!r} "
                            f"({str(err).splitlines()[0]})") from None

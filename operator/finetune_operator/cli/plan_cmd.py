@@ -277,7 +277,7 @@ def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
         f"optimizer {format_bytes(m.optimizer)}, activations {format_bytes(m.activations)}, "
         f"logits {format_bytes(m.logits)}, overhead {format_bytes(m.overhead)}"
         f"{_peak_note(m)}"),
-        f"  host/node   {format_bytes(plan.host_memory_per_node)}",
+        f"  host/node   {_host(plan)}",
     ]
     if e.tokens:
         lines.append(
@@ -298,6 +298,18 @@ def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
             f"{format_bytes(alt.memory_per_gpu):>12}  {'yes' if alt.fits else 'no'}{mark}"
         )
     return "\n".join(lines)
+
+
+def _host(plan: Plan) -> str:
+    """Host RAM per node, of what bounded it (resources.memory or the node shape), and the
+    CPUs the plan requests."""
+    text = format_bytes(plan.host_memory_per_node)
+    if plan.host_memory_available_per_node:
+        text += (f" of {format_bytes(plan.host_memory_available_per_node)} "
+                 f"({plan.host_memory_source})")
+    if plan.cpu_per_node:
+        text += f"; {plan.cpu_per_node} CPUs"
+    return text
 
 
 def source_text(plan: Plan, sizing: ModelSizing | None) -> str:

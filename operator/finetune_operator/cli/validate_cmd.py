@@ -1,4 +1,5 @@
-"""`finetune validate FILE...`: one line per problem, exit 1 when any job is invalid."""
+"""`finetune validate FILE...`: one line per problem, exit 1 when any job is invalid; one
+`warning:` line for each risk of a valid job (validation.spec_warnings), which fails nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from finetune_contract.api import FineTuneJobSpec
 
 from finetune_operator.documents import DocumentError, describe, read_documents, split_jobs
 from finetune_operator.sizing import SizingFailed
-from finetune_operator.validation import Problem, plan_problems, validate_job
+from finetune_operator.validation import Problem, plan_problems, spec_warnings, validate_job
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--no-plan", action="store_true", help="skip the feasibility check")
-    p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print problems and warnings only")
     p.set_defaults(func=run)
 
 
@@ -51,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
             bad += bool(problems)
             if not problems and not args.quiet:
                 print(f"{source}: doc {doc.index}: valid{note}")
+            # Printed even with --quiet: each says how the job could lose its result.
+            for warning in spec_warnings(job.spec) if job else ():
+                print(f"{source}: doc {doc.index}: warning: {warning}", file=sys.stderr)
     if checked == 0 and bad == 0:
         print("no FineTuneJob documents found", file=sys.stderr)
         return 1

@@ -8,7 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from finetune_operator import names
-from finetune_operator.lifecycle.observation import Attempt, Observed, PodState, SizingPod
+from finetune_operator.lifecycle.observation import (
+    Attempt,
+    ContainerState,
+    Observed,
+    PodState,
+    SizingPod,
+)
 from finetune_operator.render import Owner
 
 Obj = dict[str, Any]
@@ -90,17 +96,49 @@ def pod_state(pod: Obj) -> PodState:
         exit_reason=reason,
         exit_code=code,
         finished_at=_finished_at(status),
+        containers=tuple(
+            [container_state(cs, init=True) for cs in status.get("initContainerStatuses") or []]
+            + [container_state(cs) for cs in status.get("containerStatuses") or []]),
+    )
+
+
+def container_state(status: Obj, *, init: bool = False) -> ContainerState:
+    """One entry of a pod's containerStatuses (or initContainerStatuses)."""
+    state = status.get("state") or {}
+    waiting = state.get("waiting") or {}
+    last = (status.get("lastState") or {}).get("terminated") or {}
+    return ContainerState(
+        name=str(status.get("name") or "?"),
+        init=init,
+        image=str(status.get("image") or ""),
+        running="running" in state,
+        waiting_reason=str(waiting.get("reason") or ""),
+        waiting_message=str(waiting.get("message") or ""),
+        last_exit_reason=str(last.get("reason") or ""),
+        last_exit_code=last.get("exitCode", "?"),
     )
 
 
 def _termination(status: Obj) -> tuple[str, Any]:
-    """The trainer container's termination reason and exit code, else the pod's reason."""
-    for cs in status.get("containerStatuses") or []:
-        if cs.get("name") == names.TRAINER_CONTAINER:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            if term:
-                return term.get("reason", "Error"), term.get("exitCode", "?")
+    """The trainer container's termination reason and exit code; else the model download's,
+    when that init container failed (the trainer never ran); else the pod's reason."""
+    trainer = _terminated(status.get("containerStatuses"), names.TRAINER_CONTAINER)
+    if trainer:
+        return trainer.get("reason", "Error"), trainer.get("exitCode", "?")
+    download = _terminated(status.get("initContainerStatuses"), names.MODEL_CACHE_CONTAINER)
+    if download and download.get("exitCode"):
+        reason = download.get("reason", "Error")
+        where = f"init container {names.MODEL_CACHE_CONTAINER} (downloading the model)"
+        return f"{reason} in {where}", download["exitCode"]
     return status.get("reason") or "Failed", "?"
+
+
+def _terminated(statuses: list[Obj] | None, name: str) -> Obj:
+    """How container `name` terminated; {} while it has not."""
+    for cs in statuses or []:
+        if cs.get("name") == name:
+            return (cs.get("state") or {}).get("terminated") or {}
+    return {}
 
 
 def _finished_at(status: Obj) -> str:

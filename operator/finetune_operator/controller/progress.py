@@ -36,7 +36,7 @@ def rank0_metrics_url(pods: list[dict[str, Any]], job_name: str) -> str | None:
 def _metrics_port(pod: dict[str, Any]) -> int:
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:
-            if port.get("name") == "metrics":
+            if port.get("name") == names.METRICS_PORT_NAME:  # local rank 0
                 return int(port["containerPort"])
     return METRICS_PORT
 

@@ -16,6 +16,23 @@ from finetune_operator.render import Owner
 
 
 @dataclass(frozen=True)
+class ContainerState:
+    """One container of a pod (an init container too), as its status says."""
+
+    name: str
+    init: bool = False  # an init container (or a sidecar declared as one)
+    image: str = ""
+    running: bool = False
+    # Why it is not running yet, as the kubelet says ("ImagePullBackOff",
+    # "CreateContainerConfigError", "CrashLoopBackOff", ...); "" when it is not waiting.
+    waiting_reason: str = ""
+    waiting_message: str = ""
+    # How its previous run ended (lastState.terminated), for a container that restarts.
+    last_exit_reason: str = ""
+    last_exit_code: int | str = "?"
+
+
+@dataclass(frozen=True)
 class PodState:
     """One pod of an attempt's Job."""
 
@@ -31,6 +48,8 @@ class PodState:
     exit_reason: str = "Failed"
     exit_code: int | str = "?"
     finished_at: str = ""  # when a container terminated ("" when none has)
+    # Its init containers, then its containers.
+    containers: tuple[ContainerState, ...] = ()
 
 
 @dataclass(frozen=True)

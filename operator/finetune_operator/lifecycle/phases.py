@@ -46,16 +46,23 @@ def _track(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> N
              f"({spec.run_policy.active_deadline_seconds} s)")
     elif attempt.complete or attempt.succeeded_pods >= plan.nodes:
         _succeed(step)
-    elif attempt.failed or pod_states.any_failed(attempt.pods) or attempt.failed_pods:
+    elif attempt.failed or pod_states.any_failed(attempt.pods) or attempt.failed_pods \
+            or pod_states.crash_looping(attempt.pods):
         _rank_failed(step, spec, plan, attempt)
     elif spec.run_policy.suspend:
-        _suspend(step, attempt)
+        _suspend(step, spec, attempt)
     elif attempt.suspended:
         _unsuspended_or_queued(step, spec, attempt)
-    elif pod_states.all_running(attempt.pods, plan.nodes):
-        _running(step)
     else:
-        _waiting(step, attempt)
+        running = pod_states.all_running(attempt.pods, plan.nodes)
+        if running:
+            _running(step)
+        else:
+            _waiting(step, attempt)
+        _name_stuck_pods(step, attempt, waiting=not running)
+        return
+    # The attempt's pods are finished or on their way out: none of them is stuck any more.
+    _clear_stuck(step, step.status.phase, "")
 
 
 # --------------------------------------------------------------------------- the spec
@@ -175,12 +182,18 @@ def _succeed(step: Step) -> None:
 
 
 def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> None:
-    why = pod_states.failure_summary(attempt)
+    why = pod_states.failure_summary(attempt, step.observed.owner.namespace)
     number = step.status.restarts
     limit = spec.run_policy.backoff_limit
     if number >= limit:
+        stopped = ""
+        if pod_states.crash_looping(attempt.pods):
+            # Its pods would restart forever on the nodes they hold, as the Job controller's
+            # own backoffLimit stops them.
+            step.actions.append(Delete("Job", attempt.name))
+            stopped = f"; Job {attempt.name} deleted to stop its pods"
         fail(step, "BackoffLimitExceeded", f"{why}; gave up after {number} restart(s) "
-             f"(runPolicy.backoffLimit {limit})")
+             f"(runPolicy.backoffLimit {limit}){stopped}")
         return
     new = names.batch_job_name(step.name, number + 1)
     # Create first: a crash before the delete leaves both, and the next reconcile adopts the
@@ -190,23 +203,30 @@ def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt
     step.actions.append(Delete("Job", attempt.name))
     step.status.restarts = number + 1
     step.status.active_job = new
-    message = (f"{why}; restarting the gang from the latest checkpoint as Job {new} "
+    message = (f"{why}; restarting the gang {_resumes_from(spec)} as Job {new} "
                f"(restart {number + 1} of {limit})")
     step.phase("Restarting", message)
     step.condition(cond.RUNNING, "False", "Restarting", message)
     step.emit("Warning", "Restarting", message)
 
 
-def _suspend(step: Step, attempt: Attempt) -> None:
+def _suspend(step: Step, spec: FineTuneJobSpec, attempt: Attempt) -> None:
     name = attempt.name
     if not attempt.suspended:
         step.actions.append(SetSuspend(name, True))
     if step.status.phase != "Suspended":
         step.emit("Normal", "Suspended", f"Job {name} suspended: its pods are deleted; "
-                  "resuming continues from the latest checkpoint")
+                  f"resuming continues {_resumes_from(spec)}")
     step.phase("Suspended", f"suspended (runPolicy.suspend); Job {name} has no pods")
     step.condition(cond.SUSPENDED, "True", "SuspendedByUser", step.status.message or "")
     step.condition(cond.RUNNING, "False", "Suspended", "")
+
+
+def _resumes_from(spec: FineTuneJobSpec) -> str:
+    """Where new pods pick up: an emptyDir output is deleted with the old ones."""
+    if spec.output.pvc:
+        return "from the latest checkpoint"
+    return "from the start (no output.pvc: the checkpoints went with the pods)"
 
 
 def _unsuspended_or_queued(step: Step, spec: FineTuneJobSpec, attempt: Attempt) -> None:
@@ -248,6 +268,49 @@ def _waiting(step: Step, attempt: Attempt) -> None:
         step.condition(cond.UNSCHEDULABLE, "True", "PodsPending", stuck)
     elif cond.is_true(step.status.conditions, cond.UNSCHEDULABLE):
         step.condition(cond.UNSCHEDULABLE, "False", "Scheduled", "")
+
+
+def _name_stuck_pods(step: Step, attempt: Attempt, *, waiting: bool) -> None:
+    """The PodsStuck condition: a container waits on an image or config error (or a sidecar
+    crash-loops). A Warning Event names each new problem once; the job waits, named in its
+    message, and fails after FINETUNE_STUCK_PODS_FAIL_AFTER seconds when that is set."""
+    found = pod_states.stuck(attempt.pods)
+    if found is None:
+        running = cond.find(step.status.conditions, cond.RUNNING)
+        if step.status.phase == "Restarting" and running and running.reason == "Restarting" \
+                and cond.is_true(step.status.conditions, cond.PODS_STUCK):
+            step.status.message = running.message  # why it restarts, as before it got stuck
+        _clear_stuck(step, "Recovered", f"no pod of Job {attempt.name} is stuck any more")
+        return
+    previous = cond.find(step.status.conditions, cond.PODS_STUCK)
+    if previous is not None and previous.status != "True":
+        previous = None
+    message = found.message(step.observed.owner.namespace)
+    if previous is None or not found.told_by(previous.reason, previous.message):
+        step.emit("Warning", found.reason, message)
+    step.condition(cond.PODS_STUCK, "True", found.reason, message)
+    if not (waiting and found.blocking):
+        return  # a sidecar: the trainer may run regardless
+    if step.status.phase in ("Pending", "Restarting"):
+        step.status.message = message
+    grace = step.settings.stuck_pods_fail_after
+    since = previous.last_transition_time if previous is not None else None
+    stuck_for = (step.now - since).total_seconds() if since is not None else 0.0
+    if grace and stuck_for >= grace:
+        # Its pods hold their nodes while they wait: the Job goes, as after a deadline.
+        step.actions.append(Delete("Job", attempt.name))
+        fail(step, cond.PODS_STUCK, f"{message}; stuck for {int(stuck_for)} s, longer than "
+             f"FINETUNE_STUCK_PODS_FAIL_AFTER ({grace:g} s): Job {attempt.name} deleted")
+        _clear_stuck(step, "Failed", "")
+
+
+def _clear_stuck(step: Step, reason: str, message: str) -> None:
+    """PodsStuck=False once no pod is stuck; a Normal Event when they recovered."""
+    if not cond.is_true(step.status.conditions, cond.PODS_STUCK):
+        return
+    if reason == "Recovered":
+        step.emit("Normal", "Recovered", message)
+    step.condition(cond.PODS_STUCK, "False", reason, message)
 
 
 def _waiting_message(job: str) -> str:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from finetune_contract.api import TERMINAL_PHASES, FineTuneJobStatus, Plan
+from finetune_contract.api import TERMINAL_PHASES, FineTuneJobSpec, FineTuneJobStatus, Plan
 
 from finetune_operator import conditions as cond
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.sizing import sized
 from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message
 from finetune_operator.planner import PlanningError, needs_sizing
-from finetune_operator.validation import layout_problems
+from finetune_operator.validation import layout_problems, output_warning
 
 # plan_job, or a test's stand-in; called with `sizing=` only for a model that needed one.
 PlanFn = Callable[..., Plan]
+# The OutputPersisted reason (and Event reason) of a job without output.pvc.
+EPHEMERAL_OUTPUT = "EphemeralOutput"
 
 
 def current_spec(step: Step) -> specs.Validated:
@@ -54,7 +56,22 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
         fail(step, "DoesNotFit", message)
         return False
     step.condition(cond.PLANNED, "True", "Planned", plan.reason)
+    _mark_output(step, spec)
     step.phase("Pending", planned_message(plan))
     # No Event here: the same reconcile creates the children, and their Created Event
     # names the plan too (one Event per new job instead of two).
     return True
+
+
+def _mark_output(step: Step, spec: FineTuneJobSpec) -> None:
+    """Whether the result outlives the pods. An ephemeral one is a Warning Event too, once:
+    only when the stored condition does not say so already (its edits and resyncs don't)."""
+    warning = output_warning(spec)
+    if warning is None:
+        step.condition(cond.OUTPUT_PERSISTED, "True", "PersistentVolumeClaim",
+                       f"checkpoints and the final model go to PVC {spec.output.pvc}")
+        return
+    previous = cond.find(step.status.conditions, cond.OUTPUT_PERSISTED)
+    if previous is None or previous.status != "False":
+        step.emit("Warning", EPHEMERAL_OUTPUT, str(warning))
+    step.condition(cond.OUTPUT_PERSISTED, "False", EPHEMERAL_OUTPUT, str(warning))

@@ -10,7 +10,8 @@ all. Pure Python without torch: the operator image runs it. The modules:
 - `models`: the built-in catalog of popular models, `gpus`: the accelerator catalog,
 - `memory`: bytes per rank, itemized (the only place that knows this arithmetic),
 - `choose`: the search over strategies, nodes, micro-batch and checkpointing,
-- `estimate`: tokens, FLOPs, GPU-hours and cost.
+- `estimate`: tokens, FLOPs, GPU-hours and cost,
+- `storage`: bytes on disk (checkpoints, the final model) and the pods' volume sizes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from finetune_contract.api import (
     PlanAlternative,
 )
 
-from finetune_operator.planner.choose import Bounds, Candidate, Sizing, Unreachable, choose
+from finetune_operator.planner.choose import (
+    Bounds,
+    Candidate,
+    Layout,
+    Sizing,
+    Unreachable,
+    choose,
+    host_bound,
+)
 from finetune_operator.planner.estimate import (
     DatasetStats,
     estimate,
@@ -42,6 +51,7 @@ from finetune_operator.planner.inputs import (
     resolve_packing,
     resolve_precision,
 )
+from finetune_operator.planner.memory import cpus_per_node
 from finetune_operator.planner.parameters import ParameterCount
 
 __all__ = ["DatasetStats", "NeedsSizing", "PlanningError", "needs_sizing", "plan_job"]
@@ -99,6 +109,8 @@ def plan_job(
         suggestion=choice.suggestion,
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,
+        **_host_bound(sizing, layout),
+        cpu_per_node=cpus_per_node(layout.strategy, layout.gpus_per_node, sizing.gpu.is_cpu),
         alternatives=[_alternative(c) for c in choice.alternatives],
         estimate=estimate(tokens=tokens, flops=flops, gpu=sizing.gpu,
                           precision=sizing.precision, world=layout.world,
@@ -140,6 +152,14 @@ def _backward_through(spec: FineTuneJobSpec, count: ParameterCount) -> int:
         return count.active
     per_layer = count.per_layer_active or count.per_layer
     return _layers_with_grad(spec, count) * per_layer + count.final_norm + count.head
+
+
+def _host_bound(sizing: Sizing, layout: Layout) -> dict[str, int | str]:
+    bound = host_bound(sizing, layout)
+    if bound is None:
+        return {}
+    memory, source = bound
+    return {"host_memory_available_per_node": memory, "host_memory_source": source}
 
 
 def _breakdown(c: Candidate) -> MemoryBreakdown:

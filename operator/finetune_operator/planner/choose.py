@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from finetune_contract import strategies
 
 from finetune_operator.planner import memory as mem
-from finetune_operator.planner.gpus import CATALOG, Gpu
+from finetune_operator.planner.gpus import CATALOG, Gpu, node_host_memory
 from finetune_operator.planner.parameters import ParameterCount
 from finetune_operator.sizes import format_bytes
 
@@ -121,14 +121,21 @@ def rank_memory(sizing: Sizing, layout: Layout, micro: int, checkpointing: bool)
     )
 
 
-def host_limit(sizing: Sizing, layout: Layout) -> int | None:
-    """Host RAM a node may use: resources.memory when given; for offloading, where host RAM
-    is the binding constraint, else what the usual instance of this GPU has."""
+def host_bound(sizing: Sizing, layout: Layout) -> tuple[int, str] | None:
+    """Host RAM a node may use, and what says so: resources.memory when given; for
+    offloading, where host RAM is the binding constraint, else the catalog's node shape with
+    this many GPUs. Other strategies keep their states on the GPUs and are not held to a
+    shape."""
     if sizing.host_limit is not None:
-        return sizing.host_limit
-    if layout.strategy == LAST_RESORT and sizing.gpu.host_memory_per_gpu:
-        return sizing.gpu.host_memory_per_gpu * layout.gpus_per_node
+        return sizing.host_limit, "spec.resources.memory"
+    if layout.strategy == LAST_RESORT:
+        return node_host_memory(sizing.gpu, layout.gpus_per_node)
     return None
+
+
+def host_limit(sizing: Sizing, layout: Layout) -> int | None:
+    bound = host_bound(sizing, layout)
+    return bound[0] if bound else None
 
 
 def fits(sizing: Sizing, layout: Layout, memory: mem.Memory) -> bool:

@@ -8,6 +8,13 @@ GPU clouds in 2025-2026: a range, because that is what it is.
 `cpu` is the CPU backend used for local runs and CI: one rank is one process with one thread,
 its "GPU memory" is the host RAM given to that rank, and its throughput was measured on this
 project's CI machines (fp32 GEMM about 95 GFLOP/s per thread, bf16 about 200).
+
+Host RAM comes per node shape (`NodeShape`): the published instance sizes of AWS (g4dn, g5, g6,
+g6e, p3dn, p4d, p4de, p5, p5e: "Instance types" pages of Amazon EC2, in GiB) and Google Cloud
+(g2, a2, a3 accelerator-optimized machine types; Compute Engine's "GB" are GiB) with that many
+GPUs of the type. Of the instances with the same GPU count the smallest is the one kept: a plan
+that fits it fits on the others, and a bigger node is described by the job's
+resources.memory. Each shape names the instances it was taken from.
 """
 
 from __future__ import annotations
@@ -24,6 +31,15 @@ DEFAULT_CPU_RANK_MEMORY = 4 * GIB
 
 
 @dataclass(frozen=True)
+class NodeShape:
+    """A cloud instance size: how many GPUs of one type, and the host RAM beside them."""
+
+    gpus: int
+    memory: int  # bytes of host RAM of the whole instance
+    instances: str  # the smallest published instances of this size
+
+
+@dataclass(frozen=True)
 class Gpu:
     """One accelerator type."""
 
@@ -34,9 +50,9 @@ class Gpu:
     bf16: bool
     price_low: float  # USD per GPU-hour (per rank-hour on cpu)
     price_high: float
-    # Host RAM per GPU of the usual 8-GPU instance: what offloading may assume when the job
-    # does not say (resources.memory).
-    host_memory_per_gpu: int = 0
+    # The usual instances of this GPU, fewest GPUs first: what offloading may assume of host
+    # RAM when the job does not say (resources.memory).
+    node_shapes: tuple[NodeShape, ...] = ()
 
     @property
     def is_cpu(self) -> bool:
@@ -46,20 +62,44 @@ class Gpu:
         return self.tflops_fp32 if precision == "fp32" else self.tflops_16bit
 
 
+def _shapes(*sizes: tuple[int, int, str]) -> tuple[NodeShape, ...]:
+    """(GPUs, GiB of host RAM, instances) per size, fewest GPUs first."""
+    return tuple(NodeShape(gpus, gib * GIB, instances) for gpus, gib, instances in sizes)
+
+
+# The smallest instance of each GPU count; the larger ones of the same count are noted.
 CATALOG: dict[str, Gpu] = {
     g.name: g
     for g in (
-        # Host RAM per GPU from the 8-GPU cloud instances: p5 (2 TiB), p4d/p4de (1152 GiB),
-        # g6e (1536 GiB), g6/g5/p3dn (768 GiB), g4dn.metal (384 GiB).
-        Gpu("H100-80GB", 81559 * MIB, 989.0, 67.0, True, 2.0, 5.0, 256 * GIB),
-        Gpu("H200-141GB", 143771 * MIB, 989.0, 67.0, True, 3.0, 6.5, 256 * GIB),
-        Gpu("A100-80GB", 81920 * MIB, 312.0, 19.5, True, 1.3, 3.5, 144 * GIB),
-        Gpu("A100-40GB", 40960 * MIB, 312.0, 19.5, True, 1.0, 3.0, 144 * GIB),
-        Gpu("L40S-48GB", 46068 * MIB, 362.0, 91.6, True, 0.8, 2.0, 192 * GIB),
-        Gpu("L4-24GB", 23034 * MIB, 121.0, 30.3, True, 0.4, 0.9, 96 * GIB),
-        Gpu("A10G-24GB", 23028 * MIB, 70.0, 31.2, True, 0.75, 1.3, 96 * GIB),
-        Gpu("V100-32GB", 32768 * MIB, 125.0, 15.7, False, 0.5, 3.0, 96 * GIB),
-        Gpu("T4-16GB", 15360 * MIB, 65.0, 8.1, False, 0.2, 0.6, 48 * GIB),
+        # p5.4xlarge (1 GPU) 256 GiB, p5.48xlarge 2048 GiB.
+        Gpu("H100-80GB", 81559 * MIB, 989.0, 67.0, True, 2.0, 5.0, _shapes(
+            (1, 234, "a3-highgpu-1g"), (2, 468, "a3-highgpu-2g"), (4, 936, "a3-highgpu-4g"),
+            (8, 1872, "a3-highgpu-8g"))),
+        # a3-ultragpu-8g 2952 GiB.
+        Gpu("H200-141GB", 143771 * MIB, 989.0, 67.0, True, 3.0, 6.5, _shapes(
+            (8, 2048, "p5e.48xlarge, p5en.48xlarge"))),
+        # a2-ultragpu-8g 1360 GiB.
+        Gpu("A100-80GB", 81920 * MIB, 312.0, 19.5, True, 1.3, 3.5, _shapes(
+            (1, 170, "a2-ultragpu-1g"), (2, 340, "a2-ultragpu-2g"), (4, 680, "a2-ultragpu-4g"),
+            (8, 1152, "p4de.24xlarge"))),
+        # p4d.24xlarge 1152 GiB.
+        Gpu("A100-40GB", 40960 * MIB, 312.0, 19.5, True, 1.0, 3.0, _shapes(
+            (1, 85, "a2-highgpu-1g"), (2, 170, "a2-highgpu-2g"), (4, 340, "a2-highgpu-4g"),
+            (8, 680, "a2-highgpu-8g"), (16, 1360, "a2-megagpu-16g"))),
+        # g6e.24xlarge (4 GPUs) 768 GiB.
+        Gpu("L40S-48GB", 46068 * MIB, 362.0, 91.6, True, 0.8, 2.0, _shapes(
+            (1, 32, "g6e.xlarge"), (4, 384, "g6e.12xlarge"), (8, 1536, "g6e.48xlarge"))),
+        # g6.24xlarge (4 GPUs) 384 GiB, g6.48xlarge 768 GiB.
+        Gpu("L4-24GB", 23034 * MIB, 121.0, 30.3, True, 0.4, 0.9, _shapes(
+            (1, 16, "g6.xlarge, g2-standard-4"), (2, 96, "g2-standard-24"),
+            (4, 192, "g6.12xlarge, g2-standard-48"), (8, 384, "g2-standard-96"))),
+        # g5.24xlarge (4 GPUs) 384 GiB.
+        Gpu("A10G-24GB", 23028 * MIB, 70.0, 31.2, True, 0.75, 1.3, _shapes(
+            (1, 16, "g5.xlarge"), (4, 192, "g5.12xlarge"), (8, 768, "g5.48xlarge"))),
+        Gpu("V100-32GB", 32768 * MIB, 125.0, 15.7, False, 0.5, 3.0, _shapes(
+            (8, 768, "p3dn.24xlarge"))),
+        Gpu("T4-16GB", 15360 * MIB, 65.0, 8.1, False, 0.2, 0.6, _shapes(
+            (1, 16, "g4dn.xlarge"), (4, 192, "g4dn.12xlarge"), (8, 384, "g4dn.metal"))),
         # One CPU rank = one core: 0.095 TFLOP/s fp32 and 0.2 bf16 measured per thread;
         # price is a vCPU-hour of a general-purpose instance.
         Gpu(CPU, DEFAULT_CPU_RANK_MEMORY, 0.2, 0.095, True, 0.02, 0.05),
@@ -87,6 +127,34 @@ GFD_PRODUCTS: dict[str, str] = {
     "Tesla-V100-PCIE-32GB": "V100-32GB",
     "Tesla-T4": "T4-16GB",
 }
+# The node label GPU Feature Discovery writes those product names to.
+GFD_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def gfd_products(name: str) -> tuple[str, ...]:
+    """GFD's product names of a catalog GPU: the values its nodes' GFD_PRODUCT_LABEL takes."""
+    return tuple(product for product, key in GFD_PRODUCTS.items() if key == name)
+
+
+def node_host_memory(gpu: Gpu, gpus_per_node: int) -> tuple[int, str] | None:
+    """Host RAM a pod with `gpus_per_node` GPUs of this type may assume, and its source; None
+    for a GPU without shapes (cpu, one the catalog lacks).
+
+    The shape with that many GPUs; else the smallest with more, of which the pod gets its
+    GPUs' share (the node's other GPUs go to pods that need their RAM too); beyond the
+    largest shape, the largest one's RAM per GPU.
+    """
+    if not gpu.node_shapes:
+        return None
+    for shape in gpu.node_shapes:
+        if shape.gpus == gpus_per_node:
+            return shape.memory, shape.instances
+        if shape.gpus > gpus_per_node:
+            share = shape.memory * gpus_per_node // shape.gpus
+            return share, f"{gpus_per_node} of the {shape.gpus} GPUs of {shape.instances}"
+    largest = gpu.node_shapes[-1]
+    per_gpu = largest.memory // largest.gpus
+    return per_gpu * gpus_per_node, f"{gpus_per_node} x the RAM per GPU of {largest.instances}"
 
 
 def known_gpus() -> str:

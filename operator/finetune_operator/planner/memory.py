@@ -512,6 +512,27 @@ def host_bytes_per_node(
     return int(4 * loaded * gpus_per_node * HOST_BUFFER_FACTOR) + process
 
 
+# CPUs per GPU rank when the optimizer steps on the host (zero3-offload). DeepSpeed's CPU Adam
+# updates the rank's fp32 partition on the host every step with OpenMP threads, reading and
+# writing about 30 bytes per parameter (fp32 weight, gradient, momentum and variance, and the
+# 16-bit copy back): it is bound by memory bandwidth, which one core is far from saturating.
+# 8 vCPUs (4 cores with SMT) per rank, 64 for 8 GPUs, stays below every 8-GPU shape of the
+# catalog (96 vCPUs on p4d.24xlarge and a2-*-8g, the fewest) with room for the data loader
+# and the node's daemons; a smaller node is told with resources.cpu.
+CPU_ADAM_CPUS_PER_RANK = 8
+
+
+def cpus_per_node(strategy: str, gpus_per_node: int, on_cpu: bool) -> int:
+    """CPU cores one pod (node) needs: one per CPU rank (each runs one thread), the CPU Adam
+    cores per GPU rank under offloading; 0 otherwise, where GPU ranks need little more than
+    the data loader and the scheduler's defaults do."""
+    if on_cpu:
+        return gpus_per_node
+    if strategy_row(strategy).offload:
+        return CPU_ADAM_CPUS_PER_RANK * gpus_per_node
+    return 0
+
+
 def usable(memory: int) -> int:
     """What a plan may use of a GPU's memory: all but the headroom."""
     return int(memory * (1 - HEADROOM))

@@ -105,6 +105,26 @@ def test_a_peak_below_the_sum_of_the_items_is_explained(capsys):
     assert line.endswith("not all of these are held at once)")
 
 
+def _host_line(capsys, *args: str) -> str:
+    main(["plan", *args])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  host/node")]
+    return line
+
+
+def test_host_line_shows_the_node_shape_offloading_is_held_to_and_its_cpus(capsys):
+    line = _host_line(capsys, "--model", "meta-llama/Llama-3.1-70B", "--gpu", "H100-80GB",
+                      "--max-nodes", "1")
+    assert line == "  host/node   1.7 TiB of 1.8 TiB (a3-highgpu-8g); 64 CPUs"
+    line = _host_line(capsys, "--model", "meta-llama/Llama-3.1-8B", "--gpu", "L4-24GB",
+                      "--gpus-per-node", "4", "--max-nodes", "1")
+    assert line.endswith(" of 192.0 GiB (g6.12xlarge, g2-standard-48); 32 CPUs")
+
+
+def test_host_line_without_a_bound_is_the_need_alone(capsys):
+    line = _host_line(capsys, "--model", "meta-llama/Llama-3.1-8B", "--gpu", "H100-80GB")
+    assert line == "  host/node   375.0 GiB"
+
+
 def test_yaml_file(tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text(JOB)

@@ -16,7 +16,7 @@ from tests.support.world import World, two_node_spec
 
 @pytest.fixture(autouse=True)
 def _no_operator_settings(monkeypatch):
-    for name in ("FINETUNE_DEFAULT_IMAGE", "FINETUNE_DEFAULT_GPU"):
+    for name in ("FINETUNE_DEFAULT_IMAGE", "FINETUNE_DEFAULT_GPU", "FINETUNE_GPU_NODE_LABELS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -42,6 +42,28 @@ def test_render_applies_the_operators_settings(monkeypatch):
     spec = two_node_spec()
     rendered = render_job(_job(spec), None, OWNER.uid)
     assert rendered == _operator_creates(spec, Settings(default_image="registry.example/trainer:1"))
+
+
+def test_render_places_gpu_pods_as_the_operator_does(monkeypatch):
+    spec = two_node_spec(resources={"gpu": "L4-24GB", "gpusPerNode": 1, "nodes": 2,
+                                    "maxNodes": 2, "strategy": "ddp"})
+    rendered = render_job(_job(spec), None, OWNER.uid)
+    assert rendered == _operator_creates(spec, Settings())
+    pod = rendered[2]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    monkeypatch.setenv("FINETUNE_GPU_NODE_LABELS", '{"enabled": false}')
+    pod = render_job(_job(spec), None, OWNER.uid)[2]["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and "affinity" not in pod
+
+
+def test_a_bad_gpu_node_label_setting_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FINETUNE_GPU_NODE_LABELS", '{"values": {"H100": ["h100"]}}')
+    job = tmp_path / "job.yaml"
+    job.write_text(VALID)
+    assert main(["render", str(job)]) == 1
+    err = capsys.readouterr().err
+    assert "FINETUNE_GPU_NODE_LABELS (the chart's trainer.gpuNodeLabels)" in err
+    assert "did you mean H100-80GB?" in err and "Traceback" not in err
 
 
 def test_cli_prints_yaml_documents_with_the_trainer_config_readable(tmp_path, capsys):

@@ -81,3 +81,40 @@ def test_a_wrong_kind_of_our_api_is_an_error_not_a_skip(tmp_path, capsys):
     job.write_text(SECRET + "---\n" + VALID.replace("kind: FineTuneJob", "kind: FinetuneJob"))
     assert main(["validate", str(job)]) == 1
     assert f"{job}: doc 2: kind: must be FineTuneJob" in capsys.readouterr().err
+
+
+def test_a_valid_job_without_output_pvc_passes_with_a_warning_naming_the_field(tmp_path,
+                                                                                capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(VALID)
+    assert main(["validate", "-q", str(job)]) == 0
+    err = capsys.readouterr().err
+    assert (f"{job}: doc 1: warning: spec.output.pvc: is not set: in a cluster the "
+            "checkpoints and the final model go to an emptyDir and are deleted with the pods"
+            in err)
+    assert "set output.pvc to a PersistentVolumeClaim" in err
+
+
+def test_dataset_paths_without_a_dataset_pvc_are_warned_about_one_by_one(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(VALID.replace("dataset: {train: {path: data/train.jsonl}}",
+                                 "dataset: {train: {path: data/train.jsonl}, "
+                                 "eval: {path: data/eval.jsonl}}"))
+    assert main(["validate", str(job)]) == 0
+    err = capsys.readouterr().err
+    for where, path in (("train", "data/train.jsonl"), ("eval", "data/eval.jsonl")):
+        assert (f"{job}: doc 1: warning: spec.dataset.{where}.path: '{path}' is read from "
+                "inside the trainer image in a cluster (dataset.pvc is not set); set "
+                f"dataset.pvc to the claim that holds it, use dataset.{where}.hf instead" in err)
+    assert "build one with it under /data and set spec.image" in err
+
+
+def test_a_job_with_its_volumes_gets_no_warning(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(VALID.replace("dataset: {train: {path: data/train.jsonl}}",
+                                 "dataset: {train: {path: data/train.jsonl}, pvc: corpus}")
+                   + "  output: {pvc: checkpoints}\n")
+    assert main(["validate", str(job)]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    assert f"{job}: doc 1: valid" in captured.out

@@ -1,5 +1,5 @@
 """The lifecycle's typed input, built from the raw objects the API server returns: a Job with
-only its own pods, a pod's rank, phase, scheduling and termination."""
+only its own pods, a pod's rank, phase, scheduling and termination, its containers' states."""
 
 from __future__ import annotations
 
@@ -80,3 +80,40 @@ def test_a_failed_pod_ends_as_its_trainer_container_says():
     assert failed.finished_at == "2026-11-01T12:04:00Z"
     evicted = pod_state(raw_pod("chat-r0", 0, phase="Failed", reason="Evicted"))
     assert (evicted.exit_reason, evicted.exit_code) == ("Evicted", "?")
+
+
+def test_a_pods_containers_and_init_containers_as_their_statuses_say():
+    pod = pod_state(raw_pod("chat-r0", 0, phase="Pending", initContainerStatuses=[
+        {"name": "fetch", "image": "registry.test/fetch:1", "state": {"terminated": {
+            "reason": "Completed", "exitCode": 0}}}],
+        containerStatuses=[
+        {"name": "trainer", "image": "registry.test/trainer:1", "state": {"waiting": {
+            "reason": "ImagePullBackOff", "message": 'Back-off pulling image "x"'}}},
+        {"name": "proxy", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+         "lastState": {"terminated": {"reason": "Error", "exitCode": 2}}},
+        {"name": "logs", "state": {"running": {"startedAt": "2026-11-01T12:00:00Z"}}}]))
+    fetch, trainer, proxy, logs = pod.containers
+    assert (fetch.name, fetch.init, fetch.running, fetch.waiting_reason) == ("fetch", True,
+                                                                             False, "")
+    assert (trainer.init, trainer.image, trainer.waiting_reason, trainer.waiting_message) == (
+        False, "registry.test/trainer:1", "ImagePullBackOff", 'Back-off pulling image "x"')
+    assert (proxy.waiting_reason, proxy.last_exit_reason, proxy.last_exit_code) == (
+        "CrashLoopBackOff", "Error", 2)
+    assert logs.running and not logs.waiting_reason
+    assert pod_state(raw_pod("chat-r0", 0)).containers == ()
+
+
+def test_a_pod_whose_model_download_failed_says_so_with_its_exit_code():
+    init = {"name": "model-cache", "state": {"terminated": {"reason": "Error", "exitCode": 2}}}
+    waiting = {"name": "trainer", "state": {"waiting": {"reason": "PodInitializing"}}}
+    failed = pod_state(raw_pod("chat-r0", 0, phase="Failed", initContainerStatuses=[init],
+                               containerStatuses=[waiting]))
+    assert failed.exit_reason == ("Error in init container model-cache (downloading the "
+                                  "model)")
+    assert failed.exit_code == 2
+    # a download that succeeded is not why the trainer failed
+    init["state"]["terminated"] = {"reason": "Completed", "exitCode": 0}
+    trainer = {"name": "trainer", "state": {"terminated": {"reason": "Error", "exitCode": 1}}}
+    failed = pod_state(raw_pod("chat-r0", 0, phase="Failed", initContainerStatuses=[init],
+                               containerStatuses=[trainer]))
+    assert (failed.exit_reason, failed.exit_code) == ("Error", 1)

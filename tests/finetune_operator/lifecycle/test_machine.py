@@ -13,7 +13,15 @@ from finetune_operator.lifecycle.actions import Create, Decision, Delete, Emit, 
 from finetune_operator.settings import Settings
 
 from tests.support.ftj_samples import spec_dict
-from tests.support.world import T0, TWO_NODES, World, finished, started_world, two_node_spec
+from tests.support.world import (
+    T0,
+    TWO_NODES,
+    World,
+    finished,
+    started_world,
+    two_node_spec,
+    waiting_status,
+)
 
 
 def kinds(decision: Decision, action_type: type) -> list[Any]:
@@ -64,10 +72,45 @@ def test_valid_job_is_planned_and_gets_its_three_children(world):
         assert c.status == "True"
         assert c.observed_generation == 1
         assert c.last_transition_time == T0
-    # one Event for a new job: the plan and the children it got
+    # one Event for a new job with its output on a PVC: the plan and the children it got
+    assert reasons(decision) == ["EphemeralOutput", "Created"]  # this one has no PVC
+    created_event = kinds(decision, Emit)[-1]
+    assert created_event.message.startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
+
+
+def test_a_job_without_output_pvc_is_warned_once_that_its_result_dies_with_the_pods(world):
+    decision = world.step()
+    output = condition(decision.status, "OutputPersisted")
+    assert (output.status, output.reason) == ("False", "EphemeralOutput")
+    assert output.message.startswith("spec.output.pvc: is not set: in a cluster the "
+                                     "checkpoints and the final model go to an emptyDir")
+    (warning,) = [e for e in kinds(decision, Emit) if e.reason == "EphemeralOutput"]
+    assert (warning.type, warning.message) == ("Warning", output.message)
+    world.start_pods()
+    for _ in range(3):  # later reconciles keep the condition and post nothing again
+        world.now += timedelta(seconds=30)
+        assert "EphemeralOutput" not in reasons(world.step())
+    assert condition(world.status, "OutputPersisted").last_transition_time == T0
+
+
+def test_an_invalid_job_fixed_by_an_edit_is_warned_once_it_is_planned():
+    world = World(two_node_spec(training={"learningRate": -1}))
+    world.step()
+    world.edit(training={"learningRate": 1e-3, "globalBatchSize": 8, "maxSeqLength": 64})
+    world.step()
+    world.now += timedelta(seconds=30)
+    world.step()
+    warned = [r for d in world.history for r in reasons(d) if r == "EphemeralOutput"]
+    assert warned == ["EphemeralOutput"]
+
+
+def test_a_job_with_output_pvc_says_where_its_result_goes_and_warns_nothing():
+    world = World(two_node_spec(output={"pvc": "checkpoints", "path": "/mnt/out"}))
+    decision = world.step()
+    output = condition(decision.status, "OutputPersisted")
+    assert (output.status, output.reason) == ("True", "PersistentVolumeClaim")
+    assert output.message == "checkpoints and the final model go to PVC checkpoints"
     assert reasons(decision) == ["Created"]
-    (event,) = [a for a in decision.actions if isinstance(a, Emit)]
-    assert event.message.startswith("planned ddp on 2 x 2 cpu; created Job chat-r0")
 
 
 def test_invalid_spec_fails_with_the_messages_and_creates_nothing():
@@ -210,6 +253,22 @@ def test_failed_rank_restarts_the_gang_as_the_next_attempt(running):
     # the new attempt's pods come up: Running again
     running.start_pods()
     assert running.step().status.phase == "Running"
+
+
+@pytest.mark.parametrize("output,resumes", [
+    ({"pvc": "checkpoints", "path": "/mnt/out"}, "from the latest checkpoint"),
+    ({}, "from the start (no output.pvc: the checkpoints went with the pods)")])
+def test_restart_and_suspend_say_where_the_new_pods_pick_up(output, resumes):
+    world = World(two_node_spec(output=output))
+    world.step()
+    world.start_pods()
+    world.step()
+    world.fail_rank(0)
+    (restart,) = [e for e in kinds(world.step(), Emit) if e.reason == "Restarting"]
+    assert f"restarting the gang {resumes} as Job chat-r1" in restart.message
+    world.edit(runPolicy={"suspend": True})
+    (suspended,) = [e for e in kinds(world.step(), Emit) if e.reason == "Suspended"]
+    assert suspended.message.endswith(f"resuming continues {resumes}")
 
 
 def test_crash_in_the_middle_of_a_restart_does_not_restart_twice(running):
@@ -373,6 +432,192 @@ def test_pods_pending_too_long_get_the_schedulers_message(world):
     decision = world.step()
     assert condition(decision.status, "Unschedulable").status == "False"
     assert decision.status.phase == "Running"
+
+
+# --------------------------------------------------------------------------- stuck pods
+
+PULL = 'Back-off pulling image "registry.test/finetune-trainer:test"'
+
+
+def stick(world: World, reason: str, message: str = "", **kwargs: Any) -> None:
+    """Every pod of the attempt waits for `reason`."""
+    for p in world.pods:
+        p["status"] = waiting_status(reason, message, **kwargs)
+
+
+def warnings(decision: Decision) -> list[tuple[str, str]]:
+    return [(e.reason, e.message) for e in kinds(decision, Emit) if e.type == "Warning"]
+
+
+def test_an_image_pull_error_is_named_once_and_clears_when_the_pods_start(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ErrImagePull", "failed to pull: not found")
+    world.now += timedelta(seconds=10)
+    decision = world.step()
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("True", "ErrImagePull")
+    assert c.message.startswith("ErrImagePull in node rank 0 (pod chat-r0-0-abcde) container "
+                                "trainer (and 1 more pod(s)): failed to pull: not found; "
+                                "check that image registry.test/finetune-trainer:test exists")
+    assert warnings(decision) == [("ErrImagePull", c.message)]
+    assert decision.status.phase == "Pending"
+    assert decision.status.message == c.message  # not "waiting for the pods"
+    # the kubelet backs off and tries again: the same problem, no second Event
+    for reason in ("ImagePullBackOff", "ErrImagePull", "ImagePullBackOff"):
+        stick(world, reason, PULL)
+        world.now += timedelta(seconds=10)
+        decision = world.step()
+        assert reasons(decision) == []
+        assert condition(decision.status, "PodsStuck").reason == reason
+    since = condition(decision.status, "PodsStuck").last_transition_time
+    assert since == T0 + timedelta(seconds=10)
+    # the pull secret was added: the pods start
+    world.start_pods()
+    world.now += timedelta(seconds=10)
+    decision = world.step()
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("False", "Recovered")
+    assert decision.status.phase == "Running"
+    assert sorted(reasons(decision)) == ["Recovered", "Running"]
+    world.now += timedelta(seconds=10)
+    assert reasons(world.step()) == []
+
+
+def test_a_missing_secret_is_named_and_a_different_missing_key_named_again(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "CreateContainerConfigError", 'secret "hf-token" not found')
+    decision = world.step()
+    ((reason, message),) = warnings(decision)
+    assert reason == "CreateContainerConfigError"
+    assert 'secret "hf-token" not found; create the Secret or ConfigMap it names' in message
+    assert "in namespace research" in message
+    assert reasons(world.step()) == []
+    stick(world, "CreateContainerConfigError", "couldn't find key token in Secret research/hf")
+    assert [r for r, _ in warnings(world.step())] == ["CreateContainerConfigError"]
+    assert reasons(world.step()) == []
+
+
+def test_an_init_containers_image_error_counts(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "InvalidImageName", 'couldn\'t parse image name "Bad:Name"', container="fetch",
+          init=True, image="Bad:Name")
+    decision = world.step()
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("True", "InvalidImageName")
+    assert "init container fetch" in c.message and "fix spec.image" in c.message
+
+
+def test_a_stuck_job_waits_without_a_grace_period_and_says_so_once(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ImagePullBackOff", PULL)
+    assert reasons(world.step()) == ["ImagePullBackOff"]
+    world.now += timedelta(days=3)
+    decision = world.step()
+    assert decision.status.phase == "Pending" and decision.actions == []
+
+
+def test_a_stuck_job_fails_after_the_grace_period_and_its_job_goes():
+    world = World(settings=Settings(unschedulable_after=300, stuck_pods_fail_after=600))
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ImagePullBackOff", PULL)
+    world.step()  # stuck since T0
+    world.now = T0 + timedelta(seconds=599)
+    assert world.step().status.phase == "Pending"
+    world.now = T0 + timedelta(seconds=600)
+    decision = world.step()
+    assert decision.status.phase == "Failed"
+    failed = condition(decision.status, "Failed")
+    assert failed.reason == "PodsStuck"
+    assert failed.message.startswith("ImagePullBackOff in node rank 0")
+    assert "stuck for 600 s, longer than FINETUNE_STUCK_PODS_FAIL_AFTER (600 s)" in \
+        failed.message
+    assert kinds(decision, Delete) == [Delete("Job", "chat-r0")]
+    assert reasons(decision) == ["PodsStuck"]
+    assert condition(decision.status, "PodsStuck").status == "False"
+
+
+def test_a_crash_looping_trainer_restarts_the_gang_naming_its_logs(running):
+    running.pods[1]["status"] = waiting_status(
+        "CrashLoopBackOff", "back-off 10s restarting failed container=trainer",
+        phase="Running", last={"reason": "Error", "exitCode": 1})
+    decision = running.step()
+    assert decision.status.phase == "Restarting"
+    assert created(decision) == ["Job/chat-r1"]
+    (event,) = kinds(decision, Emit)
+    assert event.reason == "Restarting"
+    assert event.message.startswith(
+        "CrashLoopBackOff in node rank 1 (pod chat-r0-1-abcde) container trainer: back-off 10s "
+        "restarting failed container=trainer (last run: Error, exit code 1); read its logs: "
+        "kubectl logs -n research chat-r0-1-abcde -c trainer --previous; restarting the gang")
+
+
+def test_a_crash_loop_that_exhausts_the_backoff_fails_and_stops_the_pods():
+    world = World(two_node_spec(runPolicy={"backoffLimit": 0}))
+    world.step()
+    world.start_pods(phase="Pending")
+    world.pods[0]["status"] = waiting_status("CrashLoopBackOff", "back-off 20s", container="mesh",
+                                             init=True)
+    decision = world.step()
+    assert decision.status.phase == "Failed"
+    failed = condition(decision.status, "Failed")
+    assert failed.reason == "BackoffLimitExceeded"
+    assert "init container mesh" in failed.message
+    assert failed.message.endswith("Job chat-r0 deleted to stop its pods")
+    assert kinds(decision, Delete) == [Delete("Job", "chat-r0")]
+
+
+def test_a_sidecar_crash_looping_beside_a_running_trainer_is_named_not_restarted(running):
+    running.pods[0]["status"] = waiting_status(
+        "CrashLoopBackOff", "back-off 40s", container="logs", phase="Running",
+        others=[{"name": "trainer", "state": {"running": {}}}])
+    decision = running.step()
+    assert decision.status.phase == "Running" and created(decision) == []
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("True", "CrashLoopBackOff")
+    assert "kubectl logs -n research chat-r0-0-abcde -c logs --previous" in c.message
+    assert reasons(decision) == ["CrashLoopBackOff"]
+    assert decision.status.message == "training: Job chat-r0"
+
+
+def test_a_stuck_new_gang_is_named_and_a_restart_clears_the_condition(running):
+    running.fail_rank(1, "OOMKilled", 137)
+    restart = running.step().status.message
+    assert restart.startswith("node rank 1 (pod chat-r0-1-abcde) failed: OOMKilled")
+    running.start_pods(phase="Pending")  # the new gang lands on a node that cannot pull
+    stick(running, "ErrImagePull", "not found")
+    decision = running.step()
+    assert decision.status.phase == "Restarting"
+    assert decision.status.message.startswith("ErrImagePull in node rank 0 (pod chat-r1-0")
+    running.start_pods(phase="Pending")  # pulled: starting
+    decision = running.step()
+    assert condition(decision.status, "PodsStuck").reason == "Recovered"
+    assert decision.status.message == restart  # why it restarts, again
+    # stuck again, then a rank fails: the condition goes with the failed gang's pods
+    stick(running, "ImagePullBackOff", PULL)
+    assert condition(running.step().status, "PodsStuck").status == "True"
+    running.fail_rank(1)
+    decision = running.step()
+    assert decision.status.phase == "Restarting" and decision.status.restarts == 2
+    c = condition(decision.status, "PodsStuck")
+    assert (c.status, c.reason) == ("False", "Restarting")
+    assert "Recovered" not in reasons(decision)
+
+
+def test_suspending_a_stuck_job_clears_the_condition(world):
+    world.step()
+    world.start_pods(phase="Pending")
+    stick(world, "ImagePullBackOff", PULL)
+    world.step()
+    world.edit(runPolicy={"suspend": True})
+    decision = world.step()
+    assert decision.status.phase == "Suspended"
+    assert condition(decision.status, "PodsStuck").status == "False"
+    assert "Recovered" not in reasons(decision)
 
 
 # --------------------------------------------------------------------------- spec changes

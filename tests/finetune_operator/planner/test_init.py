@@ -458,3 +458,33 @@ def test_offload_is_bounded_by_host_ram_of_the_usual_instance_or_pod_memory():
                                              "memory": "2Ti"}, **args))
     assert with_ram.fits and with_ram.strategy == "zero3-offload"
     assert with_ram.host_memory_per_node <= 2 * 1024 * GIB
+
+
+def test_offload_is_bounded_by_the_ram_of_the_node_shape_with_that_many_gpus():
+    # A node with 4 L4 (g6.12xlarge, g2-standard-48) has 192 GiB, not 4 x the RAM per GPU of
+    # the 8-GPU instance.
+    four_l4 = plan_job(make_spec(resources={"gpu": "L4-24GB", "gpusPerNode": 4, "maxNodes": 1}))
+    assert four_l4.strategy == "zero3-offload"
+    assert four_l4.host_memory_available_per_node == 192 * GIB
+    assert four_l4.host_memory_source == "g6.12xlarge, g2-standard-48"
+    assert not four_l4.fits and "host RAM per node > 192.0 GiB" in four_l4.reason
+    with_ram = plan_job(make_spec(resources={"gpu": "L4-24GB", "gpusPerNode": 4, "maxNodes": 1,
+                                             "memory": "384Gi"}))
+    assert with_ram.fits and with_ram.strategy == "zero3-offload"
+    assert with_ram.host_memory_available_per_node == 384 * GIB
+    assert with_ram.host_memory_source == "spec.resources.memory"
+
+
+def test_a_plan_that_keeps_its_states_on_the_gpus_is_not_held_to_a_node_shape():
+    plan = plan_job(make_spec())
+    assert plan.strategy == "zero2"
+    assert plan.host_memory_available_per_node == 0 and plan.host_memory_source == ""
+
+
+def test_offload_plans_size_cpus_for_cpu_adam():
+    offload = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                                 resources={"maxNodes": 1}))
+    assert offload.strategy == "zero3-offload"
+    assert offload.cpu_per_node == mem.CPU_ADAM_CPUS_PER_RANK * 8
+    assert plan_job(make_spec()).cpu_per_node == 0  # the optimizer steps on the GPUs
+    assert plan_job(tiny_cpu()).cpu_per_node == 2  # one core per CPU rank

@@ -1,0 +1,84 @@
+"""What a run keeps on disk and in its pods' volumes, in bytes: one checkpoint, the final model,
+the output directory at its fullest, /dev/shm and the scratch volume.
+
+render.py gives every emptyDir its sizeLimit from `volume_sizes`, so a run that outgrows its
+volume is evicted with a message instead of filling the node's disk (or, for /dev/shm, its
+memory). The bytes per parameter come from memory.py's state terms: what a strategy keeps of
+weights and optimizer states is what it saves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from finetune_contract.api import FineTuneJobSpec, Plan
+
+from finetune_operator.planner import memory
+from finetune_operator.planner.gpus import GIB
+
+# /dev/shm per rank: NCCL's shared-memory transport between the ranks of a node and
+# DeepSpeed's CPU collective keep their buffers there (the trainer runs no DataLoader
+# workers). Docker's 64 MiB default is too small for NCCL; 1 GiB a rank is ample. It is
+# memory: what is used counts against the pod's memory.
+SHARED_MEMORY_PER_RANK = GIB
+# /tmp: HOME, the kernels DeepSpeed and Triton compile, and the Hugging Face datasets of
+# hf: sources (downloads and the Arrow cache under HF_HOME).
+SCRATCH = 32 * GIB
+# The output directory besides checkpoints and models: tokenizer, trainer state, summary.
+OUTPUT_SMALL_FILES = GIB
+# A model's weights as the Hub stores them: fp32 at most (most are bf16, half of it). A
+# limit that is too large costs nothing; one too small evicts the pod mid-download.
+HUB_BYTES_PER_PARAMETER = 4
+
+
+@dataclass(frozen=True)
+class VolumeSizes:
+    """The size limit of each emptyDir of a training pod, in bytes."""
+
+    shared_memory: int
+    scratch: int
+    output: int  # only used without output.pvc
+
+
+def volume_sizes(spec: FineTuneJobSpec, plan: Plan, *, model_on_output: bool) -> VolumeSizes:
+    """`model_on_output`: the downloaded base model is cached on the output volume."""
+    return VolumeSizes(shared_memory=SHARED_MEMORY_PER_RANK * plan.gpus_per_node,
+                       scratch=SCRATCH,
+                       output=output_bytes(spec, plan, model_on_output=model_on_output))
+
+
+def output_bytes(spec: FineTuneJobSpec, plan: Plan, *, model_on_output: bool) -> int:
+    """The output directory at its fullest: saveTotalLimit complete checkpoints, the next one
+    (written before rotation removes the oldest), the best one that early stopping keeps
+    besides them, the final model, and the downloaded base model when it is cached there."""
+    training = spec.training
+    checkpoints = training.save_total_limit + 1 + bool(training.early_stopping_patience)
+    download = download_bytes(plan) if model_on_output else 0
+    return (checkpoints * checkpoint_bytes(plan) + final_model_bytes(plan) + download
+            + OUTPUT_SMALL_FILES)
+
+
+def download_bytes(plan: Plan) -> int:
+    """The base model's weights as downloaded from the Hub, at most."""
+    return HUB_BYTES_PER_PARAMETER * plan.parameters
+
+
+def checkpoint_bytes(plan: Plan) -> int:
+    """One checkpoint-N/, all ranks' files together: the weights and optimizer states the
+    strategy keeps (gradients are not saved), and under DeepSpeed the 16-bit model that
+    transformers writes beside the engine's own states."""
+    states = _whole_states(plan)
+    extra = final_model_bytes(plan) if memory.is_deepspeed(plan.strategy) else 0
+    return states["weights"] + states["optimizer"] + extra
+
+
+def final_model_bytes(plan: Plan) -> int:
+    """final/: the weights as the trained model holds them (fp32 under DDP and FSDP, the
+    working precision under DeepSpeed)."""
+    return _whole_states(plan)["weights"]
+
+
+def _whole_states(plan: Plan) -> dict[memory.Item, int]:
+    """The model states of all ranks together (one rank holding everything)."""
+    terms = memory.state_terms(plan.strategy, plan.precision)
+    return memory.model_states(terms, plan.parameters, plan.trainable_parameters, world=1)

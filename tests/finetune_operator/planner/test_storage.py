@@ -1,0 +1,66 @@
+"""Bytes on disk and in the pods' volumes (planner/storage.py): a checkpoint holds what the
+strategy keeps of weights and optimizer states, the output directory its fullest count of
+checkpoints, /dev/shm grows with the ranks."""
+
+from __future__ import annotations
+
+import pytest
+from finetune_operator.planner import storage
+from finetune_operator.planner.gpus import GIB
+
+from tests.support.ftj_samples import gpu_spec, plan, spec
+
+BILLION = 10**9
+
+
+def _plan(strategy: str, *, parameters: int = BILLION, trainable: int = BILLION,
+          gpus_per_node: int = 8):
+    return plan(strategy=strategy, gpu="H100-80GB", gpus_per_node=gpus_per_node).model_copy(
+        update={"parameters": parameters, "trainable_parameters": trainable})
+
+
+@pytest.mark.parametrize("strategy,per_parameter", [
+    ("ddp", 4 + 8),  # fp32 weights, Adam's momentum and variance
+    ("fsdp", 4 + 8),  # the same, in shards
+    ("zero2", 2 + 12 + 2),  # bf16 weights, fp32 master and Adam's states, transformers' copy
+    ("zero3", 2 + 12 + 2),
+    ("zero3-offload", 2 + 12 + 2),
+])
+def test_a_checkpoint_holds_the_weights_and_optimizer_states_of_all_ranks(strategy,
+                                                                          per_parameter):
+    assert storage.checkpoint_bytes(_plan(strategy)) == per_parameter * BILLION
+
+
+def test_frozen_parameters_save_their_weights_but_no_optimizer_state():
+    frozen = _plan("ddp", trainable=BILLION // 10)
+    assert storage.checkpoint_bytes(frozen) == 4 * BILLION + 8 * BILLION // 10
+    assert storage.final_model_bytes(frozen) == 4 * BILLION
+
+
+def test_the_output_directory_holds_the_kept_checkpoints_the_next_one_and_the_model():
+    job_plan = _plan("ddp")
+    checkpoint, final = storage.checkpoint_bytes(job_plan), storage.final_model_bytes(job_plan)
+    job_spec = spec(training={"saveTotalLimit": 2})
+    assert storage.output_bytes(job_spec, job_plan, model_on_output=False) == \
+        3 * checkpoint + final + storage.OUTPUT_SMALL_FILES
+    # early stopping keeps the best checkpoint besides the limit
+    stopping = spec(training={"saveTotalLimit": 2, "earlyStoppingPatience": 3},
+                    dataset={"train": {"path": "t.jsonl"}, "evalSplitRatio": 0.1})
+    assert storage.output_bytes(stopping, job_plan, model_on_output=False) == \
+        4 * checkpoint + final + storage.OUTPUT_SMALL_FILES
+
+
+def test_a_base_model_cached_on_the_output_volume_adds_its_download():
+    job_plan = _plan("ddp")
+    without = storage.output_bytes(spec(), job_plan, model_on_output=False)
+    assert storage.output_bytes(spec(), job_plan, model_on_output=True) == \
+        without + storage.download_bytes(job_plan)
+    assert storage.download_bytes(job_plan) == 4 * BILLION  # fp32 on the Hub, at most
+
+
+def test_volume_sizes_give_each_rank_its_shared_memory():
+    job_plan = _plan("zero2", gpus_per_node=4)
+    sizes = storage.volume_sizes(gpu_spec(), job_plan, model_on_output=True)
+    assert sizes.shared_memory == 4 * GIB
+    assert sizes.scratch == storage.SCRATCH
+    assert sizes.output == storage.output_bytes(gpu_spec(), job_plan, model_on_output=True)
