@@ -588,10 +588,11 @@ class Plan(ApiModel):
 
     parameters: int = Field(description="Total parameter count.")
     trainable_parameters: int = Field(description="Parameters that receive gradients.")
-    parameter_source: Literal["config", "catalog", "estimate", "hint"] = Field(
+    parameter_source: Literal["safetensors", "config", "catalog", "estimate", "hint"] = Field(
         "config",
-        description="Where the count came from: exact from a config, the built-in catalog, "
-        "an estimate from the config's sizes, or the user's size hint.",
+        description="Where the count came from: exact from the model's safetensors headers "
+        "(read from the Hugging Face Hub or the model's folder), exact from a config, the "
+        "built-in catalog, an estimate from the config's sizes, or the user's size hint.",
     )
     strategy: Strategy = Field(description="Chosen sharding strategy.")
     nodes: int = Field(description="Nodes (pods).")
@@ -677,6 +678,32 @@ class Progress(ApiModel):
     )
 
 
+class ModelSizing(ApiModel):
+    """What reading the model itself gave the planner (its config.json and the headers of its
+    safetensors files): a model the built-in catalog lacks. Kept in status.sizing so that the
+    model is read once, not at every reconcile."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="What was sized: spec.model.name, or spec.model.path.")
+    revision: str | None = Field(
+        None, description="The Hub revision asked for (main unless given)."
+    )
+    commit: str | None = Field(None, description="The commit the revision resolved to.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The keys of the model's config.json that size it (model_type, "
+        "hidden_size, num_hidden_layers, ...).",
+    )
+    parameters: int | None = Field(
+        None, ge=0, description="Exact parameter count from the safetensors headers; empty "
+        "when the weights are not in safetensors (the config's arithmetic counts them)."
+    )
+    safetensors_files: int = Field(0, ge=0, description="Safetensors files whose header was read.")
+    key: str = Field("", description="What the sizing depends on (model, revision, token "
+                     "Secret): a different key sizes again.")
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -686,6 +713,9 @@ class FineTuneJobStatus(ApiModel):
                          "Succeeded or Failed.")
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
     plan: Plan | None = Field(None, description="What the planner chose and why.")
+    sizing: ModelSizing | None = Field(
+        None, description="The model as a sizing pod read it, for a model the catalog lacks."
+    )
     progress: Progress | None = Field(None, description="Training progress.")
     restarts: int = Field(0, description="Whole-gang restarts so far.")
     start_time: datetime | None = Field(None, description="When the first pods ran.")

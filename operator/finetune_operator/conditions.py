@@ -22,6 +22,7 @@ PODS_STUCK = "PodsStuck"
 SPEC_CHANGE_REJECTED = "SpecChangeRejected"
 PROGRESS_AVAILABLE = "ProgressAvailable"
 OUTPUT_PERSISTED = "OutputPersisted"
+SIZED = "Sized"  # a model the catalog lacks, read by a sizing pod
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -29,6 +29,8 @@ TRAINER_CONTAINER = "trainer"
 MODEL_CACHE_CONTAINER = "model-cache"
 # The trainer container's metrics port of local rank 0; local rank r's is metrics_port_name(r).
 METRICS_PORT_NAME = "metrics"
+# On the sizing pod: what its result depends on (finetune_operator.sizing.sizing_key).
+SIZING_KEY_ANNOTATION = "finetune.dev/sizing-key"
 
 # RFC 1035 label: what Service names and pod hostnames must be.
 DNS_LABEL_MAX = 63
@@ -64,6 +66,11 @@ def service_name(job: str) -> str:
 def batch_job_name(job: str, restart: int) -> str:
     """The batch/v1 Job of attempt `restart` (0 for the first run)."""
     return f"{job}-r{restart}"
+
+
+def sizing_pod_name(job: str) -> str:
+    """The pod that reads a model the catalog lacks (finetune_operator.sizing)."""
+    return f"{job}-size"
 
 
 def pod_hostname(job: str, restart: int, index: int) -> str:

@@ -29,8 +29,9 @@ RULES: tuple[Rule, ...] = (
     Rule("", "services", ("get", "create", "delete")),
     # The gang: kopf watches Jobs to react at once; suspend/resume is a patch.
     Rule("batch", "jobs", ("get", "list", "watch", "create", "patch", "delete")),
-    # Pods of the current Job: phases, exit codes, scheduler messages, rank 0's IP.
-    Rule("", "pods", ("list",)),
+    # Pods of the current Job: phases, exit codes, scheduler messages, rank 0's IP. The
+    # sizing pod of a model the catalog lacks: created, read by name, deleted once read.
+    Rule("", "pods", ("get", "list", "create", "delete")),
     # Events on every transition (kopf posts core/v1 Events).
     Rule("", "events", ("create",)),
 )

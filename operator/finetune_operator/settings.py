@@ -17,6 +17,8 @@
 |                               |                        | training pods of a GPU type require          |
 |                               |                        | (placement.py; the chart's                   |
 |                               |                        | trainer.gpuNodeLabels)                       |
+| FINETUNE_SIZING_IMAGE         | DEFAULT_OPERATOR_IMAGE | image of the sizing pod (the operator's own) |
+| FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod (a mirror)     |
 
 A bad value is reported naming the variable, never as a traceback.
 """
@@ -31,6 +33,7 @@ from finetune_operator import placement
 from finetune_operator.placement import GpuNodeLabels
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-dev/finetune-trainer:0.1.0"
+DEFAULT_OPERATOR_IMAGE = "ghcr.io/finetune-dev/finetune-operator:0.1.0"
 DEFAULT_METRICS_PORT = 8080
 # kopf's liveness endpoint; the chart's livenessProbe points here.
 LIVENESS_PORT = 8081
@@ -58,6 +61,8 @@ class Settings:
     log_level: str = "INFO"
     # None: the pods get no GPU-type node constraint.
     gpu_node_labels: GpuNodeLabels | None = field(default_factory=GpuNodeLabels)
+    sizing_image: str = DEFAULT_OPERATOR_IMAGE
+    hf_endpoint: str | None = None
 
     @property
     def all_namespaces(self) -> bool:
@@ -88,6 +93,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         log_level=_log_level(env.get("FINETUNE_LOG_LEVEL", "")),
         gpu_node_labels=_gpu_node_labels(env.get("FINETUNE_GPU_NODE_LABELS", "")),
+        sizing_image=env.get("FINETUNE_SIZING_IMAGE", "").strip() or defaults.sizing_image,
+        hf_endpoint=env.get("FINETUNE_HF_ENDPOINT", "").strip() or None,
     )
 
 

@@ -24,6 +24,7 @@ from finetune_contract.api import (
     KIND,
     FineTuneJob,
     FineTuneJobSpec,
+    ModelSizing,
     Plan,
 )
 from finetune_contract.layout import DATA_ROOT
@@ -486,12 +487,18 @@ def _image_path_warnings(spec: FineTuneJobSpec) -> list[Problem]:
 # --------------------------------------------------------------------------- planning
 
 
-def plan_problems(spec: FineTuneJobSpec) -> list[Problem]:
-    """A job the planner cannot place is invalid: say why and what would fit."""
-    from finetune_operator.planner import PlanningError, plan_job
+def plan_problems(spec: FineTuneJobSpec, sizing: ModelSizing | None = None) -> list[Problem]:
+    """A job the planner cannot place is invalid: say why and what would fit.
+
+    A model that only reading it can size (not in the catalog, no model.config) is not
+    checked without `sizing` (what reading it gave: finetune_operator.hub): `finetune
+    validate` reads it where it can, the operator through its sizing pod."""
+    from finetune_operator.planner import NeedsSizing, PlanningError, plan_job
 
     try:
-        plan = plan_job(spec)
+        plan = plan_job(spec, sizing=sizing)
+    except NeedsSizing:
+        return []
     except PlanningError as err:
         return [Problem(err.field, err.message)]
     if not plan.fits:

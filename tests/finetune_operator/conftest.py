@@ -23,3 +23,6 @@ os.environ["FINETUNE_PROGRESS_INTERVAL"] = "0.5"
 os.environ["FINETUNE_UNSCHEDULABLE_AFTER"] = "60"
 os.environ["FINETUNE_DEFAULT_IMAGE"] = "registry.test/finetune-trainer:test"
 os.environ.setdefault("FINETUNE_METRICS_PORT", str(_free_port()))
+
+# The Hub stand-in serving a tiny model, for the tests of sizing a model the catalog lacks.
+from tests.support.hub_standin import tiny_hub, tiny_model  # noqa: F401

@@ -78,6 +78,23 @@ def tiny_spec(train: str = "train.jsonl", **sections: dict[str, Any]) -> FineTun
     return FineTuneJobSpec.model_validate(spec)
 
 
+def save_tiny_model(folder: Path, config: dict[str, Any] | None = None, *,
+                    vocab_size: int = 4096, max_shard_size: str | None = None) -> int:
+    """A random-weight model saved with transformers' save_pretrained (config.json and
+    safetensors; sharded with an index when `max_shard_size` is given, e.g. "500KB").
+    Returns its num_parameters(), the count a sizer must find."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = {**(config or TINY_LLAMA)}
+    values.setdefault("vocab_size", vocab_size)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**values))
+    extra = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(folder, safe_serialization=True, **extra)
+    return model.num_parameters()
+
+
 def tiny_config(tmp_path: Path, spec: FineTuneJobSpec | None = None, plan: Plan | None = None,
                 **fields: Any) -> TrainerConfig:
     values: dict[str, Any] = {

@@ -80,7 +80,7 @@ The permissions the operator uses: exactly RULES in operator/finetune_operator/p
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["get", "list", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

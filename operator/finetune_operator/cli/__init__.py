@@ -15,7 +15,8 @@ from finetune_operator import __version__
 from finetune_operator.errors import UserError
 
 # Subcommand modules, in the order `finetune --help` lists them.
-COMMANDS = ("validate_cmd", "plan_cmd", "render_cmd", "run_cmd", "crd_cmd", "operator_cmd")
+COMMANDS = ("validate_cmd", "plan_cmd", "size_cmd", "render_cmd", "run_cmd", "crd_cmd",
+            "operator_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,13 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from finetune_contract import strategies
-from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan, TrainingSpec
+from finetune_contract.api import (
+    FineTuneJobSpec,
+    MemoryBreakdown,
+    ModelSizing,
+    Plan,
+    TrainingSpec,
+)
 from pydantic import ValidationError
 
 from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
+from finetune_operator.sizing import SizingFailed
 from finetune_operator.validation import parse_user_spec, pydantic_problems, validate_job
 
 # Stands in for the dataset the flags-only form does not name: planning never reads it.
@@ -57,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "needs (itemized), and the estimated GPU-hours and cost.",
     )
     p.add_argument("file", nargs="?", metavar="JOB.yaml", help="a FineTuneJob ('-' for stdin)")
-    p.add_argument("--model", help="Hugging Face id (catalog) or a local directory with "
-                   "config.json")
+    p.add_argument("--model", help="Hugging Face id (the built-in catalog, else read from "
+                   "the Hub: HF_TOKEN, HF_ENDPOINT) or a local directory with config.json")
     p.add_argument("--parameters", help="size when the model cannot be read: 125M, 7.5B, 70B")
     p.add_argument("--gpu", help="GPU type (H100-80GB, A100-40GB, ..., cpu)")
     p.add_argument("--gpu-memory-gib", type=float, help="custom memory per GPU in GiB")
@@ -85,15 +92,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     spec, data_root, label = _spec_from_args(args)
     stats = _stats(args)
+    sizing = _read_model(spec, data_root, label)
     try:
-        plan = plan_job(spec, data_root=data_root, dataset_stats=stats)
+        plan = plan_job(spec, data_root=data_root, dataset_stats=stats, sizing=sizing)
     except PlanningError as err:
         raise UserError(f"{label}: {_where(err.field, args)}: {err.message}") from None
     if args.json:
         print(json.dumps(plan.to_wire(), indent=2))
     else:
-        print(render(plan, label))
+        print(render(plan, label, sizing))
     return 0 if plan.fits else 2
+
+
+def _read_model(spec: FineTuneJobSpec, data_root: Path, label: str) -> ModelSizing | None:
+    """A model the catalog lacks, read from the Hub (or its folder): config.json and the
+    exact count of its safetensors headers. None when the spec sizes it alone."""
+    from finetune_operator import hub
+
+    try:
+        return hub.size_if_needed(spec, data_root)
+    except SizingFailed as err:
+        if not err.here_only:
+            field = "spec.model.path" if spec.model.path else "spec.model.name"
+            raise UserError(f"{label}: {field}: {err.message}") from None
+        what = spec.model.name or spec.model.path
+        raise UserError(
+            f"{label}: spec.model: cannot size {what!r} here: {err.message}. It is not in the "
+            "built-in catalog, so planning needs network access to the Hugging Face Hub "
+            "(HF_ENDPOINT for a mirror, a token in HF_TOKEN for a gated model), or its size: "
+            "--parameters (e.g. 70B) or model.config (model_type, hidden_size, ...)"
+        ) from None
 
 
 # --------------------------------------------------------------------------- input
@@ -228,7 +256,7 @@ def _stats(args: argparse.Namespace) -> DatasetStats | None:
 # --------------------------------------------------------------------------- output
 
 
-def render(plan: Plan, label: str) -> str:
+def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
     """The plan as a short human table."""
     m = plan.memory_per_gpu
     per = "rank" if plan.gpu == "cpu" else "GPU"
@@ -236,8 +264,8 @@ def render(plan: Plan, label: str) -> str:
     verdict = "fits" if plan.fits else "DOES NOT FIT"
     e = plan.estimate
     lines = [
-        (f"{label}: {format_size(plan.parameters)} parameters ({plan.parameter_source}), "
-        f"{format_size(plan.trainable_parameters)} trainable"),
+        (f"{label}: {format_size(plan.parameters)} parameters "
+        f"({source_text(plan, sizing)}), {format_size(plan.trainable_parameters)} trainable"),
         "",
         (f"  plan        {plan.strategy} on {plan.nodes} node(s) x {plan.gpus_per_node} "
         f"{plan.gpu} = {plan.world_size} ranks, {plan.precision}, {plan.packing}: {verdict}"),
@@ -282,6 +310,18 @@ def _host(plan: Plan) -> str:
     if plan.cpu_per_node:
         text += f"; {plan.cpu_per_node} CPUs"
     return text
+
+
+def source_text(plan: Plan, sizing: ModelSizing | None) -> str:
+    """Where the count came from: `safetensors: acme/model@1a2b3c4d5e6f` when the model was
+    read (which files, at which commit), else the source's name."""
+    if sizing is None or plan.parameter_source not in ("safetensors", "config", "estimate"):
+        return plan.parameter_source
+    where = sizing.model + (f"@{sizing.commit[:12]}" if sizing.commit else "")
+    if plan.parameter_source == "safetensors":
+        files = f", {sizing.safetensors_files} header(s)" if sizing.safetensors_files else ""
+        return f"safetensors: {where}{files}"
+    return f"{plan.parameter_source}: {where} config.json"
 
 
 def _peak_note(m: MemoryBreakdown) -> str:

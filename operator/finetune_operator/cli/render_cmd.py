@@ -75,8 +75,15 @@ def render_job(body: dict[str, Any], namespace: str | None, uid: str) -> list[di
                                    meta["name"], plan=False)
     if spec is None:
         raise UserError("; ".join(str(p) for p in problems))
+    from finetune_operator import hub
+    from finetune_operator.sizing import SizingFailed
+
+    try:  # a model the catalog lacks: read here what the operator's sizing pod would read
+        sizing = hub.size_if_needed(spec, None)
+    except SizingFailed as err:
+        raise UserError(f"spec.model: {err.message}") from None
     try:
-        plan = plan_job(spec)
+        plan = plan_job(spec, sizing=sizing)
     except PlanningError as err:
         raise UserError(f"{err.field}: {err.message}") from None
     if not plan.fits:

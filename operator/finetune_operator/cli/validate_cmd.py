@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from finetune_contract.api import FineTuneJobSpec
 
 from finetune_operator.documents import DocumentError, describe, read_documents, split_jobs
-from finetune_operator.validation import spec_warnings, validate_job
+from finetune_operator.sizing import SizingFailed
+from finetune_operator.validation import Problem, plan_problems, spec_warnings, validate_job
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,11 +45,14 @@ def run(args: argparse.Namespace) -> int:
         for doc in jobs:
             checked += 1
             job, problems = validate_job(doc.body, plan=not args.no_plan)
+            note = ""
+            if job is not None and not args.no_plan:
+                problems, note = _read_model(job.spec, _data_root(source))
             for problem in problems:
                 print(f"{source}: doc {doc.index}: {problem}", file=sys.stderr)
             bad += bool(problems)
             if not problems and not args.quiet:
-                print(f"{source}: doc {doc.index}: valid")
+                print(f"{source}: doc {doc.index}: valid{note}")
             # Printed even with --quiet: each says how the job could lose its result.
             for warning in spec_warnings(job.spec) if job else ():
                 print(f"{source}: doc {doc.index}: warning: {warning}", file=sys.stderr)
@@ -53,3 +60,28 @@ def run(args: argparse.Namespace) -> int:
         print("no FineTuneJob documents found", file=sys.stderr)
         return 1
     return 1 if bad else 0
+
+
+def _read_model(spec: FineTuneJobSpec, data_root: Path) -> tuple[list[Problem], str]:
+    """A model the catalog lacks: read it (config.json, safetensors headers) and plan with
+    it. Where it cannot be read (offline, no route to the Hub, a model.path on the job's
+    volume), the job is valid with a note: the operator sizes it in the cluster."""
+    from finetune_operator import hub
+
+    try:
+        sizing = hub.size_if_needed(spec, data_root)
+    except SizingFailed as err:
+        if err.here_only:
+            return [], (f" (note: not sized here: {err.message}; the operator sizes "
+                        f"{spec.model.name or spec.model.path!r} in the cluster with a sizing "
+                        "pod that reads its config.json and safetensors headers)")
+        field = "spec.model.path" if spec.model.path else "spec.model.name"
+        return [Problem(field, err.message)], ""
+    if sizing is None:
+        return [], ""
+    return plan_problems(spec, sizing), ""
+
+
+def _data_root(source: str) -> Path:
+    """Where a job's relative paths resolve locally: the file's folder (stdin: here)."""
+    return Path.cwd() if source == "-" else Path(source).resolve().parent

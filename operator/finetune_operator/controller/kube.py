@@ -132,7 +132,8 @@ class Cluster:
             names.config_map_name(name), namespace, _preload_content=False)))
         started = status.plan is not None and status.plan.fits
         if config_map is None and not started:
-            return observation(body, status)
+            return observation(body, status, sizing_pod=self._sizing_pod(namespace, name,
+                                                                         status))
         jobs = {}
         for attempt in attempts_to_read(status.restarts, last_complete):
             job = self.get_job(namespace, names.batch_job_name(name, attempt))
@@ -142,6 +143,15 @@ class Cluster:
             names.service_name(name), namespace, _preload_content=False)))
         return observation(body, status, config_map=config_map, service=service, jobs=jobs,
                            pods=self.list_pods(namespace, name) if jobs else [])
+
+    def _sizing_pod(self, namespace: str, name: str, status: FineTuneJobStatus
+                    ) -> dict[str, Any] | None:
+        """The sizing pod, read only while the lifecycle waits for it (Sized=Unknown)."""
+        sized = next((c for c in status.conditions if c.type == "Sized"), None)
+        if sized is None or sized.status != "Unknown":
+            return None
+        return self._read(lambda: self._raw(self.core.read_namespaced_pod(
+            names.sizing_pod_name(name), namespace, _preload_content=False)))
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read(lambda: self._raw(self.batch.read_namespaced_job(
@@ -209,6 +219,7 @@ class Cluster:
             "ConfigMap": self.core.create_namespaced_config_map,
             "Service": self.core.create_namespaced_service,
             "Job": self.batch.create_namespaced_job,
+            "Pod": self.core.create_namespaced_pod,
         }
         create = creators[obj["kind"]]
         try:
@@ -224,6 +235,7 @@ class Cluster:
             "ConfigMap": self.core.delete_namespaced_config_map,
             "Service": self.core.delete_namespaced_service,
             "Job": self.batch.delete_namespaced_job,
+            "Pod": self.core.delete_namespaced_pod,
         }
         delete = deleters[kind]
         self._call(lambda: delete(name, namespace, body=body), missing_ok=True)

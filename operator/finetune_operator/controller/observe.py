@@ -8,7 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from finetune_operator import names
-from finetune_operator.lifecycle.observation import Attempt, ContainerState, Observed, PodState
+from finetune_operator.lifecycle.observation import (
+    Attempt,
+    ContainerState,
+    Observed,
+    PodState,
+    SizingPod,
+)
 from finetune_operator.render import Owner
 
 Obj = dict[str, Any]
@@ -16,7 +22,7 @@ Obj = dict[str, Any]
 
 def observation(body: Obj, status: Any, *, config_map: Obj | None = None,
                 service: Obj | None = None, jobs: dict[int, Obj] | None = None,
-                pods: list[Obj] | None = None) -> Observed:
+                pods: list[Obj] | None = None, sizing_pod: Obj | None = None) -> Observed:
     """A FineTuneJob `body` (its status already parsed) and the children read for it."""
     meta = body["metadata"]
     return Observed(
@@ -27,6 +33,25 @@ def observation(body: Obj, status: Any, *, config_map: Obj | None = None,
         started_config=None if config_map is None else _config_text(config_map),
         has_service=service is not None,
         attempts={number: attempt(job, pods or []) for number, job in (jobs or {}).items()},
+        sizing_pod=None if sizing_pod is None else sizing_pod_state(sizing_pod),
+    )
+
+
+def sizing_pod_state(pod: Obj) -> SizingPod:
+    """The sizing pod: its phase and its container's termination message."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    message, waiting = "", ""
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        message = message or str((state.get("terminated") or {}).get("message") or "")
+        waiting = waiting or str((state.get("waiting") or {}).get("reason") or "")
+    return SizingPod(
+        name=meta.get("name", ""),
+        key=(meta.get("annotations") or {}).get(names.SIZING_KEY_ANNOTATION, ""),
+        phase=status.get("phase", "Pending"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        message=message or str(status.get("message") or ""),
+        waiting_reason=waiting,
     )
 
 

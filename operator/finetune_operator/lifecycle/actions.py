@@ -15,7 +15,7 @@ class Create:
 
 @dataclass(frozen=True)
 class Delete:
-    kind: Literal["ConfigMap", "Service", "Job"]
+    kind: Literal["ConfigMap", "Service", "Job", "Pod"]
     name: str
 
 

@@ -68,6 +68,19 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class SizingPod:
+    """The pod that reads a model the catalog lacks (finetune_operator.sizing)."""
+
+    name: str
+    key: str = ""  # the sizing key it was made for (names.SIZING_KEY_ANNOTATION)
+    phase: str = "Pending"
+    deleting: bool = False
+    # Its container's termination message: the result, or the error, as JSON.
+    message: str = ""
+    waiting_reason: str = ""  # why its container does not run yet (ErrImagePull, ...)
+
+
+@dataclass(frozen=True)
 class Observed:
     """One FineTuneJob and its children as the shell read them."""
 
@@ -82,3 +95,5 @@ class Observed:
     # Attempts status.restarts and status.restarts + 1 (the latter only exists when the
     # operator crashed between creating its Job and recording the restart), and around them.
     attempts: dict[int, Attempt] = field(default_factory=dict)
+    # The sizing pod, read while the job waits for it (condition Sized=Unknown).
+    sizing_pod: SizingPod | None = None

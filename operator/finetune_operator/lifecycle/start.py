@@ -8,11 +8,13 @@ from finetune_contract.api import TERMINAL_PHASES, FineTuneJobSpec, FineTuneJobS
 
 from finetune_operator import conditions as cond
 from finetune_operator.lifecycle import spec as specs
+from finetune_operator.lifecycle.sizing import sized
 from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message
-from finetune_operator.planner import PlanningError
+from finetune_operator.planner import PlanningError, needs_sizing
 from finetune_operator.validation import layout_problems, output_warning
 
-PlanFn = Callable[[FineTuneJobSpec], Plan]
+# plan_job, or a test's stand-in; called with `sizing=` only for a model that needed one.
+PlanFn = Callable[..., Plan]
 # The OutputPersisted reason (and Event reason) of a job without output.pvc.
 EPHEMERAL_OUTPUT = "EphemeralOutput"
 
@@ -24,16 +26,21 @@ def current_spec(step: Step) -> specs.Validated:
 
 
 def start(step: Step, plan_fn: PlanFn) -> bool:
-    """Validate and plan. False when the job failed here (invalid or does not fit)."""
+    """Validate, size a model the catalog lacks (lifecycle/sizing.py), and plan. False when
+    the job failed here (invalid, cannot be sized, does not fit) or waits for its sizing."""
     if step.status.phase in TERMINAL_PHASES:  # edited after a rejection: start afresh
-        step.status = FineTuneJobStatus(conditions=step.status.conditions)
+        step.status = FineTuneJobStatus(conditions=step.status.conditions,
+                                        sizing=step.status.sizing)
     spec, problems = current_spec(step)
     if spec is None:
         fail_invalid(step, "; ".join(problems))
         return False
     step.condition(cond.VALID, "True", "SpecValid")
+    sizing = sized(step, spec) if needs_sizing(spec) else None
+    if needs_sizing(spec) and sizing is None:
+        return False
     try:
-        plan = plan_fn(spec)
+        plan = plan_fn(spec, sizing=sizing) if sizing is not None else plan_fn(spec)
     except PlanningError as err:
         fail_invalid(step, f"{err.field}: {err.message}")
         return False

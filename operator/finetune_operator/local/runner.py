@@ -113,11 +113,18 @@ def load_job(source: str) -> tuple[FineTuneJob, Path]:
 
 def plan_for_machine(spec: FineTuneJobSpec, data_root: Path, source: str) -> Plan:
     """The planner's plan for this machine, with the data measured for its estimate."""
+    from finetune_operator import hub
     from finetune_operator.planner import PlanningError, plan_job
+    from finetune_operator.sizing import SizingFailed
 
     stats = datastats.measure(spec.dataset, data_root)
+    try:  # a model the catalog lacks: its config.json and safetensors headers
+        sizing = hub.size_if_needed(spec, data_root)
+    except SizingFailed as error:
+        field = "spec.model.path" if spec.model.path else "spec.model.name"
+        raise UserError(f"{source}: {field}: cannot size the model: {error.message}") from None
     try:
-        plan = plan_job(spec, data_root=data_root, dataset_stats=stats)
+        plan = plan_job(spec, data_root=data_root, dataset_stats=stats, sizing=sizing)
     except PlanningError as error:
         raise UserError(f"{source}: {error.field}: {error.message}") from None
     if not plan.fits:

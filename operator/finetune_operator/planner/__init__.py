@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan, PlanAlternative
+from finetune_contract.api import (
+    FineTuneJobSpec,
+    MemoryBreakdown,
+    ModelSizing,
+    Plan,
+    PlanAlternative,
+)
 
 from finetune_operator.planner.choose import (
     Bounds,
@@ -36,8 +42,10 @@ from finetune_operator.planner.estimate import (
     training_tokens,
 )
 from finetune_operator.planner.inputs import (
+    NeedsSizing,
     PlanningError,
     model_count,
+    needs_sizing,
     pod_memory,
     resolve_gpu,
     resolve_packing,
@@ -46,15 +54,19 @@ from finetune_operator.planner.inputs import (
 from finetune_operator.planner.memory import cpus_per_node
 from finetune_operator.planner.parameters import ParameterCount
 
-__all__ = ["DatasetStats", "PlanningError", "plan_job"]
+__all__ = ["DatasetStats", "NeedsSizing", "PlanningError", "needs_sizing", "plan_job"]
 
 
 def plan_job(
     spec: FineTuneJobSpec, *, data_root: Path | None = None,
-    dataset_stats: DatasetStats | None = None,
+    dataset_stats: DatasetStats | None = None, sizing: ModelSizing | None = None,
 ) -> Plan:
-    """Plan a FineTuneJob: what to run, on how much hardware, and what it costs."""
-    count, source = model_count(spec, data_root)
+    """Plan a FineTuneJob: what to run, on how much hardware, and what it costs.
+
+    `sizing`: what reading the model gave (finetune_operator.hub, or the operator's sizing
+    pod), for a model the spec alone cannot size (`needs_sizing`); without it such a
+    model raises NeedsSizing."""
+    count, source = model_count(spec, data_root, sizing)
     sizing = _sizing(spec, count)
     r = spec.resources
     bounds = Bounds(

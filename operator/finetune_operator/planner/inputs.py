@@ -6,10 +6,11 @@ Every way a spec can be impossible to plan ends here as a PlanningError naming t
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from finetune_contract.api import FineTuneJobSpec
+from finetune_contract.api import FineTuneJobSpec, ModelSizing
 
 from finetune_operator.planner import gpus, models
 from finetune_operator.planner.parameters import (
@@ -30,20 +31,42 @@ class PlanningError(Exception):
         self.message = message
 
 
+class NeedsSizing(PlanningError):
+    """The model can only be sized by reading it (its config.json and safetensors headers
+    on the Hub or in its folder), and no sizing was given: `finetune plan` reads it through
+    huggingface_hub, the operator through a sizing pod (finetune_operator.sizing)."""
+
+
+def needs_sizing(spec: FineTuneJobSpec) -> bool:
+    """Whether the spec alone cannot size the model: a pretrained model the catalog lacks,
+    without model.config (with its model_type) or a model.parameters hint."""
+    m = spec.model
+    if m.init != "pretrained" or m.parameters is not None:
+        return False
+    if m.config and "model_type" in m.config:
+        return False
+    return not (m.name and models.find_model(m.name))
+
+
 # --------------------------------------------------------------------------- model size
 
 
-def model_count(spec: FineTuneJobSpec, data_root: Path | None) -> tuple[ParameterCount, str]:
+def model_count(spec: FineTuneJobSpec, data_root: Path | None,
+                sizing: ModelSizing | None = None) -> tuple[ParameterCount, str]:
     """The parameter count and where it came from (Plan.parameter_source).
 
     Sources, in order: model.config (merged over the catalog entry or config.json it
     overrides), the built-in catalog by model.name, config.json under model.path (readable
-    only where the data is, i.e. locally), then the model.parameters size hint.
+    only where the data is, i.e. locally), what reading the model gave (`sizing`: its
+    config.json, and the exact count of its safetensors headers, which wins over the
+    config's arithmetic), then the model.parameters size hint.
     """
     m = spec.model
     labels = spec.method.num_labels if spec.method.task == "classification" else None
     vocab = m.tokenizer.train.vocab_size if m.tokenizer and m.tokenizer.train else None
     base, base_source = _base_config(spec, data_root)
+    if base is None and sizing is not None and needs_sizing(spec):
+        base, base_source = dict(sizing.config), "config"
     config = {**(base or {}), **(m.config or {})}
     if config:
         if "model_type" not in config:
@@ -54,6 +77,11 @@ def model_count(spec: FineTuneJobSpec, data_root: Path | None) -> tuple[Paramete
         except ConfigError as err:
             field = "spec.model.config" + (f".{err.key}" if err.key else "")
             raise PlanningError(field, err.message) from None
+        exact = sizing.parameters if sizing is not None and base_source == "config" else None
+        if exact and not m.config and needs_sizing(spec):
+            # The checkpoint's own count: what the config's arithmetic cannot know (an
+            # architecture it does not cover, extra modules) is in the tensors.
+            return with_exact_total(count, exact, config, labels, vocab), "safetensors"
         if not count.exact:
             return count, "estimate"
         return count, "config" if m.config or base_source == "config" else "catalog"
@@ -64,12 +92,32 @@ def model_count(spec: FineTuneJobSpec, data_root: Path | None) -> tuple[Paramete
             raise PlanningError("spec.model.parameters", str(err)) from None
         return _count_from_hint(size, labels), "hint"
     what = repr(m.name or m.path)
-    raise PlanningError(
+    raise NeedsSizing(
         "spec.model",
         f"cannot size model {what}: it is not in the built-in catalog and no config.json "
         "is readable here; give model.parameters (e.g. 7B) or model.config (model_type, "
         "hidden_size, num_hidden_layers, ...)",
     )
+
+
+def with_exact_total(count: ParameterCount, total: int, config: dict[str, Any],
+                     num_labels: int | None, vocab: int | None) -> ParameterCount:
+    """`count` (from the config: the shape, embeddings, head) holding `total` parameters
+    exactly, the difference spread over the blocks. `total` is the checkpoint's: a
+    classification head replaces the LM head it counts."""
+    if num_labels:
+        lm = count_parameters(config, vocab_size=vocab)
+        total = total - lm.head + num_labels * lm.shape.hidden_size
+    if total == count.total:
+        return replace(count, exact=True)
+    layers = max(1, count.shape.num_layers)
+    rest = total - count.embedding - count.final_norm - count.head
+    if rest < layers:  # the config's embeddings alone exceed the checkpoint: keep its total
+        return replace(shape_for_size(total, count), exact=True)
+    per_layer, extra = divmod(rest, layers)
+    active = min(count.per_layer_active, per_layer) if count.per_layer_active else 0
+    return ParameterCount(count.shape, count.embedding + extra, per_layer, count.final_norm,
+                          count.head, exact=True, per_layer_active=active)
 
 
 def _base_config(spec: FineTuneJobSpec, data_root: Path | None) -> tuple[dict | None, str]:

@@ -153,7 +153,7 @@ def test_yaml_with_config_json_under_model_path(tmp_path, capsys):
 @pytest.mark.parametrize(("args", "expected"), [
     (["--model", "meta-llama/Llama-3.1-8B", "--gpu", "H900"],
      "--gpu H900 (spec.resources.gpu): unknown GPU type 'H900'"),
-    (["--model", "nobody/model"], "give model.parameters"),
+    (["--model", "nobody/model"], "or its size: --parameters"),
     (["--model", "meta-llama/Llama-3.1-8B", "--global-batch", "12"],
      "spec.training.globalBatchSize"),
     (["--model", "meta-llama/Llama-3.1-8B", "--gpus", "12"], "not a whole number of nodes"),

@@ -270,6 +270,64 @@ def test_model_that_cannot_be_sized():
     assert "model.parameters" in err.value.message and "model.config" in err.value.message
 
 
+def test_a_model_only_reading_it_sizes_needs_sizing():
+    from finetune_operator.planner import NeedsSizing, needs_sizing
+
+    unknown = make_spec(model={"name": "someone/unknown-model"})
+    assert needs_sizing(unknown)
+    with pytest.raises(NeedsSizing):
+        plan_job(unknown)
+    for sized in (make_spec(), tiny_cpu(), make_spec(model={"name": "x/y", "parameters": "7B"}),
+                  make_spec(model={"name": "x/y", "config": TINY_LLAMA})):
+        assert not needs_sizing(sized)
+    assert needs_sizing(make_spec(model={"path": "models/base"}))
+    assert needs_sizing(make_spec(model={"name": "x/y", "config": {"max_position_embeddings": 8}}))
+
+
+PRETRAINED = {"name": "someone/new-model", "init": "pretrained", "config": None}
+
+
+def sized(config: dict[str, Any], parameters: int | None, model: str = "someone/new-model"):
+    from finetune_contract.api import ModelSizing
+
+    return ModelSizing(model=model, commit="a" * 40, config=config, parameters=parameters,
+                       safetensors_files=1)
+
+
+def test_the_safetensors_count_wins_over_the_config_arithmetic():
+    spec = tiny_cpu(model=PRETRAINED)
+    from_config = plan_job(spec, sizing=sized(TINY_LLAMA, None))
+    assert from_config.parameter_source == "config" and from_config.parameters == 205_120
+    exact = plan_job(spec, sizing=sized(TINY_LLAMA, 205_120))
+    assert exact.parameter_source == "safetensors" and exact.parameters == 205_120
+    # An architecture the arithmetic only estimates: the headers hold the truth.
+    newarch = {**TINY_LLAMA, "model_type": "newarch"}
+    assert plan_job(spec, sizing=sized(newarch, None)).parameter_source == "estimate"
+    truth = plan_job(spec, sizing=sized(newarch, 250_001))
+    assert truth.parameter_source == "safetensors" and truth.parameters == 250_001
+    assert truth.trainable_parameters == 250_001
+
+
+def test_the_exact_count_keeps_the_checkpoint_when_the_task_changes_the_head():
+    spec = tiny_cpu(model=PRETRAINED, method={"task": "classification",
+                                                                 "numLabels": 3},
+                    dataset={"format": "classification", "train": {"path": "t.jsonl"}})
+    plan = plan_job(spec, sizing=sized(TINY_LLAMA, 205_120))
+    lm_head, classifier = 1024 * 64, 3 * 64
+    assert plan.parameters == 205_120 - lm_head + classifier
+
+
+def test_model_config_overrides_what_reading_the_model_gave():
+    spec = tiny_cpu(model={**PRETRAINED, "config": {"num_hidden_layers": 1}})
+    plan = plan_job(spec, sizing=sized(TINY_LLAMA, 205_120))
+    assert plan.parameter_source == "config" and plan.parameters < 205_120
+
+
+def test_a_sizing_is_not_used_for_a_model_the_spec_sizes():
+    plan = plan_job(make_spec(), sizing=sized(TINY_LLAMA, 1234))
+    assert plan.parameter_source == "catalog" and plan.parameters > 8e9
+
+
 def test_bf16_on_v100_is_refused():
     with pytest.raises(PlanningError) as err:
         plan_job(make_spec(resources={"gpu": "V100-32GB"}, training={"precision": "bf16"}))
