@@ -109,8 +109,10 @@ def test_trainer_image_pins_the_torch_the_makefile_uses() -> None:
     for run in installs:
         if "--no-deps" not in run:
             assert "torch==${TORCH_VERSION}" in run, run
-    # The trainer extra's requirements come from pyproject.toml, before the sources.
-    assert any("['optional-dependencies']['trainer']" in r for r in installs)
+    # The trainer extra's requirements come from pyproject.toml (a stage of their own), and
+    # are installed before the sources.
+    assert any("['optional-dependencies']['trainer']" in r for r in runs)
+    assert any("--requirement /tmp/req.txt" in r for r in installs)
 
 
 def test_trainer_image_has_a_cpu_variant_with_the_example_data() -> None:

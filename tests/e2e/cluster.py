@@ -26,6 +26,22 @@ OPERATOR_NAMESPACE = "finetune-system"
 T = TypeVar("T")
 
 
+def cluster_setting(name: str) -> str:
+    """A value scripts/cluster/versions.sh sets (NODE_IP, ...): one source for both."""
+    for line in (ROOT / "scripts" / "cluster" / "versions.sh").read_text().splitlines():
+        key, _, rest = line.partition("=")
+        if key == name:
+            return rest.split("#")[0].strip()
+    raise KeyError(f"{name} is not set in scripts/cluster/versions.sh")
+
+
+# The node as its pods see it (the CNI bridge's address): test servers that pods must reach
+# listen here. The Hub stand-in of the sizing test listens on HUB_PORT.
+NODE_IP = cluster_setting("NODE_IP")
+HUB_PORT = 18080
+HUB_ENDPOINT = f"http://{NODE_IP}:{HUB_PORT}"
+
+
 class CommandFailed(AssertionError):
     """A kubectl or helm call that the test expected to succeed did not."""
 

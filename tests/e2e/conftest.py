@@ -11,7 +11,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import IN_CI, require_tool
-from tests.e2e.cluster import CHART, KUBECONFIG, OPERATOR_NAMESPACE, RELEASE, Cluster, wait_until
+from tests.e2e.cluster import (
+    CHART,
+    HUB_ENDPOINT,
+    KUBECONFIG,
+    OPERATOR_NAMESPACE,
+    RELEASE,
+    Cluster,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +41,8 @@ def operator_release(cluster: Cluster) -> Iterator[str]:
     installed = cluster.helm("upgrade", "--install", RELEASE, str(CHART),
                              "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
                              "-f", str(CHART / "ci" / "kind-values.yaml"),
+                             # Sizing pods ask the Hub stand-in of test_cluster_sizing.py.
+                             "--set", f"operator.hfEndpoint={HUB_ENDPOINT}",
                              "--wait", "--timeout", "5m", check=False, timeout=420)
     if not installed.ok:
         pytest.fail(f"helm install failed:\n{installed.stderr}{installed.stdout}\n"

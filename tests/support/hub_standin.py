@@ -96,9 +96,11 @@ class Repo:
 
 
 class HubStandIn:
-    """The server. Start it with `with` (or start()/stop()); it listens on 127.0.0.1."""
+    """The server. Start it with `with` (or start()/stop()); it listens on 127.0.0.1 (or on
+    `host`, e.g. the cluster bridge's address for pods to reach), on a free port by default."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.address = (host, port)
         self.repos: dict[tuple[str, str], Repo] = {}
         self.users: set[str] = set()  # tokens the hub knows (every granted token is one)
         self.requests: list[Request] = []
@@ -127,7 +129,7 @@ class HubStandIn:
 
     def start(self) -> HubStandIn:
         handler = type("Handler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(self.address, handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="hub-standin", daemon=True)
