@@ -42,6 +42,26 @@ PY
 
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
+# Each build of these images replaces the last under the same tag; left behind, the old ones
+# fill the disk in a few rebuilds (6 GB each for the trainer).
+prune_old_builds() {
+  local title
+  for title in finetune-operator finetune-trainer; do
+    docker image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null
+  done
+}
+
+# What containerd keeps of earlier imports: image references by ID that are not the current
+# build of any of the cluster's images. Its garbage collector then frees their content.
+prune_old_imports() {
+  local keep ref
+  keep=$(for i in "$PAUSE_IMAGE" "$OPERATOR_IMAGE" "$TRAINER_IMAGE"; do
+           docker image inspect -f '{{.Id}}' "$i" 2>/dev/null; done)
+  for ref in $(ctr_k8s images ls -q | grep '^sha256:' || true); do
+    grep -qx "$ref" <<<"$keep" || ctr_k8s images rm "$ref" >/dev/null 2>&1 || true
+  done
+}
+
 # import_image IMAGE: docker save | ctr import, unless containerd already has this build.
 import_image() {
   local image=$1 id stamp
@@ -118,14 +138,20 @@ case ${1:-} in
     bash "$HERE/base-image.sh" "$BASE_IMAGE"
     cas=$(extra_cas)
     cd "$ROOT"
+    need_disk 16 /var/lib/docker
     build "$OPERATOR_IMAGE" operator/Dockerfile
     # The first trainer build takes minutes (torch from PyPI); later ones reuse the layers.
     build "$TRAINER_IMAGE" trainer_image/Dockerfile --build-arg VARIANT=cpu
+    prune_old_builds
     ;;
   import)
     docker_up
+    need_disk 8 "$CONTAINERD_ROOT"
+    # Every pod's sandbox needs it: make sure containerd still has it.
+    import_image "$PAUSE_IMAGE"
     import_image "$OPERATOR_IMAGE"
     import_image "$TRAINER_IMAGE"
+    prune_old_imports
     check_image "$OPERATOR_IMAGE" finetune --version
     check_image "$TRAINER_IMAGE" python -c "import finetune_trainer, torch, trl"
     say "both images start in the cluster"

@@ -42,6 +42,15 @@ KUBECTL=${KUBECTL:-$ROOT/.venv/bin/kubectl}
 [ -x "$KUBECTL" ] || KUBECTL=$(command -v kubectl || echo kubectl)
 kc() { "$KUBECTL" --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
 
+# need_disk GIB DIR: fails, saying what to do, when DIR's filesystem has less than GIB free.
+need_disk() {
+  local want=$1 dir=$2 free
+  mkdir -p "$dir"
+  free=$(( $(df -Pk "$dir" | awk 'NR==2 {print $4}') / 1024 / 1024 ))
+  [ "$free" -ge "$want" ] && return
+  die "only ${free} GiB free under $dir, and building and importing the images needs about ${want} GiB: free some (docker image prune; make cluster-down; rm -rf /var/cache/finetune-cluster/containerd)"
+}
+
 stop() {
   local name=$1 pid
   [ -f "$PIDS/$name.pid" ] || return 0

@@ -192,10 +192,13 @@ resolvConf: ""
 podLogsDir: $CLUSTER_STATE/pod-logs
 readOnlyPort: 0
 failSwapOn: false
-# Images cannot be pulled again here: never garbage-collect them, never evict for disk.
+# Images cannot be pulled again here: never garbage-collect them, never evict for disk (a
+# disk threshold makes the eviction manager delete every unused image, the sandbox's pause
+# image among them). Setting evictionHard replaces the defaults, so no disk signal is left;
+# images.sh checks the free space instead.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 200Mi, nodefs.available: 1%, imagefs.available: 1%}
+evictionHard: {memory.available: 200Mi}
 # The node has 2 cores; the default 10 s grace makes node-loss tests slow.
 nodeStatusUpdateFrequency: 4s
 serializeImagePulls: false
