@@ -155,6 +155,9 @@ def _watch(cluster: Cluster, seen: Observed) -> None:
         phase = job_phase(cluster, NAMESPACE, JOB)
         if phase in ("Succeeded", "Failed"):
             seen.final_phase = phase
+            # The row above may predate the final phase: the table's last row is read now.
+            if row := _table_row(cluster):
+                seen.rows.append(row)
             return
         time.sleep(2)
 
