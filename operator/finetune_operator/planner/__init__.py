@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finetune_contract import rules, strategies
 from finetune_contract.api import FineTuneJobSpec, MemoryBreakdown, Plan, PlanAlternative
 
 from finetune_operator.planner.choose import (
@@ -43,8 +44,15 @@ from finetune_operator.planner.inputs import (
     resolve_packing,
     resolve_precision,
 )
-from finetune_operator.planner.memory import cpus_per_node
-from finetune_operator.planner.parameters import ParameterCount
+from finetune_operator.planner.memory import Adapters, cpus_per_node
+from finetune_operator.planner.parameters import (
+    ConfigError,
+    ParameterCount,
+    adapted_linears,
+    adapter_parameters,
+    block_linears,
+    quantized_parameters,
+)
 
 __all__ = ["DatasetStats", "PlanningError", "plan_job"]
 
@@ -111,9 +119,13 @@ def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:
     method, training = spec.method, spec.training
     gpu = resolve_gpu(spec)
     checkpointing = training.gradient_checkpointing
+    adapters = _adapters(spec, count)
     return Sizing(
         count=count,
-        trainable=count.trainable(method.tuning, method.trainable_layers),
+        trainable=(adapters.trainable if adapters
+                   else count.trainable(method.tuning, method.trainable_layers)),
+        adapters=adapters,
+        refused=_refused_strategies(spec, gpu.is_cpu),
         layers_with_grad=_layers_with_grad(spec, count),
         gpu=gpu,
         precision=resolve_precision(spec, gpu),
@@ -125,6 +137,48 @@ def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:
         packing=resolve_packing(spec),
         host_limit=None if gpu.is_cpu else pod_memory(spec),
     )
+
+
+def _adapters(spec: FineTuneJobSpec, count: ParameterCount) -> Adapters | None:
+    """What tuning lora or qlora trains and freezes, for the memory sums; None otherwise."""
+    method = spec.method
+    if method.tuning not in rules.ADAPTER_TUNINGS:
+        return None
+    lora = method.lora
+    targets = list(lora.target_modules) if lora.target_modules else None
+    try:
+        trainable = adapter_parameters(count, lora.rank, targets, dora=lora.use_dora,
+                                       modules_to_save=lora.modules_to_save)
+        linears = adapted_linears(count.shape, targets)
+    except ConfigError as err:
+        raise PlanningError("spec.method.lora.targetModules", err.message) from None
+    saved = lora.modules_to_save or []
+    return Adapters(
+        tuning=method.tuning,
+        trainable=trainable,
+        rank=lora.rank,
+        dropout=lora.dropout > 0,
+        adapted=len(linears),
+        inputs_per_token=sum(layer.inputs for layer in linears.values()),
+        largest_linear=max(layer.inputs * layer.outputs
+                           for layer in block_linears(count.shape).values()),
+        quantized=quantized_parameters(count) if method.tuning == "qlora" else 0,
+        double_quant=method.qlora.double_quant,
+        trainable_head="lm_head" in saved or (count.shape.tied_embeddings
+                                              and "embed_tokens" in saved),
+    )
+
+
+def _refused_strategies(spec: FineTuneJobSpec, on_cpu: bool) -> tuple[str, ...]:
+    """Strategies the search skips for lora and qlora, which train under a few only
+    (rules.strategy_refusals); other methods keep the search as it was, and are told after
+    planning when the chosen strategy cannot train them (validation.layout_problems)."""
+    if spec.method.tuning not in rules.ADAPTER_TUNINGS:
+        return ()
+    device = "cpu" if on_cpu else "cuda"
+    return tuple(row.name for row in strategies.TABLE if rules.strategy_refusals(
+        row.name, device, tuning=spec.method.tuning, l2_to_pretrained=0,
+        merge=spec.output.merge))
 
 
 def _layers_with_grad(spec: FineTuneJobSpec, count: ParameterCount) -> int:

@@ -430,3 +430,41 @@ def test_offload_plans_size_cpus_for_cpu_adam():
     assert offload.cpu_per_node == mem.CPU_ADAM_CPUS_PER_RANK * 8
     assert plan_job(make_spec()).cpu_per_node == 0  # the optimizer steps on the GPUs
     assert plan_job(tiny_cpu()).cpu_per_node == 2  # one core per CPU rank
+
+
+# --------------------------------------------------------------------------- lora and qlora
+
+
+def test_70b_qlora_fits_one_80_gb_gpu():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                              method={"tuning": "qlora"},
+                              resources={"gpusPerNode": 1, "maxNodes": 1}))
+    assert plan.fits and (plan.strategy, plan.world_size) == ("ddp", 1)
+    assert plan.trainable_parameters < plan.parameters / 100
+    assert [alt.strategy for alt in plan.alternatives] == ["ddp"]  # qlora trains under ddp
+
+
+def test_70b_lora_in_bf16_needs_its_frozen_base_sharded_over_at_least_two_gpus():
+    one = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                             method={"tuning": "lora"}, training={"precision": "bf16"},
+                             resources={"gpusPerNode": 1, "maxNodes": 1}))
+    assert not one.fits
+    node = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                              method={"tuning": "lora"}, training={"precision": "bf16"},
+                              resources={"maxNodes": 1}))
+    assert node.fits and node.strategy in ("zero3", "fsdp") and node.world_size >= 2
+    assert not by_strategy(node)["ddp"].fits and "zero1" not in by_strategy(node)
+
+
+def test_lora_plans_the_adapters_as_the_trainable_parameters():
+    plan = plan_job(make_spec(method={"tuning": "lora"},
+                              resources={"gpu": "A10G-24GB", "gpusPerNode": 1}))
+    assert plan.trainable_parameters == 41_943_040  # r 16 on every linear layer
+    full = plan_job(make_spec(resources={"gpu": "A10G-24GB", "gpusPerNode": 1}))
+    assert plan.memory_per_gpu.optimizer < full.memory_per_gpu.optimizer / 50 or not full.fits
+
+
+def test_an_unknown_target_module_is_a_planning_error_on_its_field():
+    with pytest.raises(PlanningError) as err:
+        plan_job(make_spec(method={"tuning": "lora", "lora": {"targetModules": ["qkv"]}}))
+    assert err.value.field == "spec.method.lora.targetModules"
