@@ -1,4 +1,4 @@
-"""LoRA and QLoRA on two ranks over gloo, started by torchrun under DDP: the loss falls, the
+"""LoRA (DDP, ZeRO-2) and QLoRA (DDP) on two ranks over gloo, started by torchrun: the loss falls, the
 saved adapter reloads onto the untouched base and gives the eval loss the run reported (so
 the base the ranks trained against is the base on disk), and output.merge gives a model that
 loads without peft and gives it too."""
@@ -21,13 +21,14 @@ STEPS = 12
 MICRO = 4  # per rank; evaluation on one rank with this micro-batch sees the same batches
 
 
-@pytest.mark.parametrize("tuning", ["lora", "qlora"])
-def test_adapters_train_under_ddp_on_two_ranks(tmp_path, tuning):
+@pytest.mark.parametrize("tuning,strategy", [("lora", "ddp"), ("qlora", "ddp"),
+                                             ("lora", "zero2")])
+def test_adapters_train_on_two_ranks(tmp_path, tuning, strategy):
     write_data(tmp_path)
     make_base(tmp_path)
-    spec = adapter_spec(tuning, steps=STEPS)
+    spec = adapter_spec(tuning, steps=STEPS, strategy=strategy)
     spec.resources.gpus_per_node = 2
-    plan = tiny_plan(strategy="ddp", world_size=2, gpus_per_node=2, micro_batch_size=MICRO)
+    plan = tiny_plan(strategy=strategy, world_size=2, gpus_per_node=2, micro_batch_size=MICRO)
     config_path = tmp_path / "trainer.yaml"
     config_path.write_text(tiny_config(tmp_path, spec=spec, plan=plan).dump_yaml())
     proc = subprocess.run(torchrun_command(config_path, 2), env=trainer_env(), cwd=tmp_path,
@@ -35,7 +36,8 @@ def test_adapters_train_under_ddp_on_two_ranks(tmp_path, tuning):
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
-    assert summary["strategy"] == {"planned": "ddp", "wrapper": "ddp", "worldSize": 2}
+    wrapper = "ddp" if strategy == "ddp" else "deepspeed-zero2"
+    assert summary["strategy"] == {"planned": strategy, "wrapper": wrapper, "worldSize": 2}
     assert summary["steps"] == STEPS
     curve = [p["loss"] for p in summary["lossCurve"]]
     assert sum(curve[-3:]) / 3 < 0.97 * curve[0]

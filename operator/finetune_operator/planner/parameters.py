@@ -335,4 +335,7 @@ def quantized_parameters(count: ParameterCount) -> int:
     blocks (embeddings, norms, biases and the LM head keep the load dtype)."""
     per_layer = sum(layer.inputs * layer.outputs
                     for layer in block_linears(count.shape).values() if layer.quantized)
+    if not count.exact:  # a stand-in shape (shape_for_size): its blocks' share of linears
+        norms = 2 * count.shape.hidden_size
+        return count.shape.num_layers * (count.per_layer * per_layer // (per_layer + norms))
     return count.shape.num_layers * min(per_layer, count.per_layer)

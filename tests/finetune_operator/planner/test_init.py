@@ -468,3 +468,58 @@ def test_an_unknown_target_module_is_a_planning_error_on_its_field():
     with pytest.raises(PlanningError) as err:
         plan_job(make_spec(method={"tuning": "lora", "lora": {"targetModules": ["qkv"]}}))
     assert err.value.field == "spec.method.lora.targetModules"
+
+
+# Published LoRA/QLoRA memory figures, planned at the settings each source states (one GPU,
+# bf16, gradient checkpointing, dropout 0), and how far the plan is from each: the
+# comparison of docs/planner.md ("LoRA and QLoRA against published figures"). `tensors`
+# compares the plan less its runtime overhead (CUDA context, workspaces) with a peak of
+# allocated tensors; `total` compares the whole plan with a GPU memory requirement.
+TORCHTUNE_TARGETS = ["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PUBLISHED = [
+    # source, model, parameters hint, tuning, seq, micro, rank, targets, figure, unit, compare,
+    # (lowest, highest) ratio of plan to figure
+    ("torchtune", "meta-llama/Llama-3.1-8B", None, "lora", 2048, 2, 8, TORCHTUNE_TARGETS,
+     16.2, GIB, "tensors", (1.0, 1.2)),
+    ("torchtune", "meta-llama/Llama-3.1-8B", None, "qlora", 2048, 2, 8, TORCHTUNE_TARGETS,
+     7.4, GIB, "tensors", (1.0, 1.2)),
+    ("llama-factory", "meta-llama/Llama-2-7b-hf", None, "lora", 2048, 1, 8, None, 16, 1e9,
+     "total", (0.8, 1.2)),
+    ("llama-factory", "example/model-14b", "14B", "lora", 2048, 1, 8, None, 32, 1e9,
+     "total", (0.8, 1.2)),
+    ("llama-factory", "example/model-30b", "30B", "lora", 2048, 1, 8, None, 64, 1e9,
+     "total", (0.8, 1.2)),
+    ("llama-factory", "meta-llama/Llama-3.1-70B", None, "lora", 2048, 1, 8, None, 160, 1e9,
+     "total", (0.8, 1.2)),
+    ("llama-factory", "meta-llama/Llama-2-7b-hf", None, "qlora", 2048, 1, 8, None, 6, 1e9,
+     "total", (1.2, 1.3)),  # over by the 2 GiB runtime term; tensors alone: 0.88
+    ("llama-factory", "example/model-14b", "14B", "qlora", 2048, 1, 8, None, 12, 1e9,
+     "total", (0.8, 1.2)),
+    ("llama-factory", "example/model-30b", "30B", "qlora", 2048, 1, 8, None, 24, 1e9,
+     "total", (0.79, 1.2)),
+    ("llama-factory", "meta-llama/Llama-3.1-70B", None, "qlora", 2048, 1, 8, None, 48, 1e9,
+     "total", (0.8, 1.2)),
+    ("unsloth", "meta-llama/Llama-3.1-8B", None, "qlora", 512, 1, 16, None, 6, 1e9,
+     "total", (1.4, 1.5)),  # Unsloth's kernels and offloaded checkpoints; tensors: 1.08
+    ("unsloth", "meta-llama/Llama-3.1-70B", None, "qlora", 512, 1, 16, None, 41, 1e9,
+     "total", (1.0, 1.2)),
+]
+
+
+@pytest.mark.parametrize("case", PUBLISHED, ids=lambda c: f"{c[0]}-{c[1]}-{c[2] or ''}-{c[3]}")
+def test_lora_and_qlora_plans_against_published_figures(case):
+    (_, model, hint, tuning, seq, micro, rank, targets, figure, unit, compare,
+     (lowest, highest)) = case
+    lora: dict[str, Any] = {"rank": rank, "alpha": 2 * rank, "dropout": 0.0}
+    if targets:
+        lora["targetModules"] = targets
+    plan = plan_job(make_spec(
+        model={"name": model, **({"parameters": hint} if hint else {})},
+        method={"tuning": tuning, "lora": lora},
+        training={"maxSeqLength": seq, "globalBatchSize": micro, "microBatchSize": micro,
+                  "gradientCheckpointing": True, "precision": "bf16"},
+        resources={"gpu": "H200-141GB", "gpuMemoryGiB": 1000, "gpusPerNode": 1,
+                   "maxNodes": 1, "strategy": "ddp"}))
+    total = plan.memory_per_gpu.total
+    planned = total - mem.GPU_RUNTIME_OVERHEAD if compare == "tensors" else total
+    assert lowest <= planned / (figure * unit) <= highest
