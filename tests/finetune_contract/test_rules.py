@@ -111,7 +111,7 @@ def test_cel_and_python_reject_the_same_objects(name, wire, expected):
 @pytest.mark.parametrize("name,wire,expected", [c for c in CASES if c[2]],
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES) if c[2]])
 def test_the_api_server_and_validation_say_the_same(name, wire, expected):
-    schema, model, object_rules, path = OBJECTS[name]
+    _, model, object_rules, path = OBJECTS[name]
     obj = python_object(model, wire)
     for index in expected:
         rule = object_rules[index]

@@ -102,3 +102,28 @@ def test_only_adapters_train_and_what_is_saved_computes_what_was_trained(tmp_pat
     assert "quantization_config" not in json.loads((merged_dir / "config.json").read_text())
     assert not any("lora" in n for n, _ in merged.named_parameters())
     assert eval_loss(tmp_path, merged, MICRO) == pytest.approx(summary["evalLoss"], rel=2e-3)
+
+
+@pytest.mark.slow
+def test_a_lora_run_stopped_after_a_checkpoint_resumes_and_ends_where_the_whole_run_ends(
+        tmp_path):
+    write_data(tmp_path)
+    make_base(tmp_path)
+    spec = adapter_spec("lora", steps=12, merge=False)
+    spec.training.save_steps = spec.training.eval_steps = 6
+    whole = run(tiny_config(tmp_path, spec=spec), Ranks()).summary
+    # As if killed after checkpoint-6: what came later is gone.
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.rmtree(out / "checkpoint-12")
+    shutil.rmtree(out / FINAL_DIR)
+    (out / SUMMARY_FILE).unlink()
+    resumed = run(tiny_config(tmp_path, spec=spec), Ranks()).summary
+    assert resumed["resumedFrom"].endswith("checkpoint-6")
+    assert resumed["steps"] == whole["steps"] == 12
+    after = [p["loss"] for p in resumed["lossCurve"] if p["step"] > 6]
+    assert after == pytest.approx([p["loss"] for p in whole["lossCurve"] if p["step"] > 6],
+                                  rel=1e-4)
+    assert resumed["evalLoss"] == pytest.approx(whole["evalLoss"], rel=1e-4)
+    assert (out / FINAL_DIR / "adapter_model.safetensors").is_file()
