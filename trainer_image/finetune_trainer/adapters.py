@@ -20,8 +20,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from finetune_contract import layout
+
 ADAPTER_TUNINGS = ("lora", "qlora")
-MERGED_DIR = "merged"  # under final/: the base with the adapters merged in (output.merge)
+MERGED_DIR = layout.MERGED_DIR  # under final/: the base with the adapters merged in
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 

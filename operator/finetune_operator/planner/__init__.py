@@ -53,6 +53,7 @@ from finetune_operator.planner.parameters import (
     block_linears,
     quantized_parameters,
 )
+from finetune_operator.sizes import format_bytes
 
 __all__ = ["DatasetStats", "PlanningError", "plan_job"]
 
@@ -102,7 +103,8 @@ def plan_job(
         seq_length=sizing.seq_len,
         fits=chosen.fits,
         reason=choice.reason,
-        suggestion=choice.suggestion,
+        suggestion=_with_adapters(spec, choice.suggestion, chosen.fits,
+                                  data_root=data_root, dataset_stats=dataset_stats),
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,
         **_host_bound(sizing, layout),
@@ -113,6 +115,31 @@ def plan_job(
                           checkpointing=chosen.checkpointing,
                           offload=layout.strategy == "zero3-offload", basis=basis),
     )
+
+
+def _with_adapters(spec: FineTuneJobSpec, suggestion: str | None, fits: bool, *,
+                   data_root: Path | None, dataset_stats: DatasetStats | None) -> str | None:
+    """When full (or freeze) fine-tuning does not fit: the suggestion, followed by what
+    tuning lora and qlora would need on the same bounds."""
+    if fits or spec.method.tuning in rules.ADAPTER_TUNINGS or spec.method.task != "sft":
+        return suggestion
+    notes = []
+    for tuning in rules.ADAPTER_TUNINGS:
+        if tuning == "qlora" and spec.model.init == "random":
+            continue  # qlora quantizes pretrained weights only
+        other = spec.model_copy(deep=True)
+        other.method.tuning = tuning
+        other.method.trainable_layers = 0
+        other.method.layerwise_lr_decay, other.method.l2_to_pretrained = 1.0, 0.0
+        try:
+            plan = plan_job(other, data_root=data_root, dataset_stats=dataset_stats)
+        except PlanningError:
+            continue
+        need = format_bytes(plan.memory_per_gpu.total)
+        where = f"{plan.strategy} on {plan.nodes} x {plan.gpus_per_node} {plan.gpu}"
+        notes.append(f"tuning: {tuning} would fit ({where}, {need}/GPU)" if plan.fits
+                     else f"tuning: {tuning} needs {need}/GPU ({where})")
+    return "; ".join([*([suggestion] if suggestion else []), *notes]) or None
 
 
 def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:

@@ -523,3 +523,15 @@ def test_lora_and_qlora_plans_against_published_figures(case):
     total = plan.memory_per_gpu.total
     planned = total - mem.GPU_RUNTIME_OVERHEAD if compare == "tensors" else total
     assert lowest <= planned / (figure * unit) <= highest
+
+
+def test_when_full_fine_tuning_does_not_fit_the_suggestion_names_lora_and_qlora():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-8B-Instruct"},
+                              resources={"gpu": "A10G-24GB", "gpusPerNode": 1}))
+    assert not plan.fits
+    lora, qlora = plan.suggestion.split("; ")[-2:]
+    assert lora.startswith("tuning: lora would fit (zero2 on 2 x 1 A10G-24GB, ")
+    assert qlora.startswith("tuning: qlora would fit (ddp on 1 x 1 A10G-24GB, ")
+    assert qlora.endswith(" GiB/GPU)")
+    fits = plan_job(make_spec())
+    assert fits.fits and fits.suggestion is None
