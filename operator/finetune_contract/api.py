@@ -289,13 +289,14 @@ class MethodSpec(ApiModel):
         description="sft trains the causal LM on the data; classification adds a sequence "
         "classification head.",
     )
-    tuning: Literal["full", "freeze", "gradual-unfreeze", "lora", "qlora"] = Field(
+    tuning: Literal["full", "freeze", "gradual-unfreeze", "lora", "qlora", "auto"] = Field(
         "full",
         description="full trains every weight; freeze trains the head and the top "
         "trainableLayers blocks (feature extraction when 0); gradual-unfreeze unfreezes one "
         "more block from the top each epoch; lora trains low-rank adapters (method.lora) on "
         "the frozen base in the working precision; qlora the same on a base quantized to 4 "
-        "bits (method.qlora).",
+        "bits (method.qlora); auto: full if it fits the job's bounds, else lora, else qlora "
+        "(status.plan.tuning says which, status.plan.reason why).",
     )
     lora: LoraSpec = Field(default_factory=LoraSpec,
                            description="Adapters, with tuning: lora or qlora.")
@@ -640,6 +641,9 @@ class Plan(ApiModel):
         description="Where the count came from: exact from a config, the built-in catalog, "
         "an estimate from the config's sizes, or the user's size hint.",
     )
+    tuning: Literal["full", "freeze", "gradual-unfreeze", "lora", "qlora"] | None = Field(
+        None, description="The tuning the run trains with: spec.method.tuning, or what "
+        "tuning: auto chose.")
     strategy: Strategy = Field(description="Chosen sharding strategy.")
     nodes: int = Field(description="Nodes (pods).")
     gpus_per_node: int = Field(description="GPUs (or CPU ranks) per node.")

@@ -98,6 +98,9 @@ ADAPTER_STRATEGIES: dict[str, tuple[str, ...]] = {
     "qlora": ("ddp",),
 }
 ADAPTER_TUNINGS = tuple(ADAPTER_STRATEGIES)
+# tuning: auto picks full, lora or qlora when it is planned (the planner's plan.tuning).
+AUTO_CHOICES = ("full", *ADAPTER_TUNINGS)
+MAY_USE_ADAPTERS = (*ADAPTER_TUNINGS, "auto")
 _ADAPTER_REASONS = {
     "lora": "zero1 and zero3-offload are not run with peft adapters here",
     "qlora": "bitsandbytes' 4-bit weights are not partitioned by DeepSpeed ZeRO or FSDP in "
@@ -165,27 +168,28 @@ METHOD: tuple[ObjectRule, ...] = (
         "use task: classification (feature extraction)",
     ),
     ObjectRule(
-        cel="!(self.tuning in ['lora', 'qlora']) || !has(self.layerwiseLrDecay) "
+        cel="!(self.tuning in ['lora', 'qlora', 'auto']) || !has(self.layerwiseLrDecay) "
         "|| self.layerwiseLrDecay == 1.0",
-        holds=lambda m: m.tuning not in ADAPTER_TUNINGS or m.layerwise_lr_decay == 1.0,
+        holds=lambda m: m.tuning not in MAY_USE_ADAPTERS or m.layerwise_lr_decay == 1.0,
         field="layerwiseLrDecay",
-        message="must be 1 with tuning: lora or qlora: the adapters are not trained layer by "
-        "layer, so there is no depth to decay the learning rate over",
+        message="must be 1 with tuning: lora, qlora or auto: the adapters are not trained "
+        "layer by layer, so there is no depth to decay the learning rate over",
     ),
     ObjectRule(
-        cel="!(self.tuning in ['lora', 'qlora']) || !has(self.l2ToPretrained) "
+        cel="!(self.tuning in ['lora', 'qlora', 'auto']) || !has(self.l2ToPretrained) "
         "|| self.l2ToPretrained == 0.0",
-        holds=lambda m: m.tuning not in ADAPTER_TUNINGS or m.l2_to_pretrained == 0,
+        holds=lambda m: m.tuning not in MAY_USE_ADAPTERS or m.l2_to_pretrained == 0,
         field="l2ToPretrained",
-        message="must be 0 with tuning: lora or qlora: the pre-trained weights are frozen and "
-        "the adapters start from their own initialization, not from pre-trained values",
+        message="must be 0 with tuning: lora, qlora or auto: the pre-trained weights are "
+        "frozen and the adapters start from their own initialization, not from pre-trained "
+        "values",
     ),
     ObjectRule(
-        cel="!(self.tuning in ['lora', 'qlora']) || self.task == 'sft'",
-        holds=lambda m: m.tuning not in ADAPTER_TUNINGS or m.task == "sft",
+        cel="!(self.tuning in ['lora', 'qlora', 'auto']) || self.task == 'sft'",
+        holds=lambda m: m.tuning not in MAY_USE_ADAPTERS or m.task == "sft",
         field="tuning",
-        message="lora and qlora train task: sft only (TRL's SFTTrainer builds the adapters); "
-        "use tuning: full or freeze for classification",
+        message="lora, qlora and auto train task: sft only (TRL's SFTTrainer builds the "
+        "adapters); use tuning: full or freeze for classification",
     ),
 )
 
@@ -245,10 +249,19 @@ def strategy_refusals(name: str, device: str, *, tuning: str,
     return refusals
 
 
+def trained_tuning(spec_tuning: str, plan_tuning: str | None) -> str:
+    """The tuning a run trains with: the spec's, or under auto the one its plan chose."""
+    if spec_tuning != "auto":
+        return spec_tuning
+    if plan_tuning is None:
+        raise ValueError("plan.tuning: required with method.tuning auto (plan the job again)")
+    return plan_tuning
+
+
 def merge_problem(tuning: str, merge: bool) -> str | None:
     """Why output.merge cannot apply to `tuning`, or None."""
-    if merge and tuning not in ADAPTER_TUNINGS:
-        return (f"merges adapters into the base, so it needs tuning: lora or qlora (got "
+    if merge and tuning not in MAY_USE_ADAPTERS:
+        return (f"merges adapters into the base, so it needs tuning: lora, qlora or auto (got "
                 f"tuning: {tuning}, which saves the whole model already)")
     return None
 

@@ -426,8 +426,10 @@ def _device(spec: FineTuneJobSpec) -> str:
     return "cpu" if spec.resources.gpu == "cpu" else "cuda"
 
 
-def _strategy_refusals(strategy: str, spec: FineTuneJobSpec) -> list[str]:
-    return rules.strategy_refusals(strategy, _device(spec), tuning=spec.method.tuning,
+def _strategy_refusals(strategy: str, spec: FineTuneJobSpec,
+                       tuning: str | None = None) -> list[str]:
+    """`tuning`: the one the plan trains (tuning: auto resolved), else the spec's."""
+    return rules.strategy_refusals(strategy, _device(spec), tuning=tuning or spec.method.tuning,
                                    l2_to_pretrained=spec.method.l2_to_pretrained,
                                    merge=spec.output.merge)
 
@@ -513,7 +515,7 @@ def layout_problems(spec: FineTuneJobSpec, plan: Plan) -> list[Problem]:
         return [Problem("spec.output.pvc", f"is required: {plan.strategy} on {plan.nodes} "
                         "nodes writes checkpoint shards on every node, so all pods need one "
                         "shared ReadWriteMany claim to save and resume")]
-    refusals = _strategy_refusals(plan.strategy, spec)
+    refusals = _strategy_refusals(plan.strategy, spec, plan.tuning)
     if refusals:
         return [Problem("spec.method", f"{refusals[0]}, which the model needs to fit "
                         f"({plan.reason})")]

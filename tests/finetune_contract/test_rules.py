@@ -65,6 +65,9 @@ CASES: list[tuple[str, dict[str, Any], set[int]]] = [
     ("method", {"tuning": "qlora", "l2ToPretrained": 0.1}, {3}),
     ("method", {"tuning": "lora", "task": "classification", "numLabels": 2}, {4}),
     ("method", {"tuning": "qlora", "task": "classification"}, {0, 4}),
+    ("method", {"tuning": "auto"}, set()),
+    ("method", {"tuning": "auto", "layerwiseLrDecay": 0.5, "l2ToPretrained": 1.0}, {2, 3}),
+    ("method", {"tuning": "auto", "task": "classification", "numLabels": 2}, {4}),
     ("training", {}, set()),
     ("training", {"globalBatchSize": 8, "microBatchSize": 4}, set()),
     ("training", {"globalBatchSize": 4, "microBatchSize": 4}, set()),
@@ -204,3 +207,11 @@ def test_merging_needs_adapters():
     assert rules.merge_problem("qlora", False) is None
     assert rules.merge_problem("full", False) is None
     assert rules.merge_problem("full", True).startswith("merges adapters into the base")
+    assert rules.merge_problem("auto", True) is None
+
+
+def test_auto_trains_the_tuning_its_plan_chose():
+    assert rules.trained_tuning("auto", "qlora") == "qlora"
+    assert rules.trained_tuning("freeze", None) == "freeze"
+    with pytest.raises(ValueError, match="plan.tuning: required"):
+        rules.trained_tuning("auto", None)

@@ -127,3 +127,18 @@ def test_a_lora_run_stopped_after_a_checkpoint_resumes_and_ends_where_the_whole_
                                   rel=1e-4)
     assert resumed["evalLoss"] == pytest.approx(whole["evalLoss"], rel=1e-4)
     assert (out / FINAL_DIR / "adapter_model.safetensors").is_file()
+
+
+def test_auto_tuning_trains_what_the_plan_chose(tmp_path):
+    from finetune_trainer.training_run import resolve_tuning
+
+    from tests.support.tiny import tiny_plan
+
+    spec = tiny_spec(method={"tuning": "auto"}, output={"merge": True})
+    chosen = resolve_tuning(tiny_config(tmp_path, spec=spec, plan=tiny_plan(tuning="lora")))
+    assert chosen.spec.method.tuning == "lora" and chosen.spec.output.merge
+    full = resolve_tuning(tiny_config(tmp_path, spec=spec, plan=tiny_plan(tuning="full")))
+    assert full.spec.method.tuning == "full" and not full.spec.output.merge
+    assert spec.method.tuning == "auto"  # the given config is left as it was
+    with pytest.raises(TrainerError, match="plan.tuning: required with method.tuning auto"):
+        run(tiny_config(tmp_path, spec=spec), Ranks())

@@ -65,8 +65,25 @@ def preflight(config: TrainerConfig, ranks: Ranks) -> None:
         raise TrainerError(f"{path}: {message}")
 
 
+def resolve_tuning(config: TrainerConfig) -> TrainerConfig:
+    """tuning: auto trains what its plan chose (plan.tuning): the config with that tuning in
+    its spec, so every later step reads one concrete method. output.merge stays only when
+    adapters were chosen: full fine-tuning saves the whole model anyway."""
+    if config.spec.method.tuning != "auto":
+        return config
+    try:
+        tuning = rules.trained_tuning("auto", config.plan.tuning)
+    except ValueError as err:
+        raise TrainerError(str(err)) from None
+    spec = config.spec.model_copy(deep=True)
+    spec.method.tuning = tuning
+    spec.output.merge = spec.output.merge and tuning in rules.ADAPTER_TUNINGS
+    return config.model_copy(update={"spec": spec})
+
+
 def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     ranks = ranks or Ranks.from_env()
+    config = resolve_tuning(config)
     preflight(config, ranks)
     group_was_ours = not _group_initialized()  # the trainer creates it below (accelerate)
     if config.device == "cpu":

@@ -3,7 +3,7 @@
     finetune plan JOB.yaml [flags]
     finetune plan --model NAME|PATH [--parameters 7.5B] [--gpu H100-80GB] [--gpus-per-node 8]
                   [--max-nodes 4] [--gpus N] [--strategy S] [--seq-len 4096]
-                  [--global-batch 16] [--tuning full|freeze|lora|qlora] [--lora-rank 16]
+                  [--global-batch 16] [--tuning full|freeze|lora|qlora|auto] [--lora-rank 16]
                   [--json]
 
 Flags given with a YAML file override what the file says. `--gpus N` fixes the layout (N
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
     p.add_argument("--micro-batch", type=int, help="force the per-rank micro-batch")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--tuning", choices=["full", "freeze", "lora", "qlora"])
+    p.add_argument("--tuning", choices=["full", "freeze", "lora", "qlora", "auto"])
     p.add_argument("--lora-rank", type=int, help="with --tuning lora or qlora: adapter rank "
                    "(default 16)")
     p.add_argument("--trainable-layers", type=int,

@@ -63,6 +63,8 @@ def plan_job(
     dataset_stats: DatasetStats | None = None,
 ) -> Plan:
     """Plan a FineTuneJob: what to run, on how much hardware, and what it costs."""
+    if spec.method.tuning == "auto":
+        return _plan_auto(spec, data_root=data_root, dataset_stats=dataset_stats)
     count, source = model_count(spec, data_root)
     sizing = _sizing(spec, count)
     r = spec.resources
@@ -88,6 +90,7 @@ def plan_job(
         parameters=count.total,
         trainable_parameters=sizing.trainable,
         parameter_source=source,
+        tuning=spec.method.tuning,
         strategy=layout.strategy,
         nodes=layout.nodes,
         gpus_per_node=layout.gpus_per_node,
@@ -117,11 +120,35 @@ def plan_job(
     )
 
 
+def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,
+               dataset_stats: DatasetStats | None) -> Plan:
+    """tuning: auto: full fine-tuning if it fits the job's bounds, else lora, else qlora
+    (pretrained weights only); the reason says what did not fit. Nothing fits: the last
+    plan tried, with every reason."""
+    tried: list[str] = []
+    plan = None
+    for tuning in rules.AUTO_CHOICES:
+        if tuning == "qlora" and spec.model.init == "random":
+            continue
+        concrete = spec.model_copy(deep=True)
+        concrete.method.tuning = tuning
+        plan = plan_job(concrete, data_root=data_root, dataset_stats=dataset_stats)
+        if plan.fits:
+            break
+        tried.append(f"{tuning} does not fit: {plan.reason.split('smallest footprint: ')[-1]}")
+    assert plan is not None
+    if plan.fits:
+        why = f"tuning auto chose {plan.tuning}"
+        why += f" ({'; '.join(tried)})" if tried else " (it fits)"
+        return plan.model_copy(update={"reason": f"{why}: {plan.reason}"})
+    return plan.model_copy(update={"reason": f"tuning auto: nothing fits ({'; '.join(tried)})"})
+
+
 def _with_adapters(spec: FineTuneJobSpec, suggestion: str | None, fits: bool, *,
                    data_root: Path | None, dataset_stats: DatasetStats | None) -> str | None:
     """When full (or freeze) fine-tuning does not fit: the suggestion, followed by what
     tuning lora and qlora would need on the same bounds."""
-    if fits or spec.method.tuning in rules.ADAPTER_TUNINGS or spec.method.task != "sft":
+    if fits or spec.method.tuning in rules.MAY_USE_ADAPTERS or spec.method.task != "sft":
         return suggestion
     notes = []
     for tuning in rules.ADAPTER_TUNINGS:

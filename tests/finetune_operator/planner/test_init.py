@@ -535,3 +535,33 @@ def test_when_full_fine_tuning_does_not_fit_the_suggestion_names_lora_and_qlora(
     assert qlora.endswith(" GiB/GPU)")
     fits = plan_job(make_spec())
     assert fits.fits and fits.suggestion is None
+
+
+@pytest.mark.parametrize("model,gpu,per_node,max_nodes,chosen", [
+    ("meta-llama/Llama-3.1-8B", "H100-80GB", 8, 1, "full"),
+    ("meta-llama/Llama-3.1-8B", "L40S-48GB", 1, 1, "lora"),
+    ("meta-llama/Llama-3.1-70B", "H100-80GB", 1, 1, "qlora"),
+])
+def test_auto_tuning_is_full_if_it_fits_else_lora_else_qlora(model, gpu, per_node, max_nodes,
+                                                             chosen):
+    plan = plan_job(make_spec(model={"name": model}, method={"tuning": "auto"},
+                              resources={"gpu": gpu, "gpusPerNode": per_node,
+                                         "maxNodes": max_nodes}))
+    assert plan.fits and plan.tuning == chosen
+    assert plan.reason.startswith(f"tuning auto chose {chosen} (")
+    for before in ("full", "lora")[:("full", "lora", "qlora").index(chosen)]:
+        assert f"{before} does not fit: " in plan.reason
+    concrete = plan_job(make_spec(model={"name": model}, method={"tuning": chosen},
+                                  resources={"gpu": gpu, "gpusPerNode": per_node,
+                                             "maxNodes": max_nodes}))
+    assert concrete.tuning == chosen
+    assert plan.memory_per_gpu == concrete.memory_per_gpu
+
+
+def test_auto_tuning_that_fits_nowhere_says_what_each_needs():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-70B"},
+                              method={"tuning": "auto"},
+                              resources={"gpu": "L4-24GB", "gpusPerNode": 1, "maxNodes": 1}))
+    assert not plan.fits and plan.tuning == "qlora"
+    assert plan.reason.startswith("tuning auto: nothing fits (full does not fit: ")
+    assert "; lora does not fit: " in plan.reason and "; qlora does not fit: " in plan.reason
