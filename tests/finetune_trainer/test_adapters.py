@@ -142,3 +142,21 @@ def test_auto_tuning_trains_what_the_plan_chose(tmp_path):
     assert spec.method.tuning == "auto"  # the given config is left as it was
     with pytest.raises(TrainerError, match="plan.tuning: required with method.tuning auto"):
         run(tiny_config(tmp_path, spec=spec), Ranks())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuning", ["lora", "qlora"])
+def test_adapters_train_with_gradient_checkpointing(tmp_path, tuning):
+    """The planner turns checkpointing on for most large adapter plans: the adapters still get
+    gradients through checkpointed frozen blocks (TRL makes the inputs require grad)."""
+    from tests.support.tiny import tiny_plan
+
+    write_data(tmp_path)
+    make_base(tmp_path)
+    spec = adapter_spec(tuning, steps=10, merge=False)
+    result = run(tiny_config(tmp_path, spec=spec, plan=tiny_plan(gradient_checkpointing=True)),
+                 Ranks())
+    curve = [p["loss"] for p in result.summary["lossCurve"]]
+    assert sum(curve[-3:]) / 3 < 0.97 * curve[0]
+    trained = {n: p for n, p in result.trainer.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n for n in trained)
