@@ -53,6 +53,9 @@ class Settings:
     steps: int = 3
     configs: tuple[str, ...] = ("llama-20m", "llama-50m")
     strategies: tuple[str, ...] = STRATEGIES
+    # tuning: lora on a frozen random base (qlora quantizes pretrained weights only), under
+    # the strategies LoRA trains with (rank 16 on every linear layer of the blocks).
+    lora_strategies: tuple[str, ...] = ("ddp", "zero2")
 
 
 def write_text_rows(path: Path, rows: int = 64, min_chars: int = 4000) -> Path:
@@ -72,8 +75,9 @@ def write_text_rows(path: Path, rows: int = 64, min_chars: int = 4000) -> Path:
 
 
 def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: Settings,
-         vocab_size: int) -> dict[str, Any]:
+         vocab_size: int, tuning: str = "full") -> dict[str, Any]:
     return {
+        "method": {"tuning": tuning},
         "model": {"name": "bench-llama", "init": "random",
                   "config": {**config, "vocab_size": vocab_size},
                   "tokenizer": {"path": str(tokenizer)}},
@@ -89,22 +93,24 @@ def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: 
 
 
 def measure_one(name: str, config: dict[str, Any], strategy: str, tokenizer: Path,
-                data: Path, work: Path, s: Settings, vocab_size: int) -> dict[str, Any]:
-    out = work / f"{name}-{strategy}"
+                data: Path, work: Path, s: Settings, vocab_size: int,
+                tuning: str = "full") -> dict[str, Any]:
+    label = strategy if tuning == "full" else f"{tuning}-{strategy}"
+    out = work / f"{name}-{label}"
     # A fresh output directory: the trainer resumes from any complete checkpoint it finds
     # there, and a resumed run loads Adam's states before its first step (no first step to
     # measure, and a setup peak that includes reading the checkpoint).
     shutil.rmtree(out, ignore_errors=True)
     config_path, plan = trainer_recipe.render(
-        trainer_recipe.job(f"mem-{name}-{strategy}",
-                           spec(config, strategy, tokenizer, data, s, vocab_size)),
+        trainer_recipe.job(f"mem-{name}-{label}",
+                           spec(config, strategy, tokenizer, data, s, vocab_size, tuning)),
         data_root=data.parent, output=out)
     result = out / "memory"
     launch.run_ranks(launch.torchrun([str(BENCH_DIR / "trainer_recipe.py"), "--config",
                                       str(config_path), "--memory", str(result)]),
                      out / "log.txt", env={"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD})
     ranks = [json.loads(result.with_name(f"memory.rank{r}.json").read_text()) for r in (0, 1)]
-    return compare(name, strategy, plan, ranks)
+    return {**compare(name, strategy, plan, ranks), "tuning": tuning}
 
 
 def compare(name: str, strategy: str, plan: Any, ranks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -159,10 +165,11 @@ def measure(tokenizer: Path, work: Path, settings: Settings | None = None,
     data = write_text_rows(work / "text.jsonl")
     rows = []
     for name in s.configs:
-        for strategy in s.strategies:
+        runs = [("full", st) for st in s.strategies] + [("lora", st) for st in s.lora_strategies]
+        for tuning, strategy in runs:
             row = measure_one(name, CONFIGS[name], strategy, tokenizer, data, work, s,
-                              vocab_size)
-            log(f"  {name} {strategy}: states {row['measured_state_total'] / 2**20:.1f} MiB "
+                              vocab_size, tuning)
+            log(f"  {name} {tuning} {strategy}: states {row['measured_state_total'] / 2**20:.1f} MiB "
                 f"measured vs {row['predicted_state_total'] / 2**20:.1f} MiB planned "
                 f"({row['state_error']:+.1%}); RSS growth "
                 f"{row['measured_growth'] / 2**20:.0f} MiB vs {row['predicted_growth'] / 2**20:.0f}"

@@ -263,7 +263,9 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
     rows = []
     for row in p["rows"]:
         rows.append([
-            row["config"], f"{row['parameters'] / 1e6:.1f}M", row["strategy"],
+            row["config"], f"{row['parameters'] / 1e6:.1f}M",
+            (row["strategy"] if row.get("tuning", "full") == "full"
+             else f"{row['tuning']} {row['strategy']}"),
             _mib(row["predicted_state_total"]), _mib(row["measured_state_total"]),
             _pct(row["state_error"]),
             _mib(row["predicted_growth"]), _mib(row["measured_growth"]),

@@ -244,6 +244,41 @@ class DatasetSpec(ApiModel):
 # --------------------------------------------------------------------------- method
 
 
+class LoraSpec(ApiModel):
+    """The low-rank adapters of tuning: lora and qlora (peft's LoraConfig)."""
+
+    rank: int = Field(16, ge=1, le=4096, description="Rank r of each adapter: W + (alpha / r) "
+                      "B A with A r x in and B out x r.")
+    alpha: float = Field(32, gt=0, le=100000, description="Scaling numerator: the adapter's "
+                         "update is multiplied by alpha / rank.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on each adapter's input "
+                           "(0 turns it off and saves its activations).")
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
+        None, min_length=1, max_length=64,
+        description="Names (or name suffixes) of the linear layers that get adapters; empty: "
+        "every linear layer of the transformer blocks (peft's all-linear, the LM head "
+        "excluded).")
+    modules_to_save: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
+        None, max_length=64,
+        description="Modules trained in full beside the adapters and saved with them (e.g. "
+        "lm_head, embed_tokens).")
+    use_dora: bool = Field(False, description="Weight-decomposed adapters (DoRA): a trained "
+                           "magnitude per output feature besides the low-rank direction.")
+
+
+class QloraSpec(ApiModel):
+    """How tuning: qlora quantizes the frozen base (bitsandbytes' BitsAndBytesConfig)."""
+
+    quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit data type of the frozen linear weights: nf4 (NormalFloat, "
+        "the QLoRA paper's) or fp4.")
+    double_quant: bool = Field(
+        True, description="Quantize the per-block scales too (about 0.37 bits per parameter "
+        "saved).")
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16", description="dtype the 4-bit weights are dequantized to for each matmul.")
+
+
 class MethodSpec(ApiModel):
     """What is trained and how the weights are updated."""
 
@@ -254,12 +289,19 @@ class MethodSpec(ApiModel):
         description="sft trains the causal LM on the data; classification adds a sequence "
         "classification head.",
     )
-    tuning: Literal["full", "freeze", "gradual-unfreeze"] = Field(
+    tuning: Literal["full", "freeze", "gradual-unfreeze", "lora", "qlora", "auto"] = Field(
         "full",
         description="full trains every weight; freeze trains the head and the top "
         "trainableLayers blocks (feature extraction when 0); gradual-unfreeze unfreezes one "
-        "more block from the top each epoch.",
+        "more block from the top each epoch; lora trains low-rank adapters (method.lora) on "
+        "the frozen base in the working precision; qlora the same on a base quantized to 4 "
+        "bits (method.qlora); auto: full if it fits the job's bounds, else lora, else qlora "
+        "(status.plan.tuning says which, status.plan.reason why).",
     )
+    lora: LoraSpec = Field(default_factory=LoraSpec,
+                           description="Adapters, with tuning: lora or qlora.")
+    qlora: QloraSpec = Field(default_factory=QloraSpec,
+                             description="Quantization of the frozen base, with tuning: qlora.")
     trainable_layers: int = Field(
         0, ge=0, le=1024, description="With freeze: how many top transformer blocks train."
     )
@@ -451,6 +493,12 @@ class OutputSpec(ApiModel):
         description="Directory inside the pod (or, for local runs, on disk) for checkpoints "
         "and the final model.",
     )
+    merge: bool = Field(
+        False,
+        description="tuning: lora or qlora: also save the base with the adapters merged in "
+        "(final/merged: loads without peft, in the dtype the base trained in, 4-bit weights "
+        "dequantized); the adapter is always saved (final/). Refused under zero3 and fsdp.",
+    )
 
 
 class SecretKeyRef(ApiModel):
@@ -594,6 +642,9 @@ class Plan(ApiModel):
         "(read from the Hugging Face Hub or the model's folder), exact from a config, the "
         "built-in catalog, an estimate from the config's sizes, or the user's size hint.",
     )
+    tuning: Literal["full", "freeze", "gradual-unfreeze", "lora", "qlora"] | None = Field(
+        None, description="The tuning the run trains with: spec.method.tuning, or what "
+        "tuning: auto chose.")
     strategy: Strategy = Field(description="Chosen sharding strategy.")
     nodes: int = Field(description="Nodes (pods).")
     gpus_per_node: int = Field(description="GPUs (or CPU ranks) per node.")

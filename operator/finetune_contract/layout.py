@@ -16,4 +16,6 @@ DATA_ROOT = "/data"
 OUTPUT_ROOT = "/output"
 # What a finished run leaves in its output directory.
 FINAL_DIR = "final"
+# Under FINAL_DIR with output.merge (tuning lora, qlora): the base with the adapters merged in.
+MERGED_DIR = "merged"
 SUMMARY_FILE = "training_summary.json"

@@ -88,6 +88,26 @@ def _placeholders(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
+# The tunings that train peft adapters on a frozen base, and the strategies each runs under.
+# LoRA's frozen base may be sharded like any weight (TRL builds the adapters before DeepSpeed
+# or FSDP wraps the model). QLoRA's 4-bit weights are bitsandbytes tensors that ZeRO and FSDP
+# would have to partition as flat storage (bnb_4bit_quant_storage), which this trainer does
+# not set up: DDP only, each rank holding the whole quantized base.
+ADAPTER_STRATEGIES: dict[str, tuple[str, ...]] = {
+    "lora": ("ddp", "zero2", "zero3", "fsdp"),
+    "qlora": ("ddp",),
+}
+ADAPTER_TUNINGS = tuple(ADAPTER_STRATEGIES)
+# tuning: auto picks full, lora or qlora when it is planned (the planner's plan.tuning).
+AUTO_CHOICES = ("full", *ADAPTER_TUNINGS)
+MAY_USE_ADAPTERS = (*ADAPTER_TUNINGS, "auto")
+_ADAPTER_REASONS = {
+    "lora": "zero1 and zero3-offload are not run with peft adapters here",
+    "qlora": "bitsandbytes' 4-bit weights are not partitioned by DeepSpeed ZeRO or FSDP in "
+             "this trainer; every rank holds the whole quantized base",
+}
+
+
 # --------------------------------------------------------------------------- the objects
 
 MODEL: tuple[ObjectRule, ...] = (
@@ -147,6 +167,30 @@ METHOD: tuple[ObjectRule, ...] = (
         message="tuning: freeze with task: sft trains nothing; set trainableLayers > 0 or "
         "use task: classification (feature extraction)",
     ),
+    ObjectRule(
+        cel="!(self.tuning in ['lora', 'qlora', 'auto']) || !has(self.layerwiseLrDecay) "
+        "|| self.layerwiseLrDecay == 1.0",
+        holds=lambda m: m.tuning not in MAY_USE_ADAPTERS or m.layerwise_lr_decay == 1.0,
+        field="layerwiseLrDecay",
+        message="must be 1 with tuning: lora, qlora or auto: the adapters are not trained "
+        "layer by layer, so there is no depth to decay the learning rate over",
+    ),
+    ObjectRule(
+        cel="!(self.tuning in ['lora', 'qlora', 'auto']) || !has(self.l2ToPretrained) "
+        "|| self.l2ToPretrained == 0.0",
+        holds=lambda m: m.tuning not in MAY_USE_ADAPTERS or m.l2_to_pretrained == 0,
+        field="l2ToPretrained",
+        message="must be 0 with tuning: lora, qlora or auto: the pre-trained weights are "
+        "frozen and the adapters start from their own initialization, not from pre-trained "
+        "values",
+    ),
+    ObjectRule(
+        cel="!(self.tuning in ['lora', 'qlora', 'auto']) || self.task == 'sft'",
+        holds=lambda m: m.tuning not in MAY_USE_ADAPTERS or m.task == "sft",
+        field="tuning",
+        message="lora, qlora and auto train task: sft only (TRL's SFTTrainer builds the "
+        "adapters); use tuning: full or freeze for classification",
+    ),
 )
 
 TRAINING: tuple[ObjectRule, ...] = (
@@ -184,9 +228,9 @@ def ddp_only_methods(tuning: str, l2_to_pretrained: float) -> str:
 
 
 def strategy_refusals(name: str, device: str, *, tuning: str,
-                      l2_to_pretrained: float) -> list[str]:
-    """Why strategy `name` cannot train this method on `device` (cpu or cuda); [] when it
-    can."""
+                      l2_to_pretrained: float, merge: bool = False) -> list[str]:
+    """Why strategy `name` cannot train this method on `device` (cpu or cuda), with
+    output.merge when `merge`; [] when it can."""
     row = strategies.strategy(name)
     refusals = []
     if device == "cpu" and row.cpu_refusal:
@@ -195,7 +239,31 @@ def strategy_refusals(name: str, device: str, *, tuning: str,
     methods = ddp_only_methods(tuning, l2_to_pretrained)
     if row.sharded and methods:
         refusals.append(f"{methods} needs strategy ddp (got {name})")
+    allowed = ADAPTER_STRATEGIES.get(tuning)
+    if allowed is not None and name not in allowed:
+        refusals.append(f"tuning: {tuning} runs under {', '.join(allowed)} ("
+                        f"{_ADAPTER_REASONS[tuning]}; got {name})")
+    if merge and row.zero_stage != 2 and row.sharded and tuning in ADAPTER_TUNINGS:
+        refusals.append(f"output.merge merges the adapters on rank 0, which needs the whole "
+                        f"model there: ddp or zero2 (got {name})")
     return refusals
+
+
+def trained_tuning(spec_tuning: str, plan_tuning: str | None) -> str:
+    """The tuning a run trains with: the spec's, or under auto the one its plan chose."""
+    if spec_tuning != "auto":
+        return spec_tuning
+    if plan_tuning is None:
+        raise ValueError("plan.tuning: required with method.tuning auto (plan the job again)")
+    return plan_tuning
+
+
+def merge_problem(tuning: str, merge: bool) -> str | None:
+    """Why output.merge cannot apply to `tuning`, or None."""
+    if merge and tuning not in MAY_USE_ADAPTERS:
+        return (f"merges adapters into the base, so it needs tuning: lora, qlora or auto (got "
+                f"tuning: {tuning}, which saves the whole model already)")
+    return None
 
 
 def precision_refusal(precision: str, device: str) -> str | None:

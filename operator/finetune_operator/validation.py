@@ -380,6 +380,9 @@ def _method_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.method.numLabels", "only applies to task: classification"))
     if m.tuning != "freeze" and m.trainable_layers:
         problems.append(Problem("spec.method.trainableLayers", "only applies to tuning: freeze"))
+    if m.tuning == "qlora" and spec.model.init == "random":
+        problems.append(Problem("spec.method.tuning", "qlora quantizes pretrained weights; "
+                                "set model.path or model.name with init: pretrained"))
     layers = (spec.model.config or {}).get("num_hidden_layers")
     if isinstance(layers, int) and m.trainable_layers > layers:
         problems.append(Problem("spec.method.trainableLayers", f"is {m.trainable_layers} but "
@@ -424,14 +427,20 @@ def _device(spec: FineTuneJobSpec) -> str:
     return "cpu" if spec.resources.gpu == "cpu" else "cuda"
 
 
-def _strategy_refusals(strategy: str, spec: FineTuneJobSpec) -> list[str]:
-    return rules.strategy_refusals(strategy, _device(spec), tuning=spec.method.tuning,
-                                   l2_to_pretrained=spec.method.l2_to_pretrained)
+def _strategy_refusals(strategy: str, spec: FineTuneJobSpec,
+                       tuning: str | None = None) -> list[str]:
+    """`tuning`: the one the plan trains (tuning: auto resolved), else the spec's."""
+    return rules.strategy_refusals(strategy, _device(spec), tuning=tuning or spec.method.tuning,
+                                   l2_to_pretrained=spec.method.l2_to_pretrained,
+                                   merge=spec.output.merge)
 
 
 def _output_problems(spec: FineTuneJobSpec) -> list[Problem]:
     path = spec.output.path
     problems = _path_problems("spec.output.path", path)
+    merge = rules.merge_problem(spec.method.tuning, spec.output.merge)
+    if merge:
+        problems.append(Problem("spec.output.merge", merge))
     if spec.output.pvc and not PurePosixPath(path).is_absolute():
         problems.append(Problem("spec.output.path", "must be an absolute path inside the pod "
                                 f"when output.pvc is set (got {_show(path)})"))
@@ -513,7 +522,7 @@ def layout_problems(spec: FineTuneJobSpec, plan: Plan) -> list[Problem]:
         return [Problem("spec.output.pvc", f"is required: {plan.strategy} on {plan.nodes} "
                         "nodes writes checkpoint shards on every node, so all pods need one "
                         "shared ReadWriteMany claim to save and resume")]
-    refusals = _strategy_refusals(plan.strategy, spec)
+    refusals = _strategy_refusals(plan.strategy, spec, plan.tuning)
     if refusals:
         return [Problem("spec.method", f"{refusals[0]}, which the model needs to fit "
                         f"({plan.reason})")]

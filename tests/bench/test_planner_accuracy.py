@@ -19,10 +19,15 @@ def test_planner_accuracy_compares_states_and_measures_rss(tiny_workspace: works
     it here: on a 1-layer, 32-wide model the process's own growth dwarfs the model; the
     totals' accuracy is read on the 20M and 50M models (docs/benchmarks.md)."""
     settings = planner_accuracy.Settings(configs=("llama-tiny",), strategies=("ddp",),
-                                         seq_len=32, steps=2)
+                                         lora_strategies=("ddp",), seq_len=32, steps=2)
     rows = planner_accuracy.measure(tiny_workspace.tokenizer, tmp_path, settings,
                                     log=lambda _: None)
-    (row,) = rows
+    row, lora = rows
+    # tuning lora: the frozen base's weights, the adapters' gradients and Adam states only
+    assert (row["tuning"], lora["tuning"]) == ("full", "lora")
+    for item, predicted in lora["predicted_states"].items():
+        assert lora["measured_states"][item] == pytest.approx(predicted, rel=0.05), item
+    assert lora["measured_states"]["gradients"] < lora["measured_states"]["weights"] / 4
     assert row["strategy"] == "ddp" and row["wrapper"] == "DistributedDataParallel"
     assert set(row["measured_states"]) == set(row["predicted_states"]) == {
         "weights", "gradients", "optimizer"}

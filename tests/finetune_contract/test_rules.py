@@ -58,6 +58,16 @@ CASES: list[tuple[str, dict[str, Any], set[int]]] = [
     ("method", {"tuning": "freeze", "trainableLayers": 2}, set()),
     ("method", {"tuning": "freeze", "task": "classification", "numLabels": 2}, set()),
     ("method", {"tuning": "freeze", "task": "classification"}, {0}),
+    ("method", {"tuning": "lora"}, set()),
+    ("method", {"tuning": "qlora", "lora": {"rank": 64, "useDora": True}}, set()),
+    ("method", {"tuning": "full", "layerwiseLrDecay": 0.8, "l2ToPretrained": 0.1}, set()),
+    ("method", {"tuning": "lora", "layerwiseLrDecay": 0.8}, {2}),
+    ("method", {"tuning": "qlora", "l2ToPretrained": 0.1}, {3}),
+    ("method", {"tuning": "lora", "task": "classification", "numLabels": 2}, {4}),
+    ("method", {"tuning": "qlora", "task": "classification"}, {0, 4}),
+    ("method", {"tuning": "auto"}, set()),
+    ("method", {"tuning": "auto", "layerwiseLrDecay": 0.5, "l2ToPretrained": 1.0}, {2, 3}),
+    ("method", {"tuning": "auto", "task": "classification", "numLabels": 2}, {4}),
     ("training", {}, set()),
     ("training", {"globalBatchSize": 8, "microBatchSize": 4}, set()),
     ("training", {"globalBatchSize": 4, "microBatchSize": 4}, set()),
@@ -175,3 +185,33 @@ def test_early_stopping_needs_evaluation_and_checkpoints_at_evaluations():
     fine = api.TrainingSpec(early_stopping_patience=2, eval_steps=10, save_steps=20)
     assert rules.early_stopping_problems(fine, has_eval=True) == []
     assert rules.early_stopping_problems(api.TrainingSpec(), has_eval=False) == []
+
+
+@pytest.mark.parametrize("tuning,allowed", [("lora", {"ddp", "zero2", "zero3", "fsdp"}),
+                                            ("qlora", {"ddp"})])
+def test_adapters_run_under_the_strategies_their_libraries_support(tuning, allowed):
+    for strategy in ("ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload"):
+        refusals = rules.strategy_refusals(strategy, "cuda", tuning=tuning, l2_to_pretrained=0)
+        if strategy in allowed:
+            assert refusals == []
+        else:
+            (message,) = refusals
+            assert message.startswith(f"tuning: {tuning} runs under ")
+            assert message.endswith(f"; got {strategy})")
+    (qlora_zero3,) = rules.strategy_refusals("zero3", "cuda", tuning="qlora", l2_to_pretrained=0)
+    assert "bitsandbytes" in qlora_zero3
+
+
+def test_merging_needs_adapters():
+    assert rules.merge_problem("lora", True) is None
+    assert rules.merge_problem("qlora", False) is None
+    assert rules.merge_problem("full", False) is None
+    assert rules.merge_problem("full", True).startswith("merges adapters into the base")
+    assert rules.merge_problem("auto", True) is None
+
+
+def test_auto_trains_the_tuning_its_plan_chose():
+    assert rules.trained_tuning("auto", "qlora") == "qlora"
+    assert rules.trained_tuning("freeze", None) == "freeze"
+    with pytest.raises(ValueError, match="plan.tuning: required"):
+        rules.trained_tuning("auto", None)

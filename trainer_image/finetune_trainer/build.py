@@ -14,7 +14,7 @@ from typing import Any
 from finetune_contract.trainer_config import TrainerConfig
 from transformers import TrainerCallback, TrainingArguments
 
-from finetune_trainer import callbacks, strategy, tuning
+from finetune_trainer import adapters, callbacks, strategy, tuning
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import PreparedData, Row
 from finetune_trainer.errors import TrainerError
@@ -85,7 +85,8 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[
         tuning.set_trainable_depth(model, method.trainable_layers)
     if plan.gradient_checkpointing:
         model.config.use_cache = False
-    parameters = sum(p.numel() for p in model.parameters())
+    # num_parameters counts a 4-bit weight's elements, not its packed bytes.
+    parameters = model.num_parameters()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if method.tuning == "gradual-unfreeze":
         trainable = parameters  # every block trains by the last epoch
@@ -131,6 +132,8 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[
         trainer = _sft_trainer(config, model, tokenizer, data, common, additions,
                                trainer_callbacks)
     holder["trainer"] = trainer
+    if adapters.uses_adapters(method.tuning):  # TRL froze the base and added the adapters
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     parts = Parts(metrics=metrics, wrapper_check=wrapper_cb, clock=clock,
                   parameters=parameters, trainable_parameters=trainable,
                   unfreeze=unfreeze, anchor=anchor)
@@ -232,9 +235,12 @@ def _sft_trainer(config: TrainerConfig, model: Any, tokenizer: Any, data: Prepar
     )
     train = Dataset.from_list([r.data for r in data.train])
     evaluation = Dataset.from_list([r.data for r in data.eval]) if data.eval else None
+    method = config.spec.method
+    peft = ({"peft_config": adapters.lora_config(method)}
+            if adapters.uses_adapters(method.tuning) else {})
     trainer = FineTuneSFTTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=evaluation,
-        processing_class=tokenizer, callbacks=trainer_callbacks, additions=additions,
+        processing_class=tokenizer, callbacks=trainer_callbacks, additions=additions, **peft,
     )
     if not packed:
         limit = seq_length(config)

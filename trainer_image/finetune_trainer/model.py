@@ -3,6 +3,7 @@ has one, model_cache.py), or random from model.config."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from finetune_contract.trainer_config import TrainerConfig
@@ -19,11 +20,24 @@ def model_class(task: str) -> Any:
 
 def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
     """The model the spec names, with weights in fp32 (mixed precision keeps fp32 masters;
-    the trainer's autocast computes in the planned precision)."""
+    the trainer's autocast computes in the planned precision). Under tuning lora the frozen
+    base loads in the working precision instead, under qlora its linear layers in 4 bits
+    (finetune_trainer/adapters.py); the adapters are added by the trainer."""
     import torch
     from transformers import AutoConfig
 
+    from finetune_trainer import adapters
+
     spec = config.spec
+    tuning = spec.method.tuning
+    dtype = (adapters.base_dtype(config.plan.precision) if adapters.uses_adapters(tuning)
+             else torch.float32)
+    quantized: dict[str, Any] = {}
+    if tuning == "qlora":
+        quantized["quantization_config"] = adapters.quantization_config(spec.method)
+        # bitsandbytes quantizes while loading, on the device the weights load onto.
+        quantized["device_map"] = ({"": int(os.environ.get("LOCAL_RANK", "0"))}
+                                   if config.device == "cuda" else "cpu")
     cls = model_class(spec.method.task)
     extra: dict[str, Any] = {}
     if spec.method.task == "classification":
@@ -43,8 +57,11 @@ def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
             hf_config = AutoConfig.for_model(model_type, **keys, **token_ids, **extra)
         except (ValueError, TypeError) as err:
             raise TrainerError(f"model.config: {err}") from None
+        if quantized:
+            raise TrainerError("spec.method.tuning: qlora quantizes pretrained weights; set "
+                               "model.path or model.name with init: pretrained")
         torch.manual_seed(spec.training.seed)  # identical initial weights on every rank
-        return _with_attention(cls.from_config(hf_config, dtype=torch.float32), config)
+        return _with_attention(cls.from_config(hf_config, dtype=dtype), config)
 
     source = spec.model.path or spec.model.name
     local = config.resolve(source) if spec.model.path else None
@@ -52,7 +69,7 @@ def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
         raise TrainerError(f"model.path: {local} is not a directory (relative paths resolve "
                            "against the data root)")
     try:
-        model = cls.from_pretrained(str(local or source), dtype=torch.float32, **extra,
+        model = cls.from_pretrained(str(local or source), dtype=dtype, **extra, **quantized,
                                     **load_options(config, source))
     except (OSError, ValueError) as err:
         field = "model.path" if local else "model.name"

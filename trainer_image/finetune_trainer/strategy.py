@@ -74,12 +74,12 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
 
 
 def refusal(strategy: str, device: str, *, tuning: str, l2_to_pretrained: float,
-            precision: str) -> str | None:
+            precision: str, merge: bool = False) -> str | None:
     """Why this combination cannot run, or None: the contract's rules
     (finetune_contract/rules.py), with the messages `finetune validate` gives, named by the
     field of the plan they refuse."""
     refusals = rules.strategy_refusals(strategy, device, tuning=tuning,
-                                       l2_to_pretrained=l2_to_pretrained)
+                                       l2_to_pretrained=l2_to_pretrained, merge=merge)
     if refusals:
         return f"plan.strategy: {refusals[0]}"
     precision_refusal = rules.precision_refusal(precision, device)

@@ -18,7 +18,7 @@ from finetune_contract import rules
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_trainer import checkpoints
+from finetune_trainer import adapters, checkpoints
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import TrainerError
@@ -53,16 +53,37 @@ def preflight(config: TrainerConfig, ranks: Ranks) -> None:
         raise TrainerError(f"plan.worldSize is {plan.world_size} but {ranks.world_size} rank(s) "
                            "were started; start torchrun with the planned number of processes")
     reason = refusal(plan.strategy, config.device, tuning=spec.method.tuning,
-                     l2_to_pretrained=spec.method.l2_to_pretrained, precision=plan.precision)
+                     l2_to_pretrained=spec.method.l2_to_pretrained, precision=plan.precision,
+                     merge=spec.output.merge)
     if reason:
         raise TrainerError(reason)
+    merge = rules.merge_problem(spec.method.tuning, spec.output.merge)
+    if merge:
+        raise TrainerError(f"spec.output.merge: {merge}")
     for path, message in rules.early_stopping_problems(
             spec.training, rules.has_evaluation(spec.dataset)):
         raise TrainerError(f"{path}: {message}")
 
 
+def resolve_tuning(config: TrainerConfig) -> TrainerConfig:
+    """tuning: auto trains what its plan chose (plan.tuning): the config with that tuning in
+    its spec, so every later step reads one concrete method. output.merge stays only when
+    adapters were chosen: full fine-tuning saves the whole model anyway."""
+    if config.spec.method.tuning != "auto":
+        return config
+    try:
+        tuning = rules.trained_tuning("auto", config.plan.tuning)
+    except ValueError as err:
+        raise TrainerError(str(err)) from None
+    spec = config.spec.model_copy(deep=True)
+    spec.method.tuning = tuning
+    spec.output.merge = spec.output.merge and tuning in rules.ADAPTER_TUNINGS
+    return config.model_copy(update={"spec": spec})
+
+
 def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     ranks = ranks or Ranks.from_env()
+    config = resolve_tuning(config)
     preflight(config, ranks)
     group_was_ours = not _group_initialized()  # the trainer creates it below (accelerate)
     if config.device == "cpu":
@@ -85,6 +106,8 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trainer.save_model(str(output_dir / FINAL_DIR))
+        if spec.output.merge:
+            save_merged(config, trainer, output_dir / FINAL_DIR / adapters.MERGED_DIR, ranks)
     finally:
         parts.metrics.close()
     summary = build_summary(config, trainer, parts, data.report, resume,
@@ -94,6 +117,22 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     if group_was_ours:
         _leave_process_group()
     return RunResult(summary, trainer)
+
+
+def save_merged(config: TrainerConfig, trainer: Any, path: Path, ranks: Ranks) -> None:
+    """output.merge: rank 0 writes the base with the adapters merged in, in the dtype the
+    base trained in, with the tokenizer beside it. Adapters are only ever trained under a
+    strategy that keeps the whole model on rank 0 (ddp, zero2: rules.strategy_refusals), so
+    rank 0 merges the model it holds; the others wait."""
+    import torch
+
+    if ranks.rank == 0:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        merged = adapters.merged_model(model, adapters.base_dtype(config.plan.precision))
+        merged.save_pretrained(str(path))
+        trainer.processing_class.save_pretrained(str(path))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def _group_initialized() -> bool:

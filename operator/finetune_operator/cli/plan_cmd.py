@@ -3,7 +3,8 @@
     finetune plan JOB.yaml [flags]
     finetune plan --model NAME|PATH [--parameters 7.5B] [--gpu H100-80GB] [--gpus-per-node 8]
                   [--max-nodes 4] [--gpus N] [--strategy S] [--seq-len 4096]
-                  [--global-batch 16] [--tuning full|freeze] [--json]
+                  [--global-batch 16] [--tuning full|freeze|lora|qlora|auto] [--lora-rank 16]
+                  [--json]
 
 Flags given with a YAML file override what the file says. `--gpus N` fixes the layout (N
 GPUs, N <= gpusPerNode on one node, else whole nodes); with `--strategy` it evaluates exactly
@@ -77,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--global-batch", type=int, help="sequences per optimizer step")
     p.add_argument("--micro-batch", type=int, help="force the per-rank micro-batch")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--tuning", choices=["full", "freeze"])
+    p.add_argument("--tuning", choices=["full", "freeze", "lora", "qlora", "auto"])
+    p.add_argument("--lora-rank", type=int, help="with --tuning lora or qlora: adapter rank "
+                   "(default 16)")
     p.add_argument("--trainable-layers", type=int,
                    help="with --tuning freeze: top blocks that train (default 2)")
     p.add_argument("--max-steps", type=int, help="optimizer steps, for the estimate")
@@ -212,6 +215,8 @@ def _apply_flags(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
             method.pop("trainableLayers", None)
     if args.trainable_layers is not None:
         spec.setdefault("method", {})["trainableLayers"] = args.trainable_layers
+    if args.lora_rank is not None:
+        spec.setdefault("method", {}).setdefault("lora", {})["rank"] = args.lora_rank
     return spec
 
 

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TextIO
 
 from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
-from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
+from finetune_contract.layout import FINAL_DIR, MERGED_DIR, SUMMARY_FILE
 from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.local import answer, datastats, localize, report
@@ -201,6 +201,8 @@ def finish(job: FineTuneJob, job_dir: Path, output: Path, wall: float, out: Text
     print(file=out)
     for line in report.summary_lines(summary, wall):
         print(line, file=out)
+    if (model_dir / MERGED_DIR).is_dir():  # output.merge: a model that loads without peft
+        model_dir = model_dir / MERGED_DIR
     if sample:
         show_sample_answer(job.spec, job_dir, model_dir, out, err)
     return 0

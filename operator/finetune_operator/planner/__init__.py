@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finetune_contract import rules, strategies
 from finetune_contract.api import (
     FineTuneJobSpec,
     MemoryBreakdown,
@@ -51,8 +52,16 @@ from finetune_operator.planner.inputs import (
     resolve_packing,
     resolve_precision,
 )
-from finetune_operator.planner.memory import cpus_per_node
-from finetune_operator.planner.parameters import ParameterCount
+from finetune_operator.planner.memory import Adapters, cpus_per_node
+from finetune_operator.planner.parameters import (
+    ConfigError,
+    ParameterCount,
+    adapted_linears,
+    adapter_parameters,
+    block_linears,
+    quantized_parameters,
+)
+from finetune_operator.sizes import format_bytes
 
 __all__ = ["DatasetStats", "NeedsSizing", "PlanningError", "needs_sizing", "plan_job"]
 
@@ -66,7 +75,11 @@ def plan_job(
     `sizing`: what reading the model gave (finetune_operator.hub, or the operator's sizing
     pod), for a model the spec alone cannot size (`needs_sizing`); without it such a
     model raises NeedsSizing."""
-    count, source = model_count(spec, data_root, sizing)
+    if spec.method.tuning == "auto":
+        return _plan_auto(spec, data_root=data_root, dataset_stats=dataset_stats,
+                          sizing=sizing)
+    model_read = sizing  # `sizing` names the planner's own Sizing below
+    count, source = model_count(spec, data_root, model_read)
     sizing = _sizing(spec, count)
     r = spec.resources
     bounds = Bounds(
@@ -91,6 +104,7 @@ def plan_job(
         parameters=count.total,
         trainable_parameters=sizing.trainable,
         parameter_source=source,
+        tuning=spec.method.tuning,
         strategy=layout.strategy,
         nodes=layout.nodes,
         gpus_per_node=layout.gpus_per_node,
@@ -106,7 +120,9 @@ def plan_job(
         seq_length=sizing.seq_len,
         fits=chosen.fits,
         reason=choice.reason,
-        suggestion=choice.suggestion,
+        suggestion=_with_adapters(spec, choice.suggestion, chosen.fits,
+                                  data_root=data_root, dataset_stats=dataset_stats,
+                                  model_read=model_read),
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,
         **_host_bound(sizing, layout),
@@ -119,13 +135,69 @@ def plan_job(
     )
 
 
+def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,
+               dataset_stats: DatasetStats | None, sizing: ModelSizing | None) -> Plan:
+    """tuning: auto: full fine-tuning if it fits the job's bounds, else lora, else qlora
+    (pretrained weights only); the reason says what did not fit. Nothing fits: the last
+    plan tried, with every reason."""
+    tried: list[str] = []
+    plan = None
+    for tuning in rules.AUTO_CHOICES:
+        if tuning == "qlora" and spec.model.init == "random":
+            continue
+        concrete = spec.model_copy(deep=True)
+        concrete.method.tuning = tuning
+        plan = plan_job(concrete, data_root=data_root, dataset_stats=dataset_stats,
+                        sizing=sizing)
+        if plan.fits:
+            break
+        tried.append(f"{tuning} does not fit: {plan.reason.split('smallest footprint: ')[-1]}")
+    assert plan is not None
+    if plan.fits:
+        why = f"tuning auto chose {plan.tuning}"
+        why += f" ({'; '.join(tried)})" if tried else " (it fits)"
+        return plan.model_copy(update={"reason": f"{why}: {plan.reason}"})
+    return plan.model_copy(update={"reason": f"tuning auto: nothing fits ({'; '.join(tried)})"})
+
+
+def _with_adapters(spec: FineTuneJobSpec, suggestion: str | None, fits: bool, *,
+                   data_root: Path | None, dataset_stats: DatasetStats | None,
+                   model_read: ModelSizing | None) -> str | None:
+    """When full (or freeze) fine-tuning does not fit: the suggestion, followed by what
+    tuning lora and qlora would need on the same bounds."""
+    if fits or spec.method.tuning in rules.MAY_USE_ADAPTERS or spec.method.task != "sft":
+        return suggestion
+    notes = []
+    for tuning in rules.ADAPTER_TUNINGS:
+        if tuning == "qlora" and spec.model.init == "random":
+            continue  # qlora quantizes pretrained weights only
+        other = spec.model_copy(deep=True)
+        other.method.tuning = tuning
+        other.method.trainable_layers = 0
+        other.method.layerwise_lr_decay, other.method.l2_to_pretrained = 1.0, 0.0
+        try:
+            plan = plan_job(other, data_root=data_root, dataset_stats=dataset_stats,
+                            sizing=model_read)
+        except PlanningError:
+            continue
+        need = format_bytes(plan.memory_per_gpu.total)
+        where = f"{plan.strategy} on {plan.nodes} x {plan.gpus_per_node} {plan.gpu}"
+        notes.append(f"tuning: {tuning} would fit ({where}, {need}/GPU)" if plan.fits
+                     else f"tuning: {tuning} needs {need}/GPU ({where})")
+    return "; ".join([*([suggestion] if suggestion else []), *notes]) or None
+
+
 def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:
     method, training = spec.method, spec.training
     gpu = resolve_gpu(spec)
     checkpointing = training.gradient_checkpointing
+    adapters = _adapters(spec, count)
     return Sizing(
         count=count,
-        trainable=count.trainable(method.tuning, method.trainable_layers),
+        trainable=(adapters.trainable if adapters
+                   else count.trainable(method.tuning, method.trainable_layers)),
+        adapters=adapters,
+        refused=_refused_strategies(spec, gpu.is_cpu),
         layers_with_grad=_layers_with_grad(spec, count),
         gpu=gpu,
         precision=resolve_precision(spec, gpu),
@@ -137,6 +209,48 @@ def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:
         packing=resolve_packing(spec),
         host_limit=None if gpu.is_cpu else pod_memory(spec),
     )
+
+
+def _adapters(spec: FineTuneJobSpec, count: ParameterCount) -> Adapters | None:
+    """What tuning lora or qlora trains and freezes, for the memory sums; None otherwise."""
+    method = spec.method
+    if method.tuning not in rules.ADAPTER_TUNINGS:
+        return None
+    lora = method.lora
+    targets = list(lora.target_modules) if lora.target_modules else None
+    try:
+        trainable = adapter_parameters(count, lora.rank, targets, dora=lora.use_dora,
+                                       modules_to_save=lora.modules_to_save)
+        linears = adapted_linears(count.shape, targets)
+    except ConfigError as err:
+        raise PlanningError("spec.method.lora.targetModules", err.message) from None
+    saved = lora.modules_to_save or []
+    return Adapters(
+        tuning=method.tuning,
+        trainable=trainable,
+        rank=lora.rank,
+        dropout=lora.dropout > 0,
+        adapted=len(linears),
+        inputs_per_token=sum(layer.inputs for layer in linears.values()),
+        largest_linear=max(layer.inputs * layer.outputs
+                           for layer in block_linears(count.shape).values()),
+        quantized=quantized_parameters(count) if method.tuning == "qlora" else 0,
+        double_quant=method.qlora.double_quant,
+        trainable_head="lm_head" in saved or (count.shape.tied_embeddings
+                                              and "embed_tokens" in saved),
+    )
+
+
+def _refused_strategies(spec: FineTuneJobSpec, on_cpu: bool) -> tuple[str, ...]:
+    """Strategies the search skips for lora and qlora, which train under a few only
+    (rules.strategy_refusals); other methods keep the search as it was, and are told after
+    planning when the chosen strategy cannot train them (validation.layout_problems)."""
+    if spec.method.tuning not in rules.ADAPTER_TUNINGS:
+        return ()
+    device = "cpu" if on_cpu else "cuda"
+    return tuple(row.name for row in strategies.TABLE if rules.strategy_refusals(
+        row.name, device, tuning=spec.method.tuning, l2_to_pretrained=0,
+        merge=spec.output.merge))
 
 
 def _layers_with_grad(spec: FineTuneJobSpec, count: ParameterCount) -> int:

@@ -46,6 +46,8 @@ class Sizing:
     num_labels: int | None = None
     packing: str = "padding-free"
     host_limit: int | None = None  # pod memory per node, when given on GPU nodes
+    adapters: mem.Adapters | None = None  # tuning lora or qlora
+    refused: tuple[str, ...] = ()  # strategies the method cannot train under (rules.py)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def rank_memory(sizing: Sizing, layout: Layout, micro: int, checkpointing: bool)
         layers_with_grad=sizing.layers_with_grad, on_cpu=sizing.gpu.is_cpu,
         num_labels=sizing.num_labels, packing=sizing.packing,
         accumulation=max(1, sizing.global_batch // (layout.world * micro)),
+        adapters=sizing.adapters,
     )
 
 
@@ -176,8 +179,9 @@ def strategies_for(sizing: Sizing, bounds: Bounds) -> tuple[list[str], list[str]
     silently trains plain DDP there) is never picked automatically on cpu."""
     if bounds.strategy:
         return [bounds.strategy], []
-    first = [s for s in SEARCH_ORDER if not (sizing.gpu.is_cpu and _refused_on_cpu(s))]
-    return first, [LAST_RESORT]
+    first = [s for s in SEARCH_ORDER if not (sizing.gpu.is_cpu and _refused_on_cpu(s))
+             and s not in sizing.refused]
+    return first, [s for s in (LAST_RESORT,) if s not in sizing.refused]
 
 
 def node_counts(bounds: Bounds) -> list[int]:
@@ -333,7 +337,7 @@ def suggest(sizing: Sizing, bounds: Bounds, chosen: Candidate,
                 f"{_gib(need * chosen.layout.gpus_per_node)} per pod with "
                 f"{chosen.layout.gpus_per_node} ranks), or train a smaller model")
     candidates = [s for s in (*SEARCH_ORDER, LAST_RESORT)
-                  if not (sizing.gpu.is_cpu and _refused_on_cpu(s))]
+                  if not (sizing.gpu.is_cpu and _refused_on_cpu(s)) and s not in sizing.refused]
     for nodes in range(1, SUGGESTION_MAX_NODES + 1):
         for strategy in candidates:
             layout = Layout(strategy, nodes, bounds.gpus_per_node)

@@ -91,6 +91,83 @@ DDP_GRADIENT_AS_BUCKET_VIEW = True
 
 
 
+# bitsandbytes' 4-bit weights (qlora): two weights a byte, plus one scale (absmax) per block
+# of 64 weights, fp32 without double quantization; with it the scales are stored in 8 bits,
+# with one fp32 scale of theirs per 256 blocks (Dettmers et al. 2023, "QLoRA", section 3).
+QUANT_BLOCK = 64
+QUANT_SCALE_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """What tuning: lora or qlora changes in the sums: a frozen base without gradients or
+    optimizer states, and small adapters that carry both.
+
+    `adapter_bytes`: bytes of one adapter weight: 4 under lora (peft keeps adapters in fp32
+    on a 16-bit base) or in the working precision under DeepSpeed (which casts the model), 2
+    under qlora (TRL casts the adapters of a quantized model to bf16, and AdamW's states
+    follow). `quantized`: base parameters stored in 4 bits (qlora; 0 under lora).
+    `inputs_per_token`: input features of the adapted layers of one block (their dropout
+    saves a copy and a mask each); `adapted`: adapted layers per block (each saves its
+    rank-r intermediate)."""
+
+    tuning: str
+    trainable: int
+    rank: int
+    dropout: bool
+    adapted: int
+    inputs_per_token: int
+    largest_linear: int
+    quantized: int = 0
+    double_quant: bool = True
+    trainable_head: bool = False
+
+    def adapter_bytes(self, strategy: str, precision: str) -> int:
+        if self.tuning == "qlora":
+            return 2
+        return element_bytes(precision) if is_deepspeed(strategy) else 4
+
+
+def quantized_bytes(parameters: int, double_quant: bool) -> int:
+    """Bytes of `parameters` weights in bitsandbytes' 4-bit format, scales included."""
+    blocks = parameters / QUANT_BLOCK
+    scales = blocks * (1 + 4 / QUANT_SCALE_BLOCK) if double_quant else blocks * 4
+    return int(parameters / 2 + scales)
+
+
+def frozen_base_bytes(count: ParameterCount, adapters: Adapters, precision: str) -> int:
+    """The frozen base of lora or qlora on one unsharded rank: the working precision (the
+    trainer loads it so; no fp32 master is needed without gradients), 4 bits for the
+    quantized linear layers under qlora."""
+    plain = count.total - adapters.quantized
+    return (element_bytes(precision) * plain
+            + quantized_bytes(adapters.quantized, adapters.double_quant))
+
+
+def adapter_state_terms(strategy: str, precision: str, adapters: Adapters
+                        ) -> tuple[StateTerm, ...]:
+    """The states of the adapters (the only trainable parameters): those of `strategy` for
+    a model of the adapters alone; under qlora bf16 weights, gradients and AdamW states."""
+    if adapters.tuning != "qlora":
+        return state_terms(strategy, precision)
+    return (StateTerm("weights", 2, False, False, "bf16 adapters"),
+            StateTerm("optimizer", 4, False, True, "Adam momentum and variance in bf16"),
+            StateTerm("gradients", 2, False, True,
+                      "bf16 gradients, views into DDP's all-reduce buckets"))
+
+
+def adapter_activation_bytes_per_token(adapters: Adapters, strategy: str,
+                                       precision: str) -> int:
+    """What the adapters add to one block's saved activations, per token: each adapted
+    layer's dropout keeps its output (the adapter's input) and a one-byte mask, and each
+    adapter saves its rank-r intermediate for B's gradient. Without dropout the adapter
+    reads the very input the block already saves."""
+    a = adapters.adapter_bytes(strategy, precision)
+    c = element_bytes(precision)
+    dropout = adapters.inputs_per_token * (c + 1) if adapters.dropout else 0
+    return dropout + adapters.adapted * adapters.rank * a
+
+
 def is_deepspeed(strategy: str) -> bool:
     return strategy_row(strategy).deepspeed
 
@@ -342,8 +419,13 @@ def activation_bytes(
     count: ParameterCount, *, micro_batch: int, seq_len: int, precision: str,
     checkpointing: bool, layers_with_grad: int, strategy: str = "zero2",
     attention: Attention = "varlen", packing: str = "padding-free",
+    compute: Compute | None = None, extra_per_token: int = 0,
 ) -> int:
     """Saved activations of one micro-batch on one rank.
+
+    `compute` overrides the strategy's element sizes (a 16-bit frozen base computes in its
+    own dtype under any strategy); `extra_per_token` is what each block saves besides
+    (the adapters' own activations).
 
     Only blocks that need gradients (all of them, or the top ones under `freeze`) save
     anything. Full checkpointing keeps each block's input (residual dtype) and recomputes one
@@ -351,12 +433,12 @@ def activation_bytes(
     inside checkpointed blocks), the final norm and the hidden state the LM head reads.
     """
     tokens = micro_batch * seq_len
-    cp = compute_of(strategy, precision)
+    cp = compute if compute is not None else compute_of(strategy, precision)
     s = count.shape
     layers = min(layers_with_grad, s.num_layers)
     block = layer_activation_bytes(count, tokens, compute=cp, attention=attention,
                                    mask=mask_elements(micro_batch, seq_len, packing),
-                                   seq_len=seq_len)
+                                   seq_len=seq_len) + tokens * extra_per_token
     if checkpointing:
         saved = layers * tokens * s.hidden_size * cp.residual + (block if layers else 0)
     else:
@@ -409,6 +491,7 @@ class Phases:
 def phase_peaks(
     terms: tuple[StateTerm, ...], *, parameters: int, trainable: int, world: int,
     precision: str, activations: int, logits: int, working: int, accumulation: int,
+    frozen: int = 0,
 ) -> Phases:
     """The two phases of a steady-state step (Adam's states exist from the first step on).
 
@@ -419,7 +502,8 @@ def phase_peaks(
     Optimizer step: the persistent states, the gradients and the step-only fp32 gradient
     partition (DeepSpeed), plus the flattened 16-bit copy cast from it.
     """
-    persistent = sum(model_states(terms, parameters, trainable, world, "persistent").values())
+    persistent = frozen + sum(
+        model_states(terms, parameters, trainable, world, "persistent").values())
     gradients = sum(model_states(terms, parameters, trainable, world, "gradient").values())
     step_only = sum(model_states(terms, parameters, trainable, world, "step").values())
     if accumulation > 1:
@@ -436,11 +520,26 @@ def rank_memory(
     count: ParameterCount, *, trainable: int, strategy: str, precision: str, world: int,
     gpus_per_node: int, micro_batch: int, seq_len: int, checkpointing: bool,
     layers_with_grad: int, on_cpu: bool, num_labels: int | None = None,
-    packing: str = "padding-free", accumulation: int = 1,
+    packing: str = "padding-free", accumulation: int = 1, adapters: Adapters | None = None,
 ) -> Memory:
-    """Everything one rank holds for `strategy`, its peak, and the host RAM one node needs."""
-    terms = state_terms(strategy, precision)
-    states = model_states(terms, count.total, trainable, world)
+    """Everything one rank holds for `strategy`, its peak, and the host RAM one node needs.
+
+    With `adapters` (tuning lora or qlora) the model states are the adapters' (as if they
+    were the whole model) plus the frozen base, in its own bytes per parameter and sharded
+    only by ZeRO-3 and FSDP; the activations are those of the 16-bit (or fp32) base plus the
+    adapters' own; the LM head gets no weight gradient unless it is trained in full."""
+    frozen = 0
+    if adapters is not None:
+        terms = adapter_state_terms(strategy, precision, adapters)
+        parameters = trainable = adapters.trainable
+        frozen = frozen_base_bytes(count, adapters, precision)
+        if strategy_row(strategy).sharded and strategy_row(strategy).zero_stage in (None, 3):
+            frozen //= world  # ZeRO-3 and FSDP shard every weight, frozen or not
+    else:
+        terms = state_terms(strategy, precision)
+        parameters = count.total
+    states = model_states(terms, parameters, trainable, world)
+    states["weights"] += frozen
     runtime = GPU_RUNTIME_OVERHEAD
     if on_cpu:
         runtime = CPU_RUNTIME_OVERHEAD + CPU_PROCESS_OVERHEAD[
@@ -455,13 +554,22 @@ def rank_memory(
         working = element_bytes(precision) * (root + 3 * count.per_layer)
     else:
         working = 0
+    compute, extra = None, 0
+    if adapters is not None:
+        e = element_bytes(precision)
+        compute = Compute(compute=e, residual=e, autocast=False)  # the base is in e bytes
+        extra = adapter_activation_bytes_per_token(adapters, strategy, precision)
+        if adapters.quantized:  # one layer's weight dequantized at a time, for its matmul
+            working += 2 * adapters.largest_linear
     activations = activation_bytes(
         count, micro_batch=micro_batch, seq_len=seq_len, precision=precision,
         checkpointing=checkpointing, layers_with_grad=layers_with_grad, strategy=strategy,
-        attention=attention_kind(on_cpu, packing), packing=packing)
+        attention=attention_kind(on_cpu, packing), packing=packing, compute=compute,
+        extra_per_token=extra)
     logits = logits_bytes(count, micro_batch=micro_batch, seq_len=seq_len,
                           precision=precision, num_labels=num_labels, on_cpu=on_cpu,
-                          trainable_head=trainable > 0)
+                          trainable_head=(adapters.trainable_head if adapters is not None
+                                          else trainable > 0))
     offloaded = 0
     if strategy_row(strategy).offload:
         # Weights, gradient partitions and optimizer states all live in host memory.
@@ -469,9 +577,10 @@ def rank_memory(
         states = {"weights": 0, "gradients": 0, "optimizer": 0}
         phases = Phases(backward=working + activations + logits, step=0)
     else:
-        phases = phase_peaks(terms, parameters=count.total, trainable=trainable, world=world,
+        phases = phase_peaks(terms, parameters=parameters, trainable=trainable, world=world,
                              precision=precision, activations=activations, logits=logits,
-                             working=working, accumulation=accumulation)
+                             working=working, accumulation=accumulation,
+                             frozen=frozen)
     peak = runtime + max(phases.backward, phases.step)
     memory = Memory(
         weights=states["weights"],
@@ -485,19 +594,21 @@ def rank_memory(
     )
     host = host_bytes_per_node(count, strategy=strategy,
                                gpus_per_node=gpus_per_node, offloaded_per_rank=offloaded,
-                               rank_total=memory.total, on_cpu=on_cpu)
+                               rank_total=memory.total, on_cpu=on_cpu,
+                               load_bytes=element_bytes(precision) if adapters else 4)
     return Memory(memory.weights, memory.gradients, memory.optimizer, memory.activations,
                   memory.logits, memory.overhead, host, peak)
 
 
 def host_bytes_per_node(
     count: ParameterCount, *, strategy: str, gpus_per_node: int,
-    offloaded_per_rank: int, rank_total: int, on_cpu: bool,
+    offloaded_per_rank: int, rank_total: int, on_cpu: bool, load_bytes: int = 4,
 ) -> int:
     """Host RAM one node (pod) needs.
 
     On cpu every rank's memory is host memory. On GPUs: offloaded states with DeepSpeed's
-    buffer factor; otherwise the fp32 copy each rank materializes while loading the
+    buffer factor; otherwise the copy each rank materializes while loading the (fp32, or
+    `load_bytes` per parameter: a frozen lora base loads in its working precision)
     checkpoint (only the largest module at a time under ZeRO-3's zero.Init), as DeepSpeed's
     estimators count it. Plus each rank's process.
     """
@@ -509,7 +620,7 @@ def host_bytes_per_node(
         return int(gpus_per_node * offloaded_per_rank * HOST_BUFFER_FACTOR) + process
     # zero.Init loads one module at a time under ZeRO-3
     loaded = count.largest_module if row.zero_stage == 3 else count.total
-    return int(4 * loaded * gpus_per_node * HOST_BUFFER_FACTOR) + process
+    return int(load_bytes * loaded * gpus_per_node * HOST_BUFFER_FACTOR) + process
 
 
 # CPUs per GPU rank when the optimizer steps on the host (zero3-offload). DeepSpeed's CPU Adam

@@ -11,7 +11,7 @@ on the meta device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class ConfigError(ValueError):
@@ -249,3 +249,93 @@ def _int(config: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(key, f"must be a positive integer (got {value!r})")
     return value
+
+
+# --------------------------------------------------------------------------- adapters
+
+# The layers of one block that peft's "all-linear" gives adapters (every linear layer but
+# the LM head), by the names transformers gives them, as (in, out, adapter copies, whether
+# bitsandbytes stores the weight in 4 bits under qlora). gpt2's Conv1D layers count like
+# linear ones. transformers 5 keeps a mixture of experts' MLPs as two 3-D parameters
+# (gate_up_proj, down_proj of `experts`), not linear layers: bitsandbytes leaves them in 16
+# bits and peft adapts each with rank r x experts (gate_up twice that).
+class BlockLinear(NamedTuple):
+    inputs: int
+    outputs: int
+    copies: int = 1
+    quantized: bool = True
+
+
+LinearShapes = dict[str, BlockLinear]
+
+
+def block_linears(shape: Shape) -> LinearShapes:
+    """The adaptable layers of one transformer block."""
+    h, inter = shape.hidden_size, shape.intermediate_size
+    L = BlockLinear
+    if shape.model_type == "gpt2":
+        return {"attn.c_attn": L(h, 3 * h), "attn.c_proj": L(h, h), "mlp.c_fc": L(h, inter),
+                "mlp.c_proj": L(inter, h)}
+    q, kv = shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
+    if shape.model_type == "phi3":  # fused q/k/v and gate/up
+        return {"qkv_proj": L(h, q + 2 * kv), "o_proj": L(q, h),
+                "gate_up_proj": L(h, 2 * inter), "down_proj": L(inter, h)}
+    linears = {"q_proj": L(h, q), "k_proj": L(h, kv), "v_proj": L(h, kv), "o_proj": L(q, h)}
+    experts = shape.experts
+    if experts > 1:
+        return linears | {"gate": L(h, experts, 1, False),  # a router, not nn.Linear
+                          "experts.gate_up_proj": L(h, 2 * inter, 2 * experts, False),
+                          "experts.down_proj": L(inter, h, experts, False)}
+    if shape.gated_mlp:
+        linears |= {"gate_proj": L(h, inter), "up_proj": L(h, inter)}
+    else:
+        linears["up_proj"] = L(h, inter)
+    linears["down_proj"] = L(inter, h)
+    return linears
+
+
+def _matches(name: str, target: str) -> bool:
+    """peft matches a target against the end of a module's name."""
+    return target in name.split(".")
+
+
+def adapted_linears(shape: Shape, targets: list[str] | None) -> LinearShapes:
+    """The block's layers that get adapters: all of them without `targets`, else those a
+    target names."""
+    linears = block_linears(shape)
+    if not targets:
+        return linears
+    unknown = [t for t in targets if not any(_matches(name, t) for name in linears)]
+    if unknown:
+        raise ConfigError(None, f"targetModules {unknown} name no linear layer of a "
+                          f"{shape.model_type} block the planner knows ({', '.join(linears)})")
+    return {name: dims for name, dims in linears.items()
+            if any(_matches(name, t) for t in targets)}
+
+
+def adapter_parameters(count: ParameterCount, rank: int, targets: list[str] | None,
+                       *, dora: bool = False, modules_to_save: list[str] | None = None) -> int:
+    """What LoRA trains: r x (in + out) per adapted layer of every block (DoRA adds one
+    magnitude per output feature), plus full copies of the modules_to_save the planner
+    knows (lm_head, embed_tokens; other modules, norms say, are small and left out)."""
+    linears = adapted_linears(count.shape, targets)
+    per_layer = sum(layer.copies * rank * (layer.inputs + layer.outputs)
+                    + (layer.outputs if dora else 0) for layer in linears.values())
+    saved = 0
+    for name in modules_to_save or ():
+        if name == "lm_head":
+            saved += count.head or count.shape.vocab_size * count.shape.hidden_size
+        elif name in ("embed_tokens", "wte"):
+            saved += count.embedding
+    return count.shape.num_layers * per_layer + saved
+
+
+def quantized_parameters(count: ParameterCount) -> int:
+    """The weights bitsandbytes stores in 4 bits under qlora: every linear layer of the
+    blocks (embeddings, norms, biases and the LM head keep the load dtype)."""
+    per_layer = sum(layer.inputs * layer.outputs
+                    for layer in block_linears(count.shape).values() if layer.quantized)
+    if not count.exact:  # a stand-in shape (shape_for_size): its blocks' share of linears
+        norms = 2 * count.shape.hidden_size
+        return count.shape.num_layers * (count.per_layer * per_layer // (per_layer + norms))
+    return count.shape.num_layers * min(per_layer, count.per_layer)

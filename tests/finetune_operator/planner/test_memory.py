@@ -322,3 +322,70 @@ def test_zero_working_sets():
     zero3 = mem.zero_working_bytes(count, "zero3", "bf16", on_cpu=False)
     assert zero3 == 2 * (4096 ** 2 + mem.zero3_retained_elements(count)
                          + int(0.9 * 4096 ** 2) + count.largest_module)
+
+
+# --------------------------------------------------------------------------- adapters
+
+LLAMA_8B = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
+
+
+def _adapters(tuning: str, trainable: int = 41_943_040, **fields) -> mem.Adapters:
+    from finetune_operator.planner.parameters import quantized_parameters
+
+    values = {"tuning": tuning, "trainable": trainable, "rank": 16, "dropout": True,
+              "adapted": 7, "inputs_per_token": 5 * 4096 + 4096 + 14336,
+              "largest_linear": 4096 * 14336,
+              "quantized": quantized_parameters(LLAMA_8B) if tuning == "qlora" else 0}
+    return mem.Adapters(**{**values, **fields})
+
+
+def _lora_rank(strategy: str, adapters: mem.Adapters, world: int = 1, **kw) -> mem.Memory:
+    args = {"strategy": strategy, "precision": "bf16", "world": world,
+            "gpus_per_node": world, "micro_batch": 1, "seq_len": 2048, "checkpointing": True,
+            "layers_with_grad": 32, "on_cpu": False}
+    return mem.rank_memory(LLAMA_8B, trainable=adapters.trainable, adapters=adapters,
+                           **{**args, **kw})
+
+
+def test_lora_keeps_the_frozen_base_in_16_bits_and_states_for_the_adapters_only():
+    adapters = _adapters("lora")
+    m = _lora_rank("ddp", adapters)
+    a = adapters.trainable
+    assert m.weights == 2 * LLAMA_8B.total + 4 * a  # bf16 base, fp32 adapters
+    assert m.gradients == 4 * a and m.optimizer == 8 * a  # nothing for the frozen base
+    full = mem.rank_memory(LLAMA_8B, trainable=LLAMA_8B.total, strategy="ddp",
+                           precision="bf16", world=1, gpus_per_node=1, micro_batch=1,
+                           seq_len=2048, checkpointing=True, layers_with_grad=32,
+                           on_cpu=False)
+    assert m.total < full.total / 5
+    # the frozen head gets no weight gradient
+    assert m.logits < full.logits
+
+
+def test_zero3_and_fsdp_shard_the_frozen_base_and_zero2_does_not():
+    adapters = _adapters("lora")
+    base = 2 * LLAMA_8B.total
+    for strategy, sharded in (("zero2", False), ("zero3", True), ("fsdp", True)):
+        m = _lora_rank(strategy, adapters, world=8)
+        frozen = base // 8 if sharded else base
+        assert frozen <= m.weights < frozen + 4 * adapters.trainable, strategy
+
+
+def test_qlora_stores_the_block_linears_in_4_bits_with_their_scales():
+    adapters = _adapters("qlora")
+    q = adapters.quantized
+    assert mem.quantized_bytes(q, True) == int(q / 2 + q / 64 * (1 + 4 / 256))
+    assert mem.quantized_bytes(q, False) == int(q / 2 + q / 64 * 4)
+    m = _lora_rank("ddp", adapters)
+    a = adapters.trainable
+    # bf16 adapters with bf16 gradients and AdamW states (TRL casts them for a 4-bit base)
+    assert m.weights == mem.quantized_bytes(q, True) + 2 * (LLAMA_8B.total - q) + 2 * a
+    assert m.gradients == 2 * a and m.optimizer == 4 * a
+    assert m.weights < 0.4 * 2 * LLAMA_8B.total  # embeddings and head stay 16-bit
+
+
+def test_adapter_dropout_saves_a_copy_and_a_mask_of_each_adapted_input():
+    with_dropout = _lora_rank("ddp", _adapters("lora"), checkpointing=False)
+    without = _lora_rank("ddp", _adapters("lora", dropout=False), checkpointing=False)
+    inputs = 5 * 4096 + 4096 + 14336
+    assert with_dropout.activations - without.activations == 32 * 2048 * inputs * (2 + 1)

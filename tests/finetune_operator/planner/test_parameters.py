@@ -13,7 +13,9 @@ from finetune_operator.planner import models
 from finetune_operator.planner.parameters import (
     SUPPORTED,
     ConfigError,
+    adapter_parameters,
     count_parameters,
+    quantized_parameters,
     shape_for_size,
 )
 
@@ -197,3 +199,51 @@ def test_find_model_accepts_instruct_variants_and_aliases():
         "meta-llama/Llama-2-7b-hf")
     assert models.find_model("gpt2") == models.CATALOG["openai-community/gpt2"]
     assert models.find_model("nobody/nothing") is None
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def _peft_trainable(config: dict, **lora: object) -> int:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(meta_model(config), LoraConfig(task_type="CAUSAL_LM", **lora))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _block_linear_weights(config: dict) -> int:
+    """What bitsandbytes quantizes: the weights of every linear layer but the LM head."""
+    from transformers.pytorch_utils import Conv1D
+
+    model = meta_model(config)
+    head = model.get_output_embeddings()
+    return sum(m.weight.numel() for m in model.modules()
+               if isinstance(m, torch.nn.Linear | Conv1D) and m is not head)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CONFIGS))
+def test_lora_on_all_linear_layers_counts_what_peft_trains(name):
+    config = FAMILY_CONFIGS[name]
+    count = count_parameters(config)
+    assert adapter_parameters(count, 8, None) == _peft_trainable(
+        config, r=8, target_modules="all-linear")
+    assert quantized_parameters(count) == _block_linear_weights(config)
+
+
+def test_lora_targets_dora_and_modules_to_save_count_what_peft_trains():
+    config = FAMILY_CONFIGS["llama"]
+    count = count_parameters(config)
+    assert adapter_parameters(count, 4, ["q_proj", "v_proj"]) == _peft_trainable(
+        config, r=4, target_modules=["q_proj", "v_proj"])
+    assert adapter_parameters(count, 4, None, dora=True) == _peft_trainable(
+        config, r=4, target_modules="all-linear", use_dora=True)
+    assert adapter_parameters(count, 4, ["q_proj"], modules_to_save=["lm_head"]) == \
+        _peft_trainable(config, r=4, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    with pytest.raises(ConfigError, match="name no linear layer"):
+        adapter_parameters(count, 4, ["query_key_value"])
+
+
+def test_llama_3_8b_lora_rank_16_trains_41_9m_parameters():
+    """The count peft prints for Llama 3 8B with r=16 on every linear layer."""
+    count = count_parameters(models.find_model("meta-llama/Llama-3.1-8B"))
+    assert adapter_parameters(count, 16, None) == 41_943_040
