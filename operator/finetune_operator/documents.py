@@ -81,6 +81,14 @@ def split_jobs(docs: list[Document]) -> tuple[list[Document], list[Document]]:
     return [doc for doc in docs if not is_other_resource(doc.body)], others
 
 
+def one_job(source: str) -> Document:
+    """The one FineTuneJob document of `source` (other APIs' objects beside it are left out)."""
+    docs, _ = split_jobs(read_documents(source))
+    if len(docs) != 1:
+        raise DocumentError(f"{source}: expected one FineTuneJob document, found {len(docs)}")
+    return docs[0]
+
+
 def describe(doc: Document) -> str:
     """`doc 2 (Secret hf-token)`: how a skipped document is named to the user."""
     meta = doc.body.get("metadata")

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from finetune_contract import api
 from finetune_contract.api import FineTuneJobStatus
 
-from finetune_operator.documents import DocumentError, read_documents, split_jobs
+from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
 from finetune_operator.local.display import ProgressDisplay, format_progress
 from finetune_operator.validation import spec_warnings, validate_job
@@ -104,18 +104,16 @@ def outcome(status: FineTuneJobStatus) -> int | None:
 
 def _read_job(path: str) -> dict[str, Any]:
     try:
-        docs, _ = split_jobs(read_documents(path))
+        doc = one_job(path)
     except DocumentError as err:
         raise UserError(str(err)) from None
-    if len(docs) != 1:
-        raise UserError(f"{path}: expected one FineTuneJob document, found {len(docs)}")
-    job, problems = validate_job(docs[0].body)
+    job, problems = validate_job(doc.body)
     if job is None:
         raise UserError(f"{path}: invalid FineTuneJob:\n  " +
                         "\n  ".join(str(p) for p in problems))
     for warning in spec_warnings(job.spec):  # what `finetune validate` would warn about
         print(f"{path}: warning: {warning}", file=sys.stderr)
-    return docs[0].body
+    return doc.body
 
 
 def _client() -> Any:

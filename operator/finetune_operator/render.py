@@ -220,7 +220,7 @@ def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings
         ],
         "resources": _resources(spec, plan),
         "volumeMounts": _volume_mounts(spec),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
     }
 
 
@@ -240,7 +240,7 @@ def _init_containers(spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any
         "args": ["--config", CONFIG_PATH],
         "env": _scratch_env() + _token_env(spec),
         "volumeMounts": mounts,
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
     }]}
 
 
@@ -248,7 +248,8 @@ def _image(spec: FineTuneJobSpec, settings: Settings) -> str:
     return spec.image or settings.default_image
 
 
-def _container_security() -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard for one container (trainer, init, sizing)."""
     return {
         "allowPrivilegeEscalation": False,
         "privileged": False,

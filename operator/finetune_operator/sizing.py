@@ -25,6 +25,7 @@ from finetune_contract.layout import DATA_ROOT, TRAINER_UID
 from pydantic import ValidationError
 
 from finetune_operator import names
+from finetune_operator.render import container_security
 
 # The app label of the sizing pod: not the trainer's, so no PodMonitor scrapes it.
 SIZING_APP = "finetune-sizing"
@@ -150,14 +151,7 @@ def sizing_pod(owner: Any, spec: FineTuneJobSpec, *, operator_image: str,
             "volumeMounts": mounts,
             "terminationMessagePath": TERMINATION_LOG,
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "privileged": False,
-                "readOnlyRootFilesystem": True,
-                "runAsNonRoot": True,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": container_security(),
         }],
         "volumes": volumes,
     }

@@ -31,6 +31,8 @@ from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
 
 from finetune_operator import names
+from finetune_operator.documents import DocumentError, one_job
+from finetune_operator.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -527,3 +529,16 @@ def layout_problems(spec: FineTuneJobSpec, plan: Plan) -> list[Problem]:
         return [Problem("spec.method", f"{refusals[0]}, which the model needs to fit "
                         f"({plan.reason})")]
     return []
+
+
+def read_checked_job(source: str) -> dict[str, Any]:
+    """The one FineTuneJob of a file, checked against the schema and the rules (not
+    planned); a UserError naming the file and line otherwise."""
+    try:
+        doc = one_job(source)
+    except DocumentError as err:
+        raise UserError(str(err)) from None
+    _, problems = validate_job(doc.body, plan=False)
+    if problems:
+        raise UserError("; ".join(f"{source}:{doc.line}: {p}" for p in problems))
+    return doc.body

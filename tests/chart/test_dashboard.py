@@ -55,6 +55,7 @@ from tests.chart.helpers import dashboard, helm_template, one
 from tests.conftest import require_tool
 from tests.e2e import monitors
 from tests.support.local_run import write_job
+from tests.support.prometheus import start_prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -66,7 +67,6 @@ MAX_STEPS = 30
 EVAL_STEPS = 10
 RESTARTS = 1  # what the stand-in operator counts for the job
 RUN_TIMEOUT = 420
-READY_TIMEOUT = 60
 
 
 # --------------------------------------------------------------------------- addresses
@@ -223,23 +223,7 @@ class StandInOperator:
 
 def _start_prometheus(folder: Path, config: dict[str, Any]) -> tuple[subprocess.Popen, str]:
     (folder / "prometheus.yml").write_text(yaml.safe_dump(monitors.prometheus_config(config)))
-    listen = f"127.0.0.1:{free_port_block(1)}"
-    server = subprocess.Popen(
-        [require_tool("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
-         f"--storage.tsdb.path={folder / 'tsdb'}", f"--web.listen-address={listen}",
-         "--log.level=warn"],
-        stdout=(folder / "prometheus.log").open("w"), stderr=subprocess.STDOUT)
-    url = f"http://{listen}"
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return server, url
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    pytest.fail(f"prometheus never became ready: {(folder / 'prometheus.log').read_text()}")
+    return start_prometheus(folder, f"127.0.0.1:{free_port_block(1)}")
 
 
 def _api(url: str, path: str, **params: Any) -> Any:

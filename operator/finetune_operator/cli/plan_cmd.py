@@ -28,12 +28,15 @@ from finetune_contract.api import (
 )
 from pydantic import ValidationError
 
-from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
 from finetune_operator.sizing import SizingFailed
-from finetune_operator.validation import parse_user_spec, pydantic_problems, validate_job
+from finetune_operator.validation import (
+    parse_user_spec,
+    pydantic_problems,
+    read_checked_job,
+)
 
 # Stands in for the dataset the flags-only form does not name: planning never reads it.
 _PLACEHOLDER_DATASET = {"train": {"path": "train.jsonl"}}
@@ -161,18 +164,7 @@ def _where(field: str, args: argparse.Namespace) -> str:
 
 
 def _read_job(source: str) -> tuple[dict[str, Any], str]:
-    try:
-        docs, _ = split_jobs(read_documents(source))
-    except DocumentError as err:
-        raise UserError(str(err)) from None
-    if len(docs) != 1:
-        raise UserError(f"{source}: expected one FineTuneJob document, found {len(docs)}")
-    doc = docs[0]
-    _, problems = validate_job(doc.body, plan=False)
-    if problems:
-        where = f"{source}:{doc.line}"
-        raise UserError("; ".join(f"{where}: {p}" for p in problems))
-    return doc.body, f"{source}"
+    return read_checked_job(source), source
 
 
 def _apply_flags(raw: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import argparse
 import sys
 from typing import Any
 
-from finetune_operator.documents import DocumentError, read_documents, split_jobs
 from finetune_operator.errors import UserError
 
 # Stands in for the uid the API server gives the FineTuneJob when it is created.
@@ -37,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    objects = render_job(_read_job(args.file), args.namespace, args.uid)
+    from finetune_operator.validation import read_checked_job
+
+    objects = render_job(read_checked_job(args.file), args.namespace, args.uid)
     sys.stdout.write(to_yaml(objects))
     return 0
 
@@ -93,19 +94,3 @@ def render_job(body: dict[str, Any], namespace: str | None, uid: str) -> list[di
         raise UserError("; ".join(str(p) for p in layout))
     owner = render.Owner(meta["name"], meta.get("namespace") or namespace or "default", uid)
     return render.children(owner, spec, plan, operator_settings, attempt=0)
-
-
-def _read_job(source: str) -> dict[str, Any]:
-    """The one FineTuneJob of a file (other APIs' objects beside it are left out)."""
-    from finetune_operator.validation import validate_job
-
-    try:
-        docs, _ = split_jobs(read_documents(source))
-    except DocumentError as err:
-        raise UserError(str(err)) from None
-    if len(docs) != 1:
-        raise UserError(f"{source}: expected one FineTuneJob document, found {len(docs)}")
-    _, problems = validate_job(docs[0].body, plan=False)
-    if problems:
-        raise UserError("; ".join(f"{source}:{docs[0].line}: {p}" for p in problems))
-    return docs[0].body

@@ -11,7 +11,6 @@ import json
 import math
 import re
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -21,10 +20,10 @@ from finetune_operator.local.launcher import free_port_block
 
 from tests.conftest import require_tool
 from tests.support.local_run import finetune_command, write_job
+from tests.support.prometheus import start_prometheus
 
 JOB_NAME = "tiny-prom"
 MAX_STEPS = 80
-READY_TIMEOUT_SECONDS = 60
 RUN_TIMEOUT_SECONDS = 300
 _METRICS_LINE = re.compile(r"^metrics: http://127\.0\.0\.1:(\d+)/metrics")
 
@@ -47,27 +46,9 @@ def _metrics_port(run: subprocess.Popen) -> int:
     pytest.fail("finetune run printed no metrics port")
 
 
-def _start_prometheus(binary: str, folder: Path, target_port: int) -> tuple[subprocess.Popen,
-                                                                            str]:
-    config = folder / "prometheus.yml"
-    config.write_text(PROMETHEUS_CONFIG.format(port=target_port))
-    listen = f"127.0.0.1:{free_port_block(1)}"
-    server = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
-         f"--web.listen-address={listen}", "--log.level=warn"],
-        stdout=(folder / "prometheus.log").open("w"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://{listen}"
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return server, url
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    pytest.fail(f"prometheus never became ready: {(folder / 'prometheus.log').read_text()}")
+def _start_prometheus(folder: Path, target_port: int) -> tuple[subprocess.Popen, str]:
+    (folder / "prometheus.yml").write_text(PROMETHEUS_CONFIG.format(port=target_port))
+    return start_prometheus(folder, f"127.0.0.1:{free_port_block(1)}")
 
 
 def _samples(url: str, metric: str) -> tuple[dict, list[float]]:
@@ -85,7 +66,7 @@ def _samples(url: str, metric: str) -> tuple[dict, list[float]]:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_prometheus_scrapes_a_local_run(tmp_path: Path):
-    prometheus = require_tool("prometheus")
+    require_tool("prometheus")  # before the run starts, not after
     job = write_job(tmp_path / "job", max_steps=MAX_STEPS, save_steps=MAX_STEPS,
                     name=JOB_NAME)
     run = subprocess.Popen(finetune_command(job, tmp_path / "out", "--no-sample"),
@@ -94,7 +75,7 @@ def test_prometheus_scrapes_a_local_run(tmp_path: Path):
     server = None
     try:
         port = _metrics_port(run)
-        server, url = _start_prometheus(prometheus, tmp_path, port)
+        server, url = _start_prometheus(tmp_path, port)
         rest, _ = run.communicate(timeout=RUN_TIMEOUT_SECONDS)
         assert run.returncode == 0, rest
 
