@@ -351,7 +351,9 @@ def _check_panel(title: str, refid: str, expr: str, rows: list[dict[str, Any]],
         start, end = truth.window
         if end - start >= 5:
             done = truth.tokens_total["0"] - truth.tokens_total_before["0"]
-            average = _one_value(query(truth.url, f"avg_over_time(({expr})"
+            # `>= 0` drops the samples from before a rank's first logged rate: the gauge
+            # starts as NaN, and one NaN makes the whole average NaN.
+            average = _one_value(query(truth.url, f"avg_over_time((({expr}) >= 0)"
                                        f"[{end - start:.0f}s:500ms])", end), title)
             assert 0.5 < average / (done / (end - start)) < 2.0, (average, done, end - start)
     elif title == "Step progress":
