@@ -167,14 +167,16 @@ def plan_violations(plan: Plan, namespace: str, policy: Policy) -> list[Problem]
     """The namespace's limits against what the plan uses (the fewest nodes that fit)."""
     limits = policy.limits(namespace)
     gpus = 0 if plan.gpu == "cpu" else plan.nodes * plan.gpus_per_node
+    hint = "a smaller model, fewer gpusPerNode or an adapter (method.tuning: lora) needs less"
     problems = []
     if limits.max_nodes is not None and plan.nodes > limits.max_nodes:
         problems.append(_over("spec.resources", f"the plan needs {plan.nodes} nodes", namespace,
-                              limits.max_nodes, policy.limits_value(namespace, "max_nodes")))
+                              limits.max_nodes, policy.limits_value(namespace, "max_nodes"),
+                              hint))
     if limits.max_gpus is not None and gpus > limits.max_gpus:
         problems.append(_over("spec.resources", f"the plan needs {plan.nodes} x "
                               f"{plan.gpus_per_node} = {gpus} GPUs", namespace,
-                              limits.max_gpus, policy.limits_value(namespace, "max_gpus")))
+                              limits.max_gpus, policy.limits_value(namespace, "max_gpus"), hint))
     return problems
 
 
@@ -262,13 +264,17 @@ def _requested_size(spec: FineTuneJobSpec, namespace: str, policy: Policy) -> li
     problems = []
     if limits.max_nodes is not None and r.nodes is not None and r.nodes > limits.max_nodes:
         problems.append(_over("spec.resources.nodes", f"{r.nodes} nodes", namespace,
-                              limits.max_nodes, policy.limits_value(namespace, "max_nodes")))
+                              limits.max_nodes, policy.limits_value(namespace, "max_nodes"),
+                              "lower spec.resources.nodes"))
     least = r.nodes or 1
     if r.gpu != "cpu" and limits.max_gpus is not None \
             and least * r.gpus_per_node > limits.max_gpus:
-        problems.append(_over("spec.resources.gpusPerNode", f"{least} x {r.gpus_per_node} = "
-                              f"{least * r.gpus_per_node} GPUs", namespace, limits.max_gpus,
-                              policy.limits_value(namespace, "max_gpus")))
+        what = (f"{r.nodes} x {r.gpus_per_node} = {least * r.gpus_per_node} GPUs" if r.nodes
+                else f"{r.gpus_per_node} GPUs on one node")
+        problems.append(_over("spec.resources.gpusPerNode", what, namespace, limits.max_gpus,
+                              policy.limits_value(namespace, "max_gpus"),
+                              "lower spec.resources.gpusPerNode"
+                              + (" or nodes" if r.nodes and r.nodes > 1 else "")))
     return problems
 
 
@@ -277,10 +283,10 @@ def _refused(path: str, what: str, value: str, allowed: Sequence[str], hint: str
                    f"{', '.join(allowed)}); {ASK} or {hint}")
 
 
-def _over(path: str, what: str, namespace: str, limit: int, value: str) -> Problem:
+def _over(path: str, what: str, namespace: str, limit: int, value: str, hint: str
+          ) -> Problem:
     return Problem(path, f"{what}, more than a job of namespace {namespace!r} may use "
-                   f"({value}: {limit}); lower spec.resources.maxNodes or gpusPerNode, or "
-                   f"{ASK}")
+                   f"({value}: {limit}); {hint}, or {ASK}")
 
 
 # --------------------------------------------------------------------------- the pods
