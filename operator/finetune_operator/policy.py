@@ -240,8 +240,8 @@ def _node_selector(spec: FineTuneJobSpec, policy: Policy) -> list[Problem]:
             if value != forced[key]:
                 problems.append(Problem(path, f"{value!r} would change the operator's forced "
                                         f"node selector ({VALUE}.forcedNodeSelector: "
-                                        f"{key}={forced[key]}); remove it, every pod gets "
-                                        "that one"))
+                                        f"{key}={forced[key]}); remove it (every pod "
+                                        f"gets that one) or {ASK}"))
         elif allowed and key not in allowed and f"{key}={value}" not in allowed:
             problems.append(_refused(path, repr(f"{key}={value}"), "allowedNodeSelectors",
                                      allowed, "remove it or select allowed node labels"))
