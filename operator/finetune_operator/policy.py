@@ -71,6 +71,8 @@ class Limits(_Model):
 
 
 class Policy(_Model):
+    """The chart's `policy` value, in its camelCase; every empty list allows anything."""
+
     allowed_image_prefixes: tuple[str, ...] = ()
     allowed_tolerations: tuple[TolerationRule, ...] = ()
     forced_tolerations: tuple[Toleration, ...] = ()
