@@ -22,7 +22,7 @@ from finetune_contract.layout import (
 )
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_operator import names, placement
+from finetune_operator import names, placement, policy
 from finetune_operator.planner import storage
 from finetune_operator.settings import Settings
 from finetune_operator.sizes import format_gib, parse_quantity
@@ -194,10 +194,13 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
     }
     resources = spec.resources
     # The GPU type the plan was made for, as node labels (placement.py).
-    pod_spec.update(placement.node_constraints(settings.gpu_node_labels, plan.gpu,
-                                               resources.node_selector))
-    if resources.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in resources.tolerations]
+    # The policy's forced entries are added to the job's own (policy.py).
+    pod_spec.update(placement.node_constraints(
+        settings.gpu_node_labels, plan.gpu,
+        policy.pod_node_selector(settings.policy, resources.node_selector)))
+    tolerations = policy.pod_tolerations(settings.policy, resources.tolerations)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     if resources.priority_class_name:
         pod_spec["priorityClassName"] = resources.priority_class_name
     return {

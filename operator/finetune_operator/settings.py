@@ -19,6 +19,8 @@
 |                               |                        | trainer.gpuNodeLabels)                       |
 | FINETUNE_SIZING_IMAGE         | DEFAULT_OPERATOR_IMAGE | image of the sizing pod (the operator's own) |
 | FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod (a mirror)     |
+| FINETUNE_POLICY               | (empty: no limits)     | JSON: the multi-tenant policy (policy.py;    |
+|                               |                        | the chart's policy)                          |
 
 A bad value is reported naming the variable, never as a traceback.
 """
@@ -30,7 +32,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from finetune_operator import placement
+from finetune_operator import policy as policies
 from finetune_operator.placement import GpuNodeLabels
+from finetune_operator.policy import NO_POLICY, Policy
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-dev/finetune-trainer:0.1.0"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/finetune-dev/finetune-operator:0.1.0"
@@ -63,6 +67,8 @@ class Settings:
     gpu_node_labels: GpuNodeLabels | None = field(default_factory=GpuNodeLabels)
     sizing_image: str = DEFAULT_OPERATOR_IMAGE
     hf_endpoint: str | None = None
+    # What tenants' jobs may ask for (images, tolerations, nodes, sizes); none: anything.
+    policy: Policy = NO_POLICY
 
     @property
     def all_namespaces(self) -> bool:
@@ -95,6 +101,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gpu_node_labels=_gpu_node_labels(env.get("FINETUNE_GPU_NODE_LABELS", "")),
         sizing_image=env.get("FINETUNE_SIZING_IMAGE", "").strip() or defaults.sizing_image,
         hf_endpoint=env.get("FINETUNE_HF_ENDPOINT", "").strip() or None,
+        policy=_policy(env.get("FINETUNE_POLICY", "")),
     )
 
 
@@ -144,3 +151,10 @@ def _gpu_node_labels(text: str) -> GpuNodeLabels | None:
     except placement.LabelsError as err:
         raise SettingsError(f"FINETUNE_GPU_NODE_LABELS (the chart's trainer.gpuNodeLabels) "
                             f"{err}") from None
+
+
+def _policy(text: str) -> Policy:
+    try:
+        return policies.parse(text)
+    except policies.PolicyError as err:
+        raise SettingsError(f"FINETUNE_POLICY (the chart's policy) {err}") from None

@@ -25,6 +25,7 @@ from finetune_contract.layout import DATA_ROOT, TRAINER_UID
 from pydantic import ValidationError
 
 from finetune_operator import names
+from finetune_operator import policy as policies
 from finetune_operator.render import container_security
 
 # The app label of the sizing pod: not the trainer's, so no PodMonitor scrapes it.
@@ -104,7 +105,8 @@ def size_args(spec: FineTuneJobSpec) -> list[str]:
 
 
 def sizing_pod(owner: Any, spec: FineTuneJobSpec, *, operator_image: str,
-               trainer_image: str, hf_endpoint: str | None = None) -> dict[str, Any]:
+               trainer_image: str, hf_endpoint: str | None = None,
+               policy: policies.Policy = policies.NO_POLICY) -> dict[str, Any]:
     """The pod that sizes the job's model. `owner` is a render.Owner.
 
     The operator image (huggingface_hub, no torch) sizes a Hub model, or a model.path on the
@@ -155,9 +157,13 @@ def sizing_pod(owner: Any, spec: FineTuneJobSpec, *, operator_image: str,
         }],
         "volumes": volumes,
     }
-    resources = spec.resources
-    if resources.tolerations:  # nodes a cluster reserves for training may be the only ones
-        pod_spec["tolerations"] = [t.to_wire() for t in resources.tolerations]
+    # Nodes a cluster reserves for training may be the only ones; the policy's forced
+    # tolerations and node selector hold for every pod of a tenant's job.
+    tolerations = policies.pod_tolerations(policy, spec.resources.tolerations)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if policy.forced_node_selector:
+        pod_spec["nodeSelector"] = dict(policy.forced_node_selector)
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 from finetune_contract.api import ModelSizing
 from finetune_operator import names, sizing
+from finetune_operator.policy import Policy
 
 from tests.support.ftj_samples import OWNER, spec
 
@@ -135,3 +136,16 @@ def test_planner_config_keeps_the_sizes_and_reads_a_language_models_text_config(
               "vision_config": {"hidden_size": 1280}}
     assert sizing.planner_config(vision) == {"model_type": "mllama_text_model",
                                              "hidden_size": 16, "num_hidden_layers": 4}
+
+
+def test_the_policys_forced_tolerations_and_node_selector_reach_the_pod():
+    forced = Policy(forced_tolerations=({"key": "pool", "operator": "Exists"},),
+                    forced_node_selector={"pool": "tenants"})
+    obj = sizing.sizing_pod(
+        OWNER, spec(model=HUB_MODEL, resources={"gpu": "cpu", "tolerations": [
+            {"key": "gpu", "operator": "Exists"}]}),
+        operator_image="op:1", trainer_image="t", policy=forced)
+    assert obj["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists"},
+                                          {"key": "pool", "operator": "Exists"}]
+    assert obj["spec"]["nodeSelector"] == {"pool": "tenants"}
+    assert "nodeSelector" not in pod(model=HUB_MODEL)["spec"]

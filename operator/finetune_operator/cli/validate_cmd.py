@@ -9,7 +9,9 @@ from pathlib import Path
 
 from finetune_contract.api import FineTuneJobSpec
 
+from finetune_operator import policy
 from finetune_operator.documents import DocumentError, describe, read_documents, split_jobs
+from finetune_operator.errors import UserError
 from finetune_operator.sizing import SizingFailed
 from finetune_operator.validation import Problem, plan_problems, spec_warnings, validate_job
 
@@ -26,10 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-plan", action="store_true", help="skip the feasibility check")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print problems and warnings only")
+    p.add_argument("--policy", metavar="FILE",
+                   help="also check the jobs against an operator's tenant policy: the chart's "
+                   "policy value (YAML or JSON), or a values file with one under policy:")
+    p.add_argument("--namespace", default="default",
+                   help="the namespace whose policy.namespaceLimits apply (default: default)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        rules = _read_policy(args.policy) if args.policy else None
+    except UserError as err:
+        print(err, file=sys.stderr)
+        return 1
     bad = 0
     checked = 0
     for source in args.files:
@@ -48,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
             note = ""
             if job is not None and not args.no_plan:
                 problems, note = _read_model(job.spec, _data_root(source))
+            if job is not None and rules is not None and not problems:
+                problems = _policy_problems(job.spec, args.namespace, rules,
+                                            plan=not args.no_plan)
             for problem in problems:
                 print(f"{source}: doc {doc.index}: {problem}", file=sys.stderr)
             bad += bool(problems)
@@ -80,6 +95,31 @@ def _read_model(spec: FineTuneJobSpec, data_root: Path) -> tuple[list[Problem], 
     if sizing is None:
         return [], ""
     return plan_problems(spec, sizing), ""
+
+
+def _read_policy(path: str) -> policy.Policy:
+    try:
+        return policy.parse(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the policy ({err.strerror})") from None
+    except policy.PolicyError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+def _policy_problems(spec: FineTuneJobSpec, namespace: str, rules: policy.Policy, *,
+                     plan: bool) -> list[Problem]:
+    """What the operator would refuse as PolicyViolation: the spec's fields, then the plan's
+    GPUs and nodes (not for a model only a sizing pod can size: the operator checks those)."""
+    from finetune_operator.planner import NeedsSizing, PlanningError, plan_job
+
+    problems = policy.violations(spec, namespace, rules)
+    if problems or not plan:
+        return problems
+    try:
+        planned = plan_job(spec)
+    except (NeedsSizing, PlanningError):
+        return []
+    return policy.plan_violations(planned, namespace, rules) if planned.fits else []
 
 
 def _data_root(source: str) -> Path:

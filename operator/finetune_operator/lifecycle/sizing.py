@@ -41,7 +41,7 @@ def sized(step: Step, spec: FineTuneJobSpec) -> ModelSizing | None:
             step.actions.append(Create(sizing_pod(
                 step.observed.owner, spec, operator_image=step.settings.sizing_image,
                 trainer_image=step.settings.default_image,
-                hf_endpoint=step.settings.hf_endpoint)))
+                hf_endpoint=step.settings.hf_endpoint, policy=step.settings.policy)))
         return _waiting(step, what, f"sizing pod {pod_name} reads its config.json and "
                         "safetensors headers")
     if pod.phase not in FINISHED:

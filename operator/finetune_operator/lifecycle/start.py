@@ -7,9 +7,16 @@ from collections.abc import Callable
 from finetune_contract.api import TERMINAL_PHASES, FineTuneJobSpec, FineTuneJobStatus, Plan
 
 from finetune_operator import conditions as cond
+from finetune_operator import policy
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.sizing import sized
-from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message
+from finetune_operator.lifecycle.step import (
+    Step,
+    fail,
+    fail_invalid,
+    fail_policy,
+    planned_message,
+)
 from finetune_operator.planner import PlanningError, needs_sizing
 from finetune_operator.validation import layout_problems, output_warning
 
@@ -35,6 +42,11 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
     if spec is None:
         fail_invalid(step, "; ".join(problems))
         return False
+    namespace = step.observed.owner.namespace
+    refused = policy.violations(spec, namespace, step.settings.policy)
+    if refused:  # before a sizing pod: it could run the refused image
+        fail_policy(step, "; ".join(str(p) for p in refused))
+        return False
     step.condition(cond.VALID, "True", "SpecValid")
     sizing = sized(step, spec) if needs_sizing(spec) else None
     if needs_sizing(spec) and sizing is None:
@@ -47,6 +59,10 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
     layout = layout_problems(spec, plan) if plan.fits else []
     if layout:  # the same rules as `finetune validate`, on the layout just chosen
         fail_invalid(step, "; ".join(str(p) for p in layout))
+        return False
+    too_big = policy.plan_violations(plan, namespace, step.settings.policy) if plan.fits else []
+    if too_big:
+        fail_policy(step, "; ".join(str(p) for p in too_big))
         return False
     step.status.plan = plan
     if not plan.fits:

@@ -61,3 +61,12 @@ def fail(step: Step, reason: str, message: str) -> None:
 def fail_invalid(step: Step, message: str) -> None:
     step.condition(cond.VALID, "False", "InvalidSpec", message)
     fail(step, "InvalidSpec", message)
+
+
+# The reason of a job the operator's policy (the chart's `policy`, policy.py) refuses.
+POLICY_VIOLATION = "PolicyViolation"
+
+
+def fail_policy(step: Step, message: str) -> None:
+    step.condition(cond.VALID, "False", POLICY_VIOLATION, message)
+    fail(step, POLICY_VIOLATION, message)
