@@ -49,7 +49,8 @@ def _auto_or_bool(value: Any) -> Any:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise ValueError(f"must be true, false or auto (got {value!r})")
+    # The value is not quoted: the message's renderer (validation) shows what was given.
+    raise ValueError("must be true, false or auto")
 
 
 AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]

@@ -30,7 +30,7 @@ from finetune_contract.api import (
 from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
 
-from finetune_operator import names
+from finetune_operator import names, redact
 from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
 
@@ -41,6 +41,11 @@ class Problem:
 
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        # The last guard: whatever a message quotes, a token-shaped word never leaves here.
+        object.__setattr__(self, "path", redact.scrub(self.path))
+        object.__setattr__(self, "message", redact.scrub(self.message))
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -97,10 +102,10 @@ def _header_problems(obj: dict[str, Any]) -> list[Problem]:
     problems = []
     if obj.get("apiVersion") != API_VERSION:
         problems.append(
-            Problem("apiVersion", f"must be {API_VERSION} (got {obj.get('apiVersion')!r})")
+            Problem("apiVersion", f"must be {API_VERSION} (got {_show(obj.get('apiVersion'))})")
         )
     if obj.get("kind") != KIND:
-        problems.append(Problem("kind", f"must be {KIND} (got {obj.get('kind')!r})"))
+        problems.append(Problem("kind", f"must be {KIND} (got {_show(obj.get('kind'))})"))
     meta = obj.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         problems.append(Problem("metadata.name", "is required: give the job a name"))
@@ -116,7 +121,7 @@ def _secret_literal_problems(obj: dict[str, Any]) -> list[Problem]:
         return []
     return [
         Problem(
-            f"spec.secrets.{key}",
+            f"spec.secrets.{redact.key(key)}",
             "must reference a Secret as {name: SECRET, key: KEY}; a literal token is not "
             "allowed (create it with kubectl create secret generic)",
         )
@@ -144,9 +149,10 @@ def pydantic_problems(err: ValidationError, model: type[BaseModel] = FineTuneJob
     so that an unknown field can be told the known ones closest to it."""
     problems = []
     for e in err.errors(include_url=False):
-        loc = [str(x) for x in e["loc"] if not _is_union_tag(x)]
-        message = _message(e) + _did_you_mean(e, model)
-        problems.append(Problem(".".join(_dotted(loc)), message))
+        loc = [redact.key(x) for x in e["loc"] if not _is_union_tag(x)]
+        path = ".".join(_dotted(loc))
+        message = _message(e, path) + _did_you_mean(e, model)
+        problems.append(Problem(path, message))
     return _dedupe(problems)
 
 
@@ -215,9 +221,9 @@ def _dotted(loc: list[str]) -> list[str]:
     return out
 
 
-def _message(e: dict[str, Any]) -> str:
+def _message(e: dict[str, Any], path: str) -> str:
     kind, ctx, given = e["type"], e.get("ctx") or {}, e.get("input")
-    got = f" (got {_show(given)})"
+    got = f" (got {_show(given, path)})"
     simple = {
         "greater_than": f"must be > {_num(ctx.get('gt'))}{got}",
         "greater_than_equal": f"must be >= {_num(ctx.get('ge'))}{got}",
@@ -257,9 +263,8 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else _num(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _show(value: Any, path: str = "") -> str:
+    return redact.show(value, path)
 
 
 def _kind(value: Any) -> str:
