@@ -20,12 +20,15 @@ from typing import Any
 from finetune_contract import rules
 from finetune_contract.api import (
     API_VERSION,
+    HF_ID_HINT,
     HF_ID_PATTERN,
+    HF_ID_RULE,
     KIND,
     FineTuneJob,
     FineTuneJobSpec,
     ModelSizing,
     Plan,
+    config_type_problem,
 )
 from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
@@ -78,12 +81,26 @@ def parse_user_job(obj: dict[str, Any]) -> FineTuneJob:
     """A FineTuneJob from what a user or the API server gave: only the wire (camelCase)
     names. The models also take Python names, for code that builds them; a user's
     `learning_rate` must not be read, because the API server would drop it."""
-    return FineTuneJob.model_validate(obj, by_alias=True, by_name=False)
+    return FineTuneJob.model_validate(wire_form(obj), by_alias=True, by_name=False)
 
 
 def parse_user_spec(raw: dict[str, Any]) -> FineTuneJobSpec:
     """A spec from user input, with the wire names only (see parse_user_job)."""
-    return FineTuneJobSpec.model_validate(raw, by_alias=True, by_name=False)
+    return FineTuneJobSpec.model_validate(wire_form(raw), by_alias=True, by_name=False)
+
+
+def wire_form(value: Any) -> Any:
+    """`value` as the API server receives it from kubectl: YAML goes through JSON, where
+    3.0 is the number 3 (so an integer field takes it), and a null is pruned, the field
+    then absent (the CRD has no nullable field). The models are strict (api.ApiModel): this
+    is the only conversion, the one the wire makes."""
+    if isinstance(value, dict):
+        return {k: wire_form(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [wire_form(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def validate_spec(spec: dict[str, Any], name: str, *, plan: bool = True) -> tuple[
@@ -252,8 +269,7 @@ def _message(e: dict[str, Any], path: str) -> str:
     if kind in simple:
         return simple[kind]
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == HF_ID_PATTERN:
-        return ("must be a Hugging Face id, [owner/]name of letters, digits, '-', '_' and "
-                f"'.'{got}")
+        return f"{HF_ID_RULE}{got}: {HF_ID_HINT}"
     if kind == "value_error":
         return str(e["msg"]).removeprefix("Value error, ")
     return f"{e['msg']}{got}"
@@ -335,6 +351,9 @@ def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.model.path", "set either name or path, not both"))
     if m.config is not None and m.init == "random" and "model_type" not in m.config:
         problems.append(Problem("spec.model.config.model_type", "is required (e.g. llama)"))
+    problems += [Problem(f"spec.model.config.{redact.key(key)}", wrong)
+                 for key, value in (m.config or {}).items()
+                 if (wrong := config_type_problem(key, value))]
     if m.parameters is not None:
         problems += _size_problems(m.parameters)
     for field, value in (("spec.model.path", m.path),

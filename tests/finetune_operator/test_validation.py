@@ -63,7 +63,7 @@ def test_validate_job_returns_the_model_with_defaults():
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("true", True), (False, False), ("auto", "auto"), (None, "auto")],
+    [(True, True), (False, False), ("auto", "auto"), (None, "auto")],
 )
 def test_gradient_checkpointing_accepts_booleans_and_auto(given, expected):
     import yaml
