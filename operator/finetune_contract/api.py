@@ -77,6 +77,15 @@ def hub_id(value: str | None) -> str | None:
 
 
 HubId = Annotated[str | None, AfterValidator(hub_id)]
+# The same two rules for the API server, which takes a CEL rule where a pattern cannot say
+# them (RE2 matches() in CEL, as the pattern).
+HF_ID_CEL = (f"self.matches('^([^/]{{1,{HF_PART_MAX}}}/)?[^/]{{1,{HF_PART_MAX}}}$') && "
+             "!self.endsWith('.git')")
+_HUB_ID_SCHEMA: dict[str, Any] = {"x-kubernetes-validations": [{
+    "rule": HF_ID_CEL,
+    "message": f"at most {HF_PART_MAX} characters in the owner and in the name, and no "
+    "'.git' at the end (the Hub's limits)",
+}]}
 
 
 def _auto_or_bool(value: Any) -> Any:
@@ -197,6 +206,7 @@ class ModelSpec(ApiModel):
         None,
         max_length=256,
         pattern=HF_ID_PATTERN,
+        json_schema_extra=_HUB_ID_SCHEMA,
         description="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B. With init: random "
         "it is only a label.",
     )
@@ -260,6 +270,7 @@ class DataSource(ApiModel):
         None,
         max_length=256,
         pattern=HF_ID_PATTERN,
+        json_schema_extra=_HUB_ID_SCHEMA,
         description="Hugging Face dataset id, e.g. HuggingFaceH4/ultrachat_200k (needs "
         "network access).",
     )
