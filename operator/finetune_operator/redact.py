@@ -15,7 +15,7 @@ from typing import Any
 # GitLab, OpenAI-style, Slack, AWS access key ids, JWTs (three base64url parts).
 _TOKEN = re.compile(
     r"(?<![A-Za-z0-9])("
-    r"hf_[A-Za-z0-9]{8,}"
+    r"hf_[A-Za-z0-9]{20,}"  # 34 in the tokens the Hub issues
     r"|gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}"
     r"|glpat-[A-Za-z0-9_-]{16,}"
     r"|sk-[A-Za-z0-9_-]{16,}"
