@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from typing import Any
 
@@ -14,7 +15,8 @@ import celpy
 import pytest
 import yaml
 from finetune_operator.crd import open_api_schema
-from finetune_operator.validation import parse_user_job, pydantic_problems
+from finetune_operator.lifecycle.spec import SpecCaches, validated
+from finetune_operator.validation import parse_user_job, pydantic_problems, validate_job
 from pydantic import ValidationError
 
 from tests.conftest import ROOT
@@ -187,3 +189,16 @@ def test_no_pattern_takes_a_trailing_newline(path, schema):
     assert cli_accepts(path, good)
     assert not cli_accepts(path, good + "\n")
     assert not server_accepts(schema, good + "\n", False)
+
+
+@pytest.mark.parametrize(("path", "schema", "required", "value"), cases()[::10],
+                         ids=lambda x: x if isinstance(x, str) and x.startswith("spec") else "")
+def test_the_operator_reads_a_stored_spec_as_the_cli_reads_the_file(path, schema, required,
+                                                                     value):
+    """The operator gets the spec from the API server as JSON (no YAML): the same strict
+    types, through the same validate_spec, give it the same problems."""
+    doc = set_at(BASE, path, value)
+    _, from_file = validate_job(doc, plan=False)
+    stored = json.loads(json.dumps(doc["spec"]))
+    _, from_server = validated(doc["metadata"]["name"], stored, SpecCaches())
+    assert from_server == [str(p) for p in from_file]
