@@ -13,10 +13,18 @@ fields of one object is written once, in rules.py, and reaches the CRD from ther
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from finetune_contract import rules, strategies
@@ -35,24 +43,101 @@ Precision = Literal["bf16", "fp16", "fp32"]
 Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 PHASES: tuple[str, ...] = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 TERMINAL_PHASES: tuple[str, ...] = ("Succeeded", "Failed")
-# A Hugging Face repository id, [owner/]name, as the hub accepts it (word characters at both
-# ends). Written for RE2: the API server checks CRD patterns with Go's regexp.
-_HF_PART = r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+# A Hugging Face repository id, [owner/]name, as huggingface_hub's validate_repo_id accepts
+# it: letters, digits, '_', '-' and '.', a word character at both ends of each part, and no
+# '--' or '..' (the Hub refuses them). RE2 (the API server's regexp) has no lookahead, so a
+# part is runs of word characters joined by alternating '-' and '.' ('-', '.', '-.', '.-.').
+# Two of the Hub's rules have no regular form here and are checked in Python only (hub_id):
+# at most HF_PART_MAX characters a part, and no '.git' at the end. ASCII only, where the
+# library's \w would take any letter: the Hub's names are ASCII.
+# The anchors are the whole text's in RE2 and in pydantic's (Rust) regex; Python's re would
+# let '$' match before a final newline, so Python code uses fullmatch (hub_id).
+_WORD = "[A-Za-z0-9_]"
+_JOIN = r"(-(\.-)*\.?|\.(-\.)*-?)"
+_HF_PART = f"{_WORD}+({_JOIN}{_WORD}+)*"
 HF_ID_PATTERN = rf"^({_HF_PART}/)?{_HF_PART}$"
+HF_PART_MAX = 96
+HF_ID_RULE = "must be a Hugging Face id, [owner/]name of letters, digits, '-', '_' and '.'"
+HF_ID_HINT = "each part starts and ends with a letter, digit or '_', without '--' or '..'"
+_HF_ID = re.compile(HF_ID_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def hub_id(value: str | None) -> str | None:
+    """A Hub id as the Hub takes it (the pattern, and the rules it cannot say)."""
+    if value is None:
+        return None
+    if not _HF_ID.fullmatch(value):
+        raise ValueError(f"{HF_ID_RULE}: {HF_ID_HINT}")
+    if any(len(part) > HF_PART_MAX for part in value.split("/")):
+        raise ValueError(f"must have at most {HF_PART_MAX} characters in the owner and in "
+                         "the name (the Hub's limit)")
+    if value.endswith(".git"):
+        raise ValueError("must not end with '.git' (the Hub refuses it)")
+    return value
+
+
+HubId = Annotated[str | None, AfterValidator(hub_id)]
+# The same two rules for the API server, which takes a CEL rule where a pattern cannot say
+# them (RE2 matches() in CEL, as the pattern).
+HF_ID_CEL = (f"self.matches('^([^/]{{1,{HF_PART_MAX}}}/)?[^/]{{1,{HF_PART_MAX}}}$') && "
+             "!self.endsWith('.git')")
+_HUB_ID_SCHEMA: dict[str, Any] = {"x-kubernetes-validations": [{
+    "rule": HF_ID_CEL,
+    "message": f"at most {HF_PART_MAX} characters in the owner and in the name, and no "
+    "'.git' at the end (the Hub's limits)",
+}]}
 
 
 def _auto_or_bool(value: Any) -> Any:
-    """Accept true, false or auto (YAML booleans, or the same words as strings)."""
+    """Accept true, false or auto, as the CRD's enum does: a YAML boolean, or the string
+    auto ("true" in quotes is a string, which the API server refuses)."""
     if value is None or value == "auto":
         return "auto"
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ValueError(f"must be true, false or auto (got {value!r})")
+    # The value is not quoted: the message's renderer (validation) shows what was given.
+    raise ValueError("must be true, false or auto")
 
 
 AutoBool = Annotated[Literal["auto"] | bool, BeforeValidator(_auto_or_bool)]
+
+
+# The status types' config (see ApiModel).
+STATUS_CONFIG = ConfigDict(strict=False, allow_inf_nan=True)
+
+# The types transformers expects of the model.config keys the planner and the trainer read
+# (PretrainedConfig's attributes): a key of another type would fail deep in a pod, or size
+# the model wrong. Other keys pass as given (each architecture has its own).
+_CONFIG_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "head_dim",
+                "max_position_embeddings", "num_local_experts", "num_experts_per_tok",
+                "n_embd", "n_head", "n_inner", "n_layer", "n_positions")
+CONFIG_VALUE_TYPES: dict[str, tuple[type, str]] = {
+    "model_type": (str, "a string (e.g. llama)"),
+    "tie_word_embeddings": (bool, "true or false"),
+    **{key: (int, "an integer") for key in _CONFIG_INTS},
+}
+
+
+def config_type_problem(key: str, value: Any) -> str | None:
+    """What is wrong with the type of model.config's `key`, or None (validation reports
+    it at spec.model.config.KEY; the planner refuses it too, in a status's sizing)."""
+    expected = CONFIG_VALUE_TYPES.get(key)
+    if expected is None or value is None:
+        return None
+    kind, words = expected
+    # bool is an int in Python; not in JSON, nor to transformers.
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return None
+    return f"must be {words}, not {_json_type(value)}"
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"),
+                       (str, "a string"), (list, "a list"), (dict, "a mapping")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "a value"
 
 
 # Marks a field whose default the CRD must not declare: the API server would store it in
@@ -61,13 +146,19 @@ NO_SERVER_DEFAULT: dict[str, Any] = {"x-finetune-no-server-default": True}
 
 
 class ApiModel(BaseModel):
-    """Base for every API type: camelCase on the wire, unknown fields are errors."""
+    """Base for every API type: camelCase on the wire, unknown fields are errors, and the
+    types are the CRD's, exactly: strict, so that "3", "yes" or 1 are not taken for 3,
+    true or a string where the API server would refuse them (no coercion), and no inf or
+    NaN, which JSON cannot carry. The status types, written by the operator and read back,
+    are lax (STATUS_CONFIG): their timestamps arrive as strings."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         validate_assignment=False,
+        strict=True,
+        allow_inf_nan=False,
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -111,10 +202,11 @@ class ModelSpec(ApiModel):
 
     model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.MODEL))
 
-    name: str | None = Field(
+    name: HubId = Field(
         None,
         max_length=256,
         pattern=HF_ID_PATTERN,
+        json_schema_extra=_HUB_ID_SCHEMA,
         description="Hugging Face model id, e.g. meta-llama/Llama-3.1-8B. With init: random "
         "it is only a label.",
     )
@@ -174,10 +266,11 @@ class DataSource(ApiModel):
         description="JSONL, JSON or Parquet file. Relative paths resolve against the data "
         "root (the YAML file's folder for local runs, /data in the cluster).",
     )
-    hf: str | None = Field(
+    hf: HubId = Field(
         None,
         max_length=256,
         pattern=HF_ID_PATTERN,
+        json_schema_extra=_HUB_ID_SCHEMA,
         description="Hugging Face dataset id, e.g. HuggingFaceH4/ultrachat_200k (needs "
         "network access).",
     )
@@ -569,6 +662,8 @@ class FineTuneJobSpec(ApiModel):
 class MemoryBreakdown(ApiModel):
     """Bytes per GPU (or per CPU rank), itemized."""
 
+    model_config = STATUS_CONFIG
+
     weights: int = Field(0, description="Model weights held by one rank.")
     gradients: int = Field(0, description="Gradients held by one rank.")
     optimizer: int = Field(
@@ -595,6 +690,8 @@ class MemoryBreakdown(ApiModel):
 class PlanAlternative(ApiModel):
     """Another layout the planner evaluated."""
 
+    model_config = STATUS_CONFIG
+
     strategy: Strategy = Field(description="Sharding strategy.")
     nodes: int = Field(description="Nodes.")
     gpus_per_node: int = Field(description="GPUs per node.")
@@ -609,12 +706,16 @@ class PlanAlternative(ApiModel):
 class CostRange(ApiModel):
     """A price range in USD."""
 
+    model_config = STATUS_CONFIG
+
     low: float = Field(description="At the low end of the GPU's hourly price range.")
     high: float = Field(description="At the high end of the GPU's hourly price range.")
 
 
 class Estimate(ApiModel):
     """Expected size and cost of the run."""
+
+    model_config = STATUS_CONFIG
 
     tokens: int = Field(0, description="Training tokens processed (all epochs).")
     flops: float = Field(0, description="6 x trainable-aware parameters x tokens.")
@@ -632,7 +733,7 @@ class Estimate(ApiModel):
 class Plan(ApiModel):
     """What the planner chose and why. Written to status.plan."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
 
     parameters: int = Field(description="Total parameter count.")
     trainable_parameters: int = Field(description="Parameters that receive gradients.")
@@ -696,7 +797,7 @@ class Plan(ApiModel):
 class Condition(ApiModel):
     """A Kubernetes-style condition."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
 
     type: str = Field(description="Valid, Planned, Created, Running, Succeeded, Failed, ...")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -713,7 +814,7 @@ class Condition(ApiModel):
 class Progress(ApiModel):
     """Training progress copied from rank 0's metrics."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
 
     step: int | None = Field(None, description="Optimizer steps done.")
     total_steps: int | None = Field(None, description="Optimizer steps planned.")
@@ -734,7 +835,7 @@ class ModelSizing(ApiModel):
     safetensors files): a model the built-in catalog lacks. Kept in status.sizing so that the
     model is read once, not at every reconcile."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
 
     model: str = Field(description="What was sized: spec.model.name, or spec.model.path.")
     revision: str | None = Field(
@@ -758,7 +859,7 @@ class ModelSizing(ApiModel):
 class FineTuneJobStatus(ApiModel):
     """Observed state, written by the operator only."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
 
     phase: Phase = Field("Pending", description="Pending, Running, Restarting, Suspended, "
                          "Succeeded or Failed.")

@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from finetune_contract.api import GROUP
 
+from finetune_operator import bounded_yaml, redact
+
 
 @dataclass(frozen=True)
 class Document:
@@ -26,37 +28,66 @@ class DocumentError(Exception):
 
 
 def read_documents(source: str) -> list[Document]:
-    text = _read(source)
+    """The non-empty documents of `source` (see read_file for the empty ones)."""
+    return read_file(source)[0]
+
+
+def read_file(source: str) -> tuple[list[Document], list[str]]:
+    """The non-empty documents of `source`, and a warning (file:line) per empty one.
+
+    An empty document (`---` followed by `---`) is skipped, as kubectl skips it, and not
+    refused: kubectl apply takes the same file. It is told, since it is often the sign of
+    a job that was meant to be there and got cut.
+    """
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        bodies = list(yaml.safe_load_all(text))
+        loaded = list(bounded_yaml.load_all(_read(source)))
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(err, "problem", None) or str(err)
-        raise DocumentError(f"{where}: not valid YAML: {problem}") from None
-    docs = []
-    for i, (node, body) in enumerate(zip(nodes, bodies, strict=True), start=1):
-        if body is None:
-            continue  # an empty document between '---' separators
-        docs.append(Document(source, i, node.start_mark.line + 1, body))
-    return docs
+        raise DocumentError(_yaml_message(source, err)) from None
+    docs = [Document(source, i, line, body)
+            for i, (line, body) in enumerate(loaded, start=1) if body is not None]
+    # A last empty document is a file that ends with '---' (helm template writes them):
+    # a separator, not a missing job.
+    warnings = [f"{source}:{line}: doc {i} is empty and was skipped (as kubectl skips it): "
+                "remove the extra '---', or fill it in"
+                for i, (line, body) in enumerate(loaded[:-1], start=1) if body is None]
+    return docs, warnings
+
+
+def _yaml_message(source: str, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark else source
+    if isinstance(err, bounded_yaml.BoundError):
+        return f"{where}: {err.problem}"
+    problem = getattr(err, "problem", None) or str(err)
+    # YAML's own messages quote tags, anchors and keys, where a pasted token may be.
+    return f"{where}: not valid YAML: {redact.scrub(problem)}"
 
 
 def _read(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    path = Path(source)
+    """The text of `source`, at most bounded_yaml.MAX_INPUT_BYTES of it (read that and one
+    byte more, so that /dev/zero or a huge file is refused without being read whole)."""
+    limit = bounded_yaml.MAX_INPUT_BYTES
     try:
-        return path.read_text(encoding="utf-8")
+        if source == "-":
+            stdin = getattr(sys.stdin, "buffer", None)  # a test's StringIO has none
+            data = stdin.read(limit + 1) if stdin else sys.stdin.read(limit + 1).encode()
+        else:
+            with Path(source).open("rb") as f:
+                data = f.read(limit + 1)
     except FileNotFoundError:
         raise DocumentError(f"{source}: no such file") from None
     except IsADirectoryError:
         raise DocumentError(f"{source}: is a directory, expected a YAML file") from None
-    except UnicodeDecodeError as err:
-        raise DocumentError(f"{source}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise DocumentError(f"{source}: cannot read: {err.strerror}") from None
+    if len(data) > limit:
+        raise DocumentError(f"{source}: larger than {limit} bytes, the most a FineTuneJob "
+                            "file may be (a job is a few KiB; the API server takes at most "
+                            "1.5 MiB): split it, or remove what is not the job")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DocumentError(f"{source}: not UTF-8 text (byte {err.start})") from None
 
 
 def is_other_resource(body: Any) -> bool:

@@ -43,7 +43,7 @@ def is_dns_1035_label(name: str) -> bool:
 
 def has_dns_1035_characters(name: str) -> bool:
     """The characters of an RFC 1035 label, whatever the length (checked on its own)."""
-    return bool(_DNS_1035.match(name))
+    return bool(_DNS_1035.fullmatch(name))  # match's $ would take a final newline
 
 
 def metrics_port_name(local_rank: int) -> str:

@@ -81,7 +81,7 @@ def parse(text: str) -> GpuNodeLabels | None:
 
 def _key(key: Any) -> str:
     prefix = key.rpartition("/")[0] if isinstance(key, str) else ""
-    if not isinstance(key, str) or not LABEL_KEY.match(key) or len(prefix) > 253:
+    if not isinstance(key, str) or not LABEL_KEY.fullmatch(key) or len(prefix) > 253:
         raise LabelsError(f"key must be a node label key such as {gpus.GFD_PRODUCT_LABEL} "
                          f"(got {key!r})")
     return key
@@ -113,7 +113,7 @@ def _gpu_type(name: str) -> str:
 
 def _label_values(name: str, labels: Any) -> tuple[str, ...]:
     ok = (isinstance(labels, list) and labels
-          and all(isinstance(v, str) and v and LABEL_VALUE.match(v) for v in labels))
+          and all(isinstance(v, str) and v and LABEL_VALUE.fullmatch(v) for v in labels))
     if not ok:
         raise LabelsError(f"values.{name} must be a non-empty list of node label values "
                          f"(got {labels!r})")

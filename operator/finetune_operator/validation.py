@@ -20,17 +20,20 @@ from typing import Any
 from finetune_contract import rules
 from finetune_contract.api import (
     API_VERSION,
+    HF_ID_HINT,
     HF_ID_PATTERN,
+    HF_ID_RULE,
     KIND,
     FineTuneJob,
     FineTuneJobSpec,
     ModelSizing,
     Plan,
+    config_type_problem,
 )
 from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
 
-from finetune_operator import names
+from finetune_operator import names, redact
 from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
 
@@ -41,6 +44,11 @@ class Problem:
 
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        # The last guard: whatever a message quotes, a token-shaped word never leaves here.
+        object.__setattr__(self, "path", redact.scrub(self.path))
+        object.__setattr__(self, "message", redact.scrub(self.message))
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -73,12 +81,26 @@ def parse_user_job(obj: dict[str, Any]) -> FineTuneJob:
     """A FineTuneJob from what a user or the API server gave: only the wire (camelCase)
     names. The models also take Python names, for code that builds them; a user's
     `learning_rate` must not be read, because the API server would drop it."""
-    return FineTuneJob.model_validate(obj, by_alias=True, by_name=False)
+    return FineTuneJob.model_validate(wire_form(obj), by_alias=True, by_name=False)
 
 
 def parse_user_spec(raw: dict[str, Any]) -> FineTuneJobSpec:
     """A spec from user input, with the wire names only (see parse_user_job)."""
-    return FineTuneJobSpec.model_validate(raw, by_alias=True, by_name=False)
+    return FineTuneJobSpec.model_validate(wire_form(raw), by_alias=True, by_name=False)
+
+
+def wire_form(value: Any) -> Any:
+    """`value` as the API server receives it from kubectl: YAML goes through JSON, where
+    3.0 is the number 3 (so an integer field takes it), and a null is pruned, the field
+    then absent (the CRD has no nullable field). The models are strict (api.ApiModel): this
+    is the only conversion, the one the wire makes."""
+    if isinstance(value, dict):
+        return {k: wire_form(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [wire_form(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def validate_spec(spec: dict[str, Any], name: str, *, plan: bool = True) -> tuple[
@@ -97,10 +119,10 @@ def _header_problems(obj: dict[str, Any]) -> list[Problem]:
     problems = []
     if obj.get("apiVersion") != API_VERSION:
         problems.append(
-            Problem("apiVersion", f"must be {API_VERSION} (got {obj.get('apiVersion')!r})")
+            Problem("apiVersion", f"must be {API_VERSION} (got {_show(obj.get('apiVersion'))})")
         )
     if obj.get("kind") != KIND:
-        problems.append(Problem("kind", f"must be {KIND} (got {obj.get('kind')!r})"))
+        problems.append(Problem("kind", f"must be {KIND} (got {_show(obj.get('kind'))})"))
     meta = obj.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         problems.append(Problem("metadata.name", "is required: give the job a name"))
@@ -116,7 +138,7 @@ def _secret_literal_problems(obj: dict[str, Any]) -> list[Problem]:
         return []
     return [
         Problem(
-            f"spec.secrets.{key}",
+            f"spec.secrets.{redact.key(key)}",
             "must reference a Secret as {name: SECRET, key: KEY}; a literal token is not "
             "allowed (create it with kubectl create secret generic)",
         )
@@ -144,9 +166,10 @@ def pydantic_problems(err: ValidationError, model: type[BaseModel] = FineTuneJob
     so that an unknown field can be told the known ones closest to it."""
     problems = []
     for e in err.errors(include_url=False):
-        loc = [str(x) for x in e["loc"] if not _is_union_tag(x)]
-        message = _message(e) + _did_you_mean(e, model)
-        problems.append(Problem(".".join(_dotted(loc)), message))
+        loc = [redact.key(x) for x in e["loc"] if not _is_union_tag(x)]
+        path = ".".join(_dotted(loc))
+        message = _message(e, path) + _did_you_mean(e, model)
+        problems.append(Problem(path, message))
     return _dedupe(problems)
 
 
@@ -215,9 +238,9 @@ def _dotted(loc: list[str]) -> list[str]:
     return out
 
 
-def _message(e: dict[str, Any]) -> str:
+def _message(e: dict[str, Any], path: str) -> str:
     kind, ctx, given = e["type"], e.get("ctx") or {}, e.get("input")
-    got = f" (got {_show(given)})"
+    got = f" (got {_show(given, path)})"
     simple = {
         "greater_than": f"must be > {_num(ctx.get('gt'))}{got}",
         "greater_than_equal": f"must be >= {_num(ctx.get('ge'))}{got}",
@@ -246,8 +269,7 @@ def _message(e: dict[str, Any]) -> str:
     if kind in simple:
         return simple[kind]
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == HF_ID_PATTERN:
-        return ("must be a Hugging Face id, [owner/]name of letters, digits, '-', '_' and "
-                f"'.'{got}")
+        return f"{HF_ID_RULE}{got}: {HF_ID_HINT}"
     if kind == "value_error":
         return str(e["msg"]).removeprefix("Value error, ")
     return f"{e['msg']}{got}"
@@ -257,9 +279,8 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else _num(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _show(value: Any, path: str = "") -> str:
+    return redact.show(value, path)
 
 
 def _kind(value: Any) -> str:
@@ -330,6 +351,9 @@ def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.model.path", "set either name or path, not both"))
     if m.config is not None and m.init == "random" and "model_type" not in m.config:
         problems.append(Problem("spec.model.config.model_type", "is required (e.g. llama)"))
+    problems += [Problem(f"spec.model.config.{redact.key(key)}", wrong)
+                 for key, value in (m.config or {}).items()
+                 if (wrong := config_type_problem(key, value))]
     if m.parameters is not None:
         problems += _size_problems(m.parameters)
     for field, value in (("spec.model.path", m.path),

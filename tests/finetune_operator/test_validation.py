@@ -63,7 +63,7 @@ def test_validate_job_returns_the_model_with_defaults():
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("true", True), (False, False), ("auto", "auto"), (None, "auto")],
+    [(True, True), (False, False), ("auto", "auto"), (None, "auto")],
 )
 def test_gradient_checkpointing_accepts_booleans_and_auto(given, expected):
     import yaml
@@ -192,3 +192,98 @@ def test_warnings_name_each_path_read_from_the_image_and_spare_hub_sources():
     assert "use dataset.mix[0].hf instead" in spec_warnings(job_spec)[0].message
     assert [w.path for w in spec_warnings(spec())] == ["spec.output.pvc",
                                                       "spec.dataset.train.path"]
+
+
+# --------------------------------------------------------------------------- tokens
+
+def _token_placements(token: str) -> list[str]:
+    """Documents with `token` wherever a user may paste one: each must fail (or warn)
+    without showing it."""
+    head, body = VALID.split("spec:\n", 1)
+    dataset = "  dataset: {train: {path: data/train.jsonl}}\n"
+    return [
+        VALID + f"  secrets: {token}\n",
+        VALID + f"  secrets: {{hfToken: {token}}}\n",
+        VALID + f"  secrets: {{hfToken: [{token}]}}\n",
+        VALID + f"  secrets: {{hfToken: {{name: s, key: [{token}]}}}}\n",
+        VALID + f"  secrets: {{hfToken: {{{token}: x}}}}\n",
+        VALID + f"  secrets: {{{token}: {{name: s, key: k}}}}\n",
+        VALID + f"  secrets: [{token}]\n",
+        VALID + f"  secrets: {{hfToken: !!str {token}}}\n",
+        VALID + f"  secrets: {{hfToken: !{token} x}}\n",
+        VALID + f"  image: &t {token}\n  secrets: {{hfToken: *t}}\n",
+        VALID + f"  {token}: 1\n",
+        VALID + f"  {token}: 1\n  {token}: 2\n",
+        VALID + f"  output: {{path: ../{token}}}\n",
+        VALID + f"  runPolicy: {{backoffLimit: [{token}], suspend: {token}}}\n",
+        VALID.replace("maxSteps: 10", f"maxSteps: {token}"),
+        VALID.replace("model_type: llama", f"model_type: [{token}]"),
+        VALID.replace("gpu: cpu", f"gpu: {token}"),
+        VALID.replace(dataset, f"  dataset: {{train: {{path: {token}}}}}\n"),
+        head.replace("finetune.dev/v1alpha1", token) + "spec:\n" + body,
+        head.replace("FineTuneJob", f"[{token}]") + "spec:\n" + body,
+    ]
+
+
+def _token_cases() -> list[str]:
+    from tests.finetune_operator.test_redact import TOKENS
+
+    return [doc for token in TOKENS for doc in _token_placements(token)]
+
+
+@pytest.mark.parametrize("text", _token_cases())
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_a_token_is_never_echoed_wherever_it_is_placed(tmp_path, capsys, text, command):
+    from tests.finetune_operator.test_redact import TOKENS
+
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    main([command, str(job)])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    for token in TOKENS:
+        assert token not in out.out + out.err
+
+
+@pytest.mark.parametrize(("field", "value"), [("dedupe", "yes"), ("dedupe", 1)])
+def test_a_boolean_is_not_coerced(field, value):
+    import yaml
+
+    doc = yaml.safe_load(VALID)
+    doc["spec"]["dataset"][field] = value
+    _, problems = validate_job(doc, plan=False)
+    assert [p.path for p in problems] == [f"spec.dataset.{field}"]
+
+
+def _config_type_cases() -> list[tuple[str, object, bool]]:
+    from finetune_contract.api import CONFIG_VALUE_TYPES
+
+    values = ["llama", "64", 64, 64.5, True, ["llama"], {"a": 1}]
+    cases = []
+    for key, (kind, _) in CONFIG_VALUE_TYPES.items():
+        for value in values:
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            cases.append((key, value, ok))
+    return cases
+
+
+@pytest.mark.parametrize(("key", "value", "ok"), _config_type_cases())
+def test_model_config_values_have_the_types_transformers_expects(key, value, ok):
+    import yaml
+
+    doc = yaml.safe_load(VALID)
+    doc["spec"]["model"]["config"][key] = value
+    _, problems = validate_job(doc, plan=False)
+    assert (f"spec.model.config.{key}" not in [p.path for p in problems]) == ok
+
+
+@pytest.mark.parametrize("name", ["tiny", "a", "tiny-chat-2"])
+@pytest.mark.parametrize("tail", ["\n", "\r\n", "\n\n", " ", "\t"])
+def test_a_name_with_a_trailing_newline_or_space_is_refused(name, tail):
+    import yaml
+
+    doc = yaml.safe_load(VALID)
+    doc["metadata"]["name"] = name
+    assert validate_job(doc, plan=False)[1] == []
+    doc["metadata"]["name"] = name + tail
+    assert [p.path for p in validate_job(doc, plan=False)[1]] == ["metadata.name"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from finetune_contract.api import FineTuneJobSpec
 
 from finetune_operator import policy
-from finetune_operator.documents import DocumentError, describe, read_documents, split_jobs
+from finetune_operator.documents import DocumentError, describe, read_file, split_jobs
 from finetune_operator.errors import UserError
 from finetune_operator.sizing import SizingFailed
 from finetune_operator.validation import Problem, plan_problems, spec_warnings, validate_job
@@ -46,11 +46,13 @@ def run(args: argparse.Namespace) -> int:
     checked = 0
     for source in args.files:
         try:
-            docs = read_documents(source)
+            docs, empty = read_file(source)
         except DocumentError as err:
             print(err, file=sys.stderr)
             bad += 1
             continue
+        for warning in empty:
+            print(f"warning: {warning}", file=sys.stderr)
         jobs, others = split_jobs(docs)
         for other in others if not args.quiet else ():
             print(f"{source}: {describe(other)}: skipped, not a FineTuneJob")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from finetune_operator.cli import main
 
 from tests.support.ftj_samples import VALID
@@ -118,3 +119,51 @@ def test_a_job_with_its_volumes_gets_no_warning(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "warning" not in captured.err
     assert f"{job}: doc 1: valid" in captured.out
+
+
+def test_an_empty_document_between_jobs_is_a_warning_naming_it(tmp_path, capsys):
+    job = tmp_path / "jobs.yaml"
+    job.write_text(VALID + "---\n---\n" + VALID)
+    assert main(["validate", "--no-plan", str(job)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {job}:" in captured.err and "doc 2 is empty" in captured.err
+    assert f"{job}: doc 1: valid" in captured.out and f"{job}: doc 3: valid" in captured.out
+
+
+@pytest.mark.parametrize("twice", ["apiVersion", "kind", "metadata", "spec", "init",
+                                   "maxSteps", "gpu", "vocabSize"])
+def test_a_key_given_twice_fails_naming_file_line_and_key(tmp_path, capsys, twice):
+    lines = VALID.splitlines()
+    at = next(i for i, line in enumerate(lines) if f"{twice}:" in line)
+    if "{" in lines[at].split(f"{twice}:")[0]:  # inside a flow mapping: given twice there
+        lines[at] = lines[at].replace(f"{twice}:", f"{twice}: 1, {twice}:", 1)
+        line = at + 1
+    elif not lines[at].startswith(" "):  # a top-level key: again at the end
+        lines.append(f"{twice}: again")
+        line = len(lines)
+    else:  # a scalar's line: again right below it
+        lines.insert(at + 1, lines[at])
+        line = at + 2
+    job = tmp_path / "job.yaml"
+    job.write_text("\n".join(lines) + "\n")
+    assert main(["validate", str(job)]) == 1
+    err = capsys.readouterr().err
+    assert f"{job}:" in err and f"key '{twice}' is given twice" in err
+    assert str(line) in err.split(":")[1] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 70 + "]" * 70,
+                                  "x: &x [1]\n" + "".join(f"k{i}: *x\n" for i in range(300))])
+def test_a_hostile_file_fails_in_one_line(tmp_path, capsys, text):
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    assert main(["validate", str(job)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{job}:") and "Traceback" not in err
+
+
+def test_dev_zero_fails_naming_the_limit(capsys):
+    from finetune_operator.bounded_yaml import MAX_INPUT_BYTES
+
+    assert main(["validate", "/dev/zero"]) == 1
+    assert f"/dev/zero: larger than {MAX_INPUT_BYTES} bytes" in capsys.readouterr().err
