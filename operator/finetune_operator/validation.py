@@ -30,7 +30,7 @@ from finetune_contract.api import (
 from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
 
-from finetune_operator import names
+from finetune_operator import bounds, names
 from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
 
@@ -332,6 +332,9 @@ def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.model.config.model_type", "is required (e.g. llama)"))
     if m.parameters is not None:
         problems += _size_problems(m.parameters)
+    if m.config is not None:  # bounded before anything is planned (bounds.py)
+        problems += [Problem(f"spec.model.config.{key}", message)
+                     for key, message in bounds.config_problems(m.config)]
     for field, value in (("spec.model.path", m.path),
                          ("spec.model.tokenizer.path", m.tokenizer and m.tokenizer.path)):
         problems += _path_problems(field, value)
@@ -419,7 +422,7 @@ def _quantity_problems(spec: FineTuneJobSpec) -> list[Problem]:
         if value is None:
             continue
         try:
-            parse_quantity(value)
+            parse_quantity(value, field)
         except ValueError as err:
             problems.append(Problem(f"spec.resources.{field}", str(err)))
     return problems
