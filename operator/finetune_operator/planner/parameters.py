@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from finetune_operator.bounds import PARAMETERS, config_value_problem
+from finetune_operator.caps import echo
 from finetune_operator.sizes import format_size
 
 
@@ -205,7 +206,7 @@ def _estimate(model_type: str, config: dict[str, Any]) -> ParameterCount:
     if missing:
         raise ConfigError(
             None,
-            f"model_type {model_type!r} is not one of {', '.join(SUPPORTED)} and the config "
+            f"model_type {echo(model_type)} is not one of {', '.join(SUPPORTED)} and the config "
             f"lacks {', '.join(missing)} to estimate its size"
         )
     h = _int(config, "hidden_size")
