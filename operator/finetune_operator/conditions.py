@@ -10,6 +10,8 @@ from typing import Literal
 
 from finetune_contract.api import Condition
 
+from finetune_operator.caps import shorten
+
 VALID = "Valid"
 PLANNED = "Planned"
 CREATED = "Created"
@@ -38,7 +40,9 @@ def is_true(conditions: list[Condition], type_: str) -> bool:
 
 def set_condition(conditions: list[Condition], type_: str, status: Status, reason: str,
                   message: str, *, generation: int | None, now: datetime) -> list[Condition]:
-    """A new list with `type_` set. lastTransitionTime moves only when the status changes."""
+    """A new list with `type_` set. lastTransitionTime moves only when the status changes.
+    The message is shortened to caps.MAX_MESSAGE (it may quote a user's value)."""
+    message = shorten(message)
     old = find(conditions, type_)
     since = old.last_transition_time if old and old.status == status else now
     new = Condition(type=type_, status=status, reason=reason, message=message,

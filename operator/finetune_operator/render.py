@@ -345,7 +345,7 @@ def _cpu_request(spec: FineTuneJobSpec, plan: Plan) -> str | None:
 
 
 def _threads_per_rank(spec: FineTuneJobSpec, plan: Plan) -> int:
-    cores = parse_quantity(spec.resources.cpu) if spec.resources.cpu else plan.cpu_per_node
+    cores = parse_quantity(spec.resources.cpu, "cpu") if spec.resources.cpu else plan.cpu_per_node
     return max(1, int(cores) // plan.gpus_per_node)
 
 

@@ -33,7 +33,7 @@ from finetune_contract.api import (
 from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
 
-from finetune_operator import names, redact
+from finetune_operator import bounds, names, redact
 from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
 
@@ -351,11 +351,16 @@ def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.model.path", "set either name or path, not both"))
     if m.config is not None and m.init == "random" and "model_type" not in m.config:
         problems.append(Problem("spec.model.config.model_type", "is required (e.g. llama)"))
+    mistyped = {key: wrong for key, value in (m.config or {}).items()
+                if (wrong := config_type_problem(key, value))}
     problems += [Problem(f"spec.model.config.{redact.key(key)}", wrong)
-                 for key, value in (m.config or {}).items()
-                 if (wrong := config_type_problem(key, value))]
+                 for key, wrong in mistyped.items()]
     if m.parameters is not None:
         problems += _size_problems(m.parameters)
+    if m.config is not None:  # bounded before anything is planned (bounds.py)
+        problems += [Problem(f"spec.model.config.{key}", message)
+                     for key, message in bounds.config_problems(m.config)
+                     if key not in mistyped]  # one problem per key
     for field, value in (("spec.model.path", m.path),
                          ("spec.model.tokenizer.path", m.tokenizer and m.tokenizer.path)):
         problems += _path_problems(field, value)
@@ -443,7 +448,7 @@ def _quantity_problems(spec: FineTuneJobSpec) -> list[Problem]:
         if value is None:
             continue
         try:
-            parse_quantity(value)
+            parse_quantity(value, field)
         except ValueError as err:
             problems.append(Problem(f"spec.resources.{field}", str(err)))
     return problems

@@ -17,7 +17,7 @@ from finetune_contract import api
 from finetune_operator.controller.caches import spec_caches
 from finetune_operator.controller.kube import Cluster, parse_status
 from finetune_operator.lifecycle.actions import Decision, Emit
-from finetune_operator.lifecycle.machine import decide, resync_due
+from finetune_operator.lifecycle.machine import decide, internal_error, resync_due
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.settings import Settings
 
@@ -93,7 +93,12 @@ class Reconciler:
         # Popped: a failure from here on leaves the job marked incomplete.
         last_complete = self._complete.pop((namespace, name), None) == uid
         observed = self.cluster.observe(body, last_complete=last_complete)
-        decision = decide(observed, self.clock(), self.settings, caches=self.caches)
+        try:
+            decision = decide(observed, self.clock(), self.settings, caches=self.caches)
+        except Exception as err:  # one job's failure is its own, not the operator's
+            log.exception("deciding about FineTuneJob %s/%s failed; it is marked Failed "
+                          "(InternalError)", namespace, name)
+            decision = internal_error(observed, self.clock(), self.settings, err)
         events = [a for a in decision.actions if isinstance(a, Emit)]
         for action in decision.actions:
             if not isinstance(action, Emit):

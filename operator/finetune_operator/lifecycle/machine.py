@@ -14,7 +14,7 @@ from finetune_operator.lifecycle.cleanup import clean_up, ttl_due
 from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.lifecycle.phases import follow
 from finetune_operator.lifecycle.start import PlanFn, start
-from finetune_operator.lifecycle.step import Step, has_started
+from finetune_operator.lifecycle.step import Step, fail_internal, has_started
 from finetune_operator.planner import plan_job
 from finetune_operator.settings import Settings
 
@@ -31,6 +31,18 @@ def decide(observed: Observed, now: datetime, settings: Settings,
             follow(step)
     else:
         follow(step)
+    step.status.observed_generation = observed.generation
+    return Decision(step.actions, step.status)
+
+
+def internal_error(observed: Observed, now: datetime, settings: Settings,
+                   error: BaseException) -> Decision:
+    """What to do when `decide` raised `error` about this job: fail it (reason
+    InternalError), recorded for its generation so that neither a resync nor a restart of
+    the operator decides about it again until it is edited."""
+    step = Step(observed, now, settings, observed.status.model_copy(deep=True),
+                specs.SpecCaches())
+    fail_internal(step, error)
     step.status.observed_generation = observed.generation
     return Decision(step.actions, step.status)
 

@@ -13,6 +13,7 @@ from finetune_contract.api import FineTuneJobSpec, ModelSizing
 
 from finetune_operator import conditions as cond
 from finetune_operator import names
+from finetune_operator.caps import echo
 from finetune_operator.lifecycle.actions import Create, Delete
 from finetune_operator.lifecycle.step import Step, fail
 from finetune_operator.sizes import format_size
@@ -51,7 +52,7 @@ def sized(step: Step, spec: FineTuneJobSpec) -> ModelSizing | None:
     try:
         result = parse_result(pod.message)
     except SizingFailed as err:
-        message = f"cannot size {what!r}: {err.message}"
+        message = f"cannot size {echo(what)}: {err.message}"
         step.condition(cond.SIZED, "False", "SizingFailed", message)
         fail(step, "SizingFailed", message)
         return None

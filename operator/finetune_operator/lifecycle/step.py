@@ -10,10 +10,14 @@ from typing import Literal
 from finetune_contract.api import FineTuneJobStatus, Plan
 
 from finetune_operator import conditions as cond
+from finetune_operator.caps import MAX_ECHO, shorten
 from finetune_operator.lifecycle.actions import Action, Emit
 from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.lifecycle.spec import SpecCaches
 from finetune_operator.settings import Settings
+
+# The Failed reason of a job the operator could not decide about.
+INTERNAL_ERROR = "InternalError"
 
 
 @dataclass
@@ -35,11 +39,11 @@ class Step:
             generation=self.observed.generation, now=self.now)
 
     def emit(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.actions.append(Emit(type_, reason, message))
+        self.actions.append(Emit(type_, reason, shorten(message)))
 
     def phase(self, phase: str, message: str) -> None:
         self.status.phase = phase  # type: ignore[assignment]
-        self.status.message = message
+        self.status.message = shorten(message)
 
 
 def has_started(status: FineTuneJobStatus) -> bool:
@@ -56,6 +60,15 @@ def fail(step: Step, reason: str, message: str) -> None:
     step.phase("Failed", message)
     step.status.completion_time = step.status.completion_time or step.now
     step.emit("Warning", reason, message)
+
+
+def fail_internal(step: Step, error: BaseException) -> None:
+    """The operator itself failed on this job (a bug, or an input nothing else refused):
+    the job fails, not the operator, and stays failed until it is edited."""
+    owner = step.observed.owner
+    fail(step, INTERNAL_ERROR, f"the operator failed on FineTuneJob {owner.namespace}/"
+         f"{owner.name} ({type(error).__name__}: {shorten(str(error), MAX_ECHO)}); its log "
+         "has the traceback: edit the job to try again, and report it if it persists")
 
 
 def fail_invalid(step: Step, message: str) -> None:

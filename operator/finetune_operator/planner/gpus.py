@@ -22,6 +22,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, replace
 
+from finetune_operator.caps import echo
+
 MIB = 1024**2
 GIB = 1024**3
 
@@ -185,7 +187,7 @@ def unknown_gpu_message(name: str) -> str:
     """What an unknown GPU type is told: the closest catalog name, and every one."""
     close = suggest_gpu(name)
     hint = f" (did you mean {close}?)" if close else ""
-    return (f"unknown GPU type {name!r}{hint}; known: {known_gpus()}, or GPU Feature "
+    return (f"unknown GPU type {echo(name)}{hint}; known: {known_gpus()}, or GPU Feature "
             "Discovery's product names of them (or set resources.gpuMemoryGiB for a GPU the "
             "catalog lacks)")
 

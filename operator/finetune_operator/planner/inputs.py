@@ -188,7 +188,7 @@ def pod_memory(spec: FineTuneJobSpec) -> int | None:
     if not spec.resources.memory:
         return None
     try:
-        value = int(parse_quantity(spec.resources.memory))
+        value = int(parse_quantity(spec.resources.memory, "memory"))
     except ValueError as err:
         raise PlanningError("spec.resources.memory", str(err)) from None
     return value

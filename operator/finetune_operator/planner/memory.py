@@ -290,18 +290,32 @@ def zero3_retained_elements(count: ParameterCount) -> int:
     DeepSpeed releases a module's parameters after its forward unless the recorded module
     trace uses them again within ZERO3_MAX_REUSE_DISTANCE elements; the reuse distance of a
     module is the parameters of every module after it, once in the forward and once in the
-    backward. Counted from the head backwards, block by block."""
-    modules = [count.head or count.embedding, count.final_norm]
-    modules += [count.per_layer] * count.shape.num_layers
-    if count.head:  # untied: the embedding is used first in the forward, last in the backward
-        modules.append(count.embedding)
-    after, retained = 0, 0
-    for size in modules:
-        if 2 * after >= ZERO3_MAX_REUSE_DISTANCE:
+    backward. Counted from the head backwards: the head, the final norm, the blocks (one
+    run of equal modules, counted at once: the cost must not grow with the layer count),
+    and an untied embedding (used first in the forward, last in the backward)."""
+    runs = [(count.head or count.embedding, 1), (count.final_norm, 1),
+            (count.per_layer, count.shape.num_layers)]
+    if count.head:
+        runs.append((count.embedding, 1))
+    retained = 0  # also the parameters after the next module
+    for size, copies in runs:
+        kept = _modules_kept(retained, size, copies)
+        retained += kept * size
+        if kept < copies:
             break
-        retained += size
-        after += size
     return min(retained, count.total)
+
+
+def _modules_kept(after: int, size: int, copies: int) -> int:
+    """How many of `copies` modules of `size` elements in a row stay gathered, with `after`
+    elements after the first: module i stays while 2 * (after + i * size) is below the
+    reuse distance, so i < (distance - 2 * after) / (2 * size)."""
+    room = ZERO3_MAX_REUSE_DISTANCE - 2 * after
+    if room <= 0:
+        return 0
+    if size <= 0:
+        return copies
+    return min(copies, -(-room // (2 * size)))
 
 
 def zero_working_bytes(count: ParameterCount, strategy: str, precision: str,

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from finetune_operator.bounds import PARAMETERS, config_value_problem
+from finetune_operator.caps import echo
+from finetune_operator.sizes import format_size
+
 
 class ConfigError(ValueError):
     """A config that cannot be sized: which key (None for the whole config) and why."""
@@ -138,7 +142,11 @@ def count_parameters(
         count = _decoder(model_type, FAMILIES[model_type], merged)
     else:
         count = _estimate(model_type or "unknown", merged)
-    return _with_classifier(count, num_labels) if num_labels else count
+    count = _with_classifier(count, num_labels) if num_labels else count
+    problem = PARAMETERS.problem(count.total, format_size)
+    if problem:  # each size within its bound, and yet too many together
+        raise ConfigError(None, f"counts {problem.removeprefix('is ')}")
+    return count
 
 
 def _decoder(model_type: str, family: Family, config: dict[str, Any]) -> ParameterCount:
@@ -198,7 +206,7 @@ def _estimate(model_type: str, config: dict[str, Any]) -> ParameterCount:
     if missing:
         raise ConfigError(
             None,
-            f"model_type {model_type!r} is not one of {', '.join(SUPPORTED)} and the config "
+            f"model_type {echo(model_type)} is not one of {', '.join(SUPPORTED)} and the config "
             f"lacks {', '.join(missing)} to estimate its size"
         )
     h = _int(config, "hidden_size")
@@ -245,9 +253,12 @@ def shape_for_size(parameters: int, reference: ParameterCount) -> ParameterCount
 
 
 def _int(config: dict[str, Any], key: str) -> int:
+    """A size of the config: a positive integer within its bound (bounds.CONFIG_BOUNDS), for
+    a config from a file or a sizing pod as for model.config."""
     value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, f"must be a positive integer (got {value!r})")
+    problem = config_value_problem(key, value)
+    if problem:
+        raise ConfigError(key, problem)
     return value
 
 
