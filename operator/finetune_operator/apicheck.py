@@ -26,8 +26,7 @@ Finding = tuple[str, str]  # (field path, what is wrong)
 def spec_problems(spec: FineTuneJobSpec) -> list[Finding]:
     """Fields the children carry as they are, checked as the API server will check them."""
     r = spec.resources
-    out = [(f"spec.resources.nodeSelector.{key}", msg)
-           for key, msg in apirules.labels_errors(r.node_selector)]
+    out = _labels("spec.resources.nodeSelector", r.node_selector)
     for i, toleration in enumerate(r.tolerations):
         out += [(f"spec.resources.tolerations[{i}].{field}", msg)
                 for field, msg in apirules.toleration_errors(toleration.to_wire())]
@@ -93,7 +92,12 @@ def object_problems(obj: dict[str, Any]) -> list[Finding]:
 
 
 def _labels(path: str, labels: dict[str, str]) -> list[Finding]:
-    return [(f"{path}.{key}", msg) for key, msg in apirules.labels_errors(labels)]
+    """A bad key is told at the map, a bad value at its key."""
+    out = [(path, f"key {key!r}: {msg}") for key in labels
+           for msg in apirules.label_key_errors(key)]
+    for key, value in labels.items():
+        out += _field(f"{path}.{key}", value, apirules.label_value_errors)
+    return out
 
 
 def _config_map_problems(data: dict[str, str]) -> list[Finding]:

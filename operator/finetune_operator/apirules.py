@@ -27,12 +27,13 @@ CONFIG_MAP_DATA_MAX = 1024 * 1024
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("Equal", "Exists")
 
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Matched with fullmatch: Python's `$` also matches before a final newline, Go's does not.
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _DNS_1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_1123_SUBDOMAIN = re.compile(rf"^{_DNS_1123_LABEL}(\.{_DNS_1123_LABEL})*$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_CONFIG_MAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_DNS_1123_SUBDOMAIN = re.compile(rf"{_DNS_1123_LABEL}(\.{_DNS_1123_LABEL})*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 _LABEL_CHARS = "letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 
@@ -46,7 +47,7 @@ def is_dns_1035_label(name: str) -> bool:
 
 def has_dns_1035_characters(name: str) -> bool:
     """The characters of an RFC 1035 label, whatever the length (checked on its own)."""
-    return bool(_DNS_1035.match(name))
+    return bool(_DNS_1035.fullmatch(name))
 
 
 def dns_1035_label_errors(value: str) -> list[str]:
@@ -61,7 +62,7 @@ def dns_1035_label_errors(value: str) -> list[str]:
 def dns_1123_subdomain_errors(value: str) -> list[str]:
     """What object names (ConfigMap, Job, Secret, PriorityClass) must be."""
     errors = _too_long(value, DNS_SUBDOMAIN_MAX)
-    if not _DNS_1123_SUBDOMAIN.match(value):
+    if not _DNS_1123_SUBDOMAIN.fullmatch(value):
         errors.append("must be lower case letters, digits, '-' and '.', start and end with "
                       "a letter or digit (a DNS-1123 subdomain such as my-name.example)")
     return errors
@@ -84,7 +85,7 @@ def label_key_errors(key: str) -> list[str]:
     if len(name) > QUALIFIED_NAME_MAX:
         errors.append(f"name part must be at most {QUALIFIED_NAME_MAX} characters "
                       f"(got {len(name)})")
-    if not _QUALIFIED_NAME.match(name):
+    if not _QUALIFIED_NAME.fullmatch(name):
         errors.append(f"name part must be {_LABEL_CHARS}")
     return errors
 
@@ -93,17 +94,9 @@ def label_value_errors(value: str) -> list[str]:
     """IsValidLabelValue: empty, or up to 63 label characters (label values, Kueue queue
     names, toleration values)."""
     errors = _too_long(value, LABEL_VALUE_MAX)
-    if not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.fullmatch(value):
         errors.append(f"must be empty or {_LABEL_CHARS}")
     return errors
-
-
-def labels_errors(labels: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(key, reason) for each bad key or value of a label map (or a nodeSelector)."""
-    out = [(key, f"key {key!r}: {msg}") for key in labels for msg in label_key_errors(key)]
-    out += [(key, f"value {value!r}: {msg}") for key, value in labels.items()
-            for msg in label_value_errors(value)]
-    return out
 
 
 # --------------------------------------------------------------------------- keys
@@ -113,7 +106,7 @@ def config_map_key_errors(key: str) -> list[str]:
     """IsConfigMapKey, which Secret keys obey too (secretKeyRef.key): [-._a-zA-Z0-9]+, not
     '.' and not starting with '..' (a key is a file name in a mounted volume)."""
     errors = _too_long(key, DNS_SUBDOMAIN_MAX)
-    if not _CONFIG_MAP_KEY.match(key):
+    if not _CONFIG_MAP_KEY.fullmatch(key):
         errors.append("must be letters, digits, '-', '_' or '.' (a file name)")
     if key == ".":
         errors.append("must not be '.'")

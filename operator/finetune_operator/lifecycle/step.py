@@ -58,6 +58,22 @@ def fail(step: Step, reason: str, message: str) -> None:
     step.emit("Warning", reason, message)
 
 
+# A child the API server refuses, or would (apicheck.py): no retry can create it.
+CHILD_REJECTED = "ChildRejected"
+# How much of the API server's reasons a status message and its Event repeat.
+REJECTION_MESSAGE_MAX = 900
+
+
+def fail_rejected(step: Step, message: str) -> None:
+    """Failed because a child cannot be created: the spec must change, and a started job's
+    spec cannot (it is deleted and created again)."""
+    if len(message) > REJECTION_MESSAGE_MAX:
+        message = message[:REJECTION_MESSAGE_MAX - 3] + "..."
+    message += "; fix the spec, then delete and re-create the job"
+    step.condition(cond.CREATED, "False", CHILD_REJECTED, message)
+    fail(step, CHILD_REJECTED, message)
+
+
 def fail_invalid(step: Step, message: str) -> None:
     step.condition(cond.VALID, "False", "InvalidSpec", message)
     fail(step, "InvalidSpec", message)
