@@ -66,7 +66,9 @@ REJECTION_MESSAGE_MAX = 900
 
 def fail_rejected(step: Step, message: str) -> None:
     """Failed because a child cannot be created: the spec must change, and a started job's
-    spec cannot (it is deleted and created again)."""
+    spec cannot (it is deleted and created again). The failure is the one Event: those the
+    decision meant to post on the way (EphemeralOutput, ...) are dropped."""
+    step.actions = [a for a in step.actions if not isinstance(a, Emit)]
     if len(message) > REJECTION_MESSAGE_MAX:
         message = message[:REJECTION_MESSAGE_MAX - 3] + "..."
     message += "; fix the spec, then delete and re-create the job"
