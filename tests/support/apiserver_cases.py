@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from finetune_operator.render import FIXED_MOUNT_PATHS
 
 from tests.conftest import ROOT
 
@@ -28,7 +29,6 @@ LABEL_INNER = ALNUM + "-_."
 LOWER_ALNUM = string.ascii_lowercase + string.digits
 # Characters no label, DNS name or key takes (a space, punctuation, unicode, a newline).
 FOREIGN = [" ", "!", "@", ":", "/", "é", "中", "\n", "*"]
-FIXED_MOUNTS = ["/etc/finetune", "/dev/shm", "/tmp", "/data", "/model-cache"]
 
 
 def _rng(seed: str) -> random.Random:
@@ -157,7 +157,7 @@ def output_paths() -> tuple[list[str], list[str]]:
     bad = ["/"]
     # (absolute: the example has output.pvc, which takes absolute paths only)
     good = ["/output", "/output/model", "/models/run-1", "/workspace"]
-    for mount in FIXED_MOUNTS:
+    for mount in FIXED_MOUNT_PATHS:
         bad += [mount, mount + "/", mount + "/model", mount + "/a/b"]
         parent = str(Path(mount).parent)
         if parent != "/":
