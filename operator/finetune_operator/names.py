@@ -8,7 +8,7 @@ FineTuneJob name that would make any derived name or pod hostname too long.
 
 from __future__ import annotations
 
-import re
+from finetune_operator.apirules import DNS_LABEL_MAX
 
 # Labels of every child (and of the training pods): which app, who manages it, which job.
 APP_LABEL = "app.kubernetes.io/name"
@@ -31,20 +31,6 @@ MODEL_CACHE_CONTAINER = "model-cache"
 METRICS_PORT_NAME = "metrics"
 # On the sizing pod: what its result depends on (finetune_operator.sizing.sizing_key).
 SIZING_KEY_ANNOTATION = "finetune.dev/sizing-key"
-
-# RFC 1035 label: what Service names and pod hostnames must be.
-DNS_LABEL_MAX = 63
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-
-def is_dns_1035_label(name: str) -> bool:
-    return len(name) <= DNS_LABEL_MAX and has_dns_1035_characters(name)
-
-
-def has_dns_1035_characters(name: str) -> bool:
-    """The characters of an RFC 1035 label, whatever the length (checked on its own)."""
-    return bool(_DNS_1035.fullmatch(name))  # match's $ would take a final newline
-
 
 def metrics_port_name(local_rank: int) -> str:
     """The container port name of local rank `local_rank`'s metrics: `metrics`, `metrics-1`,

@@ -16,18 +16,13 @@ values could never schedule, and the user knows their nodes). cpu plans get no G
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune_operator.apirules import label_key_errors, label_value_errors
 from finetune_operator.planner import gpus
 
-# Kubernetes label syntax (apimachinery validation: IsQualifiedName, IsValidLabelValue).
-_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]"
-_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-LABEL_KEY = re.compile(rf"^({_PREFIX}/)?{_NAME}$")
-LABEL_VALUE = re.compile(rf"^({_NAME})?$")
 _FIELDS = ("enabled", "key", "values")
 
 
@@ -80,8 +75,7 @@ def parse(text: str) -> GpuNodeLabels | None:
 
 
 def _key(key: Any) -> str:
-    prefix = key.rpartition("/")[0] if isinstance(key, str) else ""
-    if not isinstance(key, str) or not LABEL_KEY.fullmatch(key) or len(prefix) > 253:
+    if not isinstance(key, str) or label_key_errors(key):
         raise LabelsError(f"key must be a node label key such as {gpus.GFD_PRODUCT_LABEL} "
                          f"(got {key!r})")
     return key
@@ -113,7 +107,7 @@ def _gpu_type(name: str) -> str:
 
 def _label_values(name: str, labels: Any) -> tuple[str, ...]:
     ok = (isinstance(labels, list) and labels
-          and all(isinstance(v, str) and v and LABEL_VALUE.fullmatch(v) for v in labels))
+          and all(isinstance(v, str) and v and not label_value_errors(v) for v in labels))
     if not ok:
         raise LabelsError(f"values.{name} must be a non-empty list of node label values "
                          f"(got {labels!r})")

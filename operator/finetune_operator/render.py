@@ -35,6 +35,12 @@ GPU_RESOURCE = "nvidia.com/gpu"
 CACHE_VOLUME = "model-cache"
 MODEL_CACHE_DIR = "/model-cache"
 OUTPUT_CACHE_DIR = ".cache/huggingface"
+SHM_DIR = "/dev/shm"
+SCRATCH_DIR = "/tmp"
+# Where the pod mounts its volumes other than the output's (the data and the model cache only
+# with their claims): the output may be mounted at none of them, nor inside or above one
+# (apicheck.py refuses such an output.path).
+FIXED_MOUNT_PATHS = (CONFIG_DIR, SHM_DIR, SCRATCH_DIR, DATA_ROOT, MODEL_CACHE_DIR)
 
 
 @dataclass(frozen=True)
@@ -379,8 +385,8 @@ def _volumes(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> list[dict[str, 
 def _volume_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "scratch", "mountPath": "/tmp"},
+        {"name": "dshm", "mountPath": SHM_DIR},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
         {"name": "output", "mountPath": pod_output_path(spec)},
     ]
     if spec.dataset.pvc:

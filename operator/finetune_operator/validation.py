@@ -33,7 +33,7 @@ from finetune_contract.api import (
 from finetune_contract.layout import DATA_ROOT
 from pydantic import BaseModel, ValidationError
 
-from finetune_operator import bounds, names, redact
+from finetune_operator import apicheck, apirules, bounds, names, redact
 from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
 
@@ -312,6 +312,8 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems += _resources_problems(spec)
     problems += _quantity_problems(spec)
     problems += _output_problems(spec)
+    # What the children carry as given, as the API server checks it (nodeSelector, ...).
+    problems += [Problem(path, message) for path, message in apicheck.spec_problems(spec)]
     return problems
 
 
@@ -333,8 +335,8 @@ def _name_problems(name: str, spec: FineTuneJobSpec) -> list[Problem]:
         )
         problems.append(Problem("metadata.name", f"is {len(name)} characters, too long: at "
                                 f"most {limit} fit the pod hostnames derived from it "
-                                f"({longest!r} would exceed {names.DNS_LABEL_MAX})"))
-    if not names.has_dns_1035_characters(name):
+                                f"({longest!r} would exceed {apirules.DNS_LABEL_MAX})"))
+    if not apirules.has_dns_1035_characters(name):
         problems.append(Problem("metadata.name", "must be lower case letters, digits and '-', "
                                 f"start with a letter and end with a letter or digit (got "
                                 f"{_show(name)})"))

@@ -25,6 +25,7 @@ from tests.support.kube_faults import (
     creations,
     finetunejobs,
     operator_against_emulator,
+    stored,
 )
 from tests.support.wiring import Kube, wait_for
 
@@ -140,6 +141,37 @@ def test_failed_reconciles_back_off_exponentially_or_as_the_server_asks(tmp_path
         assert 1.9 <= second < 6 and second >= first + 0.5  # doubled after the second
         assert 0.9 <= after_429 < 3.5  # the server's Retry-After, not 4 s
         assert len(injected[-1].served) == 1  # ... and the job went through after the last
+
+
+@pytest.mark.reliability
+def test_a_job_the_api_server_refuses_fails_once_saying_why_and_leaves_no_child(env):
+    """A 422 on the Job create is no transient error: Failed (ChildRejected) with the
+    server's message, one Warning Event, the ConfigMap and Service created before it deleted,
+    one warning line and no traceback, and the Job never sent again at later resyncs."""
+    ns, cluster, operator = "api-refused", env["cluster"], env["operator"]
+    message = ('Job.batch "chat-r0" is invalid: spec.template.spec.tolerations[0].operator: '
+               "Invalid value: \"Equal\": operator must be Exists when `key` is empty")
+    rule = env["faults"].add("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", 422, times=50,
+                             message=message)
+    log_start = len(operator.output())
+    env["kube"].apply(ns, "chat", spec_dict(resources=TWO_NODES))
+    status = wait_for("the refused job Failed", lambda: (
+        s := (finetunejobs(cluster, ns)["chat"].get("status") or {})).get("phase") == "Failed"
+        and s, timeout=WAIT)
+    assert message in status["message"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ChildRejected"
+    assert creations(cluster, "configmaps", ns, "chat-trainer") == 1  # made, then taken back
+    assert creations(cluster, "services", ns, "chat") == 1
+    assert stored(cluster, "configmaps", ns) == [] and stored(cluster, "services", ns) == []
+    time.sleep(3)  # resyncs every second: none sends the Job again
+    assert len(rule.served) == 1
+    events = [e for e in stored(cluster, "events", ns) if e["involvedObject"]["name"] == "chat"]
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "ChildRejected")]
+    assert message in events[0]["message"]
+    log = operator.output()[log_start:]
+    assert "Traceback" not in log
+    assert log.count("the API server refused Job chat-r0") == 1
 
 
 @pytest.mark.reliability

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from finetune_operator import names
+from finetune_operator import apirules, names
 
 
 def test_longest_allowed_name_fits_every_derived_hostname():
     limit = names.max_job_name_length(max_restarts=3, max_nodes=4)
     name = "a" * limit
     for derived in (names.service_name(name), names.pod_hostname(name, 3, 3)):
-        assert names.is_dns_1035_label(derived)
-    assert len(names.pod_hostname("a" * (limit + 1), 3, 3)) > names.DNS_LABEL_MAX
+        assert apirules.is_dns_1035_label(derived)
+    assert len(names.pod_hostname("a" * (limit + 1), 3, 3)) > apirules.DNS_LABEL_MAX
 
 
 def test_metrics_port_names_are_metrics_then_metrics_dash_local_rank():

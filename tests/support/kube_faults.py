@@ -48,6 +48,7 @@ class Rule:
     committed: bool = False  # hang after the emulator applied the request (response lost)
     released: bool = False  # a hung request answers 504 once this is set
     served: list[float] = field(default_factory=list)  # monotonic times of injected answers
+    message: str = "injected by the test"  # the Status message of the answer
 
     def matches(self, method: str, path: str) -> bool:
         return method == self.method and path.endswith(self.path) and len(self.served) < self.times
@@ -74,13 +75,15 @@ class Faults:
                     await asyncio.sleep(0.05)
                 return _status(504, "Timeout", "released by the test")
             return _status(int(rule.status), _REASONS.get(int(rule.status), "Error"),
-                           "injected by the test")
+                           rule.message)
 
         emulator._handle = handle  # the subclass has a __dict__: the instance attribute wins
 
     def add(self, method: str, path: str, status: int | str, times: int = 1, *,
-            committed: bool = False) -> Rule:
+            committed: bool = False, message: str | None = None) -> Rule:
         rule = Rule(method.upper(), path, status, times, committed)
+        if message is not None:
+            rule.message = message
         with self._lock:
             self.rules.append(rule)
         return rule
@@ -107,7 +110,8 @@ class Faults:
         return None
 
 
-_REASONS = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 504: "Timeout"}
+_REASONS = {409: "Conflict", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+            504: "Timeout"}
 
 
 def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:

@@ -62,7 +62,7 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
 def render_job(body: dict[str, Any], namespace: str | None, uid: str) -> list[dict[str, Any]]:
     """The children of attempt 0, by the steps lifecycle/start.py takes; UserError when the
     operator would fail the job instead."""
-    from finetune_operator import render, settings
+    from finetune_operator import apicheck, render, settings
     from finetune_operator.lifecycle import spec as specs
     from finetune_operator.planner import PlanningError, plan_job
     from finetune_operator.validation import layout_problems, validate_spec
@@ -93,4 +93,8 @@ def render_job(body: dict[str, Any], namespace: str | None, uid: str) -> list[di
     if layout:
         raise UserError("; ".join(str(p) for p in layout))
     owner = render.Owner(meta["name"], meta.get("namespace") or namespace or "default", uid)
-    return render.children(owner, spec, plan, operator_settings, attempt=0)
+    children = render.children(owner, spec, plan, operator_settings, attempt=0)
+    refused = apicheck.children_problems(children)  # the operator fails the job on these
+    if refused:
+        raise UserError("the API server would refuse " + "; ".join(refused))
+    return children

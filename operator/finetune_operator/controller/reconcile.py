@@ -13,11 +13,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from finetune_contract import api
+from kubernetes.client.exceptions import ApiException
 
+from finetune_operator.controller import retry
 from finetune_operator.controller.caches import spec_caches
 from finetune_operator.controller.kube import Cluster, parse_status
-from finetune_operator.lifecycle.actions import Decision, Emit
-from finetune_operator.lifecycle.machine import decide, internal_error, resync_due
+from finetune_operator.lifecycle.actions import Create, Decision, Emit
+from finetune_operator.lifecycle.machine import (
+    child_rejected,
+    decide,
+    internal_error,
+    resync_due,
+)
+from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.settings import Settings
 
@@ -99,10 +107,8 @@ class Reconciler:
             log.exception("deciding about FineTuneJob %s/%s failed; it is marked Failed "
                           "(InternalError)", namespace, name)
             decision = internal_error(observed, self.clock(), self.settings, err)
+        decision = self._act(namespace, observed, decision)
         events = [a for a in decision.actions if isinstance(a, Emit)]
-        for action in decision.actions:
-            if not isinstance(action, Emit):
-                self.cluster.apply(namespace, action)
         self.cluster.write_status(namespace, name, body.get("status"), decision.status)
         self._complete[(namespace, name)] = uid
         self.metrics.observe_phase(namespace, name, decision.status.phase)
@@ -113,6 +119,37 @@ class Reconciler:
         for event in events:
             self.cluster.post_event(body, event, self.clock())
         return decision
+
+    def _act(self, namespace: str, observed: Observed, decision: Decision) -> Decision:
+        """Apply the decision's actions (Events are posted later). A child the API server
+        refuses for good ends the job: the decision is replaced by child_rejected's, whose
+        deletes take back the children created before. Anything else raises (retried)."""
+        created: list[Create] = []
+        for action in decision.actions:
+            if isinstance(action, Emit):
+                continue
+            try:
+                self.cluster.apply(namespace, action)
+            except ApiException as err:
+                if not isinstance(action, Create) or not retry.is_rejection(err):
+                    raise
+                return self._rejected(namespace, observed, decision, action, err, created)
+            if isinstance(action, Create):
+                created.append(action)
+        return decision
+
+    def _rejected(self, namespace: str, observed: Observed, decision: Decision,
+                  refused: Create, err: ApiException, created: list[Create]) -> Decision:
+        reason = retry.server_message(err)
+        log.warning("%s/%s: the API server refused %s %s (%s): %s; the job is Failed",
+                    namespace, observed.owner.name, refused.obj["kind"],
+                    refused.obj["metadata"]["name"], err.status, reason[:300])
+        failed = child_rejected(observed, decision, self.clock(), self.settings, refused,
+                                reason, created)
+        for action in failed.actions:
+            if not isinstance(action, Emit):
+                self.cluster.apply(namespace, action)
+        return failed
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted job. Waits for a reconcile still in flight: it would track the job's

@@ -1,11 +1,15 @@
-"""Transient API failures are retried after a short exponential backoff.
+"""Transient API failures are retried after a short exponential backoff; a refused object
+is not retried at all.
 
 A throttled or briefly unavailable API server deserves a retry within seconds (kopf's own
-default for a failed handler was a flat 60 s), and a Retry-After header is honoured. Any
-other failure waits for the job's next resync.
+default for a failed handler was a flat 60 s), and a Retry-After header is honoured. An
+object the API server refuses (`is_rejection`) would be refused again: the reconcile fails
+the job instead (Reconciler). Any other failure waits for the job's next resync.
 """
 
 from __future__ import annotations
+
+import json
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -13,6 +17,12 @@ from kubernetes.client.exceptions import ApiException
 # API answers worth retrying soon: conflicts, throttling, server trouble.
 RETRIABLE_STATUS = {409, 429, 500, 502, 503, 504}
 MAX_RETRY_DELAY = 60.0
+# API answers to a create that refuse the object itself: invalid (422), malformed (400), too
+# large (413), forbidden by admission (403: PodSecurity, a policy webhook).
+REJECTED_STATUS = {400, 413, 422}
+# ... but a 403 with these words is the operator's RBAC or a full quota: not the job's fault,
+# and a quota frees up.
+NOT_A_REJECTION = ("exceeded quota", "cannot create resource")
 
 
 def retry_delay(retry: int, retry_after: str | None = None) -> float:
@@ -32,3 +42,24 @@ def retry_in(error: BaseException, retry: int) -> float | None:
     if isinstance(error, urllib3.exceptions.HTTPError):  # timed out, connection reset, ...
         return retry_delay(retry)
     return None
+
+
+def is_rejection(error: BaseException) -> bool:
+    """Whether the API server refused an object for what it is, so that sending it again can
+    never succeed."""
+    if not isinstance(error, ApiException):
+        return False
+    if error.status in REJECTED_STATUS:
+        return True
+    return error.status == 403 and not any(
+        words in server_message(error) for words in NOT_A_REJECTION)
+
+
+def server_message(error: ApiException) -> str:
+    """The API server's own words: the message of the Status it answered, else the reason."""
+    try:
+        status = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        status = None
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message or f"{error.status} {error.reason or ''}".strip())

@@ -21,5 +21,6 @@ The modules, from the input to the output:
 - `phases`: a started job: its children, its attempt's Job and pods, the transitions;
 - `cleanup`: a finished job: the TTL, the one rule of when its children go;
 - `actions`: what the shell is asked to do;
-- `machine`: the entry points, `decide` and `resync_due`.
+- `machine`: the entry points, `decide`, `resync_due` and `child_rejected` (the API server
+  refused a child).
 """

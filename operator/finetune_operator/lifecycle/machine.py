@@ -9,12 +9,12 @@ from typing import Any
 from finetune_contract.api import TERMINAL_PHASES, FineTuneJobStatus
 
 from finetune_operator.lifecycle import spec as specs
-from finetune_operator.lifecycle.actions import Decision
+from finetune_operator.lifecycle.actions import Create, Decision, Delete
 from finetune_operator.lifecycle.cleanup import clean_up, ttl_due
 from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.lifecycle.phases import follow
 from finetune_operator.lifecycle.start import PlanFn, start
-from finetune_operator.lifecycle.step import Step, fail_internal, has_started
+from finetune_operator.lifecycle.step import Step, fail_internal, fail_rejected, has_started
 from finetune_operator.planner import plan_job
 from finetune_operator.settings import Settings
 
@@ -45,6 +45,22 @@ def internal_error(observed: Observed, now: datetime, settings: Settings,
     fail_internal(step, error)
     step.status.observed_generation = observed.generation
     return Decision(step.actions, step.status)
+
+
+def child_rejected(observed: Observed, decision: Decision, now: datetime, settings: Settings,
+                   refused: Create, reason: str, created: list[Create]) -> Decision:
+    """The decision that replaces `decision` once the API server refused to create `refused`
+    for `reason`, which no retry changes (a 422, say): the job Failed with the reason in its
+    status and one Warning Event, and the children `decision` created before it deleted (a
+    job never keeps part of its children). The rest of `decision`'s actions are dropped."""
+    step = Step(observed, now, settings, decision.status.model_copy(deep=True),
+                specs.SpecCaches())
+    meta = refused.obj["metadata"]
+    fail_rejected(step, f"the API server refused {refused.obj['kind']} {meta['name']}: "
+                  f"{reason}")
+    step.status.active_job = None  # no Job of this attempt exists
+    deletes = [Delete(c.obj["kind"], c.obj["metadata"]["name"]) for c in reversed(created)]
+    return Decision([*deletes, *step.actions], step.status)
 
 
 def resync_due(spec: dict[str, Any], status: FineTuneJobStatus, generation: int, name: str,

@@ -7,14 +7,20 @@ from datetime import timedelta
 
 from finetune_contract.api import FineTuneJobSpec, Plan
 
+from finetune_operator import apicheck, names, render
 from finetune_operator import conditions as cond
-from finetune_operator import names, render
 from finetune_operator.lifecycle import pods as pod_states
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.actions import Create, Delete, SetSuspend
 from finetune_operator.lifecycle.observation import Attempt
 from finetune_operator.lifecycle.start import current_spec
-from finetune_operator.lifecycle.step import Step, fail, fail_invalid, planned_message
+from finetune_operator.lifecycle.step import (
+    Step,
+    fail,
+    fail_invalid,
+    fail_rejected,
+    planned_message,
+)
 
 
 def follow(step: Step) -> None:
@@ -27,6 +33,8 @@ def follow(step: Step) -> None:
     plan = step.status.plan
     assert plan is not None  # has_started
     _adopt_recorded_restart(step)
+    if _children_refused(step, spec, plan):
+        return
     _ensure_config_and_service(step, spec, plan)
     step.status.active_job = names.batch_job_name(step.name, step.status.restarts)
     attempt = step.observed.attempts.get(step.status.restarts)
@@ -117,6 +125,21 @@ def _adopt_recorded_restart(step: Step) -> None:
     for number in sorted(step.observed.attempts):
         if number < step.status.restarts:
             step.actions.append(Delete("Job", names.batch_job_name(step.name, number)))
+
+
+def _children_refused(step: Step, spec: FineTuneJobSpec, plan: Plan) -> bool:
+    """Whether a child about to be created is one the API server would refuse (apicheck.py:
+    a ConfigMap over 1 MiB, a derived label): then the job fails before any is created,
+    instead of some being created and the next refused with 422 at every resync."""
+    observed = step.observed
+    if (observed.started_config is not None and observed.has_service
+            and step.status.restarts in observed.attempts):
+        return False  # nothing to create
+    problems = apicheck.children_problems(render.children(
+        observed.owner, spec, plan, step.settings, step.status.restarts))
+    if problems:
+        fail_rejected(step, "the API server would refuse " + "; ".join(problems))
+    return bool(problems)
 
 
 def _ensure_config_and_service(step: Step, spec: FineTuneJobSpec, plan: Plan) -> None:

@@ -71,6 +71,23 @@ def fail_internal(step: Step, error: BaseException) -> None:
          "has the traceback: edit the job to try again, and report it if it persists")
 
 
+# A child the API server refuses, or would (apicheck.py): no retry can create it.
+CHILD_REJECTED = "ChildRejected"
+# How much of the API server's reasons a status message and its Event repeat.
+REJECTION_MESSAGE_MAX = 900
+
+
+def fail_rejected(step: Step, message: str) -> None:
+    """Failed because a child cannot be created: the spec must change, and a started job's
+    spec cannot (it is deleted and created again). The failure is the one Event: those the
+    decision meant to post on the way (EphemeralOutput, ...) are dropped."""
+    step.actions = [a for a in step.actions if not isinstance(a, Emit)]
+    message = shorten(message, REJECTION_MESSAGE_MAX)
+    message += "; fix the spec, then delete and re-create the job"
+    step.condition(cond.CREATED, "False", CHILD_REJECTED, message)
+    fail(step, CHILD_REJECTED, message)
+
+
 def fail_invalid(step: Step, message: str) -> None:
     step.condition(cond.VALID, "False", "InvalidSpec", message)
     fail(step, "InvalidSpec", message)

@@ -85,3 +85,18 @@ def test_an_invalid_job_renders_nothing_and_says_why(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "spec.training.learning_rate: unknown field" in captured.err
+
+
+def test_a_job_whose_configmap_the_api_server_would_refuse_renders_nothing(tmp_path, capsys):
+    """The operator fails this job (ChildRejected) instead of creating its children: render
+    says so as well, rather than print a ConfigMap over 1 MiB."""
+    spec = two_node_spec()
+    spec["model"] = {**spec["model"], "config": {**spec["model"]["config"],
+                                                 "note": "x" * (1024 * 1024)}}
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(_job(spec)))
+    assert main(["render", str(job)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the API server would refuse ConfigMap chat-trainer: data: is " in captured.err
+    assert "Traceback" not in captured.err

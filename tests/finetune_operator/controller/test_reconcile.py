@@ -3,6 +3,7 @@ anything, and a reconcile that failed makes the next one look for Jobs it left b
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -10,12 +11,14 @@ import pytest
 from finetune_contract.api import FineTuneJobStatus
 from finetune_operator import names
 from finetune_operator.controller.reconcile import Reconciler
-from finetune_operator.lifecycle.actions import Delete
+from finetune_operator.lifecycle.actions import Create, Delete
 from finetune_operator.lifecycle.observation import Observed
+from finetune_operator.lifecycle.step import CHILD_REJECTED
 from finetune_operator.metrics import OperatorMetrics
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
-from tests.support.world import SETTINGS, T0, World, finished, started_world
+from tests.support.world import SETTINGS, T0, World, finished, started_world, two_node_spec
 
 
 class CountingCluster:
@@ -98,3 +101,59 @@ def test_a_reconcile_that_failed_makes_the_next_one_look_for_left_over_jobs():
     cluster.fail_write = False
     reconciler.reconcile("research", "chat")  # after the failure: look again
     assert cluster.told == [False, True, True, False]
+
+
+class RefusingCluster(CountingCluster):
+    """Creates what a World's shell creates, but answers a Job create with the API server's
+    422; records the actions applied, the status written and the Events posted."""
+
+    def __init__(self, world: World, status: int = 422) -> None:
+        super().__init__(world)
+        self.status = status
+        self.applied: list[Any] = []
+        self.events: list[Any] = []
+
+    def apply(self, namespace: str, action: Any) -> None:
+        if isinstance(action, Create) and action.obj["kind"] == "Job":
+            err = ApiException(status=self.status, reason="Unprocessable Entity")
+            err.body = json.dumps({"kind": "Status", "code": self.status, "message":
+                                   'Job.batch "chat-r0" is invalid: spec.template.spec.'
+                                   "tolerations[0].operator: Invalid value"})
+            raise err
+        self.applied.append(action)
+        if isinstance(action, Create):
+            self.world.objects[(action.obj["kind"], action.obj["metadata"]["name"])] = \
+                action.obj
+        super().apply(namespace, action)
+
+    def post_event(self, body: dict[str, Any], emit: Any, now: Any) -> None:
+        self.events.append(emit)
+
+
+def test_a_job_the_api_server_refuses_fails_the_job_and_leaves_no_child(caplog):
+    world = World(two_node_spec())
+    cluster = RefusingCluster(world)
+    reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                            clock=lambda: world.now)
+    reconciler.reconcile("research", "chat")  # raises nothing: no retry, no traceback
+    assert world.objects == {}  # the ConfigMap and Service created before are deleted
+    assert [type(a).__name__ for a in cluster.applied] == ["Create", "Create", "Delete",
+                                                           "Delete"]
+    assert world.status.phase == "Failed"
+    assert "tolerations[0].operator: Invalid value" in (world.status.message or "")
+    assert [(e.type, e.reason) for e in cluster.events] == [("Warning", CHILD_REJECTED)]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].exc_info is None
+    assert "refused Job chat-r0 (422)" in warnings[0].getMessage()
+    reconciler.reconcile("research", "chat")  # the next reconcile creates nothing again
+    assert len(cluster.applied) == 4
+
+
+def test_a_transient_error_creating_a_child_still_raises_for_the_retry():
+    world = World(two_node_spec())
+    cluster = RefusingCluster(world, status=503)
+    reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                            clock=lambda: world.now)
+    with pytest.raises(ApiException):
+        reconciler.reconcile("research", "chat")
+    assert world.status == FineTuneJobStatus() and cluster.events == []  # not written

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import urllib3
-from finetune_operator.controller.retry import MAX_RETRY_DELAY, retry_delay, retry_in
+from finetune_operator.controller.retry import (
+    MAX_RETRY_DELAY,
+    is_rejection,
+    retry_delay,
+    retry_in,
+    server_message,
+)
 from kubernetes.client.exceptions import ApiException
 
 
@@ -45,3 +53,39 @@ def test_permanent_errors_are_not_retried_early(status):
 
 def test_a_bug_is_not_retried_early():
     assert retry_in(ValueError("a bug"), retry=0) is None
+
+
+def status_error(status: int, message: str) -> ApiException:
+    err = ApiException(status=status, reason="test")
+    err.body = json.dumps({"kind": "Status", "message": message, "code": status})
+    return err
+
+
+@pytest.mark.parametrize("status,message,rejected", [
+    (422, 'Job.batch "chat-r0" is invalid: spec.template.spec.tolerations[0]', True),
+    (400, "the object is malformed", True),
+    (413, "request entity too large", True),
+    (403, 'pods "x" is forbidden: violates PodSecurity "restricted:latest"', True),
+    (403, 'admission webhook "policy.example.com" denied the request', True),
+    # a full quota frees up, and missing RBAC is the operator's, not the job's
+    (403, 'jobs.batch "chat-r0" is forbidden: exceeded quota: compute', False),
+    (403, ('jobs.batch is forbidden: User "system:serviceaccount:x" cannot create resource '
+          '"jobs"'), False),
+    (409, "already exists", False), (429, "slow down", False), (500, "oops", False),
+    (503, "unavailable", False), (404, "not found", False),
+], ids=lambda v: str(v)[:24])
+def test_only_an_object_the_api_server_refuses_for_what_it_is_is_a_rejection(status, message,
+                                                                           rejected):
+    assert is_rejection(status_error(status, message)) is rejected
+
+
+def test_a_connection_error_is_never_a_rejection():
+    assert not is_rejection(urllib3.exceptions.ProtocolError("reset"))
+    assert not is_rejection(ValueError("x"))
+
+
+def test_the_server_message_is_the_status_message_else_the_code_and_reason():
+    assert server_message(status_error(422, "spec: Invalid value")) == "spec: Invalid value"
+    err = ApiException(status=413, reason="Request Entity Too Large")
+    err.body = "<html>too large</html>"
+    assert server_message(err) == "413 Request Entity Too Large"
