@@ -28,8 +28,8 @@ from finetune_contract.api import FineTuneJobSpec, Plan, Toleration
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from finetune_operator import placement
-from finetune_operator.validation import Problem, pydantic_problems
+from finetune_operator import apirules
+from finetune_operator.problem import Problem, pydantic_problems
 
 # The key of namespaceLimits that applies to every namespace without its own entry.
 ANY_NAMESPACE = "*"
@@ -95,7 +95,7 @@ class Policy(_Model):
     def _selectors(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
         for entry in entries:
             key, _, value = entry.partition("=")
-            if not placement.LABEL_KEY.match(key) or not placement.LABEL_VALUE.match(value):
+            if apirules.label_key_errors(key) or apirules.label_value_errors(value):
                 raise ValueError(f"{entry!r} must be a node label key or key=value")
         return entries
 
@@ -103,7 +103,7 @@ class Policy(_Model):
     @classmethod
     def _forced(cls, selector: dict[str, str]) -> dict[str, str]:
         for key, value in selector.items():
-            if not placement.LABEL_KEY.match(key) or not placement.LABEL_VALUE.match(value):
+            if apirules.label_key_errors(key) or apirules.label_value_errors(value):
                 raise ValueError(f"{key}: {value!r} must be a node label key and value")
         return selector
 

@@ -10,19 +10,12 @@ the pods, data paths that point into the trainer image): told, never refused.
 
 from __future__ import annotations
 
-import difflib
-import re
-import typing
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from finetune_contract import rules
 from finetune_contract.api import (
     API_VERSION,
-    HF_ID_HINT,
-    HF_ID_PATTERN,
-    HF_ID_RULE,
     KIND,
     FineTuneJob,
     FineTuneJobSpec,
@@ -31,27 +24,12 @@ from finetune_contract.api import (
     config_type_problem,
 )
 from finetune_contract.layout import DATA_ROOT
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from finetune_operator import apicheck, apirules, bounds, names, redact
 from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a FineTuneJob, at a field path like spec.training.learningRate."""
-
-    path: str
-    message: str
-
-    def __post_init__(self) -> None:
-        # The last guard: whatever a message quotes, a token-shaped word never leaves here.
-        object.__setattr__(self, "path", redact.scrub(self.path))
-        object.__setattr__(self, "message", redact.scrub(self.message))
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+from finetune_operator.problem import Problem, dedupe, kind_of, pydantic_problems, show_value
 
 
 def validate_job(obj: Any, *, plan: bool = True) -> tuple[FineTuneJob | None, list[Problem]]:
@@ -61,14 +39,14 @@ def validate_job(obj: Any, *, plan: bool = True) -> tuple[FineTuneJob | None, li
     tokens, the schema, the GPU name); the cross-field rules and the plan need the model.
     """
     if not isinstance(obj, dict):
-        return None, [Problem("", f"expected a mapping (a FineTuneJob), got {_kind(obj)}")]
+        return None, [Problem("", f"expected a mapping (a FineTuneJob), got {kind_of(obj)}")]
     problems = _header_problems(obj)
     problems += _secret_literal_problems(obj)
     problems += _gpu_name_problems(obj)
     try:
         job = parse_user_job(obj)
     except ValidationError as err:
-        return None, _dedupe(problems + pydantic_problems(err))
+        return None, dedupe(problems + pydantic_problems(err))
     if problems:
         return None, problems
     problems = semantic_problems(job)
@@ -119,10 +97,10 @@ def _header_problems(obj: dict[str, Any]) -> list[Problem]:
     problems = []
     if obj.get("apiVersion") != API_VERSION:
         problems.append(
-            Problem("apiVersion", f"must be {API_VERSION} (got {_show(obj.get('apiVersion'))})")
+            Problem("apiVersion", f"must be {API_VERSION} (got {show_value(obj.get('apiVersion'))})")
         )
     if obj.get("kind") != KIND:
-        problems.append(Problem("kind", f"must be {KIND} (got {_show(obj.get('kind'))})"))
+        problems.append(Problem("kind", f"must be {KIND} (got {show_value(obj.get('kind'))})"))
     meta = obj.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         problems.append(Problem("metadata.name", "is required: give the job a name"))
@@ -158,147 +136,6 @@ def _gpu_name_problems(obj: dict[str, Any]) -> list[Problem]:
     if not isinstance(name, str) or gpus.find_gpu(name) or "gpuMemoryGiB" in resources:
         return []
     return [Problem("spec.resources.gpu", gpus.unknown_gpu_message(name))]
-
-
-def pydantic_problems(err: ValidationError, model: type[BaseModel] = FineTuneJob
-                      ) -> list[Problem]:
-    """Turn pydantic's errors into one readable Problem each; `model` is what was parsed,
-    so that an unknown field can be told the known ones closest to it."""
-    problems = []
-    for e in err.errors(include_url=False):
-        loc = [redact.key(x) for x in e["loc"] if not _is_union_tag(x)]
-        path = ".".join(_dotted(loc))
-        message = _message(e, path) + _did_you_mean(e, model)
-        problems.append(Problem(path, message))
-    return _dedupe(problems)
-
-
-def _did_you_mean(e: dict[str, Any], model: type[BaseModel]) -> str:
-    """' (did you mean X?)' for a misspelled field or enum value, else ''."""
-    if e["type"] == "extra_forbidden":
-        known = _wire_names(_model_at(model, e["loc"][:-1]))
-        given = str(e["loc"][-1])
-    elif e["type"] == "literal_error" and isinstance(e.get("input"), str):
-        known = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
-        given = e["input"]
-    else:
-        return ""
-    close = _closest(given, known)
-    return f" (did you mean {close}?)" if close else ""
-
-
-def _closest(given: str, known: list[str]) -> str | None:
-    # Compared case-blind, so that learningrate and learning_rate find learningRate.
-    folded = {name.lower().replace("_", ""): name for name in known}
-    close = difflib.get_close_matches(given.lower().replace("_", ""), folded, n=1, cutoff=0.6)
-    return folded[close[0]] if close else None
-
-
-def _model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class at a location of pydantic's (wire names, list indexes)."""
-    for part in loc:
-        if model is None or isinstance(part, int) or _is_union_tag(part):
-            continue
-        field = next((f for name, f in model.model_fields.items()
-                      if part in (f.alias, name)), None)
-        model = _model_in(field.annotation) if field else None
-    return model
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model class inside an annotation like `X | None` or `list[X]`."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found:
-            return found
-    return None
-
-
-def _wire_names(model: type[BaseModel] | None) -> list[str]:
-    if model is None:
-        return []
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic inserts the union member ("bool", "literal['auto']") into the location
-    return isinstance(part, str) and (part in {"bool", "int", "str", "float"}
-                                      or part.startswith(("literal[", "function-")))
-
-
-def _dotted(loc: list[str]) -> list[str]:
-    out: list[str] = []
-    for part in loc:
-        if part.isdigit() and out:
-            out[-1] = f"{out[-1]}[{part}]"
-        else:
-            out.append(part)
-    return out
-
-
-def _message(e: dict[str, Any], path: str) -> str:
-    kind, ctx, given = e["type"], e.get("ctx") or {}, e.get("input")
-    got = f" (got {_show(given, path)})"
-    simple = {
-        "greater_than": f"must be > {_num(ctx.get('gt'))}{got}",
-        "greater_than_equal": f"must be >= {_num(ctx.get('ge'))}{got}",
-        "less_than": f"must be < {_num(ctx.get('lt'))}{got}",
-        "less_than_equal": f"must be <= {_num(ctx.get('le'))}{got}",
-        "missing": "is required",
-        "extra_forbidden": "unknown field: check its spelling and indentation (kubectl "
-        "explain finetunejob.spec shows every field)",
-        "int_parsing": f"must be an integer{got}",
-        "int_type": f"must be an integer{got}",
-        "int_from_float": f"must be a whole number{got}",
-        "float_parsing": f"must be a number{got}",
-        "float_type": f"must be a number{got}",
-        "bool_parsing": f"must be true or false{got}",
-        "bool_type": f"must be true or false{got}",
-        "string_type": f"must be a string{got}",
-        "dict_type": f"must be a mapping{got}",
-        "model_type": f"must be a mapping{got}",
-        "list_type": f"must be a list{got}",
-        "string_too_long": f"must be at most {ctx.get('max_length')} characters "
-        f"(got {len(given) if isinstance(given, str) else '?'})",
-        "too_long": f"must have at most {ctx.get('max_length')} items",
-        "literal_error": f"must be one of {ctx.get('expected')}{got}",
-        "finite_number": f"must be a finite number{got}",
-    }
-    if kind in simple:
-        return simple[kind]
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") == HF_ID_PATTERN:
-        return f"{HF_ID_RULE}{got}: {HF_ID_HINT}"
-    if kind == "value_error":
-        return str(e["msg"]).removeprefix("Value error, ")
-    return f"{e['msg']}{got}"
-
-
-def _num(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _show(value: Any, path: str = "") -> str:
-    return redact.show(value, path)
-
-
-def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", type(None): "nothing"}.get(type(value), "a value")
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    seen: dict[tuple[str, str], Problem] = {}
-    for p in problems:
-        seen.setdefault((p.path, p.message), p)
-    # A union reports one error per member; keep the first per path.
-    by_path: dict[str, Problem] = {}
-    for p in seen.values():
-        by_path.setdefault(p.path, p)
-    return list(by_path.values())
-
-
-# --------------------------------------------------------------------------- semantics
 
 
 def semantic_problems(job: FineTuneJob) -> list[Problem]:
@@ -339,7 +176,7 @@ def _name_problems(name: str, spec: FineTuneJobSpec) -> list[Problem]:
     if not apirules.has_dns_1035_characters(name):
         problems.append(Problem("metadata.name", "must be lower case letters, digits and '-', "
                                 f"start with a letter and end with a letter or digit (got "
-                                f"{_show(name)})"))
+                                f"{show_value(name)})"))
     return problems
 
 
@@ -353,16 +190,17 @@ def _model_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.model.path", "set either name or path, not both"))
     if m.config is not None and m.init == "random" and "model_type" not in m.config:
         problems.append(Problem("spec.model.config.model_type", "is required (e.g. llama)"))
-    mistyped = {key: wrong for key, value in (m.config or {}).items()
-                if (wrong := config_type_problem(key, value))}
+    # The sizes are bounds.py's (a positive integer under its bound, the value shown); the
+    # other typed keys (model_type, ...) the contract's table.
     problems += [Problem(f"spec.model.config.{redact.key(key)}", wrong)
-                 for key, wrong in mistyped.items()]
+                 for key, value in (m.config or {}).items()
+                 if key not in bounds.CONFIG_BOUNDS
+                 and (wrong := config_type_problem(key, value))]
     if m.parameters is not None:
         problems += _size_problems(m.parameters)
-    if m.config is not None:  # bounded before anything is planned (bounds.py)
+    if m.config is not None:  # bounded before anything is planned
         problems += [Problem(f"spec.model.config.{key}", message)
-                     for key, message in bounds.config_problems(m.config)
-                     if key not in mistyped]  # one problem per key
+                     for key, message in bounds.config_problems(m.config)]
     for field, value in (("spec.model.path", m.path),
                          ("spec.model.tokenizer.path", m.tokenizer and m.tokenizer.path)):
         problems += _path_problems(field, value)
@@ -476,7 +314,7 @@ def _output_problems(spec: FineTuneJobSpec) -> list[Problem]:
         problems.append(Problem("spec.output.merge", merge))
     if spec.output.pvc and not PurePosixPath(path).is_absolute():
         problems.append(Problem("spec.output.path", "must be an absolute path inside the pod "
-                                f"when output.pvc is set (got {_show(path)})"))
+                                f"when output.pvc is set (got {show_value(path)})"))
     return problems
 
 
@@ -486,7 +324,7 @@ def _path_problems(field: str, path: str | None) -> list[Problem]:
     if "\x00" in path:
         return [Problem(field, "must not contain NUL characters")]
     if ".." in PurePosixPath(path).parts:
-        return [Problem(field, f"must not contain '..' (got {_show(path)}): paths may not "
+        return [Problem(field, f"must not contain '..' (got {show_value(path)}): paths may not "
                         "escape their volume or data folder")]
     return []
 
@@ -518,7 +356,7 @@ def _image_path_warnings(spec: FineTuneJobSpec) -> list[Problem]:
     d = spec.dataset
     sources = [("train", d.train), ("eval", d.eval)]
     sources += [(f"mix[{i}]", source) for i, source in enumerate(d.mix)]
-    return [Problem(f"spec.dataset.{where}.path", f"{_show(source.path)} is read from inside "
+    return [Problem(f"spec.dataset.{where}.path", f"{show_value(source.path)} is read from inside "
                     "the trainer image in a cluster (dataset.pvc is not set); set dataset.pvc "
                     f"to the claim that holds it, use dataset.{where}.hf instead, or, if the "
                     f"data is meant to ship in the image, build one with it under {DATA_ROOT} "
