@@ -155,23 +155,41 @@ def nesting_depth(text: str, limit: int) -> int:
 
 def text_problem(value: Any) -> str | None:
     """Where the first string of `value` (a key or a value, at any depth) holds an unpaired
-    surrogate, and what to do; None when every string is text. Walks without recursion."""
-    stack: list[tuple[str, Any]] = [("", value)]
+    surrogate, and what to do; None when every string is text. Walks without recursion; a
+    string's path is spelled out only for the one reported."""
+    stack: list[tuple[Any, _Where]] = [(value, None)]
     while stack:
-        path, item = stack.pop()
+        item, where = stack.pop()
         if isinstance(item, str):
-            problem = _surrogate(item, path or "the row")
+            problem = _surrogate(item, _path(where) or "the row")
             if problem:
                 return problem
         elif isinstance(item, dict):
             for key in item:
-                problem = _surrogate(key, f"a key of {path or 'the row'}")
+                problem = _surrogate(key, f"a key of {_path(where) or 'the row'}")
                 if problem:
                     return problem
-            stack.extend((_child(path, key), child) for key, child in reversed(item.items()))
+            stack.extend((child, (where, _step(key))) for key, child in reversed(item.items()))
         elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(item))))
+            stack.extend((child, (where, f"[{i}]")) for i, child in reversed(list(enumerate(item))))
     return None
+
+
+# Where a value sits: (where its container sits, the step from there), None for the row.
+_Where = tuple["_Where", str] | None
+
+
+def _path(where: _Where) -> str:
+    steps = []
+    while where is not None:
+        where, step = where
+        steps.append(step)
+    return "".join(reversed(steps)).removeprefix(".")
+
+
+def _step(key: str) -> str:
+    """`.key`, or `["key"]` for a key that is not a plain name (escaped: one line)."""
+    return f".{key}" if _NAME.match(key) else f"[{json.dumps(key)}]"
 
 
 def _surrogate(text: str, where: str) -> str | None:
@@ -181,13 +199,6 @@ def _surrogate(text: str, where: str) -> str | None:
     return (f"{where}: unpaired surrogate U+{ord(found.group()):04X} at character "
             f"{found.start() + 1} (a \\u escape for half of a character: no tokenizer can "
             "encode it; write the whole character, or its two escapes together)")
-
-
-def _child(path: str, key: str) -> str:
-    """`path.key`, or `path["key"]` for a key that is not a plain name (escaped: one line)."""
-    if _NAME.match(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
 
 
 # --------------------------------------------------------------------------- strict JSON
