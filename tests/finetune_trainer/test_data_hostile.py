@@ -153,3 +153,23 @@ def test_an_over_long_jsonl_line_is_skipped_alone(tmp_path, monkeypatch, positio
     data = _prepare(path, "text", "skip")
     assert data.report.to_dict()["skippedTotal"] == 1
     assert len(data.train) == ROWS - 1
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_a_parquet_string_that_is_not_utf8_is_skipped_alone(tmp_path, position):
+    """Parquet does not check its strings; the old reader converted the table whole and
+    died of UnicodeDecodeError, with a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"text {i}".encode() for i in range(ROWS)]
+    texts[position] = b"\xffnot utf-8"
+    column = pa.array(texts, type=pa.binary()).view(pa.string())  # unchecked, as a writer may
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"text": column}), path)
+    with pytest.raises(TrainerError, match=rf"^{path}: row {position + 1}: not UTF-8 text"):
+        _prepare(path, "text", "fail")
+    data = _prepare(path, "text", "skip")
+    assert data.report.to_dict()["skippedTotal"] == 1
+    assert [row.data for row in data.train] == [_good("text", i) for i in range(ROWS)
+                                                if i != position]

@@ -114,8 +114,28 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
         table = pq.read_table(path)
     except (OSError, ValueError) as err:  # ArrowInvalid is a ValueError
         raise TrainerError(f"{path}: cannot read parquet ({err})") from None
-    for number, record in enumerate(table.to_pylist(), start=1):
-        yield f"{path}: row {number}", record
+    number = 0
+    for batch in table.to_batches():  # a batch at a time: the table is not copied whole
+        for record in _batch_records(batch):
+            number += 1
+            yield f"{path}: row {number}", record
+
+
+def _batch_records(batch: Any) -> list[Any]:
+    """The rows of a record batch. Parquet does not check that a string column holds UTF-8;
+    converting such a value raises, so that batch is converted row by row and the bad rows
+    become Unreadable."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        return [_one_record(batch.slice(i, 1)) for i in range(batch.num_rows)]
+
+
+def _one_record(row: Any) -> Any:
+    try:
+        return row.to_pylist()[0]
+    except UnicodeDecodeError as err:
+        return Unreadable(f"not UTF-8 text ({err.reason} in a string column)")
 
 
 def read_hf(source: DataSource) -> Iterator[tuple[str, Any]]:

@@ -60,15 +60,15 @@ def read_json_array(path: Path) -> Iterator[tuple[str, Any]]:
     while True:
         end = _row_end(text, pos)
         line = lines.at(pos)
+        if text.startswith("}", end):
+            raise TrainerError(f"{path}:{lines.at(end)}: invalid JSON (a '}}' that closes "
+                               f"nothing); {_BROKEN}")
         yield f"{path}:{line}", _record(path, text[pos:end], line)
         if end == len(text):
             raise TrainerError(f"{path}:{lines.at(end)}: the array has no closing ']' (is the "
                                "file cut short?)")
         if text[end] == "]":
             break
-        if text[end] == "}":
-            raise TrainerError(f"{path}:{lines.at(end)}: invalid JSON (a '}}' that closes "
-                               f"nothing); {_BROKEN}")
         comma = end
         pos = _space(text, end + 1)
         if pos == len(text):
