@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -40,6 +41,9 @@ JSON_WHITESPACE = " \t\r\n"  # the only characters JSON allows between tokens
 JSON_STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'
 _STRUCTURE = re.compile(JSON_STRING + r"|[\[\]{}]", re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Text decoded from UTF-8 holds no surrogate: only a \u escape in the JSON makes one, so a
+# row without such an escape needs no walk through its strings.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -124,14 +128,16 @@ def parse_row(text: str) -> Any:
     when it is JSON but breaks a rule above; never RecursionError."""
     if text.startswith("\ufeff"):  # json.loads says so; the decoder alone would not
         raise json.JSONDecodeError("Unexpected UTF-8 BOM", text, 0)
-    depth = nesting_depth(text, MAX_DEPTH)
-    if depth > MAX_DEPTH:
+    # Counting brackets is cheap; only a row with more of them than the bound is scanned.
+    brackets = text.count("[") + text.count("{")
+    if brackets > MAX_DEPTH and nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
         raise RowError(f"nested deeper than {MAX_DEPTH} levels (rows are objects of text "
                        "fields; flatten the data)")
     value = _DECODER.decode(text)
-    problem = text_problem(value)
-    if problem:
-        raise RowError(problem)
+    if _SURROGATE_ESCAPE.search(text):
+        problem = text_problem(value)
+        if problem:
+            raise RowError(problem)
     return value
 
 
@@ -161,18 +167,24 @@ def text_problem(value: Any) -> str | None:
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
-            problem = _surrogate(item, _path(where) or "the row")
-            if problem:
-                return problem
+            found = _SURROGATE.search(item)
+            if found:
+                return _surrogate(found, _path(where) or "the row")
         elif isinstance(item, dict):
             for key in item:
-                problem = _surrogate(key, f"a key of {_path(where) or 'the row'}")
-                if problem:
-                    return problem
+                found = _SURROGATE.search(key)
+                if found:
+                    return _surrogate(found, f"a key of {_path(where) or 'the row'}")
             stack.extend((child, (where, _step(key))) for key, child in reversed(item.items()))
         elif isinstance(item, list):
             stack.extend((child, (where, f"[{i}]")) for i, child in reversed(list(enumerate(item))))
     return None
+
+
+def _surrogate(found: re.Match[str], where: str) -> str:
+    return (f"{where}: unpaired surrogate U+{ord(found.group()):04X} at character "
+            f"{found.start() + 1} (a \\u escape for half of a character: no tokenizer can "
+            "encode it; write the whole character, or its two escapes together)")
 
 
 # Where a value sits: (where its container sits, the step from there), None for the row.
@@ -192,25 +204,15 @@ def _step(key: str) -> str:
     return f".{key}" if _NAME.match(key) else f"[{json.dumps(key)}]"
 
 
-def _surrogate(text: str, where: str) -> str | None:
-    found = _SURROGATE.search(text)
-    if found is None:
-        return None
-    return (f"{where}: unpaired surrogate U+{ord(found.group()):04X} at character "
-            f"{found.start() + 1} (a \\u escape for half of a character: no tokenizer can "
-            "encode it; write the whole character, or its two escapes together)")
-
-
 # --------------------------------------------------------------------------- strict JSON
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in row:
-            raise RowError(f"key {json.dumps(key)} appears twice in one object (JSON readers "
-                           "keep different ones; write each key once)")
-        row[key] = value
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        twice = next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise RowError(f"key {json.dumps(twice)} appears twice in one object (JSON readers "
+                       "keep different ones; write each key once)")
     return row
 
 

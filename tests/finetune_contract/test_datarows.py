@@ -211,3 +211,12 @@ def test_a_syntax_error_says_what_it_means_for_the_layout(line, hint):
         assert hint in record.reason
     else:
         assert record.reason.endswith(")")
+
+
+def test_many_brackets_side_by_side_are_not_depth():
+    row = '{"text": "a", "wide": [' + ", ".join(["[{}]"] * 500) + "]}"
+    assert len(parse_row(row)["wide"]) == 500
+
+
+def test_an_escaped_backslash_before_u_is_text_not_a_surrogate():
+    assert parse_row(r'{"text": "C:\\ud800\\x"}') == {"text": "C:\\ud800\\x"}
