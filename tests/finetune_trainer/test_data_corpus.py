@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from finetune_contract.api import DatasetSpec
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import TrainerError
@@ -86,4 +87,27 @@ def test_latin1_row_fails_a_local_run_with_file_and_line(tmp_path):
     expected = case["fail"].replace("FILE", str(train))
     assert f"training failed: {expected}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "training_summary.json").exists()
+
+
+@pytest.mark.reliability
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", ["deep-row.jsonl", "unclosed.json"])
+def test_a_damaged_file_fails_a_local_run_in_one_line(tmp_path, name):
+    """deep-row.jsonl raised RecursionError in `finetune run --local` itself, before any
+    rank started; unclosed.json trained on the rows before the cut without a word."""
+    (case,) = [c for c in MANIFEST if c["file"] == name]
+    job = write_job(tmp_path / "job", max_steps=2, save_steps=2)
+    train = tmp_path / "job" / "data" / f"train{Path(name).suffix}"
+    shutil.copyfile(CORPUS / name, train)
+    doc = yaml.safe_load(job.read_text())
+    doc["spec"]["dataset"]["train"]["path"] = f"data/{train.name}"
+    job.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = run_cli(finetune_command(job, tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    expected = case["fail"].replace("FILE", str(train))
+    (line,) = [line for line in result.stderr.splitlines() if str(train) in line]
+    assert line.startswith(f"training failed: {expected}"), result.stderr
+    assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
     assert not (tmp_path / "out" / "training_summary.json").exists()

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from finetune_contract.api import DatasetSpec, DataSource
+from finetune_contract.datarows import Unreadable, read_jsonl
 
 from finetune_trainer.errors import TrainerError
+from finetune_trainer.json_array import read_json_array
 
 ROLES = ("system", "user", "assistant")
 # The columns each format keeps; everything else in a row is ignored.
@@ -80,15 +82,16 @@ class PreparedData:
 
 
 def read_records(path: Path) -> Iterator[tuple[str, Any]]:
-    """(origin, parsed object) for every record of a local file; parse errors become
-    (origin, _Unparsable(reason)) so the caller applies onError to them like any bad row."""
+    """(origin, parsed object) for every record of a local file; a record that cannot be
+    read becomes (origin, Unreadable(reason)) so the caller applies onError to it like any
+    bad row."""
     if not path.is_file():
         raise TrainerError(f"{path}: dataset file not found (paths resolve against the data root)")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         yield from _read_jsonl(path)
     elif suffix == ".json":
-        yield from _read_json_array(path)
+        yield from read_json_array(path)
     elif suffix == ".parquet":
         yield from _read_parquet(path)
     else:
@@ -96,62 +99,12 @@ def read_records(path: Path) -> Iterator[tuple[str, Any]]:
                            "or .parquet")
 
 
-@dataclass(frozen=True)
-class _Unparsable:
-    reason: str
-
-
 def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    # Decoded line by line, so a line in another encoding is a bad row at its own line.
+    # Read line by line (datarows): a line in another encoding, too long or too deep is a bad
+    # row at its own line.
     with path.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            origin = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield origin, _Unparsable(f"not UTF-8 text ({err.reason} at byte {err.start + 1} "
-                                          "of the line)")
-                continue
-            if not line.strip():
-                continue  # blank lines are layout, not rows
-            try:
-                yield origin, json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as err:
-                yield origin, _Unparsable(f"invalid JSON ({err.msg} at column {err.colno})")
-
-
-def _read_json_array(path: Path) -> Iterator[tuple[str, Any]]:
-    """A JSON file holding an array of rows; each row is located by the line it starts on."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise TrainerError(f"{path}:{line}: not UTF-8 text ({err.reason}); a .json dataset "
-                           "must be UTF-8 as a whole") from None
-    decoder = json.JSONDecoder()
-    pos = _skip_space(text, 0)
-    if pos >= len(text) or text[pos] != "[":
-        raise TrainerError(f"{path}:1: a .json dataset must be an array of rows; use .jsonl for "
-                           "one row per line")
-    pos = _skip_space(text, pos + 1)
-    while pos < len(text) and text[pos] != "]":
-        line = text.count("\n", 0, pos) + 1
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise TrainerError(f"{path}:{err.lineno}: invalid JSON ({err.msg}); a broken "
-                               "array cannot be skipped row by row") from None
-        yield f"{path}:{line}", value
-        pos = _skip_space(text, pos)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip_space(text, pos + 1)
-
-
-def _skip_space(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
+        for number, record in read_jsonl(lines):
+            yield f"{path}:{number}", record
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -161,8 +114,28 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
         table = pq.read_table(path)
     except (OSError, ValueError) as err:  # ArrowInvalid is a ValueError
         raise TrainerError(f"{path}: cannot read parquet ({err})") from None
-    for number, record in enumerate(table.to_pylist(), start=1):
-        yield f"{path}: row {number}", record
+    number = 0
+    for batch in table.to_batches():  # a batch at a time: the table is not copied whole
+        for record in _batch_records(batch):
+            number += 1
+            yield f"{path}: row {number}", record
+
+
+def _batch_records(batch: Any) -> list[Any]:
+    """The rows of a record batch. Parquet does not check that a string column holds UTF-8;
+    converting such a value raises, so that batch is converted row by row and the bad rows
+    become Unreadable."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        return [_one_record(batch.slice(i, 1)) for i in range(batch.num_rows)]
+
+
+def _one_record(row: Any) -> Any:
+    try:
+        return row.to_pylist()[0]
+    except UnicodeDecodeError as err:
+        return Unreadable(f"not UTF-8 text ({err.reason} in a string column)")
 
 
 def read_hf(source: DataSource) -> Iterator[tuple[str, Any]]:
@@ -184,7 +157,7 @@ def read_hf(source: DataSource) -> Iterator[tuple[str, Any]]:
 def check_row(record: Any, fmt: str, *, num_labels: int | None = None,
               assistant_only_loss: bool = True) -> tuple[dict[str, Any] | None, str | None]:
     """(the row reduced to its format's columns, None) or (None, problem)."""
-    if isinstance(record, _Unparsable):
+    if isinstance(record, Unreadable):
         return None, record.reason
     if not isinstance(record, dict):
         return None, f"expected a JSON object, got {type(record).__name__}"

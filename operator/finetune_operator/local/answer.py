@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_contract.api import DatasetSpec
+from finetune_contract.datarows import read_jsonl
 from finetune_operator.local.datastats import json_object
 
 GENERATE_TIMEOUT_SECONDS = 300
@@ -43,13 +44,11 @@ def sample_prompt(dataset: DatasetSpec, data_root: Path) -> SamplePrompt | None:
     path = Path(source.path)
     path = path if path.is_absolute() else data_root / path
     try:
-        with path.open("rb") as rows:  # decoded per line: a row in another encoding is skipped
-            for number, raw in enumerate(rows, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    continue
-                prompt = prompt_from_row(line, dataset.format, f"{path}:{number}")
+        # by the trainer's row rules: a row it would refuse (encoding, length, depth, a string
+        # no tokenizer encodes) is passed over
+        with path.open("rb") as rows:
+            for number, record in read_jsonl(rows):
+                prompt = prompt_from_record(record, dataset.format, f"{path}:{number}")
                 if prompt:
                     return prompt
     except OSError:
@@ -58,9 +57,13 @@ def sample_prompt(dataset: DatasetSpec, data_root: Path) -> SamplePrompt | None:
 
 
 def prompt_from_row(line: str, data_format: str, where: str) -> SamplePrompt | None:
-    """The prompt part of one JSONL row: every message before the last assistant turn."""
-    row = json_object(line)
-    if row is None:
+    """The prompt part of one JSONL line: every message before the last assistant turn."""
+    return prompt_from_record(json_object(line), data_format, where)
+
+
+def prompt_from_record(row: object, data_format: str, where: str) -> SamplePrompt | None:
+    """The prompt part of one parsed row; None for anything but a usable object."""
+    if not isinstance(row, dict):
         return None
     if data_format == "prompt-completion":
         prompt, completion = row.get("prompt"), row.get("completion")

@@ -1,6 +1,6 @@
 """A cheap look at local training data for the planner's time estimate.
 
-Rows are counted exactly (non-empty JSONL lines); tokens per row are estimated from the text
+Rows are counted exactly (non-blank JSONL lines, as the trainer counts them); tokens per row are estimated from the text
 of the first rows at about four characters per token, the usual figure for English with BPE
 tokenizers. No tokenizer is loaded: this runs before training, in the process that must stay
 free of torch, and only feeds an estimate. The trainer checks every row for real.
@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from finetune_contract.api import DatasetSpec
+from finetune_contract.datarows import RowError, jsonl_lines, parse_row
 from finetune_operator.planner import DatasetStats
 
 CHARS_PER_TOKEN = 4.0
@@ -27,33 +28,36 @@ def measure(dataset: DatasetSpec, data_root: Path) -> DatasetStats | None:
         return None
     file = Path(path) if Path(path).is_absolute() else data_root / path
     try:
-        rows, sample = _scan(file)
+        rows, estimates = _scan(file, dataset.format)
     except OSError:
         return None  # the trainer reports a missing file with its own message
     if dataset.eval_split_ratio:
         rows = round(rows * (1 - dataset.eval_split_ratio))
-    estimates = [t for line in sample if (t := row_tokens(line, dataset.format)) is not None]
     mean = sum(estimates) / len(estimates) if estimates else None
     return DatasetStats(rows=rows, mean_tokens_per_row=mean)
 
 
-def _scan(file: Path) -> tuple[int, list[str]]:
-    rows, sample = 0, []
-    with file.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
+def _scan(file: Path, data_format: str) -> tuple[int, list[float]]:
+    """Rows as the trainer counts them (lines that are not blank), and the token estimates
+    of the first SAMPLE_ROWS of them; one line in memory at a time, each at most
+    datarows.MAX_ROW_BYTES."""
+    rows, estimates = 0, []
+    with file.open("rb") as lines:
+        for _, raw in jsonl_lines(lines):
             rows += 1
-            if len(sample) < SAMPLE_ROWS:
-                sample.append(line)
-    return rows, sample
+            if rows <= SAMPLE_ROWS and raw is not None:
+                tokens = row_tokens(raw.decode("utf-8", errors="replace"), data_format)
+                if tokens is not None:
+                    estimates.append(tokens)
+    return rows, estimates
 
 
 def json_object(line: str) -> dict | None:
-    """One JSONL row as a mapping, or None when it is not one (the trainer reports why)."""
+    """One JSONL row as a mapping, or None when the trainer would not take it as one (it
+    reports why); by the trainer's own row rules, so no hostile row can raise here."""
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
+        row = parse_row(line.rstrip("\r\n"))
+    except (json.JSONDecodeError, RowError):
         return None
     return row if isinstance(row, dict) else None
 

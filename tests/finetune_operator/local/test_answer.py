@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from finetune_contract import datarows
 from finetune_contract.api import DatasetSpec
 from finetune_operator.local.answer import prompt_from_row, sample_prompt
 
@@ -56,3 +57,19 @@ def test_no_sample_for_text_or_hub_data():
     hub = DatasetSpec.model_validate({"train": {"hf": "org/data"}})
     assert sample_prompt(text, EXAMPLES) is None
     assert sample_prompt(hub, EXAMPLES) is None
+
+
+def test_sample_prompt_passes_over_rows_the_trainer_refuses(tmp_path, monkeypatch):
+    """A deep row raised RecursionError here, taking `finetune run --local` down before
+    training; a surrogate would have reached the generating child's tokenizer."""
+    monkeypatch.setattr(datarows, "MAX_ROW_BYTES", 4096)
+    good = '{"prompt": "hi", "completion": "yo"}'
+    hostile = ['{"prompt": "a", "d": ' + "[" * 100_000 + "]" * 100_000 + "}",
+               '{"prompt": "a\\ud800", "completion": "b"}',
+               '{"prompt": "' + "x" * 5000 + '", "completion": "b"}',
+               '{"prompt": "a", "completion": NaN}']
+    (tmp_path / "eval.jsonl").write_text("\n".join(hostile + [good]) + "\n")
+    spec = DatasetSpec.model_validate({"format": "prompt-completion",
+                                       "train": {"path": "eval.jsonl"}})
+    prompt = sample_prompt(spec, tmp_path)
+    assert prompt.source.endswith(f"eval.jsonl:{len(hostile) + 1}") and prompt.question == "hi"

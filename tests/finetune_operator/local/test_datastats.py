@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from finetune_contract import datarows
 from finetune_contract.api import DatasetSpec
 from finetune_operator.local.datastats import CHARS_PER_TOKEN, measure, row_tokens
 
@@ -39,3 +41,30 @@ def test_row_tokens_per_format():
     assert row_tokens('{"text": "abcdabcd"}', "text") == 2
     assert row_tokens("not json", "text") is None
     assert row_tokens('{"messages": 3}', "messages") is None
+
+
+HOSTILE = {  # rows the old scan raised on (RecursionError, ValueError) or mis-sampled
+    "deep": '{"text": "abcd", "d": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "huge integer": '{"text": "abcd", "id": ' + "7" * 5000 + "}",
+    "lone surrogate": '{"text": "ab\\ud800cd"}',
+    "key twice": '{"text": "abcd", "text": "abcdabcdabcd"}',
+}
+
+
+@pytest.mark.parametrize("position", [0, 2, 4])
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_hostile_row_is_counted_but_not_sampled(tmp_path: Path, kind, position):
+    lines = ['{"text": "abcdabcd"}'] * 5
+    lines[position] = HOSTILE[kind]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    stats = measure(_spec(format="text"), tmp_path)
+    assert stats.rows == 5  # as the trainer counts them: it reads and skips the bad one
+    assert stats.mean_tokens_per_row == 8 / CHARS_PER_TOKEN
+
+
+def test_an_over_long_line_is_counted_without_being_held(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(datarows, "MAX_ROW_BYTES", 100)
+    row = '{"text": "abcdabcd"}'
+    (tmp_path / "train.jsonl").write_text(f'{row}\n{{"text": "{"x" * 500}"}}\n{row}\n')
+    stats = measure(_spec(format="text"), tmp_path)
+    assert stats.rows == 3 and stats.mean_tokens_per_row == 2
