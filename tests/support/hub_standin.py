@@ -430,6 +430,18 @@ def go_online(monkeypatch: Any, endpoint: str, home: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    try:  # `datasets` reads the endpoint and offline mode once too, at its import
+        from datasets import config as datasets_config
+    except ImportError:
+        return
+    monkeypatch.setattr(datasets_config, "HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(datasets_config, "HUB_DATASETS_URL",
+                        endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets_config, "HF_DATASETS_OFFLINE", False)
+    monkeypatch.setattr(datasets_config, "HF_DATASETS_CACHE", home / "datasets")
+    monkeypatch.setattr(datasets_config, "DOWNLOADED_DATASETS_PATH", home / "datasets" / "downloads")
 
 
 @pytest.fixture(scope="session")
