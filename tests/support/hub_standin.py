@@ -157,10 +157,11 @@ class HubStandIn:
                        if r.path == path and (method is None or r.method == method))
 
     def downloads(self, prefix: str) -> int:
-        """Successful GETs of paths under `prefix`: the bodies of files sent."""
+        """Whole files sent under `prefix`: successful GETs without a Range (a sizer's read
+        of a safetensors header asks for its first bytes only, and is no download)."""
         with self._lock:
-            return sum(1 for r in self.requests
-                       if r.method == "GET" and r.path.startswith(prefix) and r.status < 300)
+            return sum(1 for r in self.requests if r.method == "GET" and r.range is None
+                       and r.path.startswith(prefix) and r.status < 300)
 
     def requests_under(self, prefix: str) -> list[Request]:
         with self._lock:
@@ -535,6 +536,6 @@ def chat_hub(monkeypatch: Any, tmp_path: Path, chat_models: dict[str, Path]) -> 
 
 
 def file_gets(hub: HubStandIn, repo: str, repo_type: str = "model") -> int:
-    """GETs of a repository's files (weights, tokenizer, data): what was downloaded."""
+    """Downloads of a repository's files (weights, tokenizer, data): whole-file GETs."""
     return hub.downloads(f"/{repo}/resolve/" if repo_type == "model" else
                          f"/datasets/{repo}/resolve/")

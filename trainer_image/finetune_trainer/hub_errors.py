@@ -30,7 +30,7 @@ def hub_error(err: BaseException, *, field: str, kind: str, repo: str,
     or dataset) that `field` names; `split_field` names the split of a dataset source.
     Anything else reads `{field}: cannot {doing} ({first line of err})`, `doing` being
     "load {kind} {repo!r}" unless given."""
-    what = f"{kind} {repo!r} ({field})"
+    what = f"{kind} {repo!r}"
     reason = classify(err)
     if reason == "missing":
         return TrainerError(f"{field}: {kind} {repo!r} was not found on the Hugging Face Hub "
