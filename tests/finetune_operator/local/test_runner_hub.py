@@ -30,12 +30,13 @@ pytestmark = pytest.mark.slow
 UNKNOWN_TOKEN = "hf_notAtokenTheHubKnows0123456789"
 
 
-def _job(folder: Path, model: str, dataset: str, **training) -> Path:
+def _job(folder: Path, model: str, dataset: str, *, parameters: str | None = None,
+         **training) -> Path:
     doc = {
         "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
         "metadata": {"name": "hub-chat"},
         "spec": {
-            "model": {"name": model},
+            "model": {"name": model, **({"parameters": parameters} if parameters else {})},
             "dataset": {"format": "messages", "train": {"hf": dataset},
                         "eval": {"hf": dataset, "split": "test"}},
             "training": {"maxSteps": 12, "learningRate": 3e-3, "warmupRatio": 0.0,
@@ -160,6 +161,9 @@ REFUSALS = [
      "is gated on the Hugging Face Hub and no token was given"),
     ("dataset-refused", "acme/chat-base", "acme/chats-gated", "hf_someone",
      "dataset.train.hf", "is gated and the Hub refused the token access"),
+    # With a size hint nothing sizes the model first: the ranks meet the token at the data.
+    ("dataset-bad-token", "acme/chat-base", "acme/chats-jsonl", UNKNOWN_TOKEN,
+     "dataset.train.hf", "refused the token as invalid credentials while loading dataset"),
 ]
 
 
@@ -168,7 +172,9 @@ REFUSALS = [
 def test_what_the_hub_refuses_is_one_line_naming_the_field(
         chat_hub, tmp_path, case, model, dataset, token, field, says):  # noqa: F811
     _gate_a_dataset(chat_hub)
-    done = _run(_job(tmp_path / "job", model, dataset), tmp_path / "out", _env(chat_hub, token))
+    hint = "200K" if case == "dataset-bad-token" else None
+    done = _run(_job(tmp_path / "job", model, dataset, parameters=hint), tmp_path / "out",
+                _env(chat_hub, token))
     assert done.returncode == 1, done.stdout[-2000:]
     lines = done.stderr.strip().splitlines()
     # The sizer meets a model's refusal first (`finetune run: FILE: spec.model.name: ...`),
