@@ -18,7 +18,8 @@
 |                               |                        | (placement.py; the chart's                   |
 |                               |                        | trainer.gpuNodeLabels)                       |
 | FINETUNE_SIZING_IMAGE         | DEFAULT_OPERATOR_IMAGE | image of the sizing pod (the operator's own) |
-| FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod (a mirror)     |
+| FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod, the model     |
+|                               |                        | download and the ranks (a mirror)            |
 
 A bad value is reported naming the variable, never as a traceback.
 """

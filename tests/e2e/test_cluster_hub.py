@@ -6,11 +6,10 @@ The job must reach Succeeded; the init container downloads the weights once, wit
 Secret's token, into the model cache on the output volume; the ranks read the model from
 there (no GET of it from them) and the data from the Hub.
 
-Needs (not yet in the operator when this was written): the training pods, their init
-container included, must get HF_ENDPOINT from the chart's operator.hfEndpoint
-(FINETUNE_HF_ENDPOINT), as the sizing pod does (sizing.py); render.py sets only HF_HOME and
-HF_TOKEN today. The chart must be installed with operator.hfEndpoint=HUB_ENDPOINT (conftest
-does so for the sizing test).
+The training pods, their init container included, get HF_ENDPOINT from the chart's
+operator.hfEndpoint (FINETUNE_HF_ENDPOINT, render._hub_env) as the sizing pod does: the chart
+must be installed with operator.hfEndpoint=HUB_ENDPOINT (conftest does so for the sizing
+test), and the stand-in must listen on NODE_IP:HUB_PORT while this module runs.
 """
 
 from __future__ import annotations
