@@ -222,7 +222,7 @@ def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings
         "image": _image(spec, settings),
         "command": ["torchrun"],
         "args": torchrun_args(owner, plan, attempt),
-        "env": _env(owner, spec, plan, attempt),
+        "env": _env(owner, spec, plan, attempt) + _hub_env(settings),
         "ports": [
             *_metrics_ports(plan),
             {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"},
@@ -247,7 +247,7 @@ def _init_containers(spec: FineTuneJobSpec, settings: Settings) -> dict[str, Any
         "image": _image(spec, settings),
         "command": ["python", "-m", "finetune_trainer.model_cache"],
         "args": ["--config", CONFIG_PATH],
-        "env": _scratch_env() + _token_env(spec),
+        "env": _scratch_env() + _token_env(spec) + _hub_env(settings),
         "volumeMounts": mounts,
         "securityContext": container_security(),
     }]}
@@ -314,6 +314,14 @@ def _scratch_env() -> list[dict[str, Any]]:
         {"name": "TORCH_EXTENSIONS_DIR", "value": "/tmp/torch_extensions"},
         {"name": "TRITON_CACHE_DIR", "value": "/tmp/triton"},
     ]
+
+
+def _hub_env(settings: Settings) -> list[dict[str, Any]]:
+    """The Hub mirror the operator is configured with (FINETUNE_HF_ENDPOINT): the init
+    container downloads the model from it and the ranks read hf: datasets from it, as the
+    sizing pod sizes the model there. [] for the Hub itself."""
+    return [{"name": "HF_ENDPOINT", "value": settings.hf_endpoint}] if settings.hf_endpoint \
+        else []
 
 
 def _token_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@
 |                               |                        | (placement.py; the chart's                   |
 |                               |                        | trainer.gpuNodeLabels)                       |
 | FINETUNE_SIZING_IMAGE         | DEFAULT_OPERATOR_IMAGE | image of the sizing pod (the operator's own) |
-| FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod (a mirror)     |
+| FINETUNE_HF_ENDPOINT          | (empty: the Hub)       | HF_ENDPOINT of the sizing pod, the model     |
+|                               |                        | download and the ranks (a mirror)            |
 | FINETUNE_POLICY               | (empty: no limits)     | JSON: the multi-tenant policy (policy.py;    |
 |                               |                        | the chart's policy)                          |
 

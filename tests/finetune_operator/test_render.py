@@ -405,3 +405,15 @@ def test_random_weights_and_a_model_path_download_nothing(model):
     config = TrainerConfig.parse(render.config_map(OWNER, job_spec, plan())["data"][
         "trainer.yaml"])
     assert config.model_cache is None
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://hub-mirror.internal:8080",
+                                      "https://hf.example.com/mirror"])
+def test_the_operators_hub_endpoint_reaches_the_model_download_and_the_ranks(endpoint):
+    job_spec = spec(model=HUB_MODEL, dataset={"train": {"hf": "org/chats"}})
+    settings = Settings(default_image="registry.example/trainer:1", hf_endpoint=endpoint)
+    job = render.batch_job(OWNER, job_spec, plan(), settings, attempt=0)
+    init_env = {e["name"]: e.get("value") for e in _init_container(job)["env"]}
+    for env in (_env(job), init_env):
+        assert env.get("HF_ENDPOINT") == endpoint
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)

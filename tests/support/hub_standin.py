@@ -156,6 +156,17 @@ class HubStandIn:
             return sum(1 for r in self.requests
                        if r.path == path and (method is None or r.method == method))
 
+    def downloads(self, prefix: str) -> int:
+        """Whole files sent under `prefix`: successful GETs without a Range (a sizer's read
+        of a safetensors header asks for its first bytes only, and is no download)."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.method == "GET" and r.range is None
+                       and r.path.startswith(prefix) and r.status < 300)
+
+    def requests_under(self, prefix: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith(prefix)]
+
     def requests_to(self, path: str) -> list[Request]:
         with self._lock:
             return [r for r in self.requests if r.path == path]
@@ -430,6 +441,18 @@ def go_online(monkeypatch: Any, endpoint: str, home: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    try:  # `datasets` reads the endpoint and offline mode once too, at its import
+        from datasets import config as datasets_config
+    except ImportError:
+        return
+    monkeypatch.setattr(datasets_config, "HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(datasets_config, "HUB_DATASETS_URL",
+                        endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets_config, "HF_DATASETS_OFFLINE", False)
+    monkeypatch.setattr(datasets_config, "HF_DATASETS_CACHE", home / "datasets")
+    monkeypatch.setattr(datasets_config, "DOWNLOADED_DATASETS_PATH", home / "datasets" / "downloads")
 
 
 @pytest.fixture(scope="session")
@@ -452,3 +475,67 @@ def tiny_hub(monkeypatch: Any, tmp_path: Path, tiny_model: tuple[Path, int]) -> 
         server.add_repo("acme/gated", tiny_model[0], gated=True, tokens={"hf_granted"})
         go_online(monkeypatch, server.endpoint, tmp_path / "hf-home")
         yield server
+
+
+ADDED_TOKENS = ["<|tool|>", "<|think|>"]  # what acme/chat-grown's chat template adds
+
+
+@pytest.fixture(scope="session")
+def chat_models(tmp_path_factory: Any) -> dict[str, Path]:
+    """Two folders: `base`, a tiny chat model trained briefly and saved with its tokenizer
+    (tests/support/tiny.save_chat_model); `grown`, the same weights with a tokenizer whose
+    chat template adds ADDED_TOKENS (more tokens than the embeddings hold)."""
+    from tests.support.tiny import grow_chat_template, save_chat_model
+
+    root = tmp_path_factory.mktemp("chat-models")
+    save_chat_model(root / "base")
+    grow_chat_template(root / "base", root / "grown", ADDED_TOKENS)
+    return {"base": root / "base", "grown": root / "grown"}
+
+
+def chat_dataset_files(rows: list[dict], evals: list[dict], file_format: str
+                       ) -> dict[str, bytes]:
+    """A dataset repository's files as the Hub's own converter lays them out: data/ with a
+    train and a test split, as JSONL or as parquet."""
+    if file_format == "jsonl":
+        def encode(records: list[dict]) -> bytes:
+            return "".join(json.dumps(r) + "\n" for r in records).encode()
+        return {"data/train.jsonl": encode(rows), "data/test.jsonl": encode(evals)}
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def table(records: list[dict]) -> bytes:
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(records), buffer)
+        return buffer.getvalue()
+    return {"data/train-00000-of-00001.parquet": table(rows),
+            "data/test-00000-of-00001.parquet": table(evals)}
+
+
+@pytest.fixture
+def chat_hub(monkeypatch: Any, tmp_path: Path, chat_models: dict[str, Path]) -> Any:
+    """The stand-in serving the chat models (`acme/chat-base`, `acme/chat-grown`, and
+    `acme/chat-gated` for the token `hf_granted`) and the arithmetic chats as the dataset
+    repositories `acme/chats-jsonl` and `acme/chats-parquet`, huggingface_hub and datasets
+    pointed at it. Import it (and chat_models) into a test module to use it."""
+    from tests.support.tiny import chat_rows
+
+    rows, evals = chat_rows(64, seed=1), chat_rows(8, seed=2)
+    with HubStandIn() as server:
+        server.add_repo("acme/chat-base", chat_models["base"])
+        server.add_repo("acme/chat-grown", chat_models["grown"])
+        server.add_repo("acme/chat-gated", chat_models["base"], gated=True,
+                        tokens={"hf_granted"})
+        for file_format in ("jsonl", "parquet"):
+            server.add_repo(f"acme/chats-{file_format}",
+                            chat_dataset_files(rows, evals, file_format), repo_type="dataset")
+        go_online(monkeypatch, server.endpoint, tmp_path / "hf-home")
+        yield server
+
+
+def file_gets(hub: HubStandIn, repo: str, repo_type: str = "model") -> int:
+    """Downloads of a repository's files (weights, tokenizer, data): whole-file GETs."""
+    return hub.downloads(f"/{repo}/resolve/" if repo_type == "model" else
+                         f"/datasets/{repo}/resolve/")

@@ -155,3 +155,27 @@ def test_datasets_live_under_their_own_prefix(hub):
     assert hub.count("/datasets/acme/rows/resolve/main/train.jsonl", method="GET") == 1
     with pytest.raises(errors.RepositoryNotFoundError):
         api(hub).model_info("acme/rows")  # a dataset, not a model
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "parquet"])
+def test_datasets_load_dataset_reads_a_dataset_repository(hub, file_format):
+    import datasets
+
+    from tests.support.hub_standin import chat_dataset_files
+
+    rows = [{"text": f"row {i}"} for i in range(5)]
+    hub.add_repo("acme/texts", chat_dataset_files(rows, rows[:2], file_format),
+                 repo_type="dataset")
+    train = datasets.load_dataset("acme/texts", split="train")
+    assert [r["text"] for r in train] == [r["text"] for r in rows]
+    assert len(datasets.load_dataset("acme/texts", split="test")) == 2
+    assert hub.downloads("/datasets/acme/texts/resolve/") >= 1
+    assert hub.count("/api/datasets/acme/texts/revision/" + hub.repos[
+        ("dataset", "acme/texts")].branches["main"]) >= 1
+
+
+def test_downloads_count_whole_files_not_header_reads(hub):
+    hf.hf_hub_download("acme/tiny", "config.json", endpoint=hub.endpoint)
+    api(hub).get_safetensors_metadata("acme/tiny")  # Range reads of the header only
+    assert hub.downloads("/acme/tiny/resolve/") == 1
+    assert hub.requests_under("/acme/tiny/resolve/main/model.safetensors")

@@ -149,3 +149,52 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def save_chat_model(folder: Path, *, steps: int = 8, seed: int = 0) -> int:
+    """A pretrained-like chat model: a tiny Llama with a tokenizer trained on the arithmetic
+    chats (ChatML template, its tokens in the vocabulary), trained `steps` steps on them and
+    saved with save_pretrained beside its tokenizer. Returns the vocabulary size."""
+    import torch
+    from finetune_trainer.tokenizer import train_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    rows = chat_rows(64, seed=seed)
+    tokenizer = train_tokenizer([f"{m['role']}\n{m['content']}" for r in rows
+                                 for m in r["messages"]], 300)
+    rows = rows[:16]  # a short training: enough to move the weights away from random
+    keys = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, **keys))
+    batch = tokenizer.apply_chat_template([r["messages"] for r in rows], tokenize=True,
+                                          padding=True, return_dict=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):  # full batch: a few seconds on one CPU thread
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return len(tokenizer)
+
+
+def grow_chat_template(source: Path, folder: Path, added: list[str]) -> None:
+    """A copy of the chat model of `source` whose tokenizer adds `added` as special tokens
+    and whose chat template uses them: more tokens than the model's embeddings hold, as
+    when a repository's chat template brings tokens of its own."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(source, folder)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.add_special_tokens({"additional_special_tokens": added})
+    marks = "".join(added)
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "{{- '<|im_start|>assistant\\n' -}}", "{{- '<|im_start|>assistant\\n" + marks + "' -}}", 1)
+    assert marks in tokenizer.chat_template
+    tokenizer.save_pretrained(folder)

@@ -138,15 +138,18 @@ def _one_record(row: Any) -> Any:
         return Unreadable(f"not UTF-8 text ({err.reason} in a string column)")
 
 
-def read_hf(source: DataSource) -> Iterator[tuple[str, Any]]:
-    """Rows of a Hugging Face dataset (needs network; the token comes from HF_TOKEN)."""
+def read_hf(source: DataSource, field: str = "dataset.train") -> Iterator[tuple[str, Any]]:
+    """Rows of a Hugging Face dataset (needs network; the token comes from HF_TOKEN), the
+    source at `field` (dataset.train, dataset.eval, dataset.mix[i])."""
     import datasets
+
+    from finetune_trainer.hub_errors import hub_error
 
     try:
         dataset = datasets.load_dataset(source.hf, split=source.split)
     except Exception as err:  # noqa: BLE001 (hub and builder errors have no common base)
-        raise TrainerError(f"dataset hf:{source.hf}: cannot load split {source.split!r} "
-                           f"({type(err).__name__}: {err})") from None
+        raise hub_error(err, field=f"{field}.hf", kind="dataset", repo=str(source.hf),
+                        split_field=f"{field}.split") from None
     for number, record in enumerate(dataset, start=1):
         yield f"hf:{source.hf}[{source.split}] row {number}", record
 
@@ -328,8 +331,8 @@ def prepare(dataset: DatasetSpec, *, resolve, num_labels: int | None, assistant_
     """Read, check, dedupe, split and mix everything the spec names."""
     report = DataReport()
 
-    def load(source: DataSource) -> list[Row]:
-        records = read_hf(source) if source.hf else read_records(resolve(source.path))
+    def load(source: DataSource, field: str) -> list[Row]:
+        records = read_hf(source, field) if source.hf else read_records(resolve(source.path))
         rows = load_rows(records, fmt=dataset.format, on_error=dataset.on_error, report=report,
                          source_name=source_name(source), num_labels=num_labels,
                          assistant_only_loss=assistant_only_loss)
@@ -338,9 +341,9 @@ def prepare(dataset: DatasetSpec, *, resolve, num_labels: int | None, assistant_
             report.duplicates += dropped
         return rows
 
-    train = load(dataset.train)
+    train = load(dataset.train, "dataset.train")
     if dataset.eval is not None:
-        eval_rows = load(dataset.eval)
+        eval_rows = load(dataset.eval, "dataset.eval")
     elif dataset.eval_split_ratio:
         train, eval_rows = split_eval(train, dataset.eval_split_ratio, seed)
     else:
@@ -350,7 +353,8 @@ def prepare(dataset: DatasetSpec, *, resolve, num_labels: int | None, assistant_
         if source.weight is None:
             raise TrainerError(f"dataset.mix[{i}].weight: required (the fraction of training "
                                "rows drawn from this source)")
-        mix_sources.append((source_name(source), load(source), source.weight))
+        mix_sources.append((source_name(source), load(source, f"dataset.mix[{i}]"),
+                            source.weight))
     train = mix(train, mix_sources, seed, report)
     if not train:
         raise TrainerError(f"dataset.train ({source_name(dataset.train)}): no usable rows "

@@ -9,6 +9,7 @@ from typing import Any
 from finetune_contract.trainer_config import TrainerConfig
 
 from finetune_trainer.errors import TrainerError
+from finetune_trainer.hub_errors import hub_error
 from finetune_trainer.model_cache import load_options
 
 
@@ -72,9 +73,11 @@ def build_model(config: TrainerConfig, tokenizer: Any) -> Any:
         model = cls.from_pretrained(str(local or source), dtype=dtype, **extra, **quantized,
                                     **load_options(config, source))
     except (OSError, ValueError) as err:
-        field = "model.path" if local else "model.name"
-        raise TrainerError(f"{field}: cannot load {source!r} ({str(err).splitlines()[0]})") \
-            from None
+        if local is not None:
+            raise TrainerError(f"model.path: cannot load {source!r} "
+                               f"({str(err).splitlines()[0]})") from None
+        raise hub_error(err, field="model.name", kind="model", repo=str(source),
+                        doing=f"load {source!r}") from None
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

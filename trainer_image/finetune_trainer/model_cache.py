@@ -22,7 +22,8 @@ from typing import Any
 from finetune_contract.rules import downloads_weights
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_trainer.errors import TrainerError, exit_status
+from finetune_trainer.errors import exit_status
+from finetune_trainer.hub_errors import hub_error
 
 # Files transformers never loads for a PyTorch model: Meta's original/ checkpoints, Flax,
 # TensorFlow, ONNX, GGUF, Core ML. With them a repository holds its weights several times.
@@ -72,8 +73,8 @@ def _snapshot(name: str, cache: str, ignore: list[str]) -> Path:
     try:
         return Path(snapshot_download(name, cache_dir=cache, ignore_patterns=ignore))
     except (OSError, ValueError) as err:  # not found, gated, no token, Hub unreachable, ...
-        raise TrainerError(f"model.name: cannot download {name!r} into {cache} "
-                           f"({str(err).splitlines()[0]})") from None
+        raise hub_error(err, field="model.name", kind="model", repo=name,
+                        doing=f"download {name!r} into {cache}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

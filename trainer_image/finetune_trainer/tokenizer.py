@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from finetune_trainer.errors import TrainerError
+from finetune_trainer.hub_errors import hub_error
 from finetune_trainer.model_cache import load_options
 
 if TYPE_CHECKING:
@@ -100,8 +101,9 @@ def load_tokenizer(config: TrainerConfig, rows: list[Row]) -> PreTrainedTokenize
         if source is None:
             raise TrainerError("model.tokenizer: init: random needs tokenizer.path or "
                                "tokenizer.train (there is no model to take one from)")
-        tokenizer = _from_pretrained(config, source, field="model.tokenizer.path"
-                                     if spec and spec.path else "model")
+        field = ("model.tokenizer.path" if spec and spec.path else
+                 "model.path" if model.path else "model.name")
+        tokenizer = _from_pretrained(config, source, field=field)
     template = resolve_chat_template(model.chat_template)
     if template is not None:
         tokenizer.chat_template = template
@@ -121,8 +123,8 @@ def _from_pretrained(config: TrainerConfig, source: str, field: str) -> Any:
         # id comes from the job's model cache when it has one (model_cache.py).
         return AutoTokenizer.from_pretrained(target, **load_options(config, target))
     except (OSError, ValueError) as err:
-        raise TrainerError(f"{field}: cannot load a tokenizer from {source!r} "
-                           f"({str(err).splitlines()[0]})") from None
+        raise hub_error(err, field=field, kind="model", repo=source,
+                        doing=f"load a tokenizer from {source!r}") from None
 
 
 def check_chat_template(tokenizer: Any, fmt: str, assistant_only_loss: bool) -> None:
