@@ -16,6 +16,7 @@ from typing import Any
 from finetune_contract.api import FineTuneJobSpec
 
 from finetune_operator import apirules, render
+from finetune_operator.caps import echo
 
 Finding = tuple[str, str]  # (field path, what is wrong)
 
@@ -57,7 +58,7 @@ def _output_mount_problems(spec: FineTuneJobSpec) -> list[Finding]:
     clashes = [fixed for fixed in render.FIXED_MOUNT_PATHS if apirules.overlaps(mounted, fixed)]
     if not clashes:
         return []
-    return [("spec.output.path", (f"the pod would mount the output at {mounted!r}, on top of, "
+    return [("spec.output.path", (f"the pod would mount the output at {echo(mounted)}, on top of, "
              f"inside or above {', '.join(clashes)}; the pod mounts its own volumes at "
              f"{', '.join(render.FIXED_MOUNT_PATHS)}: choose another folder, such as "
              "/output/model"))]
@@ -93,7 +94,7 @@ def object_problems(obj: dict[str, Any]) -> list[Finding]:
 
 def _labels(path: str, labels: dict[str, str]) -> list[Finding]:
     """A bad key is told at the map, a bad value at its key."""
-    out = [(path, f"key {key!r}: {msg}") for key in labels
+    out = [(path, f"key {echo(key)}: {msg}") for key in labels
            for msg in apirules.label_key_errors(key)]
     for key, value in labels.items():
         out += _field(f"{path}.{key}", value, apirules.label_value_errors)
@@ -127,7 +128,7 @@ def _pod_problems(path: str, pod: dict[str, Any]) -> list[Finding]:
 def _container_problems(path: str, container: dict[str, Any]) -> list[Finding]:
     out = [(f"{path}.image", msg) for msg in apirules.image_errors(container.get("image", ""))]
     mounts = [m["mountPath"] for m in container.get("volumeMounts") or []]
-    out += [(f"{path}.volumeMounts", f"mountPath {p!r} is used twice (they must be unique)")
+    out += [(f"{path}.volumeMounts", f"mountPath {echo(p)} is used twice (they must be unique)")
             for p in apirules.duplicate_mount_paths(mounts)]
     for i, env in enumerate(container.get("env") or []):
         ref = (env.get("valueFrom") or {}).get("secretKeyRef")

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from finetune_operator import apirules
+from finetune_operator.caps import echo
 from finetune_operator.problem import Problem, pydantic_problems
 
 # The key of namespaceLimits that applies to every namespace without its own entry.
@@ -224,7 +225,7 @@ def _tolerations(spec: FineTuneJobSpec, policy: Policy) -> list[Problem]:
     for i, toleration in enumerate(spec.resources.tolerations):
         if toleration in policy.forced_tolerations or any(r.allows(toleration) for r in rules):
             continue
-        what = (f"key {toleration.key!r}, effect {toleration.effect or 'any'}"
+        what = (f"key {echo(toleration.key)}, effect {toleration.effect or 'any'}"
                 if toleration.key else "a toleration without a key (it tolerates every taint)")
         problems.append(_refused(f"spec.resources.tolerations[{i}]", what,
                                  "allowedTolerations", [str(r) for r in rules],
@@ -240,7 +241,7 @@ def _node_selector(spec: FineTuneJobSpec, policy: Policy) -> list[Problem]:
         path = f"spec.resources.nodeSelector.{key}"
         if key in forced:
             if value != forced[key]:
-                problems.append(Problem(path, f"{value!r} would change the operator's forced "
+                problems.append(Problem(path, f"{echo(value)} would change the operator's forced "
                                         f"node selector ({VALUE}.forcedNodeSelector: "
                                         f"{key}={forced[key]}); remove it (every pod "
                                         f"gets that one) or {ASK}"))

@@ -16,6 +16,10 @@ from finetune_contract.api import HF_ID_HINT, HF_ID_PATTERN, HF_ID_RULE, FineTun
 from pydantic import BaseModel, ValidationError
 
 from finetune_operator import redact
+from finetune_operator.caps import shorten
+
+# The longest field path a problem names (a path holds user map keys).
+MAX_PATH = 256
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,10 @@ class Problem:
 
     def __post_init__(self) -> None:
         # The last guard: whatever a message quotes, a token-shaped word never leaves here.
-        object.__setattr__(self, "path", redact.scrub(self.path))
-        object.__setattr__(self, "message", redact.scrub(self.message))
+        # And none is longer than a status message may be (a megabyte key or value, quoted
+        # whole by some check, would otherwise travel into status and Events).
+        object.__setattr__(self, "path", shorten(redact.scrub(self.path), MAX_PATH))
+        object.__setattr__(self, "message", shorten(redact.scrub(self.message)))
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message

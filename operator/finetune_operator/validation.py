@@ -27,6 +27,7 @@ from finetune_contract.layout import DATA_ROOT
 from pydantic import ValidationError
 
 from finetune_operator import apicheck, apirules, bounds, names, redact
+from finetune_operator.caps import echo
 from finetune_operator.documents import DocumentError, one_job
 from finetune_operator.errors import UserError
 from finetune_operator.problem import Problem, dedupe, kind_of, pydantic_problems, show_value
@@ -172,7 +173,7 @@ def _name_problems(name: str, spec: FineTuneJobSpec) -> list[Problem]:
         )
         problems.append(Problem("metadata.name", f"is {len(name)} characters, too long: at "
                                 f"most {limit} fit the pod hostnames derived from it "
-                                f"({longest!r} would exceed {apirules.DNS_LABEL_MAX})"))
+                                f"({echo(longest)} would exceed {apirules.DNS_LABEL_MAX})"))
     if not apirules.has_dns_1035_characters(name):
         problems.append(Problem("metadata.name", "must be lower case letters, digits and '-', "
                                 f"start with a letter and end with a letter or digit (got "

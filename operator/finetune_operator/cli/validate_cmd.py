@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
             if job is not None and rules is not None and not problems:
                 problems = _policy_problems(job.spec, args.namespace, rules,
                                             plan=not args.no_plan)
+            if job is not None and not args.no_plan and not problems and not note \
+                    and job.spec.model.path is None:
+                problems = _render_problems(doc.body)
             for problem in problems:
                 print(f"{source}: doc {doc.index}: {problem}", file=sys.stderr)
             bad += bool(problems)
@@ -97,6 +100,19 @@ def _read_model(spec: FineTuneJobSpec, data_root: Path) -> tuple[list[Problem], 
     if sizing is None:
         return [], ""
     return plan_problems(spec, sizing), ""
+
+
+def _render_problems(body: dict) -> list[Problem]:
+    """What the operator would still refuse once it renders the children: an object the API
+    server would refuse as a whole (a trainer config over a ConfigMap's 1 MiB). Rendered
+    with this machine's settings, the chart's defaults unless FINETUNE_* say otherwise."""
+    from finetune_operator.cli.render_cmd import PLACEHOLDER_UID, render_job
+
+    try:
+        render_job(body, None, uid=PLACEHOLDER_UID)
+    except UserError as err:
+        return [Problem("", str(err))]
+    return []
 
 
 def _read_policy(path: str) -> policy.Policy:
