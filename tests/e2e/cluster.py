@@ -36,10 +36,28 @@ def cluster_setting(name: str) -> str:
 
 
 # The node as its pods see it (the CNI bridge's address): test servers that pods must reach
-# listen here. The Hub stand-in of the sizing test listens on HUB_PORT.
+# listen here. The Hub stand-in of the sizing and Hub tests listens on HUB_PORT.
 NODE_IP = cluster_setting("NODE_IP")
 HUB_PORT = 18080
-HUB_ENDPOINT = f"http://{NODE_IP}:{HUB_PORT}"
+# The pods reach the stand-in as they would a Hub mirror of the cluster: by a Service's DNS
+# name (CoreDNS), its ClusterIP (kube-proxy), and an EndpointSlice naming the node's address.
+HUB_SERVICE = "hub-mirror"
+HUB_ENDPOINT = f"http://{HUB_SERVICE}.{OPERATOR_NAMESPACE}.svc.cluster.local"
+
+
+def hub_service_manifest() -> str:
+    """The Service in front of the stand-in: no selector, one EndpointSlice to the node."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": HUB_SERVICE, "namespace": OPERATOR_NAMESPACE},
+         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": HUB_PORT}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": f"{HUB_SERVICE}-node", "namespace": OPERATOR_NAMESPACE,
+                      "labels": {"kubernetes.io/service-name": HUB_SERVICE}},
+         "addressType": "IPv4",
+         "ports": [{"name": "http", "port": HUB_PORT, "protocol": "TCP"}],
+         "endpoints": [{"addresses": [NODE_IP]}]},
+    ]})
 
 
 class CommandFailed(AssertionError):

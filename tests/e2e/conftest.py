@@ -6,6 +6,7 @@ except in CI, where a missing cluster is a broken setup and fails them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,7 @@ from tests.e2e.cluster import (
     OPERATOR_NAMESPACE,
     RELEASE,
     Cluster,
+    hub_service_manifest,
     wait_until,
 )
 
@@ -37,11 +39,16 @@ def cluster() -> Cluster:
 @pytest.fixture(scope="session")
 def operator_release(cluster: Cluster) -> Iterator[str]:
     """`helm install` of the chart with the locally built images; yields the namespace."""
+    # The Hub mirror the chart's operator.hfEndpoint names (the stand-in behind a Service).
+    cluster.apply_text(json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": OPERATOR_NAMESPACE}}))
+    cluster.apply_text(hub_service_manifest())
     # helm's own deadline comes first, so that a failure reports what helm saw, then the pods.
     installed = cluster.helm("upgrade", "--install", RELEASE, str(CHART),
                              "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
                              "-f", str(CHART / "ci" / "kind-values.yaml"),
-                             # Sizing pods ask the Hub stand-in of test_cluster_sizing.py.
+                             # Sizing and training pods ask the Hub stand-in (the sizing
+                             # and Hub tests) through its Service.
                              "--set", f"operator.hfEndpoint={HUB_ENDPOINT}",
                              "--wait", "--timeout", "5m", check=False, timeout=420)
     if not installed.ok:

@@ -7,9 +7,10 @@ Secret's token, into the model cache on the output volume; the ranks read the mo
 there (no GET of it from them) and the data from the Hub.
 
 The training pods, their init container included, get HF_ENDPOINT from the chart's
-operator.hfEndpoint (FINETUNE_HF_ENDPOINT, render._hub_env) as the sizing pod does: the chart
-must be installed with operator.hfEndpoint=HUB_ENDPOINT (conftest does so for the sizing
-test), and the stand-in must listen on NODE_IP:HUB_PORT while this module runs.
+operator.hfEndpoint (FINETUNE_HF_ENDPOINT, render._hub_env) as the sizing pod does. conftest
+installs the chart with it set to the Service in front of the stand-in (cluster.HUB_ENDPOINT:
+a DNS name, a ClusterIP, an EndpointSlice to NODE_IP:HUB_PORT, where this module's stand-in
+listens), as a cluster with a Hub mirror would.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.e2e.cluster import HUB_PORT, NODE_IP, Cluster
+from tests.e2e.cluster import HUB_ENDPOINT, HUB_PORT, NODE_IP, Cluster
 from tests.e2e.conftest import wait_for_phase
 from tests.support.hub_standin import ADDED_TOKENS, HubStandIn, chat_dataset_files
 from tests.support.tiny import chat_rows, grow_chat_template, save_chat_model
@@ -90,3 +91,13 @@ def test_the_weights_are_downloaded_once_with_the_secrets_token(finished: dict,
     assert hub.downloads(f"/datasets/{DATASET}/resolve/") >= 1
     assert {r.token for r in hub.requests
             if r.path.startswith((f"/{MODEL}/", f"/datasets/{DATASET}/"))} == {TOKEN}
+
+
+def test_every_pod_of_the_job_asks_the_hub_through_its_service(cluster: Cluster,
+                                                               finished: dict) -> None:
+    jobs = cluster.get("jobs", "-n", NAMESPACE)["items"]
+    pod = jobs[0]["spec"]["template"]["spec"]
+    containers = pod.get("initContainers", []) + pod["containers"]
+    endpoints = {c["name"]: {e["name"]: e.get("value") for e in c.get("env", [])}.get(
+        "HF_ENDPOINT") for c in containers}
+    assert set(endpoints.values()) == {HUB_ENDPOINT}, endpoints
