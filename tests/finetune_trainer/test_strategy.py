@@ -110,3 +110,14 @@ def test_check_fires_when_the_model_is_not_under_the_planned_wrapper(gloo_group)
     with pytest.raises(StrategyMismatch):
         check_wrapper(model, "ddp", 2)  # two ranks but nobody wraps the model
     assert issubclass(StrategyMismatch, TrainerError)
+
+
+def test_one_ddp_rank_is_the_planned_layout_wrapped_or_not(gloo_group):
+    """Under torchrun accelerate wraps even one rank in DDP (the first Hub job on the real
+    cluster, 1 node x 1 CPU rank, failed on this); a plain process leaves it bare."""
+    model = torch.nn.Linear(4, 2)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    assert check_wrapper(ddp, "ddp", 1) == "ddp"
+    assert check_wrapper(model, "ddp", 1) == "none"
+    with pytest.raises(StrategyMismatch):
+        check_wrapper(ddp, "fsdp", 1)

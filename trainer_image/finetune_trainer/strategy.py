@@ -121,6 +121,10 @@ def wrapper_of(model: Any) -> str:
 def check_wrapper(model: Any, strategy: str, world_size: int) -> str:
     """Raise StrategyMismatch unless `model` is held by the planned wrapper."""
     expected, actual = expected_wrapper(strategy, world_size), wrapper_of(model)
+    # One DDP rank is one replica, wrapped or not: under torchrun accelerate wraps it (the
+    # process group exists), run as a plain process it does not. Both are the planned layout.
+    if (expected, actual) == ("none", "ddp") and strategy == "ddp":
+        return actual
     if actual != expected:
         raise StrategyMismatch(
             f"plan.strategy {strategy} expects the model under {expected} with "
