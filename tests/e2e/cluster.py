@@ -119,6 +119,15 @@ class Cluster:
                 "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/enforce-version": "latest"}}}))
 
+    def fresh_namespace_with_token(self, name: str, token: str) -> None:
+        """A new restricted namespace (an old one of the name deleted first) holding the
+        Secret hf-token, key token: what a job's secrets.hfToken names."""
+        self.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true",
+                     timeout=180)
+        self.restricted_namespace(name)
+        self.kubectl("-n", name, "create", "secret", "generic", "hf-token",
+                     f"--from-literal=token={token}")
+
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         items = self.get("events", "-n", namespace,
                          "--field-selector", f"involvedObject.name={name}")["items"]

@@ -68,11 +68,7 @@ def _job() -> dict:
 
 @pytest.fixture(scope="module")
 def finished(cluster: Cluster, operator_release: str, hub: HubStandIn) -> Iterator[dict]:
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true",
-                    timeout=180)
-    cluster.restricted_namespace(NAMESPACE)
-    cluster.kubectl("-n", NAMESPACE, "create", "secret", "generic", "hf-token",
-                    f"--from-literal=token={TOKEN}")
+    cluster.fresh_namespace_with_token(NAMESPACE, TOKEN)
     cluster.apply_text(yaml.safe_dump(_job()))
     wait_for_phase(cluster, NAMESPACE, NAME, {"Succeeded", "Failed"}, timeout=900)
     yield cluster.get("ftj", NAME, "-n", NAMESPACE)
