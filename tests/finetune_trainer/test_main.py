@@ -56,9 +56,11 @@ def test_bad_jsonl_line_is_one_line_with_file_and_line(tmp_path):
     _, stderr = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 2
     errors = [line for line in stderr.splitlines() if line.startswith("finetune-trainer:")]
+    # The row stops short at the line's end: maybe the rest is on the next line.
     expected = (f"finetune-trainer: error: {tmp_path / 'train.jsonl'}:3: invalid JSON "
-                "(Expecting ',' delimiter at column 58) (set dataset.onError: skip to "
-                "skip bad rows)")
+                "(Expecting ',' delimiter at column 58); the line holds part of a row (a "
+                ".jsonl row must be on one line) (set dataset.onError: skip to skip bad "
+                "rows)")
     assert errors == [expected]
     assert "Traceback" not in stderr
 
