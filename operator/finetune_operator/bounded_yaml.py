@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import yaml
+from finetune_contract.datarows import MAX_DIGITS
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.cyaml import CParser
@@ -109,6 +110,15 @@ class _Loader(Composer, CParser, SafeConstructor, Resolver):
                              node.start_mark)
         self._sizes[id(node)] = (size, 1 + max((h for _, h in sizes), default=0))
 
+    def construct_yaml_int(self, node: Node) -> int:
+        # Python refuses to read an integer of more than 4300 digits (a ValueError, not a
+        # YAML error); none of a job's numbers is near even MAX_DIGITS.
+        digits = sum(c.isdigit() for c in str(node.value))
+        if digits > MAX_DIGITS:
+            raise BoundError(f"is an integer of {digits} digits (at most {MAX_DIGITS}): no "
+                             "field takes a number that large", node.start_mark)
+        return super().construct_yaml_int(node)
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, MappingNode):
             self._refuse_duplicate_keys(node)
@@ -130,6 +140,10 @@ class _Loader(Composer, CParser, SafeConstructor, Resolver):
                                  "(the first value would be silently lost): keep one",
                                  key_node.start_mark)
             seen.add(key)
+
+
+# PyYAML looks constructors up by tag in a table, not by method: the bounded one goes there.
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def load_all(text: str) -> Iterator[tuple[int, Any]]:

@@ -139,3 +139,19 @@ def test_documents_come_with_their_lines():
 def test_the_expansion_cases_lie_on_both_sides_of_the_bound():
     sizes = [expanded_nodes(yaml.safe_load(laughs(*case))) for case in _expansion_cases()]
     assert min(sizes) <= MAX_NODES < max(sizes)
+
+
+@pytest.mark.parametrize("digits", [1, bounded_yaml.MAX_DIGITS - 1, bounded_yaml.MAX_DIGITS,
+                                    bounded_yaml.MAX_DIGITS + 1, 4300, 4301, 5000, 100_000])
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_of_too_many_digits_is_refused_at_its_line(digits, sign):
+    """Python refuses int() of more than 4300 digits with a ValueError, not a YAML error:
+    that was a traceback of `finetune validate` before this bound."""
+    text = f"a: 1\nb: {sign}{'7' * digits}\n"
+    if digits <= bounded_yaml.MAX_DIGITS:
+        assert list(bounded_yaml.load_all(text)) == [(1, {"a": 1, "b": int(sign + "7" * digits)})]
+        return
+    with pytest.raises(BoundError) as err:
+        list(bounded_yaml.load_all(text))
+    assert err.value.problem_mark.line + 1 == 2
+    assert f"{digits} digits" in str(err.value)
