@@ -11,11 +11,11 @@ The bounds are the constants below, and only here; a message names the line and 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import yaml
-from finetune_contract.datarows import MAX_DIGITS
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.cyaml import CParser
@@ -111,12 +111,13 @@ class _Loader(Composer, CParser, SafeConstructor, Resolver):
         self._sizes[id(node)] = (size, 1 + max((h for _, h in sizes), default=0))
 
     def construct_yaml_int(self, node: Node) -> int:
-        # Python refuses to read an integer of more than 4300 digits (a ValueError, not a
-        # YAML error); none of a job's numbers is near even MAX_DIGITS.
+        # Python refuses to read an integer of more digits than this (a ValueError, not a
+        # YAML error). A smaller huge number is read, and its field's bound names it.
+        limit = sys.get_int_max_str_digits()
         digits = sum(c.isdigit() for c in str(node.value))
-        if digits > MAX_DIGITS:
-            raise BoundError(f"is an integer of {digits} digits (at most {MAX_DIGITS}): no "
-                             "field takes a number that large", node.start_mark)
+        if digits > limit:
+            raise BoundError(f"is an integer of {digits} digits (at most {limit}): no field "
+                             "takes a number that large", node.start_mark)
         return super().construct_yaml_int(node)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
