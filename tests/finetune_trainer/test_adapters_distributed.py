@@ -54,3 +54,31 @@ def test_adapters_train_on_two_ranks(tmp_path, tuning, strategy):
     assert summary["evalLoss"] < untrained  # the adapters matter
     merged = AutoModelForCausalLM.from_pretrained(final / adapters.MERGED_DIR)
     assert eval_loss(tmp_path, merged, MICRO) == pytest.approx(summary["evalLoss"], rel=2e-3)
+
+
+def test_lora_trains_under_zero3_with_the_frozen_base_partitioned(tmp_path):
+    """ZeRO-3 partitions the frozen base too; the adapter gathered for saving reloads onto the
+    untouched base and gives the run's eval loss (merge is refused under ZeRO-3: rank 0 does
+    not hold the whole model)."""
+    write_data(tmp_path)
+    make_base(tmp_path)
+    spec = adapter_spec("lora", steps=STEPS, strategy="zero3", merge=False)
+    spec.resources.gpus_per_node = 2
+    plan = tiny_plan(strategy="zero3", world_size=2, gpus_per_node=2, micro_batch_size=MICRO)
+    config_path = tmp_path / "trainer.yaml"
+    config_path.write_text(tiny_config(tmp_path, spec=spec, plan=plan).dump_yaml())
+    proc = subprocess.run(torchrun_command(config_path, 2), env=trainer_env(), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=DEADLINE, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    assert summary["strategy"] == {"planned": "zero3", "wrapper": "deepspeed-zero3",
+                                   "worldSize": 2}
+    curve = [p["loss"] for p in summary["lossCurve"]]
+    assert summary["steps"] == STEPS and sum(curve[-3:]) / 3 < 0.97 * curve[0]
+
+    from peft import PeftModel
+
+    final = tmp_path / "out" / FINAL_DIR
+    reloaded = PeftModel.from_pretrained(load_base(tmp_path, spec), final, is_trainable=True)
+    assert eval_loss(tmp_path, reloaded, MICRO) == pytest.approx(summary["evalLoss"], rel=1e-5)

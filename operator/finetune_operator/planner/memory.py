@@ -144,11 +144,12 @@ def frozen_base_bytes(count: ParameterCount, adapters: Adapters, precision: str)
             + quantized_bytes(adapters.quantized, adapters.double_quant))
 
 
-def adapter_state_terms(strategy: str, precision: str, adapters: Adapters
+def adapter_state_terms(strategy: str, precision: str, tuning: str
                         ) -> tuple[StateTerm, ...]:
-    """The states of the adapters (the only trainable parameters): those of `strategy` for
-    a model of the adapters alone; under qlora bf16 weights, gradients and AdamW states."""
-    if adapters.tuning != "qlora":
+    """The states of the adapters (the only trainable parameters) of `tuning` (lora or
+    qlora): those of `strategy` for a model of the adapters alone; under qlora bf16 weights,
+    gradients and AdamW states."""
+    if tuning != "qlora":
         return state_terms(strategy, precision)
     return (StateTerm("weights", 2, False, False, "bf16 adapters"),
             StateTerm("optimizer", 4, False, True, "Adam momentum and variance in bf16"),
@@ -544,7 +545,7 @@ def rank_memory(
     adapters' own; the LM head gets no weight gradient unless it is trained in full."""
     frozen = 0
     if adapters is not None:
-        terms = adapter_state_terms(strategy, precision, adapters)
+        terms = adapter_state_terms(strategy, precision, adapters.tuning)
         parameters = trainable = adapters.trainable
         frozen = frozen_base_bytes(count, adapters, precision)
         if strategy_row(strategy).sharded and strategy_row(strategy).zero_stage in (None, 3):

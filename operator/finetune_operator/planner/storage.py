@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from finetune_contract.api import FineTuneJobSpec, Plan
+from finetune_contract.rules import ADAPTER_TUNINGS
 
 from finetune_operator.planner import memory
 from finetune_operator.planner.gpus import GIB
@@ -54,8 +55,8 @@ def output_bytes(spec: FineTuneJobSpec, plan: Plan, *, model_on_output: bool) ->
     training = spec.training
     checkpoints = training.save_total_limit + 1 + bool(training.early_stopping_patience)
     download = download_bytes(plan) if model_on_output else 0
-    return (checkpoints * checkpoint_bytes(plan) + final_model_bytes(plan) + download
-            + OUTPUT_SMALL_FILES)
+    return (checkpoints * checkpoint_bytes(spec, plan) + final_model_bytes(spec, plan)
+            + download + OUTPUT_SMALL_FILES)
 
 
 def download_bytes(plan: Plan) -> int:
@@ -63,22 +64,43 @@ def download_bytes(plan: Plan) -> int:
     return HUB_BYTES_PER_PARAMETER * plan.parameters
 
 
-def checkpoint_bytes(plan: Plan) -> int:
+def checkpoint_bytes(spec: FineTuneJobSpec, plan: Plan) -> int:
     """One checkpoint-N/, all ranks' files together: the weights and optimizer states the
     strategy keeps (gradients are not saved), and under DeepSpeed the 16-bit model that
-    transformers writes beside the engine's own states."""
-    states = _whole_states(plan)
-    extra = final_model_bytes(plan) if memory.is_deepspeed(plan.strategy) else 0
+    transformers writes beside the engine's own states. With adapters, only theirs: peft
+    saves the adapters alone, the optimizer holds nothing else, and transformers asks
+    DeepSpeed to leave the frozen base out of its states (exclude_frozen_parameters)."""
+    states = _whole_states(spec, plan)
+    extra = _saved_weights(spec, plan) if memory.is_deepspeed(plan.strategy) else 0
     return states["weights"] + states["optimizer"] + extra
 
 
-def final_model_bytes(plan: Plan) -> int:
+def final_model_bytes(spec: FineTuneJobSpec, plan: Plan) -> int:
     """final/: the weights as the trained model holds them (fp32 under DDP and FSDP, the
-    working precision under DeepSpeed)."""
-    return _whole_states(plan)["weights"]
+    working precision under DeepSpeed); with adapters, the adapters, and with output.merge
+    the whole model merged in the working precision besides them."""
+    merged = 0
+    if _adapter_tuning(spec, plan) and spec.output.merge:
+        merged = memory.element_bytes(plan.precision) * plan.parameters
+    return _saved_weights(spec, plan) + merged
 
 
-def _whole_states(plan: Plan) -> dict[memory.Item, int]:
-    """The model states of all ranks together (one rank holding everything)."""
+def _saved_weights(spec: FineTuneJobSpec, plan: Plan) -> int:
+    return _whole_states(spec, plan)["weights"]
+
+
+def _adapter_tuning(spec: FineTuneJobSpec, plan: Plan) -> str | None:
+    """lora or qlora when the run trains adapters (tuning: auto says so in plan.tuning)."""
+    tuning = plan.tuning or spec.method.tuning
+    return tuning if tuning in ADAPTER_TUNINGS else None
+
+
+def _whole_states(spec: FineTuneJobSpec, plan: Plan) -> dict[memory.Item, int]:
+    """The saved model states of all ranks together (one rank holding everything)."""
+    tuning = _adapter_tuning(spec, plan)
+    if tuning:
+        terms = memory.adapter_state_terms(plan.strategy, plan.precision, tuning)
+        trainable = plan.trainable_parameters
+        return memory.model_states(terms, trainable, trainable, world=1)
     terms = memory.state_terms(plan.strategy, plan.precision)
     return memory.model_states(terms, plan.parameters, plan.trainable_parameters, world=1)

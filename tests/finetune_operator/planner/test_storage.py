@@ -28,19 +28,48 @@ def _plan(strategy: str, *, parameters: int = BILLION, trainable: int = BILLION,
 ])
 def test_a_checkpoint_holds_the_weights_and_optimizer_states_of_all_ranks(strategy,
                                                                           per_parameter):
-    assert storage.checkpoint_bytes(_plan(strategy)) == per_parameter * BILLION
+    assert storage.checkpoint_bytes(spec(), _plan(strategy)) == per_parameter * BILLION
 
 
 def test_frozen_parameters_save_their_weights_but_no_optimizer_state():
     frozen = _plan("ddp", trainable=BILLION // 10)
-    assert storage.checkpoint_bytes(frozen) == 4 * BILLION + 8 * BILLION // 10
-    assert storage.final_model_bytes(frozen) == 4 * BILLION
+    assert storage.checkpoint_bytes(spec(), frozen) == 4 * BILLION + 8 * BILLION // 10
+    assert storage.final_model_bytes(spec(), frozen) == 4 * BILLION
+
+
+@pytest.mark.parametrize("tuning,strategy,per_adapter", [
+    ("lora", "ddp", 4 + 8),  # fp32 adapters (peft), Adam's momentum and variance
+    ("lora", "zero2", 2 + 12 + 2),  # DeepSpeed casts them; its fp32 master; the 16-bit copy
+    ("qlora", "ddp", 2 + 4),  # bf16 adapters and bf16 Adam states
+])
+def test_an_adapter_checkpoint_holds_the_adapters_states_and_nothing_of_the_base(
+        tuning, strategy, per_adapter):
+    adapters = BILLION // 100
+    job_plan = _plan(strategy, trainable=adapters)
+    job_spec = spec(method={"tuning": tuning})
+    assert storage.checkpoint_bytes(job_spec, job_plan) == per_adapter * adapters
+    weights = {"ddp": 4, "zero2": 2}[strategy] if tuning == "lora" else 2
+    assert storage.final_model_bytes(job_spec, job_plan) == weights * adapters
+
+
+def test_a_merged_model_is_saved_whole_in_the_working_precision_beside_the_adapters():
+    job_plan = _plan("ddp", trainable=BILLION // 100)
+    alone = storage.final_model_bytes(spec(method={"tuning": "lora"}), job_plan)
+    merged = spec(method={"tuning": "lora"}, output={"merge": True})
+    assert storage.final_model_bytes(merged, job_plan) == alone + 2 * BILLION  # bf16 plan
+
+
+def test_tuning_auto_saves_what_the_plan_chose():
+    chosen = _plan("ddp", trainable=BILLION // 100).model_copy(update={"tuning": "lora"})
+    auto = spec(method={"tuning": "auto"})
+    assert storage.checkpoint_bytes(auto, chosen) == 12 * BILLION // 100
 
 
 def test_the_output_directory_holds_the_kept_checkpoints_the_next_one_and_the_model():
     job_plan = _plan("ddp")
-    checkpoint, final = storage.checkpoint_bytes(job_plan), storage.final_model_bytes(job_plan)
     job_spec = spec(training={"saveTotalLimit": 2})
+    checkpoint = storage.checkpoint_bytes(job_spec, job_plan)
+    final = storage.final_model_bytes(job_spec, job_plan)
     assert storage.output_bytes(job_spec, job_plan, model_on_output=False) == \
         3 * checkpoint + final + storage.OUTPUT_SMALL_FILES
     # early stopping keeps the best checkpoint besides the limit
