@@ -105,13 +105,15 @@ def test_only_adapters_train_and_what_is_saved_computes_what_was_trained(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_lora_run_stopped_after_a_checkpoint_resumes_and_ends_where_the_whole_run_ends(
-        tmp_path):
+@pytest.mark.parametrize("tuning", ["lora", "qlora"])
+def test_an_adapter_run_stopped_after_a_checkpoint_resumes_and_ends_where_the_whole_run_ends(
+        tmp_path, tuning):
     write_data(tmp_path)
     make_base(tmp_path)
-    spec = adapter_spec("lora", steps=12, merge=False)
+    spec = adapter_spec(tuning, steps=12, merge=False)
     spec.training.save_steps = spec.training.eval_steps = 6
-    whole = run(tiny_config(tmp_path, spec=spec), Ranks()).summary
+    whole_run = run(tiny_config(tmp_path, spec=spec), Ranks())
+    whole = whole_run.summary
     # As if killed after checkpoint-6: what came later is gone.
     import shutil
 
@@ -119,14 +121,25 @@ def test_a_lora_run_stopped_after_a_checkpoint_resumes_and_ends_where_the_whole_
     shutil.rmtree(out / "checkpoint-12")
     shutil.rmtree(out / FINAL_DIR)
     (out / SUMMARY_FILE).unlink()
-    resumed = run(tiny_config(tmp_path, spec=spec), Ranks()).summary
+    resumed_run = run(tiny_config(tmp_path, spec=spec), Ranks())
+    resumed = resumed_run.summary
     assert resumed["resumedFrom"].endswith("checkpoint-6")
+    # The adapters train in the dtype they started in (bf16 under qlora), resumed or not.
+    assert _trainable_dtypes(resumed_run) == _trainable_dtypes(whole_run)
     assert resumed["steps"] == whole["steps"] == 12
+    # QLoRA's resumed losses were measured within 1.1e-4 of the whole run's (LoRA's within
+    # 1e-5); where QLoRA's small remainder comes from is not known yet (docs/trainer.md).
+    rel = 1e-3 if tuning == "qlora" else 1e-4
     after = [p["loss"] for p in resumed["lossCurve"] if p["step"] > 6]
     assert after == pytest.approx([p["loss"] for p in whole["lossCurve"] if p["step"] > 6],
-                                  rel=1e-4)
-    assert resumed["evalLoss"] == pytest.approx(whole["evalLoss"], rel=1e-4)
+                                  rel=rel)
+    assert resumed["evalLoss"] == pytest.approx(whole["evalLoss"], rel=rel)
     assert (out / FINAL_DIR / "adapter_model.safetensors").is_file()
+
+
+def _trainable_dtypes(result):
+    return {name: p.dtype for name, p in result.trainer.model.named_parameters()
+            if p.requires_grad}
 
 
 def test_auto_tuning_trains_what_the_plan_chose(tmp_path):

@@ -87,6 +87,22 @@ class FineTuneMixin:
             self.additions.anchor.add_gradient(self.model)
         return super()._clip_grad_norm(model)
 
+    # -- resuming -------------------------------------------------------------------------
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        # transformers reloads a peft model's adapters with peft's load_adapter, which
+        # upcasts 16-bit adapters to fp32 (autocast_adapter_dtype). QLoRA trains bf16
+        # adapters: a resumed run would step fp32 copies with fp32 Adam states, diverge from
+        # the run it continues and hold more than planned. The loaded values are kept, in
+        # the dtype each trainable parameter had before the load.
+        target = model if model is not None else self.model
+        dtypes = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with torch.no_grad():
+            for name, param in target.named_parameters():
+                if name in dtypes and param.dtype != dtypes[name]:
+                    param.data = param.data.to(dtypes[name])
+
     # -- complete checkpoints only ------------------------------------------------------------
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
