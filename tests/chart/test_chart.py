@@ -395,11 +395,23 @@ _NAMESPACE_SELECTOR = {
     "properties": {"any": {"type": "boolean"},
                    "matchNames": {"type": "array", "items": {"type": "string"}}},
 }
+_RELABELING = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"sourceLabels": {"type": "array", "items": {"type": "string"}},
+                   "targetLabel": {"type": "string"}, "regex": {"type": "string"},
+                   "replacement": {"type": "string"}, "separator": {"type": "string"},
+                   "action": {"enum": ["replace", "keep", "drop", "labeldrop", "labelkeep",
+                                       "labelmap", "hashmod", "lowercase", "uppercase",
+                                       "keepequal", "dropequal", "Replace", "Keep", "Drop",
+                                       "LabelDrop", "LabelKeep", "LabelMap", "HashMod"]}},
+}
 _ENDPOINT = {
     "type": "object", "additionalProperties": False, "required": ["port"],
     "properties": {"port": {"type": "string"}, "path": {"type": "string"},
                    "interval": _DURATION, "scrapeTimeout": _DURATION,
-                   "honorLabels": {"type": "boolean"}},
+                   "honorLabels": {"type": "boolean"},
+                   "relabelings": {"type": "array", "items": _RELABELING},
+                   "metricRelabelings": {"type": "array", "items": _RELABELING}},
 }
 _METADATA = {"type": "object", "required": ["name", "namespace", "labels"]}
 MONITOR_SCHEMAS = {
@@ -451,8 +463,9 @@ def test_monitors_have_the_prometheus_operator_shape(rendered: dict[str, list[di
         endpoints = monitor["spec"].get("endpoints") or monitor["spec"]["podMetricsEndpoints"]
         for ep in endpoints:
             assert _seconds(ep["scrapeTimeout"]) <= _seconds(ep["interval"])
-            # Samples carry their own namespace/finetunejob labels: keep them.
-            assert ep["honorLabels"] is True
+            # The operator's own samples name each job's namespace: kept. A training pod
+            # runs tenant code: its samples must not name their namespace (issue 20).
+            assert ep["honorLabels"] is (kind == "ServiceMonitor")
 
 
 def test_monitor_shape_check_catches_a_typo(rendered: dict[str, list[dict]]) -> None:

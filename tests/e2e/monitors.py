@@ -4,7 +4,7 @@ No Prometheus Operator runs on the local cluster, so the test does by hand what 
 operator would do: each endpoint of a monitor becomes a scrape job (`podMonitor/<namespace>/
 <name>/<index>`, the operator's name for it) with the relabelling rules that select the same
 targets (labels, namespaces, named port: the PodMonitor has one endpoint per trainer local
-rank, `metrics`, `metrics-1`...) and keep the same labels (honorLabels).
+rank, `metrics`, `metrics-1`...) and label the same way (honorLabels, relabelings, metricRelabelings).
 Only the monitor fields the chart uses are translated; anything else is refused, so a new
 field in the chart cannot be silently ignored.
 
@@ -23,7 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-_POD_FIELDS = {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
+_POD_FIELDS = {"port", "path", "interval", "scrapeTimeout", "honorLabels", "relabelings",
+               "metricRelabelings"}
+# A Prometheus Operator RelabelConfig field -> the Prometheus relabel_config key.
+_RELABEL_KEYS = {"sourceLabels": "source_labels", "targetLabel": "target_label",
+                 "action": "action", "regex": "regex", "replacement": "replacement",
+                 "separator": "separator"}
 _SELECTOR_FIELDS = {"matchLabels", "matchExpressions"}
 
 
@@ -54,6 +59,17 @@ def _namespaces(spec: dict[str, Any], own_namespace: str) -> dict[str, Any]:
     return {"namespaces": {"names": selector.get("matchNames", [own_namespace])}}
 
 
+def _relabel(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for rule in rules:
+        unknown = set(rule) - set(_RELABEL_KEYS)
+        if unknown:
+            raise ValueError(f"relabeling fields not translated: {sorted(unknown)}")
+        out.append({_RELABEL_KEYS[k]: (v.lower() if k == "action" else v)
+                    for k, v in rule.items()})
+    return out
+
+
 def _job(name: str, role: str, endpoint: dict[str, Any], discovery: dict[str, Any],
          rules: list[dict[str, Any]]) -> dict[str, Any]:
     """A scrape job; `discovery` (role, namespaces, targets file) is kept for Discovery."""
@@ -66,8 +82,11 @@ def _job(name: str, role: str, endpoint: dict[str, Any], discovery: dict[str, An
         "metrics_path": endpoint.get("path", "/metrics"),
         "file_sd_configs": [{"files": [discovery["file"]], "refresh_interval": "1s"}],
         "x-discovery": {"role": role, **discovery},
-        "relabel_configs": rules,
+        # The operator appends an endpoint's own relabelings after its generated ones.
+        "relabel_configs": rules + _relabel(endpoint.get("relabelings", [])),
     }
+    if "metricRelabelings" in endpoint:
+        job["metric_relabel_configs"] = _relabel(endpoint["metricRelabelings"])
     if "interval" in endpoint:
         job["scrape_interval"] = endpoint["interval"]
     if "scrapeTimeout" in endpoint:
