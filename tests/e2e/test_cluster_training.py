@@ -210,6 +210,22 @@ def test_two_pods_train_at_once_on_distinct_pod_addresses(run: Observed) -> None
     assert len(run.concurrent_ips) == 2
 
 
+def test_trainer_pods_are_admitted_as_restricted_and_carry_no_service_account_token(
+        cluster: Cluster, run: Observed) -> None:
+    labels = cluster.get("namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert len(run.pods) == 2  # admitted there: the API server created both
+    for name, pod in run.pods.items():
+        assert pod["spec"]["automountServiceAccountToken"] is False, name
+        projected = [v for v in pod["spec"].get("volumes", []) if any(
+            "serviceAccountToken" in source for source in v.get("projected", {}).get(
+                "sources", []))]
+        assert projected == [], name
+        mounts = [m["mountPath"] for c in pod["spec"]["containers"] + pod["spec"].get(
+            "initContainers", []) for m in c.get("volumeMounts", [])]
+        assert not [m for m in mounts if "serviceaccount" in m], (name, mounts)
+
+
 def test_ranks_find_rank0_through_the_headless_service_dns_name(run: Observed) -> None:
     assert run.master_addr and run.master_addr.endswith(f".{NAMESPACE}.svc")
     assert run.master_addr.split(".")[1].startswith(JOB)  # the Service, not a pod IP

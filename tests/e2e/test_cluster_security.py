@@ -1,0 +1,88 @@
+"""Least privilege on the real cluster (issue 20): what the API server lets the operator's
+ServiceAccount do is exactly the permission table of docs/install.md (and of
+finetune_operator/permissions.py), beyond what every authenticated account may do; it cannot
+read Secrets anywhere."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from finetune_operator import permissions
+
+from tests.conftest import ROOT
+from tests.e2e.cluster import RELEASE, Cluster
+
+pytestmark = [pytest.mark.cluster]
+
+NAMESPACE = "ftj-security"
+OPERATOR = f"system:serviceaccount:{{namespace}}:{RELEASE}"
+# `kubectl auth can-i --list`: resource[.group], non-resource URLs, names, verbs.
+_ROW = re.compile(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
+_DOC_ROW = re.compile(r"^\| `?([^|`]+?)`? \| `([^`]+)` \| ([a-z, ]+) \|")
+
+Grant = tuple[str, str, frozenset[str]]  # (api group, resource, verbs)
+
+
+def _can_i_list(cluster: Cluster, user: str) -> set[Grant]:
+    """What `user` may do in NAMESPACE on resources (non-resource URLs aside), as the API
+    server answers it."""
+    out = cluster.kubectl("auth", "can-i", "--list", "-n", NAMESPACE, "--as", user).stdout
+    grants = set()
+    for line in out.splitlines()[1:]:
+        match = _ROW.match(line)
+        if not match or match[2]:
+            continue  # a non-resource URL
+        resource, _, group = match[1].partition(".")
+        grants.add((group, resource, frozenset(match[4].split())))
+    return grants
+
+
+def _documented() -> set[Grant]:
+    """The rows of docs/install.md's permission table."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    table = text.split("| API group | Resource | Verbs | Why |", 1)[1].split("\n\n", 1)[0]
+    rows = set()
+    for line in table.splitlines():
+        if match := _DOC_ROW.match(line):
+            group = "" if match[1] == "core" else match[1]
+            rows.add((group, match[2], frozenset(v.strip() for v in match[3].split(","))))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def namespace(cluster: Cluster, operator_release: str) -> str:
+    cluster.restricted_namespace(NAMESPACE)
+    # An account nobody granted anything: what every authenticated account may do.
+    cluster.kubectl("-n", NAMESPACE, "create", "serviceaccount", "nobody", check=False)
+    return operator_release
+
+
+def test_the_operator_may_do_what_the_install_guide_lists_and_nothing_more(
+        cluster: Cluster, namespace: str) -> None:
+    baseline = _can_i_list(cluster, f"system:serviceaccount:{NAMESPACE}:nobody")
+    granted = _can_i_list(cluster, OPERATOR.format(namespace=namespace)) - baseline
+    documented = _documented()
+    assert documented == {(r.api_group, r.resource, frozenset(r.verbs))
+                          for r in permissions.RULES}
+    assert _merge_subresources(granted) == documented
+
+
+def _merge_subresources(grants: set[Grant]) -> set[Grant]:
+    """kubectl prints `finetunejobs.finetune.dev/status` for a subresource: group and
+    subresource swapped back into permissions.py's `finetunejobs/status`."""
+    out = set()
+    for group, resource, verbs in grants:
+        if "/" in group:
+            group, sub = group.split("/", 1)
+            resource = f"{resource}/{sub}"
+        out.add((group, resource, verbs))
+    return out
+
+
+@pytest.mark.parametrize("verb", ["get", "list", "watch"])
+def test_the_operator_cannot_read_secrets_in_any_namespace(cluster: Cluster, namespace: str,
+                                                           verb: str) -> None:
+    answer = cluster.kubectl("auth", "can-i", verb, "secrets", "--all-namespaces", "--as",
+                             OPERATOR.format(namespace=namespace), check=False)
+    assert answer.stdout.strip() == "no", answer.stdout + answer.stderr
