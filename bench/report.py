@@ -28,6 +28,7 @@ def render(results: dict[str, Any], command: str) -> str:
     out += _machine(m, results)
     out += _reproduce()
     out += _throughput(results.get("throughput"))
+    out += _adapters(results.get("adapters"))
     out += _planner(results.get("planner"))
     out += _operator(results.get("operator"))
     return "\n".join(out).rstrip() + "\n"
@@ -87,7 +88,7 @@ def _machine(m: dict[str, Any], results: dict[str, Any]) -> list[str]:
         "change hits both."),
         "",
     ]
-    for name in ("throughput", "planner", "operator"):
+    for name in ("throughput", "adapters", "planner", "operator"):
         if results.get(name):
             lines.append(f"- {name}: {_load(results[name])}")
     return lines + [""]
@@ -234,6 +235,42 @@ def _profile(p: dict[str, Any] | None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- planner
+
+
+def _adapters(a: dict[str, Any] | None) -> list[str]:
+    lines = ["### LoRA and QLoRA against full fine-tuning (recipe B)", ""]
+    if not a:
+        return lines + ["Not run yet (`python -m bench --sections adapters`).", ""]
+    r, summary = a["result"], a["summary"]
+    s = r["settings"]
+    lines += _quick_note(a)
+    lines += [
+        (f"`finetune_trainer` (`bench/adapter_throughput.py`) on the model directory above "
+        f"({r['parameters'] / 1e6:.1f}M parameters, random weights saved as a pretrained "
+        f"model, so qlora can quantize it), same tokenizer, data ({a['real_tokens_per_row']:.0f}"
+        f" tokens per row), {s['steps']} steps of {s['global_batch']} rows, lr "
+        f"{s['learning_rate']}, seed {s['seed']}; only `method.tuning` changes, and each run is "
+        "planned as `finetune run --local` would (lora and qlora: the defaults, rank 16 on "
+        "every linear layer; qlora: NF4 4-bit linear layers). Runs alternate full, lora, "
+        "qlora, ...; tokens/s as above (real tokens, steady steps)."),
+        "",
+    ]
+    rows = []
+    for tuning, runs in r["runs"].items():
+        plan = r["plans"][tuning]
+        rows += [[f"{tuning} {run['index'] + 1}", f"{run['tokens_per_second']:.0f}",
+                  f"{run['final_loss']:.4f}", f"{run['steady_seconds']:.1f}",
+                  f"{run['wall_seconds']:.0f}",
+                  (f"{plan['strategy']}, {plan['microBatchSize']} x "
+                  f"{plan['gradientAccumulation']}, {plan['precision']}")] for run in runs]
+    lines += _table(["tuning, run", "real tokens/s", "final loss", "steady seconds",
+                     "wall seconds", "plan (strategy, micro-batch x accumulation, precision)"],
+                    rows)
+    lines += [", ".join(
+        f"{tuning}: **{v['tokens_per_second']:.0f}** tokens/s ({v['vs_full']:.2f}x full), "
+        f"final loss {v['final_loss']:.4f}" for tuning, v in summary.items()) + " (medians).",
+        ""]
+    return lines
 
 
 def _planner(p: dict[str, Any] | None) -> list[str]:
