@@ -1,6 +1,6 @@
 """`make bench` (python -m bench): run every section and write docs/benchmarks.md.
 
-    python -m bench                          all sections (about 15 minutes on 2 cores)
+    python -m bench                          all sections (about 23 minutes on 2 cores)
     python -m bench --sections planner       one or more of: throughput, adapters, planner,
                                              operator
     python -m bench --quick                  tiny settings, to check the bench itself runs
