@@ -273,6 +273,12 @@ def _adapters(a: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _run_label(row: dict[str, Any]) -> str:
+    """A planner row's strategy, with its tuning where that is not full fine-tuning."""
+    tuning = row.get("tuning", "full")
+    return row["strategy"] if tuning == "full" else f"{tuning} {row['strategy']}"
+
+
 def _planner(p: dict[str, Any] | None) -> list[str]:
     lines = ["## 2. Planner accuracy: predicted vs measured memory per rank", ""]
     if not p:
@@ -301,8 +307,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
     for row in p["rows"]:
         rows.append([
             row["config"], f"{row['parameters'] / 1e6:.1f}M",
-            (row["strategy"] if row.get("tuning", "full") == "full"
-             else f"{row['tuning']} {row['strategy']}"),
+            _run_label(row),
             _mib(row["predicted_state_total"]), _mib(row["measured_state_total"]),
             _pct(row["state_error"]),
             _mib(row["predicted_growth"]), _mib(row["measured_growth"]),
@@ -322,7 +327,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
     rows = []
     for row in p["rows"]:
         pred, meas = row["predicted_states"], row["measured_states"]
-        rows.append([row["config"], row["strategy"]] + [
+        rows.append([row["config"], _run_label(row)] + [
             f"{_mib(pred[k])} / {_mib(meas[k])}" for k in ("weights", "gradients", "optimizer")])
     lines += ["Per item, planned / measured MiB:", ""]
     lines += _table(["model", "strategy", "weights", "gradients", "optimizer"], rows)
@@ -333,7 +338,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
             continue
         detail = ", ".join(f"{name} {v / MIB:,.1f}" for name, v in
                            sorted(row["detail"].items(), key=lambda kv: -kv[1]) if v >= MIB / 10)
-        lines.append(f"- {row['strategy']}: {detail}")
+        lines.append(f"- {_run_label(row)}: {detail}")
     lines += [""]
     lines += [("Where the peak falls: RSS growth at the peak of each step's forward/backward "
               "and optimizer step (MiB, step 1 / 2 / ...), and what the rank holds beyond its "
@@ -344,7 +349,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
         phases = max(row.get("phases") or [[]], key=lambda steps: max(
             [ph.get("backward_peak_rss", 0) for ph in steps] or [0]))
         rows.append([
-            row["config"], row["strategy"],
+            row["config"], _run_label(row),
             " / ".join(_mib(ph.get("backward_peak_rss")) for ph in phases),
             " / ".join(_mib(ph.get("step_peak_rss")) for ph in phases),
             _mib(row.get("non_tensor_at_train_begin")),
