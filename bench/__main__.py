@@ -1,7 +1,8 @@
 """`make bench` (python -m bench): run every section and write docs/benchmarks.md.
 
-    python -m bench                          all sections (about 15 minutes on 2 cores)
-    python -m bench --sections planner       one or more of: throughput, planner, operator
+    python -m bench                          all sections (about 23 minutes on 2 cores)
+    python -m bench --sections planner       one or more of: throughput, adapters, planner,
+                                             operator
     python -m bench --quick                  tiny settings, to check the bench itself runs
     python -m bench --report-only            re-render the report from the saved results
 
@@ -25,7 +26,7 @@ from bench import machine, report
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "runs" / "bench"
-SECTIONS = ("throughput", "planner", "operator")
+SECTIONS = ("throughput", "adapters", "planner", "operator")
 
 
 def _jsonable(value: Any) -> Any:
@@ -52,19 +53,28 @@ def _load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+# --quick's model: 2 blocks, 64 wide (section 1 and its adapters part).
+_QUICK_MODEL = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+                "max_position_embeddings": 1024, "tie_word_embeddings": False}
+
+
+def _throughput_settings(quick: bool) -> Any:
+    from bench import throughput
+
+    return (throughput.Settings(steps=4, global_batch=8, micro_batch_a=4, runs=1)
+            if quick else throughput.Settings())
+
+
 def run_throughput(quick: bool) -> dict[str, Any]:
     from bench import throughput, workspace
 
     print("throughput: measuring the fp32 GEMM peak (2 ranks x 1 thread) ...", flush=True)
     load_before = _load_average()
     peak_before = machine.gemm_peak_two_ranks()
-    model = {**workspace.MODEL_20M, "hidden_size": 64, "intermediate_size": 128,
-             "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 4} if quick else None
-    ws = workspace.prepare(WORK / "workspace", model_config=model,
+    ws = workspace.prepare(WORK / "workspace", model_config=_QUICK_MODEL if quick else None,
                            conversations=200 if quick else workspace.CONVERSATIONS)
-    settings = (throughput.Settings(steps=4, global_batch=8, micro_batch_a=4, runs=1)
-                if quick else throughput.Settings())
+    settings = _throughput_settings(quick)
     print(f"throughput: {ws.parameters / 1e6:.1f}M parameters, {settings.runs} runs of each "
           "recipe, alternating", flush=True)
     result = throughput.measure(ws, WORK / "throughput", settings, peak_before)
@@ -76,6 +86,22 @@ def run_throughput(quick: bool) -> dict[str, Any]:
                                  steps="2:3" if quick else "2:4")
     return {"result": asdict(result), "summary": result.summary(), "profile": profile,
             "gemm_peak_before": peak_before, "gemm_peak_after": peak_after,
+            "real_tokens_per_row": ws.real_tokens_per_row,
+            "load_before": load_before, "load_after": _load_average()}
+
+
+def run_adapters(quick: bool) -> dict[str, Any]:
+    from bench import adapter_throughput, workspace
+
+    load_before = _load_average()
+    # Section 1's workspace and settings, rebuilt the same way (seeded: the same files).
+    ws = workspace.prepare(WORK / "workspace", model_config=_QUICK_MODEL if quick else None,
+                           conversations=200 if quick else workspace.CONVERSATIONS)
+    settings = _throughput_settings(quick)
+    print(f"adapters: {ws.parameters / 1e6:.1f}M parameters, {settings.runs} runs of full, "
+          "lora and qlora, alternating", flush=True)
+    result = adapter_throughput.measure(ws, WORK / "adapters", settings)
+    return {"result": asdict(result), "summary": result.summary(),
             "real_tokens_per_row": ws.real_tokens_per_row,
             "load_before": load_before, "load_after": _load_average()}
 
@@ -105,7 +131,8 @@ def run_operator(quick: bool) -> dict[str, Any]:
             "load_after": _load_average()}
 
 
-RUNNERS = {"throughput": run_throughput, "planner": run_planner, "operator": run_operator}
+RUNNERS = {"throughput": run_throughput, "adapters": run_adapters, "planner": run_planner,
+           "operator": run_operator}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,9 +53,13 @@ class Settings:
     steps: int = 3
     configs: tuple[str, ...] = ("llama-20m", "llama-50m")
     strategies: tuple[str, ...] = STRATEGIES
-    # tuning: lora on a frozen random base (qlora quantizes pretrained weights only), under
-    # the strategies LoRA trains with (rank 16 on every linear layer of the blocks).
+    # tuning: lora on a frozen random base, under the strategies LoRA trains with (rank 16 on
+    # every linear layer of the blocks).
     lora_strategies: tuple[str, ...] = ("ddp", "zero2")
+    # tuning: qlora quantizes pretrained weights only (the trainer refuses it on init:
+    # random), so its runs load the same random config saved once as a model directory; it
+    # trains under DDP only.
+    qlora_strategies: tuple[str, ...] = ("ddp",)
 
 
 def write_text_rows(path: Path, rows: int = 64, min_chars: int = 4000) -> Path:
@@ -74,13 +78,33 @@ def write_text_rows(path: Path, rows: int = 64, min_chars: int = 4000) -> Path:
     return path
 
 
+def save_base(config: dict[str, Any], tokenizer: Path, out: Path) -> Path:
+    """`config` with random weights (seeded) and the tokenizer, saved as a pretrained model
+    directory: what qlora can quantize. Written once per config and reused."""
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    keys = dict(config)
+    model_config = AutoConfig.for_model(
+        keys.pop("model_type"), **keys, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(model_config, dtype=torch.float32).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: Settings,
-         vocab_size: int, tuning: str = "full") -> dict[str, Any]:
+         vocab_size: int, tuning: str = "full", base: Path | None = None) -> dict[str, Any]:
+    model: dict[str, Any] = (
+        {"name": "bench-llama", "path": str(base)} if base else
+        {"name": "bench-llama", "init": "random", "config": {**config, "vocab_size": vocab_size}})
     return {
         "method": {"tuning": tuning},
-        "model": {"name": "bench-llama", "init": "random",
-                  "config": {**config, "vocab_size": vocab_size},
-                  "tokenizer": {"path": str(tokenizer)}},
+        "model": {**model, "tokenizer": {"path": str(tokenizer)}},
         "dataset": {"format": "text", "train": {"path": str(data)}},
         "training": {"maxSteps": s.steps, "globalBatchSize": 2 * s.micro_batch,
                      "microBatchSize": s.micro_batch, "maxSeqLength": s.seq_len,
@@ -94,7 +118,7 @@ def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: 
 
 def measure_one(name: str, config: dict[str, Any], strategy: str, tokenizer: Path,
                 data: Path, work: Path, s: Settings, vocab_size: int,
-                tuning: str = "full") -> dict[str, Any]:
+                tuning: str = "full", base: Path | None = None) -> dict[str, Any]:
     label = strategy if tuning == "full" else f"{tuning}-{strategy}"
     out = work / f"{name}-{label}"
     # A fresh output directory: the trainer resumes from any complete checkpoint it finds
@@ -103,7 +127,7 @@ def measure_one(name: str, config: dict[str, Any], strategy: str, tokenizer: Pat
     shutil.rmtree(out, ignore_errors=True)
     config_path, plan = trainer_recipe.render(
         trainer_recipe.job(f"mem-{name}-{label}",
-                           spec(config, strategy, tokenizer, data, s, vocab_size, tuning)),
+                           spec(config, strategy, tokenizer, data, s, vocab_size, tuning, base)),
         data_root=data.parent, output=out)
     result = out / "memory"
     launch.run_ranks(launch.torchrun([str(BENCH_DIR / "trainer_recipe.py"), "--config",
@@ -165,10 +189,14 @@ def measure(tokenizer: Path, work: Path, settings: Settings | None = None,
     data = write_text_rows(work / "text.jsonl")
     rows = []
     for name in s.configs:
-        runs = [("full", st) for st in s.strategies] + [("lora", st) for st in s.lora_strategies]
+        runs = ([("full", st) for st in s.strategies]
+                + [("lora", st) for st in s.lora_strategies]
+                + [("qlora", st) for st in s.qlora_strategies])
         for tuning, strategy in runs:
+            base = (save_base(CONFIGS[name], tokenizer, work / f"{name}-base")
+                    if tuning == "qlora" else None)
             row = measure_one(name, CONFIGS[name], strategy, tokenizer, data, work, s,
-                              vocab_size, tuning)
+                              vocab_size, tuning, base)
             log(f"  {name} {tuning} {strategy}: states {row['measured_state_total'] / 2**20:.1f} MiB "
                 f"measured vs {row['predicted_state_total'] / 2**20:.1f} MiB planned "
                 f"({row['state_error']:+.1%}); RSS growth "

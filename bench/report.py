@@ -28,6 +28,7 @@ def render(results: dict[str, Any], command: str) -> str:
     out += _machine(m, results)
     out += _reproduce()
     out += _throughput(results.get("throughput"))
+    out += _adapters(results.get("adapters"))
     out += _planner(results.get("planner"))
     out += _operator(results.get("operator"))
     return "\n".join(out).rstrip() + "\n"
@@ -87,7 +88,7 @@ def _machine(m: dict[str, Any], results: dict[str, Any]) -> list[str]:
         "change hits both."),
         "",
     ]
-    for name in ("throughput", "planner", "operator"):
+    for name in ("throughput", "adapters", "planner", "operator"):
         if results.get(name):
             lines.append(f"- {name}: {_load(results[name])}")
     return lines + [""]
@@ -236,6 +237,48 @@ def _profile(p: dict[str, Any] | None) -> list[str]:
 # --------------------------------------------------------------------------- planner
 
 
+def _adapters(a: dict[str, Any] | None) -> list[str]:
+    lines = ["### LoRA and QLoRA against full fine-tuning (recipe B)", ""]
+    if not a:
+        return lines + ["Not run yet (`python -m bench --sections adapters`).", ""]
+    r, summary = a["result"], a["summary"]
+    s = r["settings"]
+    lines += _quick_note(a)
+    lines += [
+        (f"`finetune_trainer` (`bench/adapter_throughput.py`) on the model directory above "
+        f"({r['parameters'] / 1e6:.1f}M parameters, random weights saved as a pretrained "
+        f"model, so qlora can quantize it), same tokenizer, data ({a['real_tokens_per_row']:.0f}"
+        f" tokens per row), {s['steps']} steps of {s['global_batch']} rows, lr "
+        f"{s['learning_rate']}, seed {s['seed']}; only `method.tuning` changes, and each run is "
+        "planned as `finetune run --local` would (lora and qlora: the defaults, rank 16 on "
+        "every linear layer; qlora: NF4 4-bit linear layers). Runs alternate full, lora, "
+        "qlora, ...; tokens/s as above (real tokens, steady steps)."),
+        "",
+    ]
+    rows = []
+    for tuning, runs in r["runs"].items():
+        plan = r["plans"][tuning]
+        rows += [[f"{tuning} {run['index'] + 1}", f"{run['tokens_per_second']:.0f}",
+                  f"{run['final_loss']:.4f}", f"{run['steady_seconds']:.1f}",
+                  f"{run['wall_seconds']:.0f}",
+                  (f"{plan['strategy']}, {plan['microBatchSize']} x "
+                  f"{plan['gradientAccumulation']}, {plan['precision']}")] for run in runs]
+    lines += _table(["tuning, run", "real tokens/s", "final loss", "steady seconds",
+                     "wall seconds", "plan (strategy, micro-batch x accumulation, precision)"],
+                    rows)
+    lines += [", ".join(
+        f"{tuning}: **{v['tokens_per_second']:.0f}** tokens/s ({v['vs_full']:.2f}x full), "
+        f"final loss {v['final_loss']:.4f}" for tuning, v in summary.items()) + " (medians).",
+        ""]
+    return lines
+
+
+def _run_label(row: dict[str, Any]) -> str:
+    """A planner row's strategy, with its tuning where that is not full fine-tuning."""
+    tuning = row.get("tuning", "full")
+    return row["strategy"] if tuning == "full" else f"{tuning} {row['strategy']}"
+
+
 def _planner(p: dict[str, Any] | None) -> list[str]:
     lines = ["## 2. Planner accuracy: predicted vs measured memory per rank", ""]
     if not p:
@@ -264,8 +307,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
     for row in p["rows"]:
         rows.append([
             row["config"], f"{row['parameters'] / 1e6:.1f}M",
-            (row["strategy"] if row.get("tuning", "full") == "full"
-             else f"{row['tuning']} {row['strategy']}"),
+            _run_label(row),
             _mib(row["predicted_state_total"]), _mib(row["measured_state_total"]),
             _pct(row["state_error"]),
             _mib(row["predicted_growth"]), _mib(row["measured_growth"]),
@@ -285,7 +327,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
     rows = []
     for row in p["rows"]:
         pred, meas = row["predicted_states"], row["measured_states"]
-        rows.append([row["config"], row["strategy"]] + [
+        rows.append([row["config"], _run_label(row)] + [
             f"{_mib(pred[k])} / {_mib(meas[k])}" for k in ("weights", "gradients", "optimizer")])
     lines += ["Per item, planned / measured MiB:", ""]
     lines += _table(["model", "strategy", "weights", "gradients", "optimizer"], rows)
@@ -296,7 +338,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
             continue
         detail = ", ".join(f"{name} {v / MIB:,.1f}" for name, v in
                            sorted(row["detail"].items(), key=lambda kv: -kv[1]) if v >= MIB / 10)
-        lines.append(f"- {row['strategy']}: {detail}")
+        lines.append(f"- {_run_label(row)}: {detail}")
     lines += [""]
     lines += [("Where the peak falls: RSS growth at the peak of each step's forward/backward "
               "and optimizer step (MiB, step 1 / 2 / ...), and what the rank holds beyond its "
@@ -307,7 +349,7 @@ def _planner(p: dict[str, Any] | None) -> list[str]:
         phases = max(row.get("phases") or [[]], key=lambda steps: max(
             [ph.get("backward_peak_rss", 0) for ph in steps] or [0]))
         rows.append([
-            row["config"], row["strategy"],
+            row["config"], _run_label(row),
             " / ".join(_mib(ph.get("backward_peak_rss")) for ph in phases),
             " / ".join(_mib(ph.get("step_peak_rss")) for ph in phases),
             _mib(row.get("non_tensor_at_train_begin")),
