@@ -79,6 +79,7 @@ def _created(job: dict[str, Any]) -> float:
 def test_a_stuck_pod_is_named_within_a_minute(cluster: Cluster, stuck: dict, name: str) -> None:
     assert name in stuck, cluster.diagnostics(NAMESPACE)
     job, at = stuck[name]["job"], stuck[name]["at"]
+    print(f"{name}: PodsStuck {at - _created(job):.0f} s after the job's creation")
     assert at - _created(job) <= DEADLINE, f"PodsStuck after {at - _created(job):.0f} s"
     reasons = CASES[name][1]
     assert condition(job, "PodsStuck")["reason"] in reasons

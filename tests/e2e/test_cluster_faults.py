@@ -1,0 +1,168 @@
+"""Faults on the real cluster (issue 20): a trainer container killed by containerd, and a
+trainer pod deleted with kubectl, each mid-run after a complete checkpoint. The job resumes
+from that checkpoint and ends at the same step, loss and eval loss as an uninterrupted run of
+the same job that trains beside it; no attempt's Job is left behind.
+
+Three one-pod jobs train at once in one restricted namespace, each with its own hostPath
+PersistentVolume (the checkpoints must outlive the pod)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, require_tool
+from tests.e2e.cluster import CLUSTER_STATE, Cluster, cluster_setting, wait_until
+from tests.e2e.conftest import wait_for_phase
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+NAMESPACE = "ftj-faults"
+STEPS, SAVE = 30, 10
+RUN_TIMEOUT = 1200
+CONTAINERD_SOCK = cluster_setting("CONTAINERD_SOCK").replace(
+    "$CLUSTER_RUN", os.environ.get("CLUSTER_RUN", "/run/finetune-cluster"))
+
+
+def _job(name: str) -> dict[str, Any]:
+    job = yaml.safe_load((ROOT / "examples" / "tiny-chat-k8s.yaml").read_text())
+    job["metadata"] = {"name": name, "namespace": NAMESPACE}
+    spec = job["spec"]
+    spec["resources"].update(nodes=1, maxNodes=1)
+    spec["training"].update(maxSteps=STEPS, saveSteps=SAVE, evalSteps=SAVE, saveTotalLimit=3)
+    spec["output"] = {"pvc": f"{name}-output"}
+    return job
+
+
+def _volume(cluster: Cluster, name: str) -> Path:
+    """A claim bound to a hostPath PersistentVolume on the node's disk."""
+    path = CLUSTER_STATE / "volumes" / f"{NAMESPACE}-{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.chown(path, 1000, 1000)  # the trainer image's user; hostPath ignores fsGroup
+    claim = f"{name}-output"
+    cluster.kubectl("delete", "pv", f"{NAMESPACE}-{name}", "--ignore-not-found")
+    cluster.apply_text(json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"{NAMESPACE}-{name}"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain",
+                 "claimRef": {"namespace": NAMESPACE, "name": claim},
+                 "hostPath": {"path": str(path), "type": "Directory"}}}))
+    cluster.apply_text(json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "volumeName": f"{NAMESPACE}-{name}",
+                 "resources": {"requests": {"storage": "1Gi"}}}}))
+    return path
+
+
+def _running_pod(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    pods = cluster.get("pods", "-n", NAMESPACE, "-l", f"finetune.dev/job={name}")["items"]
+    running = [p for p in pods if p["status"].get("phase") == "Running"
+               and not p["metadata"].get("deletionTimestamp")]
+    return running[0] if running else None
+
+
+def _kill_trainer_container(cluster: Cluster, pod: dict[str, Any]) -> None:
+    """SIGKILL to the trainer container's task, through containerd, as a node fault would."""
+    (status,) = [s for s in pod["status"]["containerStatuses"] if s["name"] == "trainer"]
+    container = status["containerID"].removeprefix("containerd://")
+    subprocess.run([require_tool("ctr"), "--address", CONTAINERD_SOCK, "-n", "k8s.io", "task",
+                    "kill", "--signal", "SIGKILL", container], check=True, timeout=60,
+                   capture_output=True)
+
+
+def _delete_pod(cluster: Cluster, pod: dict[str, Any]) -> None:
+    cluster.kubectl("delete", "pod", "-n", NAMESPACE, pod["metadata"]["name"], "--wait=false")
+
+
+def _newest_complete(volume: Path) -> int:
+    steps = [int(m[1]) for d in volume.glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", d.name)) and (d / "COMPLETE").exists()]
+    return max(steps)
+
+
+FAULTS: dict[str, Callable[[Cluster, dict[str, Any]], None]] = {
+    "killed": _kill_trainer_container, "deleted": _delete_pod}
+
+
+@pytest.fixture(scope="module")
+def runs(cluster: Cluster, operator_release: str) -> Iterator[dict[str, dict[str, Any]]]:
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true",
+                    timeout=300)
+    cluster.restricted_namespace(NAMESPACE)
+    volumes = {name: _volume(cluster, name) for name in ("steady", *FAULTS)}
+    for name in volumes:
+        cluster.apply_text(yaml.safe_dump(_job(name)))
+    recovered: dict[str, float] = {}  # seconds from the fault to a new running pod
+    complete: dict[str, int] = {}  # the newest complete checkpoint's step at the fault
+    for name, inject in FAULTS.items():
+        marker = volumes[name] / f"checkpoint-{SAVE}" / "COMPLETE"
+        pod = wait_until(f"{name}: checkpoint-{SAVE} complete while its pod runs",
+                         lambda n=name, m=marker: m.exists() and _running_pod(cluster, n),
+                         RUN_TIMEOUT, on_timeout=lambda: cluster.diagnostics(NAMESPACE))
+        injected = time.monotonic()
+        complete[name] = _newest_complete(volumes[name])
+        inject(cluster, pod)
+        before = pod["metadata"]["name"]
+        wait_until(f"{name}: a new pod running after the fault",
+                   lambda n=name, b=before: (p := _running_pod(cluster, n))
+                   and p["metadata"]["name"] != b, RUN_TIMEOUT,
+                   on_timeout=lambda: cluster.diagnostics(NAMESPACE))
+        recovered[name] = time.monotonic() - injected
+    out = {}
+    for name, volume in volumes.items():
+        wait_for_phase(cluster, NAMESPACE, name, {"Succeeded", "Failed"}, RUN_TIMEOUT)
+        summary = volume / "training_summary.json"
+        out[name] = {"job": cluster.get("ftj", name, "-n", NAMESPACE),
+                     "summary": json.loads(summary.read_text()) if summary.exists() else {},
+                     "jobs": cluster.get("jobs", "-n", NAMESPACE, "-l",
+                                         f"finetune.dev/job={name}")["items"],
+                     "recovered_s": recovered.get(name),
+                     "complete_at_fault": complete.get(name)}
+        print(f"{name}: {out[name]['job']['status']['phase']}, restarts "
+              f"{out[name]['job']['status'].get('restarts')}, a new pod running "
+              f"{recovered.get(name) or 0:.0f} s after the fault")
+    yield out
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    for name in volumes:
+        cluster.kubectl("delete", "pv", f"{NAMESPACE}-{name}", "--ignore-not-found",
+                        check=False)
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_faulted_job_resumes_and_ends_like_an_uninterrupted_one(
+        cluster: Cluster, runs: dict, fault: str) -> None:
+    steady, faulted = runs["steady"], runs[fault]
+    assert steady["job"]["status"]["phase"] == "Succeeded", cluster.diagnostics(NAMESPACE)
+    assert faulted["job"]["status"]["phase"] == "Succeeded", cluster.diagnostics(NAMESPACE)
+    summary, reference = faulted["summary"], steady["summary"]
+    assert reference.get("resumedFrom") is None
+    # From the newest checkpoint complete at the fault (one more may complete in between).
+    resumed = re.search(r"checkpoint-(\d+)$", str(summary.get("resumedFrom", "")))
+    assert resumed, summary.get("resumedFrom")
+    assert faulted["complete_at_fault"] <= int(resumed[1]) < STEPS, summary["resumedFrom"]
+    assert summary["steps"] == reference["steps"] == STEPS
+    after = {p["step"]: p["loss"] for p in summary["lossCurve"]}
+    for point in reference["lossCurve"]:
+        if point["step"] in after:
+            assert after[point["step"]] == pytest.approx(point["loss"], rel=1e-4), point
+    assert summary["evalLoss"] == pytest.approx(reference["evalLoss"], rel=1e-4)
+    assert len(faulted["jobs"]) == 1, [j["metadata"]["name"] for j in faulted["jobs"]]
+
+
+def test_a_killed_container_restarts_the_gang_once(runs: dict) -> None:
+    status = runs["killed"]["job"]["status"]
+    assert status["restarts"] == 1, status
