@@ -21,12 +21,11 @@ STEPS = 12
 MICRO = 4  # per rank; evaluation on one rank with this micro-batch sees the same batches
 
 
-@pytest.mark.parametrize("tuning,strategy", [("lora", "ddp"), ("qlora", "ddp"),
-                                             ("lora", "zero2")])
-def test_adapters_train_on_two_ranks(tmp_path, tuning, strategy):
+def _train_on_two_ranks(tmp_path, tuning, strategy, *, merge=True):
+    """The tiny base tuned on 2 ranks by torchrun: the job's spec and the run's summary."""
     write_data(tmp_path)
     make_base(tmp_path)
-    spec = adapter_spec(tuning, steps=STEPS, strategy=strategy)
+    spec = adapter_spec(tuning, steps=STEPS, strategy=strategy, merge=merge)
     spec.resources.gpus_per_node = 2
     plan = tiny_plan(strategy=strategy, world_size=2, gpus_per_node=2, micro_batch_size=MICRO)
     config_path = tmp_path / "trainer.yaml"
@@ -34,8 +33,13 @@ def test_adapters_train_on_two_ranks(tmp_path, tuning, strategy):
     proc = subprocess.run(torchrun_command(config_path, 2), env=trainer_env(), cwd=tmp_path,
                           capture_output=True, text=True, timeout=DEADLINE, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return spec, json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
 
-    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+
+@pytest.mark.parametrize("tuning,strategy", [("lora", "ddp"), ("qlora", "ddp"),
+                                             ("lora", "zero2")])
+def test_adapters_train_on_two_ranks(tmp_path, tuning, strategy):
+    spec, summary = _train_on_two_ranks(tmp_path, tuning, strategy)
     wrapper = "ddp" if strategy == "ddp" else "deepspeed-zero2"
     assert summary["strategy"] == {"planned": strategy, "wrapper": wrapper, "worldSize": 2}
     assert summary["steps"] == STEPS
@@ -60,18 +64,7 @@ def test_lora_trains_under_zero3_with_the_frozen_base_partitioned(tmp_path):
     """ZeRO-3 partitions the frozen base too; the adapter gathered for saving reloads onto the
     untouched base and gives the run's eval loss (merge is refused under ZeRO-3: rank 0 does
     not hold the whole model)."""
-    write_data(tmp_path)
-    make_base(tmp_path)
-    spec = adapter_spec("lora", steps=STEPS, strategy="zero3", merge=False)
-    spec.resources.gpus_per_node = 2
-    plan = tiny_plan(strategy="zero3", world_size=2, gpus_per_node=2, micro_batch_size=MICRO)
-    config_path = tmp_path / "trainer.yaml"
-    config_path.write_text(tiny_config(tmp_path, spec=spec, plan=plan).dump_yaml())
-    proc = subprocess.run(torchrun_command(config_path, 2), env=trainer_env(), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=DEADLINE, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-
-    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    spec, summary = _train_on_two_ranks(tmp_path, "lora", "zero3", merge=False)
     assert summary["strategy"] == {"planned": "zero3", "wrapper": "deepspeed-zero3",
                                    "worldSize": 2}
     curve = [p["loss"] for p in summary["lossCurve"]]
