@@ -75,7 +75,9 @@ def test_a_job_is_sized_by_its_pod_then_planned_and_started(kube, ns):
         parameters=205_120, safetensors_files=1)))
     job = wait_for("the gang's Job", lambda: kube.job(ns, "chat-r0"))
     assert job["spec"]["completions"] == 2
-    status = kube.status(ns, "chat")
+    # The children are created before the status that records the plan is written.
+    status = wait_for("the plan in status",
+                      lambda: (s := kube.status(ns, "chat")).get("plan") and s)
     assert status["plan"]["parameterSource"] == "safetensors"
     assert status["plan"]["parameters"] == 205_120
     assert status["sizing"]["commit"] == "ab" * 20
