@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from finetune_contract.api import FineTuneJobSpec, Plan
-from finetune_contract.rules import ADAPTER_TUNINGS
+from finetune_contract.rules import ADAPTER_TUNINGS, trained_tuning
 
 from finetune_operator.planner import memory
 from finetune_operator.planner.gpus import GIB
@@ -91,7 +91,7 @@ def _saved_weights(spec: FineTuneJobSpec, plan: Plan) -> int:
 
 def _adapter_tuning(spec: FineTuneJobSpec, plan: Plan) -> str | None:
     """lora or qlora when the run trains adapters (tuning: auto says so in plan.tuning)."""
-    tuning = plan.tuning or spec.method.tuning
+    tuning = trained_tuning(spec.method.tuning, plan.tuning)
     return tuning if tuning in ADAPTER_TUNINGS else None
 
 
