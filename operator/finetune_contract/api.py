@@ -824,6 +824,10 @@ class Progress(ApiModel):
     eval_loss: float | None = Field(None, description="Latest evaluation loss.")
     tokens_per_second: float | None = Field(None, description="Training throughput.")
     eta_seconds: float | None = Field(None, description="Estimated seconds to completion.")
+    resumed_from_step: int | None = Field(
+        None, description="The optimizer step this attempt resumed from (its checkpoint's "
+        "step; 0 when it started fresh)."
+    )
     updated_at: datetime | None = Field(None, description="When progress was last read.")
     stale: bool | None = Field(
         None, description="True when rank 0's metrics could not be read at the last attempt."

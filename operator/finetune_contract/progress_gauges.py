@@ -14,4 +14,5 @@ PROGRESS_GAUGES: dict[str, str] = {
     "finetune_eval_loss": "eval_loss",
     "finetune_train_tokens_per_second": "tokens_per_second",
     "finetune_train_eta_seconds": "eta_seconds",
+    "finetune_train_resumed_step": "resumed_from_step",
 }

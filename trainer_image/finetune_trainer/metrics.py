@@ -34,6 +34,8 @@ GAUGES = {
     "finetune_train_mfu": "Model FLOPs utilization: achieved training FLOP/s over the "
                           "hardware peak of all ranks (0..1).",
     "finetune_train_eta_seconds": "Estimated seconds until the planned last step.",
+    "finetune_train_resumed_step": "Optimizer step this run resumed from (its checkpoint's "
+                                   "step; 0 when it started fresh).",
     "finetune_train_peak_memory_bytes": "Peak memory of this rank: device memory allocated on "
                                         "GPU, the process's peak resident set on CPU.",
 }
