@@ -26,6 +26,10 @@ def step_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def checkpoint_path(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / f"{PREFIX}{step}"
+
+
 def is_complete(path: Path) -> bool:
     return (path / MARKER).is_file()
 

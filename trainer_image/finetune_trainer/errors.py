@@ -17,12 +17,24 @@ class TrainerError(Exception):
     """A user-fixable problem; the message names the field or file:line and what to do."""
 
 
+class Stopped(Exception):
+    """Training stopped on a signal after its emergency checkpoint (preemption.py); the
+    exit status is the one a rank killed by SIGTERM would have."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def exit_status(work: Callable[[], object]) -> int:
     """Run `work`: 0 when it returns, EXIT_USER_ERROR with one line on stderr when it raises
-    a TrainerError."""
+    a TrainerError, the stop's status with one line when it was stopped by a signal."""
     try:
         work()
     except TrainerError as err:
         print(f"finetune-trainer: error: {err}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    except Stopped as stop:
+        print(f"finetune-trainer: stopped: {stop}", file=sys.stderr, flush=True)
+        return stop.status
     return 0

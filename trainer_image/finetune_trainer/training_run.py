@@ -18,10 +18,10 @@ from finetune_contract import rules
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_trainer import adapters, checkpoints
+from finetune_trainer import adapters, checkpoints, preemption
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import prepare
-from finetune_trainer.errors import TrainerError
+from finetune_trainer.errors import Stopped, TrainerError
 from finetune_trainer.strategy import refusal
 from finetune_trainer.summary import build_summary, write_json
 
@@ -103,8 +103,14 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     resume = checkpoints.latest_complete(output_dir)
     parts.metrics.serve(config.metrics_host,
                         config.metrics_port + ranks.local_rank if config.metrics_port else 0)
+    parts.metrics.set("finetune_train_resumed_step", checkpoints.step_of(resume) if resume else 0)
+    stop = preemption.PreemptionCallback(preemption.StopRequest(), str(output_dir))
+    trainer.add_callback(stop)
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with stop.request:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if stop.stopped_at is not None:
+            _stopped(stop, ranks, group_was_ours)
         trainer.save_model(str(output_dir / FINAL_DIR))
         if spec.output.merge:
             save_merged(config, trainer, output_dir / FINAL_DIR / adapters.MERGED_DIR, ranks)
@@ -117,6 +123,15 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     if group_was_ours:
         _leave_process_group()
     return RunResult(summary, trainer)
+
+
+def _stopped(stop: preemption.PreemptionCallback, ranks: Ranks, group_was_ours: bool) -> None:
+    """After the emergency checkpoint: no final model, no summary; every rank leaves with
+    the preempted status (the checkpoint is complete: the trainer's save waited for all)."""
+    if group_was_ours:
+        _leave_process_group()
+    raise Stopped(stop.message() if ranks.rank == 0 else "with the gang",
+                  preemption.EXIT_PREEMPTED)
 
 
 def save_merged(config: TrainerConfig, trainer: Any, path: Path, ranks: Ranks) -> None:
