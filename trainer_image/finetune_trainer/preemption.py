@@ -76,6 +76,7 @@ class PreemptionCallback(TrainerCallback):
         self.output_dir = output_dir
         self.stopped_at: int | None = None  # the step of the emergency checkpoint
         self.saved = False
+        self.exit_status = EXIT_PREEMPTED
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._check(state, control)

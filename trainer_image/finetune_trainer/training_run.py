@@ -12,18 +12,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune_contract import rules
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_trainer import adapters, checkpoints, preemption
+from finetune_trainer import adapters, checkpoints
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import Stopped, TrainerError
 from finetune_trainer.strategy import refusal
 from finetune_trainer.summary import build_summary, write_json
+
+if TYPE_CHECKING:
+    from finetune_trainer import preemption
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     data = prepare(spec.dataset, resolve=config.resolve, num_labels=spec.method.num_labels,
                    assistant_only_loss=assistant_only(config), seed=spec.training.seed)
 
-    from finetune_trainer import build
+    # Imported here, like build: they load transformers, and a config error must be one line.
+    from finetune_trainer import build, preemption
 
     trainer, parts = build.trainer_for(config, data, ranks)
     output_dir = Path(config.output_dir)
@@ -130,8 +134,7 @@ def _stopped(stop: preemption.PreemptionCallback, ranks: Ranks, group_was_ours: 
     the preempted status (the checkpoint is complete: the trainer's save waited for all)."""
     if group_was_ours:
         _leave_process_group()
-    raise Stopped(stop.message() if ranks.rank == 0 else "with the gang",
-                  preemption.EXIT_PREEMPTED)
+    raise Stopped(stop.message() if ranks.rank == 0 else "with the gang", stop.exit_status)
 
 
 def save_merged(config: TrainerConfig, trainer: Any, path: Path, ranks: Ranks) -> None:
