@@ -11,6 +11,9 @@ import sys
 from collections.abc import Callable
 
 EXIT_USER_ERROR = 2
+# After an emergency checkpoint (preemption.py): 128 + SIGTERM, as if killed by it. The gang's
+# Job fails (no index counts as completed), so the operator restarts it and it resumes.
+EXIT_PREEMPTED = 143
 
 
 class TrainerError(Exception):
@@ -21,14 +24,10 @@ class Stopped(Exception):
     """Training stopped on a signal after its emergency checkpoint (preemption.py); the
     exit status is the one a rank killed by SIGTERM would have."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
 
 def exit_status(work: Callable[[], object]) -> int:
     """Run `work`: 0 when it returns, EXIT_USER_ERROR with one line on stderr when it raises
-    a TrainerError, the stop's status with one line when it was stopped by a signal."""
+    a TrainerError, EXIT_PREEMPTED with one line when it was stopped by a signal."""
     try:
         work()
     except TrainerError as err:
@@ -36,5 +35,5 @@ def exit_status(work: Callable[[], object]) -> int:
         return EXIT_USER_ERROR
     except Stopped as stop:
         print(f"finetune-trainer: stopped: {stop}", file=sys.stderr, flush=True)
-        return stop.status
+        return EXIT_PREEMPTED
     return 0

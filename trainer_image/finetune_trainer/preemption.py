@@ -1,7 +1,7 @@
 """Stop on SIGTERM (or SIGINT) with a complete checkpoint at the current optimizer step.
 
 Spot reclaims, Kueue preemption, drains and `kubectl delete pod` all end a pod with SIGTERM
-and a grace period (the plan's terminationGraceSeconds, docs/operator.md). Without this the
+and a grace period (the pod's terminationGracePeriodSeconds). Without this the
 run would lose every step since its last periodic checkpoint.
 
 A signal only sets a flag. At the end of every micro-step and every optimizer step the ranks
@@ -24,9 +24,6 @@ from transformers import TrainerCallback
 
 from finetune_trainer import checkpoints
 
-# What a rank exits with after an emergency checkpoint: 128 + SIGTERM, as if killed by it. The
-# gang's Job fails (not a completed index), so the operator restarts it and it resumes.
-EXIT_PREEMPTED = 128 + signal.SIGTERM
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -76,7 +73,6 @@ class PreemptionCallback(TrainerCallback):
         self.output_dir = output_dir
         self.stopped_at: int | None = None  # the step of the emergency checkpoint
         self.saved = False
-        self.exit_status = EXIT_PREEMPTED
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._check(state, control)
@@ -100,7 +96,7 @@ class PreemptionCallback(TrainerCallback):
         why = self.request.signal_name or "a peer's signal"
         if not self.stopped_at:
             return f"{why} before the first optimizer step: nothing to save; exiting"
-        name = f"{checkpoints.PREFIX}{self.stopped_at}"
+        name = checkpoints.checkpoint_path(self.output_dir, self.stopped_at).name
         how = "wrote" if self.saved else "kept"
         return (f"{why}: {how} the complete checkpoint {name} at step {self.stopped_at}; "
                 "the next attempt resumes there")

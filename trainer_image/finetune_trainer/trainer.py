@@ -111,7 +111,7 @@ class FineTuneMixin:
             torch.distributed.barrier()  # every rank's shards are on disk
         if self.args.should_save:
             output_dir = Path(self.args.output_dir)
-            path = output_dir / f"{checkpoints.PREFIX}{self.state.global_step}"
+            path = checkpoints.checkpoint_path(output_dir, self.state.global_step)
             checkpoints.mark_complete(path, self.state.global_step)
             best = self.state.best_model_checkpoint
             checkpoints.rotate(output_dir, self.additions.save_total_limit,

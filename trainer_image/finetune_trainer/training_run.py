@@ -134,7 +134,7 @@ def _stopped(stop: preemption.PreemptionCallback, ranks: Ranks, group_was_ours: 
     the preempted status (the checkpoint is complete: the trainer's save waited for all)."""
     if group_was_ours:
         _leave_process_group()
-    raise Stopped(stop.message() if ranks.rank == 0 else "with the gang", stop.exit_status)
+    raise Stopped(stop.message() if ranks.rank == 0 else "with the gang")
 
 
 def save_merged(config: TrainerConfig, trainer: Any, path: Path, ranks: Ranks) -> None:
