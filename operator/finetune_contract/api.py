@@ -860,6 +860,41 @@ class ModelSizing(ApiModel):
                      "Secret): a different key sizes again.")
 
 
+class Resumption(ApiModel):
+    """One run that stopped (a failed rank, a deleted or preempted pod, a suspension) and the
+    next one that resumed from a checkpoint: the optimizer steps trained twice."""
+
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
+
+    at: datetime | None = Field(None, description="When the resumed run's progress was first "
+                                "read.")
+    reached_step: int = Field(ge=0, description="The last optimizer step read from the run "
+                              "that stopped. Progress is read every progress interval, so that "
+                              "run may have got up to one interval further.")
+    resumed_from_step: int = Field(ge=0, description="The checkpoint's step the next run "
+                                   "resumed from (0: from the start).")
+    steps_redone: int = Field(ge=0, description="reachedStep - resumedFromStep, at least 0: "
+                              "steps lost and trained again.")
+
+
+class LostWork(ApiModel):
+    """Work lost to interruptions, from rank 0's progress: what each resumed run had to train
+    again. The figures are lower bounds by up to one progress interval per interruption."""
+
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
+
+    steps_redone: int = Field(0, ge=0, description="Optimizer steps trained again, in total.")
+    resumptions: int = Field(0, ge=0, description="Runs that resumed after an interruption.")
+    recent: list[Resumption] = Field(
+        default_factory=list, description="The latest resumptions, oldest first (at most 10)."
+    )
+    run_step: int | None = Field(None, ge=0, description="The highest step read from the "
+                                 "current run.")
+    run_resumed_from_step: int | None = Field(
+        None, ge=0, description="The step the current run resumed from."
+    )
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -873,6 +908,9 @@ class FineTuneJobStatus(ApiModel):
         None, description="The model as a sizing pod read it, for a model the catalog lacks."
     )
     progress: Progress | None = Field(None, description="Training progress.")
+    lost_work: LostWork | None = Field(
+        None, description="Steps trained again after restarts, preemptions and suspensions."
+    )
     restarts: int = Field(0, description="Whole-gang restarts so far.")
     start_time: datetime | None = Field(None, description="When the first pods ran.")
     completion_time: datetime | None = Field(None, description="When the job ended.")

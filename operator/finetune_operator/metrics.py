@@ -36,6 +36,10 @@ class OperatorMetrics:
         self.progress_ratio = Gauge("finetune_job_progress_ratio",
                                     "Optimizer steps done / planned, 0 to 1.", JOB_LABELS,
                                     registry=self.registry)
+        self.steps_redone = Counter(
+            "finetune_job_steps_redone_total", "Optimizer steps trained again after an "
+            "interruption (restart, preemption, suspension), per job.", JOB_LABELS,
+            registry=self.registry)
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
@@ -54,7 +58,8 @@ class OperatorMetrics:
         with self._lock:
             self._phases.pop((namespace, name), None)
             self._publish_phases()
-        for gauge in (self.tokens_per_second, self.loss, self.progress_ratio, self.restarts):
+        for gauge in (self.tokens_per_second, self.loss, self.progress_ratio, self.restarts,
+                      self.steps_redone):
             try:
                 gauge.remove(namespace, name)
             except KeyError:
@@ -73,6 +78,10 @@ class OperatorMetrics:
         if progress.step is not None and progress.total_steps:
             self.progress_ratio.labels(namespace, name).set(
                 min(1.0, progress.step / progress.total_steps))
+
+    def observe_steps_redone(self, namespace: str, name: str, steps: int) -> None:
+        """Count steps found redone; the series exists (at 0) from a job's first progress."""
+        self.steps_redone.labels(namespace, name).inc(max(0, steps))
 
     def _publish_phases(self) -> None:
         counts = dict.fromkeys(PHASES, 0)

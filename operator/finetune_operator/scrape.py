@@ -39,6 +39,7 @@ def parse_progress(text: str, now: datetime | None = None) -> Progress:
         eval_loss=_round(values.get("eval_loss"), 4),
         tokens_per_second=_round(values.get("tokens_per_second"), 0),
         eta_seconds=_round(values.get("eta_seconds"), 0),
+        resumed_from_step=_int(values.get("resumed_from_step")),
         updated_at=now or datetime.now(UTC),
         stale=False,
     )

@@ -71,7 +71,17 @@ import_image() {
     return
   fi
   say "importing $image into the cluster's containerd"
-  docker save "$image" | ctr_k8s images import --no-unpack=false - >/dev/null
+  # containerd's garbage collector can remove a layer snapshot that an import has just found and
+  # means to build on ("parent snapshot ... does not exist", containerd/containerd#3787): it
+  # runs soon after containerd starts and after images are removed. The next attempt finds the
+  # layer gone and unpacks it again.
+  local attempt
+  for attempt in 1 2 3; do
+    docker save "$image" | ctr_k8s images import --no-unpack=false - >/dev/null && break
+    [ "$attempt" = 3 ] && die "importing $image into containerd failed 3 times (above)"
+    say "importing $image failed (attempt $attempt of 3); trying again"
+    sleep 2
+  done
   mkdir -p "$(dirname "$stamp")"
   echo "$id" >"$stamp"
 }

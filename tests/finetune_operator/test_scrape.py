@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from finetune_contract.progress_gauges import PROGRESS_GAUGES
 from finetune_operator.scrape import parse_progress
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -26,12 +27,20 @@ def test_parses_every_progress_field():
         "finetune_eval_loss": 1.5,
         "finetune_train_tokens_per_second": 5000,
         "finetune_train_eta_seconds": 90,
+        "finetune_train_resumed_step": 20,
     })
     p = parse_progress(text)
     assert (p.step, p.total_steps, p.percent) == (30, 120, 25.0)
     assert (p.epoch, p.loss, p.eval_loss) == (0.75, 1.25, 1.5)
     assert (p.tokens_per_second, p.eta_seconds) == (5000, 90)
+    assert p.resumed_from_step == 20
     assert p.stale is False and p.updated_at is not None
+
+
+def test_every_progress_gauge_of_the_contract_fills_its_field():
+    p = parse_progress(exposition(dict.fromkeys(PROGRESS_GAUGES, 3)))
+    for gauge, field in PROGRESS_GAUGES.items():
+        assert getattr(p, field) is not None, f"{gauge} is not parsed into Progress.{field}"
 
 
 def test_values_are_rounded_for_kubectl_get():

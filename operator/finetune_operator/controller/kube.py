@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # How children are deleted: the Job's pods with it (the API default for Jobs orphans them).
 PROPAGATION = "Background"
+# status fields the progress timer writes (controller/progress.py); the lifecycle leaves them.
+PROGRESS_TIMER_FIELDS = ("progress", "lostWork")
 # The source of the operator's Events.
 COMPONENT = "finetune-operator"
 
@@ -179,9 +181,10 @@ class Cluster:
                 action.job, namespace, {"spec": {"suspend": action.suspend}}), missing_ok=True)
 
     def write_status(self, namespace: str, name: str, old: dict[str, Any] | None,
-                     new: FineTuneJobStatus, *, keep: tuple[str, ...] = ("progress",)) -> None:
+                     new: FineTuneJobStatus, *,
+                     keep: tuple[str, ...] = PROGRESS_TIMER_FIELDS) -> None:
         """Merge-patch the status subresource with what changed; fields in `keep` belong to
-        another writer (the progress timer) and are left alone."""
+        another writer (by default, the progress timer's) and are left alone."""
         patch = status_patch(old, new, keep=keep)
         if not patch:
             return

@@ -67,6 +67,16 @@ def test_a_watched_body_older_than_our_own_status_write_is_not_used():
     assert fake.gets == 1
 
 
+def test_the_lifecycles_status_write_leaves_the_progress_timers_fields_alone():
+    timer = {"progress": {"step": 7}, "lostWork": {"stepsRedone": 3, "resumptions": 1}}
+    cluster, fake = fake_cluster(ftj({"phase": "Running", **timer}))
+    # the lifecycle's status does not carry them: a plain write would remove both
+    cluster.write_status("research", "chat", fake.obj["status"],
+                         FineTuneJobStatus(phase="Restarting"))
+    assert fake.obj["status"]["phase"] == "Restarting"
+    assert {k: fake.obj["status"][k] for k in timer} == timer
+
+
 def test_without_a_watched_body_the_job_is_read():
     cluster, fake = fake_cluster(ftj({"phase": "Running"}))
     assert cluster.current_finetunejob("research", "chat")["status"] == {"phase": "Running"}

@@ -120,6 +120,24 @@ def test_one_read_of_a_running_job_writes_its_progress_and_metrics(fetched):
     assert loss == 1.5
 
 
+def test_a_read_that_shows_a_resumed_run_records_and_counts_the_steps_redone(monkeypatch):
+    # The last run was read at step 9; the new one resumed from the checkpoint at step 4.
+    last = {"progress": {"step": 9, "resumedFromStep": 0},
+            "lostWork": {"runStep": 9, "runResumedFromStep": 0}}
+    cluster = FakeCluster({"phase": "Running", "activeJob": JOB, **last})
+    reconciler = FakeReconciler(cluster)
+    resumed = Progress(step=5, resumed_from_step=4, updated_at=NOW, stale=False)
+    monkeypatch.setattr(progress, "fetch_progress", lambda url, timeout: resumed)
+    progress.refresh_progress(reconciler, "research", "chat")  # type: ignore[arg-type]
+    (written,) = cluster.written
+    assert written.lost_work.steps_redone == 5 and written.lost_work.resumptions == 1
+    (event,) = written.lost_work.recent
+    assert (event.reached_step, event.resumed_from_step, event.at) == (9, 4, NOW)
+    labels = {"namespace": "research", "finetunejob": "chat"}
+    assert reconciler.metrics.registry.get_sample_value(
+        "finetune_job_steps_redone_total", labels) == 5
+
+
 @pytest.mark.parametrize("status", [{"phase": "Pending", "activeJob": JOB},
                                     {"phase": "Running"}])
 def test_a_job_that_is_not_running_is_not_read(fetched, status):
