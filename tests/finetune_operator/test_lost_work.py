@@ -52,6 +52,7 @@ def test_a_second_crash_before_any_new_checkpoint_is_told_by_the_step_going_back
 def test_a_run_without_checkpoints_to_resume_from_redoes_everything():
     lost, (event,) = reads((30, 0), (2, 0))
     assert event.steps_redone == 30
+    assert lost.steps_redone == 30
 
 
 def test_reads_without_a_step_or_resumed_step_change_nothing():
