@@ -17,8 +17,21 @@ BLOCKED = (*IMAGE_PULL, "InvalidImageName", CONFIG_ERROR, "CreateContainerError"
 CRASH_LOOP = "CrashLoopBackOff"
 
 
-def any_failed(pods: tuple[PodState, ...]) -> bool:
-    return any(p.phase == "Failed" for p in pods)
+def failed(attempt: Attempt) -> list[PodState]:
+    """The attempt's failed ranks: its Failed pods, except those a suspension deleted.
+
+    Suspending a Job (Kueue's preemption, runPolicy.suspend) makes the Job controller delete
+    its pods; each trainer stops on that SIGTERM with a checkpoint and exits 143, so the pod
+    ends Failed while it is being deleted. That is no rank failure, and the Job controller
+    does not count it either (it removes the pod's tracking finalizer before deleting it, so
+    status.failed stays and the Job does not fail). A pod that failed by itself is not
+    deleted by the suspension: it still counts."""
+    return [p for p in attempt.pods
+            if p.phase == "Failed" and not (attempt.suspended and p.deleting)]
+
+
+def any_failed(attempt: Attempt) -> bool:
+    return bool(failed(attempt))
 
 
 def all_running(pods: tuple[PodState, ...], nodes: int) -> bool:
@@ -92,9 +105,9 @@ def crash_looping(pods: tuple[PodState, ...]) -> tuple[PodState, ContainerState]
 def failure_summary(attempt: Attempt, namespace: str = "") -> str:
     """The last failed pod's rank, reason and exit code; else a crash-looping rank's; else
     the Job's failure reason."""
-    failed = [p for p in attempt.pods if p.phase == "Failed"]
-    if failed:
-        pod = max(failed, key=lambda p: p.finished_at)
+    ranks = failed(attempt)
+    if ranks:
+        pod = max(ranks, key=lambda p: p.finished_at)
         rank = pod.index if pod.index is not None else "?"
         return (f"node rank {rank} (pod {pod.name}) failed: {pod.exit_reason}, "
                 f"exit code {pod.exit_code}")

@@ -10,6 +10,7 @@ from finetune_operator.lifecycle.pods import (
     all_running,
     any_failed,
     crash_looping,
+    failed,
     failure_summary,
     stuck,
     unschedulable_message,
@@ -32,9 +33,22 @@ def test_the_last_failed_rank_is_the_one_reported():
             PodState("r1", "Failed", "1", exit_reason="OOMKilled", exit_code=137,
                      finished_at="2026-11-01T12:06:00Z"),
             PodState("r2", "Running", "2"))
-    assert any_failed(pods)
+    assert any_failed(Attempt("chat-r0", pods=pods))
     assert failure_summary(Attempt("chat-r0", pods=pods)) == (
         "node rank 1 (pod r1) failed: OOMKilled, exit code 137")
+
+
+def test_pods_a_suspension_deletes_are_not_failed_ranks():
+    # Kueue preempts: the Job controller deletes the pods, the trainers exit 143 on SIGTERM.
+    stopped = PodState("r0", "Failed", "0", deleting=True, exit_reason="Error", exit_code=143)
+    assert not any_failed(Attempt("chat-r0", suspended=True, pods=(stopped,)))
+    # The same pod deleted while the Job runs (kubectl delete pod) is a failed rank ...
+    assert any_failed(Attempt("chat-r0", pods=(stopped,)))
+    # ... and so is a rank that failed by itself, suspended or not.
+    crashed = PodState("r1", "Failed", "1", exit_reason="Error", exit_code=1)
+    suspended = Attempt("chat-r0", suspended=True, pods=(stopped, crashed))
+    assert failed(suspended) == [crashed]
+    assert failure_summary(suspended) == "node rank 1 (pod r1) failed: Error, exit code 1"
 
 
 def test_without_a_failed_pod_the_jobs_reason_is_reported():
