@@ -722,6 +722,10 @@ class Estimate(ApiModel):
     mfu: float = Field(0, description="Model FLOPs utilization assumed for the time estimate.")
     gpu_hours: float = Field(0, description="GPU-hours at that utilization.")
     wall_hours: float = Field(0, description="Wall-clock hours on the planned GPUs.")
+    step_seconds: float = Field(
+        0, description="Wall-clock seconds of one optimizer step of full-length sequences at "
+        "that utilization: what the termination grace period allows for the step in flight."
+    )
     cost_usd: CostRange = Field(
         default_factory=lambda: CostRange(low=0, high=0), description="Cost range in USD."
     )
@@ -783,6 +787,14 @@ class Plan(ApiModel):
     cpu_per_node: int = Field(
         0, description="CPU cores per pod, requested unless resources.cpu says: one per CPU "
         "rank, or for zero3-offload enough for DeepSpeed's CPU Adam; 0: none requested."
+    )
+    termination_grace_seconds: int = Field(
+        0, description="The pods' terminationGracePeriodSeconds: time on SIGTERM to finish "
+        "the step in flight and write the emergency checkpoint; 0: Kubernetes' default."
+    )
+    termination_grace_reason: str = Field(
+        "", description="How terminationGraceSeconds was reached, and whether the emergency "
+        "checkpoint fits inside it."
     )
     alternatives: list[PlanAlternative] = Field(
         default_factory=list, description="Every strategy evaluated."

@@ -284,6 +284,8 @@ def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
         )
     else:
         lines.append(f"  estimate    {e.basis}")
+    if plan.termination_grace_reason:
+        lines.append(f"  grace       {plan.termination_grace_reason}")
     lines.append(f"  why         {plan.reason}")
     if plan.suggestion:
         lines.append(f"  suggestion  {plan.suggestion}")

@@ -11,7 +11,8 @@ all. Pure Python without torch: the operator image runs it. The modules:
 - `memory`: bytes per rank, itemized (the only place that knows this arithmetic),
 - `choose`: the search over strategies, nodes, micro-batch and checkpointing,
 - `estimate`: tokens, FLOPs, GPU-hours and cost,
-- `storage`: bytes on disk (checkpoints, the final model) and the pods' volume sizes.
+- `storage`: bytes on disk (checkpoints, the final model), the pods' volume sizes and their
+  termination grace period.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from finetune_operator.planner.parameters import (
     block_linears,
     quantized_parameters,
 )
+from finetune_operator.planner.storage import termination_grace
 from finetune_operator.sizes import format_bytes
 
 __all__ = ["DatasetStats", "NeedsSizing", "PlanningError", "needs_sizing", "plan_job"]
@@ -97,10 +99,11 @@ def plan_job(
         seq_len=sizing.seq_len, global_batch=sizing.global_batch, epochs=spec.training.epochs,
         max_steps=spec.training.max_steps, stats=dataset_stats,
     )
-    flops = training_flops(tokens, active=count.active, trainable=sizing.trainable,
-                           backward_through=_backward_through(spec, count))
+    per_token = {"active": count.active, "trainable": sizing.trainable,
+                 "backward_through": _backward_through(spec, count)}
+    step_tokens = sizing.global_batch * sizing.seq_len
     layout = chosen.layout
-    return Plan(
+    plan = Plan(
         parameters=count.total,
         trainable_parameters=sizing.trainable,
         parameter_source=source,
@@ -128,11 +131,15 @@ def plan_job(
         **_host_bound(sizing, layout),
         cpu_per_node=cpus_per_node(layout.strategy, layout.gpus_per_node, sizing.gpu.is_cpu),
         alternatives=[_alternative(c) for c in choice.alternatives],
-        estimate=estimate(tokens=tokens, flops=flops, gpu=sizing.gpu,
-                          precision=sizing.precision, world=layout.world,
+        estimate=estimate(tokens=tokens, flops=training_flops(tokens, **per_token),
+                          step_flops=training_flops(step_tokens, **per_token),
+                          gpu=sizing.gpu, precision=sizing.precision, world=layout.world,
                           checkpointing=chosen.checkpointing,
                           offload=layout.strategy == "zero3-offload", basis=basis),
     )
+    grace = termination_grace(spec, plan)
+    return plan.model_copy(update={"termination_grace_seconds": grace.seconds,
+                                   "termination_grace_reason": grace.reason})
 
 
 def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,

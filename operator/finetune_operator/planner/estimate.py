@@ -78,18 +78,21 @@ def utilization(gpu: Gpu, *, checkpointing: bool, offload: bool) -> float:
 
 
 def estimate(
-    *, tokens: int, flops: float, gpu: Gpu, precision: str, world: int, checkpointing: bool,
-    offload: bool, basis: str = "",
+    *, tokens: int, flops: float, step_flops: float, gpu: Gpu, precision: str, world: int,
+    checkpointing: bool, offload: bool, basis: str = "",
 ) -> Estimate:
+    """`step_flops`: the FLOPs of one optimizer step of full-length sequences, all ranks."""
     mfu = utilization(gpu, checkpointing=checkpointing, offload=offload)
     peak = gpu.tflops(precision) * 1e12
     gpu_hours = flops / (peak * mfu) / 3600 if peak > 0 and flops > 0 else 0.0
+    step_seconds = step_flops / (peak * mfu) / world if peak > 0 else 0.0
     return Estimate(
         tokens=tokens,
         flops=flops,
         mfu=mfu,
         gpu_hours=gpu_hours,
         wall_hours=gpu_hours / world,
+        step_seconds=step_seconds,
         cost_usd=CostRange(low=gpu_hours * gpu.price_low, high=gpu_hours * gpu.price_high),
         basis=basis,
     )
