@@ -75,3 +75,9 @@ def test_a_marker_without_a_usable_world_size_reads_as_unknown(tmp_path, marker)
 
 def test_a_checkpoint_without_a_marker_has_no_world_size(tmp_path):
     assert checkpoints.written_world_size(_checkpoint(tmp_path, 3, False)) is None
+
+
+def test_the_resume_message_names_the_checkpoint_and_its_step(tmp_path):
+    assert checkpoints.resume_message(tmp_path / "checkpoint-40") == \
+        "resuming from checkpoint-40 at step 40"
+    assert checkpoints.resume_message(None) == "starting at step 0: no complete checkpoint"

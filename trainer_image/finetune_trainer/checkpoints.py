@@ -55,6 +55,13 @@ def latest_complete(output_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def resume_message(resume: Path | None) -> str:
+    """Where a run starts, as rank 0 says it in the log."""
+    if resume is None:
+        return "starting at step 0: no complete checkpoint"
+    return f"resuming from {resume.name} at step {step_of(resume)}"
+
+
 def remove_incomplete(output_dir: Path) -> list[Path]:
     """Delete half-written checkpoints (rank 0 only); returns what was removed."""
     removed = [p for p in checkpoints(output_dir) if not is_complete(p)]

@@ -108,7 +108,9 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     trainer, parts = build.trainer_for(config, data, ranks, load_universal=resharded is not None)
     if ranks.rank == 0:
         for path in checkpoints.remove_incomplete(output_dir):
-            print(f"finetune-trainer: removed incomplete checkpoint {path.name}", flush=True)
+            print(f"finetune-trainer: removed {path.name}: its save was cut short (no "
+                  f"{checkpoints.MARKER} marker)", flush=True)
+        print(f"finetune-trainer: {checkpoints.resume_message(resume)}", flush=True)
     if resharded is not None:  # the process group exists now (the trainer's arguments)
         reshard.prepare(resharded, ranks.rank)
     parts.metrics.serve(config.metrics_host,
