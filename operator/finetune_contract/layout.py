@@ -24,3 +24,6 @@ SUMMARY_FILE = "training_summary.json"
 # on a signal after the emergency checkpoint. `finetune run --local` shows them from the log.
 TRAINER_ERROR_PREFIX = "finetune-trainer: error:"
 TRAINER_STOPPED_PREFIX = "finetune-trainer: stopped:"
+# The trainer's exit status after its emergency checkpoint on SIGTERM or SIGINT: 128 + SIGTERM,
+# as if killed by it. The operator reads it as "stopped", not as the cause of a failure.
+EXIT_STOPPED = 143

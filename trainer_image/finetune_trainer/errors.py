@@ -10,12 +10,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from finetune_contract.layout import TRAINER_ERROR_PREFIX, TRAINER_STOPPED_PREFIX
+from finetune_contract.layout import EXIT_STOPPED, TRAINER_ERROR_PREFIX, TRAINER_STOPPED_PREFIX
 
 EXIT_USER_ERROR = 2
 # After an emergency checkpoint (preemption.py): 128 + SIGTERM, as if killed by it. The gang's
 # Job fails (no index counts as completed), so the operator restarts it and it resumes.
-EXIT_PREEMPTED = 143
+EXIT_PREEMPTED = EXIT_STOPPED
 
 
 class TrainerError(Exception):
