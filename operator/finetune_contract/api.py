@@ -451,7 +451,11 @@ class TrainingSpec(ApiModel):
         ge=1,
         le=1048576,
         description="Sequences per optimizer step across all ranks (micro-batch x ranks x "
-        "accumulation).",
+        "accumulation). Omitted: 16, rounded up to a multiple of the ranks of the fastest "
+        "layout that fits (status.plan.globalBatchSize says which).",
+        # The API server must leave it absent: the planner may round only a batch the user
+        # did not write.
+        json_schema_extra=NO_SERVER_DEFAULT,
     )
     micro_batch_size: int | None = Field(
         None, ge=1, description="Force the per-rank micro-batch (the planner picks otherwise)."
@@ -701,6 +705,13 @@ class PlanAlternative(ApiModel):
     gradient_checkpointing: bool | None = Field(
         None, description="Whether it was evaluated with gradient checkpointing."
     )
+    tokens_per_second: float | None = Field(
+        None, description="Predicted training tokens per second of the whole layout "
+        "(compute, communication and offloading; docs/planner.md)."
+    )
+    step_seconds: float | None = Field(
+        None, description="Predicted seconds of one optimizer step on this layout."
+    )
 
 
 class CostRange(ApiModel):
@@ -725,6 +736,11 @@ class Estimate(ApiModel):
     step_seconds: float = Field(
         0, description="Wall-clock seconds of one optimizer step of full-length sequences at "
         "that utilization: what the termination grace period allows for the step in flight."
+    )
+    tokens_per_second: float = Field(
+        0, description="Predicted training tokens per second of the chosen layout: compute at "
+        "that utilization plus attention, gradient and weight communication, and offloading "
+        "(docs/planner.md, the throughput model)."
     )
     cost_usd: CostRange = Field(
         default_factory=lambda: CostRange(low=0, high=0), description="Cost range in USD."

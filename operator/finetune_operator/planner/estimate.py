@@ -79,7 +79,7 @@ def utilization(gpu: Gpu, *, checkpointing: bool, offload: bool) -> float:
 
 def estimate(
     *, tokens: int, flops: float, step_flops: float, gpu: Gpu, precision: str, world: int,
-    checkpointing: bool, offload: bool, basis: str = "",
+    checkpointing: bool, offload: bool, basis: str = "", tokens_per_second: float = 0.0,
 ) -> Estimate:
     """`step_flops`: the FLOPs of one optimizer step of full-length sequences, all ranks."""
     mfu = utilization(gpu, checkpointing=checkpointing, offload=offload)
@@ -93,6 +93,7 @@ def estimate(
         gpu_hours=gpu_hours,
         wall_hours=gpu_hours / world,
         step_seconds=step_seconds,
+        tokens_per_second=tokens_per_second,
         cost_usd=CostRange(low=gpu_hours * gpu.price_low, high=gpu_hours * gpu.price_high),
         basis=basis,
     )
