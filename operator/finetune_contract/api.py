@@ -542,7 +542,7 @@ class ResourcesSpec(ApiModel):
     nodes: int | None = Field(None, ge=1, le=512, description="Force this many nodes.")
     strategy: strategies.RequestedStrategy = Field(
         strategies.AUTO,
-        description="Sharding strategy; auto picks the least-sharded one that fits.",
+        description="Sharding strategy; auto picks the fastest predicted one that fits.",
     )
     cpu: str | None = Field(
         None,
