@@ -94,6 +94,19 @@ def test_human_table_lists_every_strategy(capsys):
     assert "<- chosen" in out and "why" in out
 
 
+def test_human_table_shows_tokens_per_second_and_step_time_of_each_alternative(capsys):
+    assert main(["plan", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "H100-80GB"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.strip().startswith("strategy"))
+    assert header.split()[-2:] == ["tokens/s", "s/step"]
+    chosen = next(line for line in lines if line.endswith("<- chosen"))
+    tokens, step = chosen.split()[-4:-2]
+    assert float(tokens.replace(",", "")) > 0 and float(step) > 0
+    ddp = next(line for line in lines if line.startswith("  ddp "))
+    assert ddp.split()[-1].startswith("(")  # does not fit: what it would do, in parentheses
+    assert any(line.strip().startswith("speed ") and "tokens/s" in line for line in lines)
+
+
 def test_a_peak_below_the_sum_of_the_items_is_explained(capsys):
     args = ["--model", "meta-llama/Llama-3.1-8B", "--gpu", "H100-80GB"]
     _, plan = plan_json(capsys, *args)
