@@ -46,11 +46,12 @@ def test_json_has_every_documented_key(capsys):
     assert set(out["memoryPerGpu"]) >= {"weights", "gradients", "optimizer", "activations",
                                         "overhead", "total"}
     assert all(isinstance(v, int) for v in out["memoryPerGpu"].values())
-    assert set(out["estimate"]) >= {"tokens", "flops", "gpuHours", "costUsd"}
+    assert set(out["estimate"]) >= {"tokens", "flops", "gpuHours", "costUsd", "tokensPerSecond"}
     assert {a["strategy"] for a in out["alternatives"]} == {
         "ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload"}
     assert set(out["alternatives"][0]) == {"strategy", "nodes", "gpusPerNode", "memoryPerGpu",
-                                           "fits", "microBatchSize", "gradientCheckpointing"}
+                                           "fits", "microBatchSize", "gradientCheckpointing",
+                                           "tokensPerSecond", "stepSeconds"}
 
 
 def test_flags_reach_the_plan(capsys):
