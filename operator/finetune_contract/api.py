@@ -730,12 +730,15 @@ class Estimate(ApiModel):
 
     tokens: int = Field(0, description="Training tokens processed (all epochs).")
     flops: float = Field(0, description="6 x trainable-aware parameters x tokens.")
-    mfu: float = Field(0, description="Model FLOPs utilization assumed for the time estimate.")
-    gpu_hours: float = Field(0, description="GPU-hours at that utilization.")
-    wall_hours: float = Field(0, description="Wall-clock hours on the planned GPUs.")
+    mfu: float = Field(
+        0, description="Model FLOPs utilization assumed for the compute of a step.")
+    gpu_hours: float = Field(0, description="GPU-hours: wallHours x the planned GPUs.")
+    wall_hours: float = Field(
+        0, description="Wall-clock hours on the planned GPUs: tokens over tokensPerSecond.")
     step_seconds: float = Field(
-        0, description="Wall-clock seconds of one optimizer step of full-length sequences at "
-        "that utilization: what the termination grace period allows for the step in flight."
+        0, description="Predicted wall-clock seconds of one optimizer step of full-length "
+        "sequences (compute, communication, offloading): what the termination grace period "
+        "allows for the step in flight."
     )
     tokens_per_second: float = Field(
         0, description="Predicted training tokens per second of the chosen layout: compute at "

@@ -280,7 +280,8 @@ def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
     if e.tokens:
         lines.append(
             f"  estimate    {format_size(e.tokens)} tokens, {e.flops:.3g} FLOPs, "
-            f"{e.gpu_hours:.4g} {per}-hours at {e.mfu:.0%} MFU ({e.wall_hours:.3g} h wall), "
+            f"{e.gpu_hours:.4g} {per}-hours ({e.wall_hours:.3g} h wall; compute at "
+            f"{e.mfu:.0%} MFU), "
             f"${e.cost_usd.low:,.2f}-${e.cost_usd.high:,.2f} ({e.basis})"
         )
     else:

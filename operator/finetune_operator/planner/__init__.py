@@ -141,9 +141,8 @@ def plan_job(
         estimate=estimate(tokens=tokens, flops=training_flops(tokens, **per_token),
                           step_flops=training_flops(step_tokens, **per_token),
                           gpu=sizing.gpu, precision=sizing.precision, world=layout.world,
-                          checkpointing=chosen.checkpointing,
-                          offload=layout.strategy == "zero3-offload", basis=basis,
-                          tokens_per_second=chosen.step.tokens_per_second if chosen.step else 0),
+                          checkpointing=chosen.checkpointing, basis=basis,
+                          step=chosen.step),
     )
     grace = termination_grace(spec, plan)
     return plan.model_copy(update={"termination_grace_seconds": grace.seconds,

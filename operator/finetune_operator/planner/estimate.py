@@ -6,16 +6,25 @@ backward pass computes weight gradients only for trainable parameters and input 
 only down to the lowest trainable block, so frozen blocks cost 2 FLOPs per token, not 6.
 Recomputation under gradient checkpointing is not model FLOPs: it lowers the utilization
 instead.
+
+Time comes from the throughput model (throughput.py) when a step is given: wall-clock hours
+are the tokens over its predicted tokens per second (compute, communication, offloading),
+GPU-hours those times the ranks; without one (no peak known), from the FLOPs at the assumed
+utilization.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from finetune_contract.api import CostRange, Estimate
 
 from finetune_operator.planner.gpus import Gpu
+
+if TYPE_CHECKING:
+    from finetune_operator.planner.throughput import Step
 
 # Model FLOPs utilization assumed for the time estimate: a well-tuned fine-tuning run on
 # modern GPUs reaches 35-45 %; V100/T4 (fp16, older kernels) less; the CPU value is what a
@@ -24,9 +33,8 @@ MFU_GPU = 0.40
 MFU_OLD_GPU = 0.30
 MFU_CPU = 0.40
 # Full recomputation adds a forward pass: 8 instead of 6 FLOPs per parameter and token.
+# (Offloading's PCIe copies and CPU Adam step are priced by throughput.py, not here.)
 CHECKPOINTING_FACTOR = 6 / 8
-# ZeRO-Offload/Infinity is bound by host<->GPU transfers and the CPU Adam step.
-OFFLOAD_FACTOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -65,35 +73,40 @@ def training_flops(tokens: int, *, active: int, trainable: int, backward_through
     return float(tokens) * (2 * active + 2 * trainable + 2 * backward_through)
 
 
-def utilization(gpu: Gpu, *, checkpointing: bool, offload: bool) -> float:
+def utilization(gpu: Gpu, *, checkpointing: bool) -> float:
+    """The model FLOPs utilization assumed for the compute of a step."""
     if gpu.is_cpu:
         mfu = MFU_CPU
     else:
         mfu = MFU_GPU if gpu.bf16 else MFU_OLD_GPU
     if checkpointing:
         mfu *= CHECKPOINTING_FACTOR
-    if offload:
-        mfu *= OFFLOAD_FACTOR
     return round(mfu, 4)
 
 
 def estimate(
     *, tokens: int, flops: float, step_flops: float, gpu: Gpu, precision: str, world: int,
-    checkpointing: bool, offload: bool, basis: str = "", tokens_per_second: float = 0.0,
+    checkpointing: bool, basis: str = "", step: Step | None = None,
 ) -> Estimate:
-    """`step_flops`: the FLOPs of one optimizer step of full-length sequences, all ranks."""
-    mfu = utilization(gpu, checkpointing=checkpointing, offload=offload)
+    """`step_flops`: the FLOPs of one optimizer step of full-length sequences, all ranks;
+    `step`: the chosen layout's predicted step (throughput.py), which times the run."""
+    mfu = utilization(gpu, checkpointing=checkpointing)
     peak = gpu.tflops(precision) * 1e12
-    gpu_hours = flops / (peak * mfu) / 3600 if peak > 0 and flops > 0 else 0.0
-    step_seconds = step_flops / (peak * mfu) / world if peak > 0 else 0.0
+    if peak > 0 and step is not None and step.seconds > 0:
+        wall_hours = tokens / step.tokens_per_second / 3600
+        step_seconds = step.seconds
+    else:
+        wall_hours = flops / (peak * mfu) / 3600 / world if peak > 0 and flops > 0 else 0.0
+        step_seconds = step_flops / (peak * mfu) / world if peak > 0 else 0.0
+    gpu_hours = wall_hours * world
     return Estimate(
         tokens=tokens,
         flops=flops,
         mfu=mfu,
         gpu_hours=gpu_hours,
-        wall_hours=gpu_hours / world,
+        wall_hours=wall_hours,
         step_seconds=step_seconds,
-        tokens_per_second=tokens_per_second,
+        tokens_per_second=step.tokens_per_second if step is not None and peak > 0 else 0.0,
         cost_usd=CostRange(low=gpu_hours * gpu.price_low, high=gpu_hours * gpu.price_high),
         basis=basis,
     )

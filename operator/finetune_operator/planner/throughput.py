@@ -4,7 +4,7 @@
 
 Compute: the model FLOPs of `estimate.training_flops` (6 x N per token for full
 fine-tuning) plus the attention score FLOPs that 6 x N leaves out, at the MFU of
-`estimate.utilization` (without its offload factor: offloading is priced here explicitly).
+`estimate.utilization`.
 Attention follows PaLM's accounting (Chowdhery et al. 2022, appendix B: 6N + 12 L H Q T FLOPs
 per token, H Q the hidden size, T the sequence length) and Megatron's (Narayanan et al. 2021,
 section 5.1): QK^T and AV cost 2 x seq x hidden each per token and layer in the forward pass,
@@ -108,7 +108,7 @@ def compute_seconds(work: Work, gpu: Gpu) -> float:
     """One rank's share of the step's FLOPs at the assumed utilization."""
     tokens = work.micro_batch * work.accumulation * work.seq_len
     peak = gpu.tflops(work.precision) * 1e12
-    mfu = utilization(gpu, checkpointing=work.checkpointing, offload=False)
+    mfu = utilization(gpu, checkpointing=work.checkpointing)
     return tokens * flops_per_token(work) / (peak * mfu) if peak > 0 else 0.0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from finetune_operator.planner import plan_job
 from finetune_operator.planner.choose import SCALING_EFFICIENCY_FLOOR
 from finetune_operator.planner.gpus import GB, Links
@@ -62,3 +63,13 @@ def test_a_batch_the_user_set_is_never_changed():
     plan = plan_job(make_spec(resources={"maxNodes": 4}, training={"globalBatchSize": 16}),
                     links=Links(360 * GB, 360 * GB, 50 * GB))
     assert plan.global_batch_size == 16 and plan.nodes == 2
+
+
+def test_the_estimate_times_the_run_at_the_predicted_tokens_per_second():
+    plan = plan_job(make_spec(model=LLAMA_70B, resources={"maxNodes": 4},
+                              training={"maxSteps": 10}))
+    e = plan.estimate
+    assert e.wall_hours == pytest.approx(e.tokens / e.tokens_per_second / 3600)
+    assert e.gpu_hours == pytest.approx(e.wall_hours * plan.world_size)
+    chosen = by_strategy(plan)[plan.strategy]
+    assert e.step_seconds == pytest.approx(chosen.step_seconds)

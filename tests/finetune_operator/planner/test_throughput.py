@@ -46,7 +46,7 @@ def test_flops_per_token_are_the_model_flops_plus_attention():
 
 def test_compute_is_the_ranks_tokens_at_the_assumed_utilization():
     w = work(micro_batch=2, accumulation=3)
-    mfu = utilization(H100, checkpointing=False, offload=False)
+    mfu = utilization(H100, checkpointing=False)
     expected = 6 * 4096 * tp.flops_per_token(w) / (989e12 * mfu)
     assert tp.compute_seconds(w, H100) == pytest.approx(expected)
 
