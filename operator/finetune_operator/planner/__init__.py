@@ -142,7 +142,9 @@ def plan_job(
                           step_flops=training_flops(step_tokens, **per_token),
                           gpu=sizing.gpu, precision=sizing.precision, world=layout.world,
                           checkpointing=chosen.checkpointing, basis=basis,
-                          step=chosen.step),
+                          predicted_step=chosen.step.seconds if chosen.step else 0.0,
+                          tokens_per_second=(chosen.step.tokens_per_second if chosen.step
+                                             else 0.0)),
     )
     grace = termination_grace(spec, plan)
     return plan.model_copy(update={"termination_grace_seconds": grace.seconds,

@@ -410,7 +410,9 @@ def _versus(sizing: Sizing, chosen: Candidate, ranked: list[Candidate]) -> str:
     slower = runner_up(chosen, ranked)
     if slower is not None:
         ratio = speed(chosen) / speed(slower) if speed(slower) else float("inf")
-        head += (f", {ratio:.2f}x faster than {slower.layout.describe(gpu)} (runner-up, "
+        # Within 1 %, the table's order decided (fewer GPUs, less sharding), not speed.
+        how = "about as fast as" if ratio < 1.01 else f"{ratio:.2f}x faster than"
+        head += (f", {how} {slower.layout.describe(gpu)} (runner-up, "
                  f"{_speed_text(slower)})")
     faster = next((c for c in others if speed(c) > speed(chosen)), None)
     if faster is not None:

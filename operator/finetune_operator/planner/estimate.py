@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from finetune_contract.api import CostRange, Estimate
 
 from finetune_operator.planner.gpus import Gpu
-
-if TYPE_CHECKING:
-    from finetune_operator.planner.throughput import Step
 
 # Model FLOPs utilization assumed for the time estimate: a well-tuned fine-tuning run on
 # modern GPUs reaches 35-45 %; V100/T4 (fp16, older kernels) less; the CPU value is what a
@@ -86,15 +82,18 @@ def utilization(gpu: Gpu, *, checkpointing: bool) -> float:
 
 def estimate(
     *, tokens: int, flops: float, step_flops: float, gpu: Gpu, precision: str, world: int,
-    checkpointing: bool, basis: str = "", step: Step | None = None,
+    checkpointing: bool, basis: str = "", predicted_step: float = 0.0,
+    tokens_per_second: float = 0.0,
 ) -> Estimate:
     """`step_flops`: the FLOPs of one optimizer step of full-length sequences, all ranks;
-    `step`: the chosen layout's predicted step (throughput.py), which times the run."""
+    `predicted_step` (seconds) and `tokens_per_second`: the chosen layout's, from
+    throughput.py (passed in: throughput.py imports this module), which time the run."""
     mfu = utilization(gpu, checkpointing=checkpointing)
     peak = gpu.tflops(precision) * 1e12
-    if peak > 0 and step is not None and step.seconds > 0:
-        wall_hours = tokens / step.tokens_per_second / 3600
-        step_seconds = step.seconds
+    predicted = peak > 0 and predicted_step > 0 and tokens_per_second > 0
+    if predicted:
+        wall_hours = tokens / tokens_per_second / 3600
+        step_seconds = predicted_step
     else:
         wall_hours = flops / (peak * mfu) / 3600 / world if peak > 0 and flops > 0 else 0.0
         step_seconds = step_flops / (peak * mfu) / world if peak > 0 else 0.0
@@ -106,7 +105,7 @@ def estimate(
         gpu_hours=gpu_hours,
         wall_hours=wall_hours,
         step_seconds=step_seconds,
-        tokens_per_second=step.tokens_per_second if step is not None and peak > 0 else 0.0,
+        tokens_per_second=tokens_per_second if predicted else 0.0,
         cost_usd=CostRange(low=gpu_hours * gpu.price_low, high=gpu_hours * gpu.price_high),
         basis=basis,
     )
