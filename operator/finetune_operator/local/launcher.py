@@ -85,8 +85,12 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux only)."""
+def _prepare_child() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux only), and SIGINT
+    handled again. A `finetune` started in the background (`cmd &`, nohup, CI) inherits
+    SIGINT ignored, and so would torchrun and its ranks: the stop this launcher forwards
+    must reach them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -107,7 +111,7 @@ class TrainingProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=_prepare_child if sys.platform == "linux" else None,  # noqa: PLW1509
         )
 
     @property

@@ -50,8 +50,11 @@ def test_interrupted_run_resumes_and_finishes(tmp_path: Path):
 
     # 1. Ctrl-C after the first complete checkpoint: every rank checkpoints and stops.
     first_log = (tmp_path / "first.out").open("w")
+    # SIGINT as a terminal's Ctrl-C delivers it: a test run in the background (CI) would
+    # pass it on ignored, and Python would raise no KeyboardInterrupt.
     first = subprocess.Popen(command, cwd=tmp_path, stdout=first_log,
-                             stderr=subprocess.STDOUT, text=True)
+                             stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     checkpoint = _wait_for_complete_checkpoint(output, first)
     first.send_signal(signal.SIGINT)
     assert first.wait(timeout=60) == 130
