@@ -451,7 +451,11 @@ class TrainingSpec(ApiModel):
         ge=1,
         le=1048576,
         description="Sequences per optimizer step across all ranks (micro-batch x ranks x "
-        "accumulation).",
+        "accumulation). Omitted: 16, rounded up to a multiple of the ranks of the fastest "
+        "layout that fits (status.plan.globalBatchSize says which).",
+        # The API server must leave it absent: the planner may round only a batch the user
+        # did not write.
+        json_schema_extra=NO_SERVER_DEFAULT,
     )
     micro_batch_size: int | None = Field(
         None, ge=1, description="Force the per-rank micro-batch (the planner picks otherwise)."
@@ -538,7 +542,7 @@ class ResourcesSpec(ApiModel):
     nodes: int | None = Field(None, ge=1, le=512, description="Force this many nodes.")
     strategy: strategies.RequestedStrategy = Field(
         strategies.AUTO,
-        description="Sharding strategy; auto picks the least-sharded one that fits.",
+        description="Sharding strategy; auto picks the fastest predicted one that fits.",
     )
     cpu: str | None = Field(
         None,
@@ -701,6 +705,13 @@ class PlanAlternative(ApiModel):
     gradient_checkpointing: bool | None = Field(
         None, description="Whether it was evaluated with gradient checkpointing."
     )
+    tokens_per_second: float | None = Field(
+        None, description="Predicted training tokens per second of the whole layout "
+        "(compute, communication and offloading; docs/planner.md)."
+    )
+    step_seconds: float | None = Field(
+        None, description="Predicted seconds of one optimizer step on this layout."
+    )
 
 
 class CostRange(ApiModel):
@@ -719,9 +730,21 @@ class Estimate(ApiModel):
 
     tokens: int = Field(0, description="Training tokens processed (all epochs).")
     flops: float = Field(0, description="6 x trainable-aware parameters x tokens.")
-    mfu: float = Field(0, description="Model FLOPs utilization assumed for the time estimate.")
-    gpu_hours: float = Field(0, description="GPU-hours at that utilization.")
-    wall_hours: float = Field(0, description="Wall-clock hours on the planned GPUs.")
+    mfu: float = Field(
+        0, description="Model FLOPs utilization assumed for the compute of a step.")
+    gpu_hours: float = Field(0, description="GPU-hours: wallHours x the planned GPUs.")
+    wall_hours: float = Field(
+        0, description="Wall-clock hours on the planned GPUs: tokens over tokensPerSecond.")
+    step_seconds: float = Field(
+        0, description="Predicted wall-clock seconds of one optimizer step of full-length "
+        "sequences (compute, communication, offloading): what the termination grace period "
+        "allows for the step in flight."
+    )
+    tokens_per_second: float = Field(
+        0, description="Predicted training tokens per second of the chosen layout: compute at "
+        "that utilization plus attention, gradient and weight communication, and offloading "
+        "(docs/planner.md, the throughput model)."
+    )
     cost_usd: CostRange = Field(
         default_factory=lambda: CostRange(low=0, high=0), description="Cost range in USD."
     )
@@ -783,6 +806,14 @@ class Plan(ApiModel):
     cpu_per_node: int = Field(
         0, description="CPU cores per pod, requested unless resources.cpu says: one per CPU "
         "rank, or for zero3-offload enough for DeepSpeed's CPU Adam; 0: none requested."
+    )
+    termination_grace_seconds: int = Field(
+        0, description="The pods' terminationGracePeriodSeconds: time on SIGTERM to finish "
+        "the step in flight and write the emergency checkpoint; 0: Kubernetes' default."
+    )
+    termination_grace_reason: str = Field(
+        "", description="How terminationGraceSeconds was reached, and whether the emergency "
+        "checkpoint fits inside it."
     )
     alternatives: list[PlanAlternative] = Field(
         default_factory=list, description="Every strategy evaluated."

@@ -1,5 +1,6 @@
 """Ports, paths and file names that the trainer, its image, the pods the operator renders and
-the local runner must agree on: each is written here once, for every side.
+the local runner must agree on, and the lines of the trainer's log the local runner reads:
+each is written here once, for every side.
 """
 
 from __future__ import annotations
@@ -19,3 +20,10 @@ FINAL_DIR = "final"
 # Under FINAL_DIR with output.merge (tuning lora, qlora): the base with the adapters merged in.
 MERGED_DIR = "merged"
 SUMMARY_FILE = "training_summary.json"
+# How the trainer's one-line reports on stderr start: a mistake the user can fix, and a stop
+# on a signal after the emergency checkpoint. `finetune run --local` shows them from the log.
+TRAINER_ERROR_PREFIX = "finetune-trainer: error:"
+TRAINER_STOPPED_PREFIX = "finetune-trainer: stopped:"
+# The trainer's exit status after its emergency checkpoint on SIGTERM or SIGINT: 128 + SIGTERM,
+# as if killed by it. The operator reads it as "stopped", not as the cause of a failure.
+EXIT_STOPPED = 143

@@ -195,8 +195,12 @@ METHOD: tuple[ObjectRule, ...] = (
 
 TRAINING: tuple[ObjectRule, ...] = (
     ObjectRule(
-        cel="!has(self.microBatchSize) || self.microBatchSize <= self.globalBatchSize",
+        # An omitted globalBatchSize is rounded up by the planner to what the ranks and the
+        # micro-batch need (the API server leaves it absent: no default in the schema).
+        cel="!has(self.microBatchSize) || !has(self.globalBatchSize) || "
+        "self.microBatchSize <= self.globalBatchSize",
         holds=lambda t: t.micro_batch_size is None
+        or "global_batch_size" not in t.model_fields_set
         or t.micro_batch_size <= t.global_batch_size,
         field="microBatchSize",
         message="must not exceed globalBatchSize ({microBatchSize} > {globalBatchSize})",

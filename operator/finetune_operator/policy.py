@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import yaml
@@ -166,8 +166,42 @@ def violations(spec: FineTuneJobSpec, namespace: str, policy: Policy) -> list[Pr
             *_priority_class(spec, policy), *_requested_size(spec, namespace, policy)]
 
 
+def within_limits(spec: FineTuneJobSpec, namespace: str, policy: Policy) -> FineTuneJobSpec | None:
+    """The spec with resources.maxNodes lowered to what the namespace's limits allow, for a
+    first plan within them (the planner picks the fastest layout, which may use more nodes
+    than fewer would need); None when the limits lower nothing."""
+    r = spec.resources
+    limits = policy.limits(namespace)
+    most = [r.max_nodes]
+    if limits.max_nodes is not None:
+        most.append(limits.max_nodes)
+    if limits.max_gpus is not None and r.gpu != "cpu":
+        most.append(max(1, limits.max_gpus // r.gpus_per_node))
+    if r.nodes is not None or min(most) >= r.max_nodes:
+        return None
+    return spec.model_copy(update={"resources": r.model_copy(update={"max_nodes": min(most)})})
+
+
+def plan_within_limits(plan_fn: Callable[..., Plan], spec: FineTuneJobSpec, namespace: str,
+                       policy: Policy, **kwargs: Any) -> Plan:
+    """The plan within the namespace's limits when one fits there, else the plan within the
+    spec's own bounds (which plan_violations then names the limit it breaks for)."""
+    from finetune_operator.planner import PlanningError
+
+    capped = within_limits(spec, namespace, policy)
+    if capped is not None:
+        try:
+            plan = plan_fn(capped, **kwargs)
+        except PlanningError:  # e.g. a batch only the larger layouts divide
+            plan = None
+        if plan is not None and plan.fits:
+            return plan
+    return plan_fn(spec, **kwargs)
+
+
 def plan_violations(plan: Plan, namespace: str, policy: Policy) -> list[Problem]:
-    """The namespace's limits against what the plan uses (the fewest nodes that fit)."""
+    """The namespace's limits against what the plan uses (planned within them when a layout
+    there fits: plan_within_limits)."""
     limits = policy.limits(namespace)
     gpus = 0 if plan.gpu == "cpu" else plan.nodes * plan.gpus_per_node
     hint = "a smaller model, fewer gpusPerNode or an adapter (method.tuning: lora) needs less"

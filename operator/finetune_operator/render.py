@@ -35,6 +35,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 CACHE_VOLUME = "model-cache"
 MODEL_CACHE_DIR = "/model-cache"
 OUTPUT_CACHE_DIR = ".cache/huggingface"
+# What torchrun keeps of the pod's grace period to exit after its ranks (_shutdown_timeout).
+TORCHRUN_EXIT_SECONDS = 5
 SHM_DIR = "/dev/shm"
 SCRATCH_DIR = "/tmp"
 # Where the pod mounts its volumes other than the output's (the data and the model cache only
@@ -171,9 +173,20 @@ def torchrun_args(owner: Owner, plan: Plan, attempt: int) -> list[str]:
         "--rdzv-id", f"{owner.uid}-{attempt}",
         # The operator restarts the whole gang; torchrun must not restart ranks by itself.
         "--max-restarts", "0",
+        *_shutdown_timeout(plan),
         "-m", "finetune_trainer",
         "--config", CONFIG_PATH,
     ]
+
+
+def _shutdown_timeout(plan: Plan) -> list[str]:
+    """On SIGTERM torchrun passes the signal to its ranks and kills them after its shutdown
+    timeout (30 s by default): it must wait as long as the pod's grace period allows, less
+    a few seconds for its own exit, or it cuts the emergency checkpoint short."""
+    if not plan.termination_grace_seconds:
+        return []
+    wait = plan.termination_grace_seconds - TORCHRUN_EXIT_SECONDS
+    return ["--shutdown-timeout", str(wait)]
 
 
 # --------------------------------------------------------------------------- pod
@@ -198,6 +211,8 @@ def _pod_template(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings: Set
         **_init_containers(spec, settings),
         "volumes": _volumes(owner, spec, plan),
     }
+    if plan.termination_grace_seconds:
+        pod_spec["terminationGracePeriodSeconds"] = plan.termination_grace_seconds
     resources = spec.resources
     # The GPU type the plan was made for, as node labels (placement.py).
     # The policy's forced entries are added to the job's own (policy.py).

@@ -10,11 +10,11 @@ import random
 import string
 
 import pytest
-from finetune_contract.api import Toleration
+from finetune_contract.api import FineTuneJobSpec, Toleration
 from finetune_operator import policy
 from finetune_operator.policy import NO_POLICY, Policy, PolicyError
 
-from tests.support.ftj_samples import gpu_spec, plan, spec
+from tests.support.ftj_samples import gpu_spec, plan, spec, spec_dict
 
 RNG = random.Random(15)
 
@@ -363,3 +363,15 @@ def test_a_bad_policy_names_the_field_in_one_line(text, complaint):
         policy.parse(text)
     assert complaint in str(caught.value)
     assert "\n" not in str(caught.value) and "kubectl" not in str(caught.value)
+
+
+def test_the_plan_stays_within_the_namespaces_node_limit_when_a_layout_there_fits():
+    from finetune_operator.planner import plan_job
+
+    rules = policy.Policy.model_validate({"namespaceLimits": {"*": {"maxNodes": 1}}})
+    spec = FineTuneJobSpec.model_validate(spec_dict(resources={
+        "gpu": "cpu", "gpusPerNode": 2, "maxNodes": 2, "strategy": "ddp"}))
+    assert plan_job(spec).nodes == 2  # the fastest within the spec's own bounds
+    plan = policy.plan_within_limits(plan_job, spec, "tenant-a", rules)
+    assert plan.fits and plan.nodes == 1
+    assert policy.plan_violations(plan, "tenant-a", rules) == []

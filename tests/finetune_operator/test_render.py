@@ -133,6 +133,30 @@ def test_job_is_an_indexed_gang_running_torchrun(layout, nodes, ranks):
     assert env["PET_NPROC_PER_NODE"] == str(ranks)
 
 
+def test_the_pods_get_the_planned_grace_period_and_torchrun_waits_nearly_as_long():
+    job_plan = plan().model_copy(update={"termination_grace_seconds": 120})
+    job = render.children(OWNER, spec(), job_plan, SETTINGS, attempt=0)[2]
+    assert _pod(job)["terminationGracePeriodSeconds"] == 120
+    args = _container(job)["args"]
+    wait = args[args.index("--shutdown-timeout") + 1]
+    assert int(wait) == 120 - render.TORCHRUN_EXIT_SECONDS
+    assert args.index("--shutdown-timeout") < args.index("-m")  # torchrun's, not the trainer's
+
+
+def test_a_plan_without_a_grace_period_keeps_kubernetes_default():
+    job = _objects("cpu-ddp")[2]  # a plan written before the planner chose one
+    assert "terminationGracePeriodSeconds" not in _pod(job)
+    assert "--shutdown-timeout" not in _container(job)["args"]
+
+
+def test_a_planned_job_renders_the_grace_period_of_its_plan():
+    job_spec = gpu_spec()
+    job_plan = plan_job(job_spec)
+    job = render.children(OWNER, job_spec, job_plan, SETTINGS, attempt=0)[2]
+    assert _pod(job)["terminationGracePeriodSeconds"] == job_plan.termination_grace_seconds
+    assert job_plan.termination_grace_seconds >= storage.GRACE_MIN_SECONDS
+
+
 def test_pods_carry_the_labels_and_port_the_pod_monitor_selects():
     job = _objects("cpu-ddp")[2]
     labels = job["spec"]["template"]["metadata"]["labels"]

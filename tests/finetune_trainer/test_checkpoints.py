@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from finetune_trainer import checkpoints
 
 
@@ -12,7 +14,7 @@ def _checkpoint(root: Path, step: int, complete: bool) -> Path:
     path.mkdir(parents=True)
     (path / "model.safetensors").write_bytes(b"x" * 10)
     if complete:
-        checkpoints.mark_complete(path, step)
+        checkpoints.mark_complete(path, step, world_size=2)
     return path
 
 
@@ -53,7 +55,29 @@ def test_rotation_keeps_the_newest_and_the_best(tmp_path):
     assert half.exists()  # rotation never touches incomplete ones
 
 
-def test_marker_records_the_step(tmp_path):
+def test_marker_records_the_step_and_the_world_size(tmp_path):
     path = _checkpoint(tmp_path, 7, True)
-    assert (path / checkpoints.MARKER).read_text().strip() == '{"step": 7}'
+    assert json.loads((path / checkpoints.MARKER).read_text()) == {"step": 7, "worldSize": 2}
     assert not list(path.glob(".*tmp"))
+    assert checkpoints.written_world_size(path) == 2
+
+
+@pytest.mark.parametrize("marker", ['{"step": 7}\n', '{"step": 7, "worldSize": 0}',
+                                    '{"step": 7, "worldSize": "2"}', '{"step": 7, "worldSize": true}',
+                                    "[7]", "not json"])
+def test_a_marker_without_a_usable_world_size_reads_as_unknown(tmp_path, marker):
+    """Markers written before worldSize existed (and odd ones) say nothing about the ranks."""
+    path = _checkpoint(tmp_path, 7, False)
+    (path / checkpoints.MARKER).write_text(marker)
+    assert checkpoints.is_complete(path)
+    assert checkpoints.written_world_size(path) is None
+
+
+def test_a_checkpoint_without_a_marker_has_no_world_size(tmp_path):
+    assert checkpoints.written_world_size(_checkpoint(tmp_path, 3, False)) is None
+
+
+def test_the_resume_message_names_the_checkpoint_and_its_step(tmp_path):
+    assert checkpoints.resume_message(tmp_path / "checkpoint-40") == \
+        "resuming from checkpoint-40 at step 40"
+    assert checkpoints.resume_message(None) == "starting at step 0: no complete checkpoint"

@@ -155,7 +155,8 @@ def test_metrics_move_while_training_then_kill_9_and_resume(tmp_path):
     proc = _start(config_path)
     stdout, stderr = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 0, stderr[-3000:]
-    assert f"removed incomplete checkpoint {half.name}" in stdout
+    assert f"removed {half.name}: its save was cut short (no COMPLETE marker)" in stdout
+    assert f"resuming from {latest.name} at step {checkpoints.step_of(latest)}" in stdout
     summary = json.loads((output / SUMMARY_FILE).read_text())
     resumed_step = checkpoints.step_of(Path(summary["resumedFrom"]))
     assert summary["resumedFrom"] == str(latest) and resumed_step > 0

@@ -6,29 +6,15 @@ with the same tokens as an uninterrupted twin and a final loss within tolerance.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 from finetune_contract.layout import SUMMARY_FILE
 from finetune_trainer import checkpoints
 
-from tests.support.tiny import (
-    chat_rows,
-    tiny_config,
-    tiny_plan,
-    tiny_spec,
-    torchrun_command,
-    trainer_env,
-    write_jsonl,
-)
+from tests.support import preempted
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
-DEADLINE = 600
 STEPS = 16
 SIGNAL_AFTER_STEPS = 3  # no periodic save before the end: saveSteps is 1000
 GLOBAL_BATCH = 8
@@ -38,57 +24,23 @@ MICRO = 4
 LOSS_TOLERANCE = {2: 1e-3, 1: 1e-2}
 
 
-def _write(root: Path, ranks: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    write_jsonl(root / "train.jsonl", chat_rows(64))
-    spec = tiny_spec(training={"maxSteps": STEPS, "loggingSteps": 1},
-                     resources={"gpusPerNode": ranks})
-    plan = tiny_plan(world_size=ranks, gpus_per_node=ranks, micro_batch_size=MICRO,
-                     gradient_accumulation=GLOBAL_BATCH // (MICRO * ranks))
-    config = root / "trainer.yaml"
-    config.write_text(tiny_config(root, spec=spec, plan=plan).dump_yaml())
-    return config
+def _write(root, ranks: int):
+    return preempted.write_run(root, ranks, steps=STEPS, global_batch=GLOBAL_BATCH, micro=MICRO)
 
 
-def _run(root: Path, ranks: int) -> subprocess.CompletedProcess:
-    proc = subprocess.run(torchrun_command(_write(root, ranks), ranks), env=trainer_env(),
-                          cwd=root, capture_output=True, text=True, timeout=DEADLINE, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
+def _run(root, ranks: int):
+    return preempted.run(root, _write(root, ranks), ranks)
 
 
-def _summary(root: Path) -> dict:
-    return json.loads((root / "out" / SUMMARY_FILE).read_text())
-
-
-def _rank_pids(torchrun_pid: int) -> list[int]:
-    children = Path(f"/proc/{torchrun_pid}/task/{torchrun_pid}/children")
-    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
-
-
-def _steps_logged(log: Path) -> int:
-    return log.read_text(errors="replace").count("'loss':") if log.exists() else 0
+_summary = preempted.summary
 
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
     """The run stopped by SIGTERM to rank 1 alone, and what it printed."""
     root = tmp_path_factory.mktemp("preempted")
-    config = _write(root, 2)
-    log = root / "stdout.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(torchrun_command(config, 2), env=trainer_env(), cwd=root,
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + DEADLINE
-        while _steps_logged(log) < SIGNAL_AFTER_STEPS and proc.poll() is None:
-            assert time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(0.05)
-        ranks = sorted(_rank_pids(proc.pid))
-        assert len(ranks) == 2, log.read_text()[-4000:]
-        # torchrun starts local rank 0 first; signal the other one only: the gang must agree.
-        os.kill(ranks[1], signal.SIGTERM)
-        status = proc.wait(timeout=DEADLINE)
-    return root, status, log.read_text(errors="replace")
+    status, output = preempted.interrupt(root, _write(root, 2), 2, SIGNAL_AFTER_STEPS)
+    return root, status, output
 
 
 @pytest.fixture(scope="module")

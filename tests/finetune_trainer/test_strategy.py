@@ -11,6 +11,7 @@ from finetune_trainer.strategy import (
     deepspeed_config,
     expected_wrapper,
     refusal,
+    uses_zero,
     wrapper_of,
 )
 
@@ -61,8 +62,30 @@ def test_zero3_offload_moves_states_to_host_memory():
     assert zero["stage3_gather_16bit_weights_on_model_save"] is True
 
 
+@pytest.mark.parametrize("planned", ["zero1", "zero2", "zero3"])
+def test_universal_loading_only_for_a_resharded_resume(planned):
+    assert "checkpoint" not in deepspeed_config(planned, "cpu")
+    resharded = deepspeed_config(planned, "cpu", load_universal=True)
+    assert resharded["checkpoint"] == {"load_universal": True}
+
+
+def test_universal_loading_reaches_deepspeeds_config():
+    """DeepSpeed reads the flag from checkpoint.load_universal (engine.load_checkpoint then
+    takes the tag from latest_universal)."""
+    from deepspeed.runtime.config import get_checkpoint_params
+    from deepspeed.runtime.constants import LOAD_UNIVERSAL_CHECKPOINT
+
+    config = deepspeed_config("zero2", "cpu", load_universal=True)
+    assert get_checkpoint_params(config)[LOAD_UNIVERSAL_CHECKPOINT] is True
+
+
 def test_non_zero_strategies_have_no_deepspeed_config():
     assert deepspeed_config("ddp", "cpu") is None and deepspeed_config("fsdp", "cuda") is None
+
+
+def test_only_the_zero_strategies_use_zero():
+    assert [s for s in ("ddp", "fsdp", "zero1", "zero2", "zero3", "zero3-offload")
+            if uses_zero(s)] == ["zero1", "zero2", "zero3", "zero3-offload"]
 
 
 def test_refusals_name_the_field():

@@ -100,11 +100,16 @@ class World:
         n = job["spec"]["completions"] if count is None else count
         self.pods = [pod(name, i, phase) for i in range(n)]
 
-    def fail_rank(self, index: int, reason: str = "Error", code: int = 1) -> None:
-        p = self.pods[index]
-        p["status"] = {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {
-            "terminated": {"reason": reason, "exitCode": code,
-                           "finishedAt": "2026-11-01T12:05:00Z"}}}]}
+    def fail_rank(self, index: int, reason: str = "Error", code: int = 1, *,
+                  gang_stopped: bool = True) -> None:
+        """Rank `index` fails and the Job fails with it. `gang_stopped`: the other running
+        pods have stopped too, later (SIGTERM from the Job controller: exit 143), as they
+        have by the time a restart may begin; False: they still run."""
+        self.pods[index]["status"] = _terminated(reason, code, "2026-11-01T12:05:00Z")
+        if gang_stopped:
+            for other in self.pods:
+                if other["status"].get("phase") == "Running":
+                    other["status"] = _terminated("Error", 143, "2026-11-01T12:05:20Z")
         self.job()["status"] = {"failed": 1, "conditions": [
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
 
@@ -118,6 +123,11 @@ class World:
     def edit(self, **sections: Any) -> None:
         self.spec = {**self.spec, **sections}
         self.generation += 1
+
+
+def _terminated(reason: str, code: int, at: str) -> dict[str, Any]:
+    return {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {
+        "terminated": {"reason": reason, "exitCode": code, "finishedAt": at}}}]}
 
 
 def pod(job: str, index: int, phase: str) -> dict[str, Any]:

@@ -75,7 +75,10 @@ class Parts:
         return max(0.0, self.clock.end - self.clock.begin)
 
 
-def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[Any, Parts]:
+def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any, *,
+                load_universal: bool = False) -> tuple[Any, Parts]:
+    """The trainer and the parts the summary reads; `load_universal`: DeepSpeed resumes from a
+    universal checkpoint (a ZeRO checkpoint written by another number of ranks, reshard.py)."""
     spec, plan = config.spec, config.plan
     tokenizer = load_tokenizer(config, data.train)
     check_chat_template(tokenizer, spec.dataset.format, assistant_only(config))
@@ -124,7 +127,8 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any) -> tuple[
         trainer_callbacks.append(EarlyStoppingCallback(spec.training.early_stopping_patience))
 
     common = training_arguments(config, has_eval=bool(data.eval),
-                                find_unused_parameters=routes_to_experts(model))
+                                find_unused_parameters=routes_to_experts(model),
+                                load_universal=load_universal)
     if method.task == "classification":
         trainer = _classifier_trainer(config, model, tokenizer, data, common, additions,
                                       trainer_callbacks)
@@ -153,7 +157,8 @@ def routes_to_experts(model: Any) -> bool:
 
 
 def training_arguments(config: TrainerConfig, *, has_eval: bool,
-                       find_unused_parameters: bool = False) -> dict[str, Any]:
+                       find_unused_parameters: bool = False,
+                       load_universal: bool = False) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and TrainingArguments."""
     plan, training = config.plan, config.spec.training
     cpu = config.device == "cpu"
@@ -196,7 +201,8 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool,
         # frozen ones have requires_grad=False (DDP ignores them) and gradual-unfreeze drops
         # gradients after backward, so every reduced parameter gets one.
         "ddp_find_unused_parameters": find_unused_parameters,
-        "deepspeed": strategy.deepspeed_config(plan.strategy, config.device),
+        "deepspeed": strategy.deepspeed_config(plan.strategy, config.device,
+                                               load_universal=load_universal),
         **_fsdp_arguments(plan.strategy),
         "include_num_input_tokens_seen": "non_padding",
         "report_to": "none",

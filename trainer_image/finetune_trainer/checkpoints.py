@@ -6,6 +6,10 @@ once every rank has finished writing and rank 0 has written the marker file `COM
 it, last. On start the trainer resumes from the newest complete checkpoint and deletes the
 incomplete ones; rotation to saveTotalLimit only ever counts complete ones and never removes
 the best checkpoint (early stopping keeps it).
+
+The marker also records how many ranks wrote the checkpoint (`worldSize`): a DeepSpeed ZeRO
+checkpoint is sharded per rank, and resuming it on another number of ranks needs a conversion
+first (reshard.py). A marker written before that field existed reads as "unknown".
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ def latest_complete(output_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def resume_message(resume: Path | None) -> str:
+    """Where a run starts, as rank 0 says it in the log."""
+    if resume is None:
+        return "starting at step 0: no complete checkpoint"
+    return f"resuming from {resume.name} at step {step_of(resume)}"
+
+
 def remove_incomplete(output_dir: Path) -> list[Path]:
     """Delete half-written checkpoints (rank 0 only); returns what was removed."""
     removed = [p for p in checkpoints(output_dir) if not is_complete(p)]
@@ -59,13 +70,25 @@ def remove_incomplete(output_dir: Path) -> list[Path]:
     return removed
 
 
-def mark_complete(path: Path, step: int) -> None:
-    """Write the marker last, atomically: a marker is either absent or whole."""
+def mark_complete(path: Path, step: int, world_size: int) -> None:
+    """Write the marker last, atomically: a marker is either absent or whole. It records the
+    step and the number of ranks that wrote the checkpoint."""
     tmp = path / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps({"step": step}) + "\n")
+    tmp.write_text(json.dumps({"step": step, "worldSize": world_size}) + "\n")
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     tmp.replace(path / MARKER)
+
+
+def written_world_size(path: Path) -> int | None:
+    """How many ranks wrote the complete checkpoint `path`; None when its marker does not say
+    (written before markers recorded it) or cannot be read: treated as unknown, never as a
+    reason to convert."""
+    try:
+        value = json.loads((path / MARKER).read_text()).get("worldSize")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def rotate(output_dir: Path, keep: int, protect: Path | None = None) -> list[Path]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from finetune_contract.layout import EXIT_STOPPED, TRAINER_ERROR_PREFIX, TRAINER_STOPPED_PREFIX
+
 EXIT_USER_ERROR = 2
 # After an emergency checkpoint (preemption.py): 128 + SIGTERM, as if killed by it. The gang's
 # Job fails (no index counts as completed), so the operator restarts it and it resumes.
-EXIT_PREEMPTED = 143
+EXIT_PREEMPTED = EXIT_STOPPED
 
 
 class TrainerError(Exception):
@@ -31,9 +33,9 @@ def exit_status(work: Callable[[], object]) -> int:
     try:
         work()
     except TrainerError as err:
-        print(f"finetune-trainer: error: {err}", file=sys.stderr, flush=True)
+        print(f"{TRAINER_ERROR_PREFIX} {err}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except Stopped as stop:
-        print(f"finetune-trainer: stopped: {stop}", file=sys.stderr, flush=True)
+        print(f"{TRAINER_STOPPED_PREFIX} {stop}", file=sys.stderr, flush=True)
         return EXIT_PREEMPTED
     return 0

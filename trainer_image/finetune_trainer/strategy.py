@@ -26,8 +26,11 @@ class StrategyMismatch(TrainerError):
     """The model ended up under a different wrapper than the plan's strategy."""
 
 
-def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
-    """DeepSpeed config for a ZeRO strategy; None for the others."""
+def deepspeed_config(strategy: str, device: str, *,
+                     load_universal: bool = False) -> dict[str, Any] | None:
+    """DeepSpeed config for a ZeRO strategy; None for the others. `load_universal`: the run
+    resumes a checkpoint written by another number of ranks through its universal conversion
+    (reshard.py)."""
     row = strategy_row(strategy)
     stage = row.zero_stage
     if stage is None:
@@ -57,7 +60,7 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
         pin = device == "cuda"
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
         zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
-    return {
+    config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
         "train_batch_size": "auto",
@@ -71,6 +74,18 @@ def deepspeed_config(strategy: str, device: str) -> dict[str, Any] | None:
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,  # progress goes to the metrics, not DeepSpeed's log
     }
+    if load_universal:
+        # The engine then reads the tag from checkpoint-N/latest_universal and re-partitions
+        # the merged states for this world size; only for that resume, because it also skips
+        # the module's own state dict and expects the universal layout.
+        config["checkpoint"] = {"load_universal": True}
+    return config
+
+
+def uses_zero(strategy: str) -> bool:
+    """Whether the strategy trains under DeepSpeed ZeRO (its checkpoints are sharded per
+    rank)."""
+    return strategy_row(strategy).zero_stage is not None
 
 
 def refusal(strategy: str, device: str, *, tuning: str, l2_to_pretrained: float,

@@ -112,7 +112,7 @@ class FineTuneMixin:
         if self.args.should_save:
             output_dir = Path(self.args.output_dir)
             path = checkpoints.checkpoint_path(output_dir, self.state.global_step)
-            checkpoints.mark_complete(path, self.state.global_step)
+            checkpoints.mark_complete(path, self.state.global_step, self.args.world_size)
             best = self.state.best_model_checkpoint
             checkpoints.rotate(output_dir, self.additions.save_total_limit,
                                protect=Path(best) if best else None)

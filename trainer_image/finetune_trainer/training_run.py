@@ -18,11 +18,11 @@ from finetune_contract import rules
 from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
 from finetune_contract.trainer_config import TrainerConfig
 
-from finetune_trainer import adapters, checkpoints
+from finetune_trainer import adapters, checkpoints, reshard
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import Stopped, TrainerError
-from finetune_trainer.strategy import refusal
+from finetune_trainer.strategy import refusal, uses_zero
 from finetune_trainer.summary import build_summary, write_json
 
 if TYPE_CHECKING:
@@ -99,12 +99,20 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     # Imported here, like build: they load transformers, and a config error must be one line.
     from finetune_trainer import build, preemption
 
-    trainer, parts = build.trainer_for(config, data, ranks)
     output_dir = Path(config.output_dir)
+    # Found before the build: a ZeRO checkpoint from another number of ranks changes the
+    # DeepSpeed config the engine is built from (reshard.py). Incomplete ones never count.
+    resume = checkpoints.latest_complete(output_dir)
+    resharded = reshard.decide(resume, uses_zero=uses_zero(config.plan.strategy),
+                               world_size=ranks.world_size)
+    trainer, parts = build.trainer_for(config, data, ranks, load_universal=resharded is not None)
     if ranks.rank == 0:
         for path in checkpoints.remove_incomplete(output_dir):
-            print(f"finetune-trainer: removed incomplete checkpoint {path.name}", flush=True)
-    resume = checkpoints.latest_complete(output_dir)
+            print(f"finetune-trainer: removed {path.name}: its save was cut short (no "
+                  f"{checkpoints.MARKER} marker)", flush=True)
+        print(f"finetune-trainer: {checkpoints.resume_message(resume)}", flush=True)
+    if resharded is not None:  # the process group exists now (the trainer's arguments)
+        reshard.prepare(resharded, ranks.rank)
     parts.metrics.serve(config.metrics_host,
                         config.metrics_port + ranks.local_rank if config.metrics_port else 0)
     parts.metrics.set("finetune_train_resumed_step", checkpoints.step_of(resume) if resume else 0)

@@ -24,6 +24,7 @@ from finetune_contract.api import (
     MemoryBreakdown,
     ModelSizing,
     Plan,
+    PlanAlternative,
     TrainingSpec,
 )
 from pydantic import ValidationError
@@ -279,22 +280,42 @@ def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
     if e.tokens:
         lines.append(
             f"  estimate    {format_size(e.tokens)} tokens, {e.flops:.3g} FLOPs, "
-            f"{e.gpu_hours:.4g} {per}-hours at {e.mfu:.0%} MFU ({e.wall_hours:.3g} h wall), "
+            f"{e.gpu_hours:.4g} {per}-hours ({e.wall_hours:.3g} h wall; compute at "
+            f"{e.mfu:.0%} MFU), "
             f"${e.cost_usd.low:,.2f}-${e.cost_usd.high:,.2f} ({e.basis})"
         )
     else:
         lines.append(f"  estimate    {e.basis}")
+    if e.tokens_per_second:
+        lines.append(f"  speed       {e.tokens_per_second:,.0f} tokens/s predicted "
+                     f"(docs/planner.md, the throughput model)")
+    if plan.termination_grace_reason:
+        lines.append(f"  grace       {plan.termination_grace_reason}")
     lines.append(f"  why         {plan.reason}")
     if plan.suggestion:
         lines.append(f"  suggestion  {plan.suggestion}")
-    lines += ["", f"  {'strategy':<14} {'layout':<10} {'memory/' + per:>12}  fits"]
+    header = (f"  {'strategy':<14} {'layout':<10} {'memory/' + per:>12}  fits "
+              f"{'tokens/s':>10} {'s/step':>8}")
+    lines += ["", header]
     for alt in plan.alternatives:
-        mark = "  <- chosen" if alt.strategy == plan.strategy else ""
+        chosen = (alt.strategy, alt.nodes) == (plan.strategy, plan.nodes)
         lines.append(
             f"  {alt.strategy:<14} {f'{alt.nodes} x {alt.gpus_per_node}':<10} "
-            f"{format_bytes(alt.memory_per_gpu):>12}  {'yes' if alt.fits else 'no'}{mark}"
+            f"{format_bytes(alt.memory_per_gpu):>12}  {'yes' if alt.fits else 'no ':<4}"
+            f"{_speed(alt)}{'  <- chosen' if chosen else ''}"
         )
     return "\n".join(lines)
+
+
+def _speed(alt: PlanAlternative) -> str:
+    """Predicted tokens/s and seconds per step; a layout that does not fit shows what it
+    would do if it did, in parentheses."""
+    if alt.tokens_per_second is None or alt.step_seconds is None:
+        return f"{'-':>10} {'-':>8}"
+    tps, step = f"{alt.tokens_per_second:,.0f}", f"{alt.step_seconds:.3g}"
+    if not alt.fits:
+        tps, step = f"({tps})", f"({step})"
+    return f"{tps:>10} {step:>8}"
 
 
 def _host(plan: Plan) -> str:

@@ -134,7 +134,7 @@ def _policy_problems(spec: FineTuneJobSpec, namespace: str, rules: policy.Policy
     if problems or not plan:
         return problems
     try:
-        planned = plan_job(spec)
+        planned = policy.plan_within_limits(plan_job, spec, namespace, rules)
     except (NeedsSizing, PlanningError):
         return []
     return policy.plan_violations(planned, namespace, rules) if planned.fits else []

@@ -89,6 +89,7 @@ def pod_state(pod: Obj) -> PodState:
         phase=status.get("phase", "Pending"),
         index=(meta.get("annotations") or {}).get(names.COMPLETION_INDEX_ANNOTATION),
         deleting=bool(meta.get("deletionTimestamp")),
+        deletion_deadline=timestamp(meta.get("deletionTimestamp")),
         scheduled=scheduled.get("status") == "True",
         waiting_since=timestamp(scheduled.get("lastTransitionTime")
                                 or meta.get("creationTimestamp")),

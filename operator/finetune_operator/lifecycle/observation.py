@@ -40,6 +40,8 @@ class PodState:
     phase: str = "Pending"
     index: str | None = None  # the completion index: the node rank
     deleting: bool = False
+    # metadata.deletionTimestamp: when its grace period ends and the kubelet kills it.
+    deletion_deadline: datetime | None = None
     scheduled: bool = False  # the scheduler placed it (PodScheduled)
     # Since when it waits to be scheduled (PodScheduled's transition, else its creation).
     waiting_since: datetime | None = None

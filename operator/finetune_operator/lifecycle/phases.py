@@ -204,6 +204,20 @@ def _succeed(step: Step) -> None:
     step.emit("Normal", "Succeeded", "training finished")
 
 
+def _wait_for_stopping_ranks(step: Step, attempt: Attempt, why: str) -> bool:
+    """Whether the restart waits: the failed attempt's other pods may still be writing the
+    emergency checkpoint (a deleted or preempted pod's SIGTERM reaches the whole gang). The
+    ones not told to stop yet are deleted, so they get SIGTERM and their grace period now."""
+    stopping = pod_states.still_training(attempt.pods, step.now)
+    if not stopping:
+        return False
+    step.actions.extend(Delete("Pod", p.name) for p in stopping if not p.deleting)
+    pods = ", ".join(p.name for p in stopping)
+    step.phase("Restarting", f"{why}; waiting for {pods} to stop (each writes its part of the "
+               "emergency checkpoint within its grace period) before restarting the gang")
+    return True
+
+
 def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> None:
     why = pod_states.failure_summary(attempt, step.observed.owner.namespace)
     number = step.status.restarts
@@ -217,6 +231,8 @@ def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt
             stopped = f"; Job {attempt.name} deleted to stop its pods"
         fail(step, "BackoffLimitExceeded", f"{why}; gave up after {number} restart(s) "
              f"(runPolicy.backoffLimit {limit}){stopped}")
+        return
+    if _wait_for_stopping_ranks(step, attempt, why):
         return
     new = names.batch_job_name(step.name, number + 1)
     # Create first: a crash before the delete leaves both, and the next reconcile adopts the

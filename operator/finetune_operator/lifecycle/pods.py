@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from finetune_contract.layout import EXIT_STOPPED
 
 from finetune_operator import names
 from finetune_operator.lifecycle.observation import Attempt, ContainerState, PodState
@@ -15,6 +17,9 @@ IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
 CONFIG_ERROR = "CreateContainerConfigError"
 BLOCKED = (*IMAGE_PULL, "InvalidImageName", CONFIG_ERROR, "CreateContainerError")
 CRASH_LOOP = "CrashLoopBackOff"
+# How long past its grace period a deleted pod still counts as stopping: the kubelet kills it
+# at the deadline and reports within seconds; one still there later is on a lost node.
+STOP_MARGIN = timedelta(seconds=30)
 
 
 def failed(attempt: Attempt) -> list[PodState]:
@@ -32,6 +37,16 @@ def failed(attempt: Attempt) -> list[PodState]:
 
 def any_failed(attempt: Attempt) -> bool:
     return bool(failed(attempt))
+
+
+def still_training(pods: tuple[PodState, ...], now: datetime) -> tuple[PodState, ...]:
+    """The pods of a failed attempt whose trainer may still write: running, and not past
+    their grace period by more than STOP_MARGIN (a pod that outlives it sits on a node that
+    is gone, and will never report). On SIGTERM they write the emergency checkpoint; a next
+    attempt started meanwhile would resume from an older one and delete the one in writing
+    as incomplete."""
+    return tuple(p for p in pods if p.phase == "Running" and _crash_loop(p) is None and not (
+        p.deleting and p.deletion_deadline and now > p.deletion_deadline + STOP_MARGIN))
 
 
 def all_running(pods: tuple[PodState, ...], nodes: int) -> bool:
@@ -103,23 +118,35 @@ def crash_looping(pods: tuple[PodState, ...]) -> tuple[PodState, ContainerState]
 
 
 def failure_summary(attempt: Attempt, namespace: str = "") -> str:
-    """The last failed pod's rank, reason and exit code; else a crash-looping rank's; else
-    the Job's failure reason."""
+    """The cause of a failed attempt: the first pod that failed by itself (not stopped by
+    SIGTERM after its emergency checkpoint, as the rest of a broken gang is); else a
+    crash-looping rank; else the first stopped pod (a deleted or preempted one); else the
+    Job's failure reason."""
     ranks = failed(attempt)
-    if ranks:
-        pod = max(ranks, key=lambda p: p.finished_at)
-        rank = pod.index if pod.index is not None else "?"
-        return (f"node rank {rank} (pod {pod.name}) failed: {pod.exit_reason}, "
-                f"exit code {pod.exit_code}")
+    broke = [p for p in ranks if p.exit_code != EXIT_STOPPED]
+    if broke:
+        return _failed(_first(broke))
     looping = crash_looping(attempt.pods)
     if looping is not None:
         pod, container = looping
         return (f"{_said(pod, container)}; read its logs: "
                 f"{logs_command(pod, container, namespace)}")
+    if ranks:
+        return _failed(_first(ranks))
     if attempt.failed:
         return (f"Job failed: {attempt.failure_reason}: {attempt.failure_message}"
                 .rstrip(": "))
     return "a node rank failed"
+
+
+def _first(pods: list[PodState]) -> PodState:
+    """The one that finished first; one without a finish time only when none has one."""
+    return min(pods, key=lambda p: (not p.finished_at, p.finished_at))
+
+
+def _failed(pod: PodState) -> str:
+    rank = pod.index if pod.index is not None else "?"
+    return f"node rank {rank} (pod {pod.name}) failed: {pod.exit_reason}, exit code {pod.exit_code}"
 
 
 def logs_command(pod: PodState, container: ContainerState, namespace: str) -> str:

@@ -52,7 +52,9 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
     if needs_sizing(spec) and sizing is None:
         return False
     try:
-        plan = plan_fn(spec, sizing=sizing) if sizing is not None else plan_fn(spec)
+        kwargs = {"sizing": sizing} if sizing is not None else {}
+        plan = policy.plan_within_limits(plan_fn, spec, namespace, step.settings.policy,
+                                         **kwargs)
     except PlanningError as err:
         fail_invalid(step, f"{err.field}: {err.message}")
         return False

@@ -1,9 +1,9 @@
 """Start torchrun in its own process group and stop every rank of it, never just the launcher.
 
 torchrun runs in a new session, so a Ctrl-C on the terminal reaches only `finetune`, which
-then stops the whole group: SIGTERM first (the ranks exit, torchrun reaps them), SIGKILL for
-whatever is still alive after a grace period. Killing only torchrun would leave ranks
-training in the background. On Linux the launcher also asks the kernel to send SIGTERM to
+then stops the whole group: the signal it got first (SIGINT or SIGTERM: the ranks write their
+emergency checkpoint and exit, torchrun reaps them), SIGKILL for whatever is still alive after
+the plan's grace period. Killing only torchrun would leave ranks training in the background. On Linux the launcher also asks the kernel to send SIGTERM to
 torchrun should `finetune` itself die without cleaning up.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import signal
 import socket
@@ -20,7 +21,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-STOP_GRACE_SECONDS = 15.0
+# The wait before SIGKILL when the plan sets none (planner/storage.py sizes it for the
+# emergency checkpoint).
+STOP_GRACE_SECONDS = 30.0
 # A rank that dies (killed, out of memory) makes torchrun stop the others and start the whole
 # gang again, which resumes from the newest complete checkpoint. Once: a mistake in the data or
 # the config fails the same way again, and its one-line reason is in the log either way.
@@ -29,12 +32,15 @@ KILL_WAIT_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
-def torchrun_command(config_path: Path, nproc: int, python: str = sys.executable) -> list[str]:
-    """The launch command; torchrun next to the interpreter, else its module form."""
+def torchrun_command(config_path: Path, nproc: int, python: str = sys.executable, *,
+                     grace_seconds: float = STOP_GRACE_SECONDS) -> list[str]:
+    """The launch command; torchrun next to the interpreter, else its module form. torchrun
+    kills its ranks `--shutdown-timeout` seconds after a signal (30 by default): it waits as
+    long as the launcher does, so their emergency checkpoint is not cut short."""
     torchrun = Path(python).parent / "torchrun"
     launcher = [str(torchrun)] if torchrun.exists() else [python, "-m", "torch.distributed.run"]
     return [*launcher, f"--max-restarts={MAX_RESTARTS}", "--standalone",
-            f"--nproc-per-node={nproc}",
+            f"--nproc-per-node={nproc}", f"--shutdown-timeout={math.ceil(grace_seconds)}",
             "-m", "finetune_trainer", "--config", str(config_path)]
 
 
@@ -79,8 +85,12 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux only)."""
+def _prepare_child() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux only), and SIGINT
+    handled again. A `finetune` started in the background (`cmd &`, nohup, CI) inherits
+    SIGINT ignored, and so would torchrun and its ranks: the stop this launcher forwards
+    must reach them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -101,7 +111,7 @@ class TrainingProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=_prepare_child if sys.platform == "linux" else None,  # noqa: PLW1509
         )
 
     @property
@@ -114,9 +124,11 @@ class TrainingProcess:
     def wait(self, timeout: float | None = None) -> int:
         return self.process.wait(timeout)
 
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
-        """Stop every process of the group; returns torchrun's exit status."""
-        self._signal_group(signal.SIGTERM)
+    def stop(self, grace: float = STOP_GRACE_SECONDS,
+             first: signal.Signals = signal.SIGTERM) -> int:
+        """Stop every process of the group: `first`, then SIGKILL after `grace` seconds for
+        whatever still lives; returns torchrun's exit status."""
+        self._signal_group(first)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and self._group_alive():
             time.sleep(0.2)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import re
 
 from finetune_contract.api import Plan
+from finetune_contract.layout import TRAINER_ERROR_PREFIX, TRAINER_STOPPED_PREFIX
 from finetune_operator.local.display import format_duration, format_rate
 from finetune_operator.sizes import format_bytes, format_size
 
 LOG_TAIL_LINES = 15
-# How `python -m finetune_trainer` reports a mistake the user can fix (one line, no traceback).
-TRAINER_ERROR_PREFIX = "finetune-trainer: error:"
 
 # torchrun's own failure report, which names no cause: skipped when looking for the reason.
 _LAUNCHER_NOISE = re.compile(
@@ -54,6 +53,17 @@ def failure_reason(log_text: str) -> str | None:
     for line in reversed(lines):
         if line and not _LAUNCHER_NOISE.match(line) and _ERROR_LINE.search(line):
             return line
+    return None
+
+
+def stop_report(log_text: str) -> str | None:
+    """What rank 0 said of its emergency checkpoint when a signal stopped the run (the step
+    and the checkpoint it resumes from), or None when it said nothing: stopped before
+    training began, or killed before it could write."""
+    for line in reversed(log_text.splitlines()):
+        line = _without_rank_prefix(line)
+        if line.startswith(TRAINER_STOPPED_PREFIX):
+            return line.removeprefix(TRAINER_STOPPED_PREFIX).strip()
     return None
 
 

@@ -24,6 +24,7 @@ from finetune_operator.errors import UserError
 from finetune_operator.local import answer, datastats, localize, report
 from finetune_operator.local.display import ProgressDisplay, format_progress, format_waiting
 from finetune_operator.local.launcher import (
+    STOP_GRACE_SECONDS,
     TrainingProcess,
     free_port_block,
     rank_environment,
@@ -80,15 +81,15 @@ def run_local(options: LocalOptions, out: TextIO = sys.stdout, err: TextIO = sys
         print(f"resuming from {checkpoint}", file=out)
     out.flush()
 
-    command = torchrun_command(config_path, nproc)
+    grace = stop_grace(plan)
+    command = torchrun_command(config_path, nproc, grace_seconds=grace)
     started = time.monotonic()
     process = TrainingProcess(command, rank_environment(os.environ, hardware.device), log_path)
     status = follow(process, f"http://{localize.METRICS_HOST}:{port}/metrics",
-                    ProgressDisplay(out))
+                    ProgressDisplay(out), grace=grace, err=err)
     wall = time.monotonic() - started
     if status == EXIT_INTERRUPTED:
-        print(f"stopped: every rank ended; run the same command again to resume from the "
-              f"last checkpoint in {output}", file=err)
+        report_stop(log_path, output, err)
         return EXIT_INTERRUPTED
     if status != 0:
         explain_failure(log_path, status, err)
@@ -134,8 +135,27 @@ def plan_for_machine(spec: FineTuneJobSpec, data_root: Path, source: str) -> Pla
     return plan
 
 
-def follow(process: TrainingProcess, metrics_url: str, display: ProgressDisplay) -> int:
-    """Show progress until the ranks exit; on SIGINT/SIGTERM stop the whole group."""
+def stop_grace(plan: Plan) -> float:
+    """How long a stop waits for the emergency checkpoint: the pods' grace period."""
+    return float(plan.termination_grace_seconds or STOP_GRACE_SECONDS)
+
+
+def report_stop(log_path: Path, output: Path, err: TextIO) -> None:
+    """Where a stopped run will resume: rank 0's word on its emergency checkpoint."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    said = report.stop_report(text)
+    if said:
+        print(f"stopped: {said}", file=err)
+    resume = latest_complete(output)
+    where = f"from {resume.name}" if resume else "from the start: no checkpoint was complete"
+    print(f"run the same command again to resume {where} (in {output})", file=err)
+
+
+def follow(process: TrainingProcess, metrics_url: str, display: ProgressDisplay, *,
+           grace: float = STOP_GRACE_SECONDS, err: TextIO = sys.stderr) -> int:
+    """Show progress until the ranks exit; on SIGINT/SIGTERM pass the signal to the whole
+    group, which writes a checkpoint at the current step, and wait up to `grace` seconds for
+    it; a second signal stops at once."""
     started = time.monotonic()
     last_line = None
     with _stop_on_signals():
@@ -149,10 +169,13 @@ def follow(process: TrainingProcess, metrics_url: str, display: ProgressDisplay)
                 else:
                     display.show(last_line)
                 time.sleep(POLL_SECONDS)
-        except (KeyboardInterrupt, Stopped):
+        except (KeyboardInterrupt, Stopped) as stop:
             display.finish()
+            first = signal.SIGTERM if isinstance(stop, Stopped) else signal.SIGINT
+            print(f"{first.name}: writing a checkpoint at the current step (up to {grace:.0f} s; "
+                  "Ctrl-C again stops at once and loses it)", file=err, flush=True)
             try:
-                process.stop()
+                process.stop(grace=grace, first=first)
             except (KeyboardInterrupt, Stopped):
                 process.stop(grace=0)  # asked twice: no more waiting
             return EXIT_INTERRUPTED

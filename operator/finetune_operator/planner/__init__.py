@@ -11,11 +11,15 @@ all. Pure Python without torch: the operator image runs it. The modules:
 - `memory`: bytes per rank, itemized (the only place that knows this arithmetic),
 - `choose`: the search over strategies, nodes, micro-batch and checkpointing,
 - `estimate`: tokens, FLOPs, GPU-hours and cost,
-- `storage`: bytes on disk (checkpoints, the final model) and the pods' volume sizes.
+- `throughput`: predicted step time and tokens per second of a layout (compute,
+  communication, offloading), which the search ranks layouts by,
+- `storage`: bytes on disk (checkpoints, the final model), the pods' volume sizes and their
+  termination grace period.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from finetune_contract import rules, strategies
@@ -42,6 +46,7 @@ from finetune_operator.planner.estimate import (
     training_flops,
     training_tokens,
 )
+from finetune_operator.planner.gpus import Links
 from finetune_operator.planner.inputs import (
     NeedsSizing,
     PlanningError,
@@ -61,6 +66,7 @@ from finetune_operator.planner.parameters import (
     block_linears,
     quantized_parameters,
 )
+from finetune_operator.planner.storage import termination_grace
 from finetune_operator.sizes import format_bytes
 
 __all__ = ["DatasetStats", "NeedsSizing", "PlanningError", "needs_sizing", "plan_job"]
@@ -69,18 +75,20 @@ __all__ = ["DatasetStats", "NeedsSizing", "PlanningError", "needs_sizing", "plan
 def plan_job(
     spec: FineTuneJobSpec, *, data_root: Path | None = None,
     dataset_stats: DatasetStats | None = None, sizing: ModelSizing | None = None,
+    links: Links | None = None,
 ) -> Plan:
     """Plan a FineTuneJob: what to run, on how much hardware, and what it costs.
 
     `sizing`: what reading the model gave (finetune_operator.hub, or the operator's sizing
     pod), for a model the spec alone cannot size (`needs_sizing`); without it such a
-    model raises NeedsSizing."""
+    model raises NeedsSizing. `links`: the bandwidths the throughput model assumes, instead
+    of the catalog's for the GPU (gpus.LINKS)."""
     if spec.method.tuning == "auto":
         return _plan_auto(spec, data_root=data_root, dataset_stats=dataset_stats,
-                          sizing=sizing)
+                          sizing=sizing, links=links)
     model_read = sizing  # `sizing` names the planner's own Sizing below
     count, source = model_count(spec, data_root, model_read)
-    sizing = _sizing(spec, count)
+    sizing = replace(_sizing(spec, count), links=links)
     r = spec.resources
     bounds = Bounds(
         gpus_per_node=r.gpus_per_node,
@@ -93,14 +101,16 @@ def plan_job(
     except Unreachable as err:
         raise PlanningError(err.field, err.message) from None
     chosen = choice.chosen
+    sizing = replace(sizing, global_batch=chosen.global_batch)  # rounded when unset
     tokens, basis = training_tokens(
         seq_len=sizing.seq_len, global_batch=sizing.global_batch, epochs=spec.training.epochs,
         max_steps=spec.training.max_steps, stats=dataset_stats,
     )
-    flops = training_flops(tokens, active=count.active, trainable=sizing.trainable,
-                           backward_through=_backward_through(spec, count))
+    per_token = {"active": count.active, "trainable": sizing.trainable,
+                 "backward_through": _backward_through(spec, count)}
+    step_tokens = sizing.global_batch * sizing.seq_len
     layout = chosen.layout
-    return Plan(
+    plan = Plan(
         parameters=count.total,
         trainable_parameters=sizing.trainable,
         parameter_source=source,
@@ -128,15 +138,22 @@ def plan_job(
         **_host_bound(sizing, layout),
         cpu_per_node=cpus_per_node(layout.strategy, layout.gpus_per_node, sizing.gpu.is_cpu),
         alternatives=[_alternative(c) for c in choice.alternatives],
-        estimate=estimate(tokens=tokens, flops=flops, gpu=sizing.gpu,
-                          precision=sizing.precision, world=layout.world,
-                          checkpointing=chosen.checkpointing,
-                          offload=layout.strategy == "zero3-offload", basis=basis),
+        estimate=estimate(tokens=tokens, flops=training_flops(tokens, **per_token),
+                          step_flops=training_flops(step_tokens, **per_token),
+                          gpu=sizing.gpu, precision=sizing.precision, world=layout.world,
+                          checkpointing=chosen.checkpointing, basis=basis,
+                          predicted_step=chosen.step.seconds if chosen.step else 0.0,
+                          tokens_per_second=(chosen.step.tokens_per_second if chosen.step
+                                             else 0.0)),
     )
+    grace = termination_grace(spec, plan)
+    return plan.model_copy(update={"termination_grace_seconds": grace.seconds,
+                                   "termination_grace_reason": grace.reason})
 
 
 def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,
-               dataset_stats: DatasetStats | None, sizing: ModelSizing | None) -> Plan:
+               dataset_stats: DatasetStats | None, sizing: ModelSizing | None,
+               links: Links | None) -> Plan:
     """tuning: auto: full fine-tuning if it fits the job's bounds, else lora, else qlora
     (pretrained weights only); the reason says what did not fit. Nothing fits: the last
     plan tried, with every reason."""
@@ -148,7 +165,7 @@ def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,
         concrete = spec.model_copy(deep=True)
         concrete.method.tuning = tuning
         plan = plan_job(concrete, data_root=data_root, dataset_stats=dataset_stats,
-                        sizing=sizing)
+                        sizing=sizing, links=links)
         if plan.fits:
             break
         tried.append(f"{tuning} does not fit: {plan.reason.split('smallest footprint: ')[-1]}")
@@ -203,6 +220,8 @@ def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:
         precision=resolve_precision(spec, gpu),
         seq_len=training.max_seq_length,
         global_batch=training.global_batch_size,
+        batch_set="global_batch_size" in training.model_fields_set,
+        backward_through=_backward_through(spec, count),
         micro_batch=training.micro_batch_size,
         checkpointing=None if checkpointing == "auto" else bool(checkpointing),
         num_labels=method.num_labels if method.task == "classification" else None,
@@ -288,4 +307,6 @@ def _alternative(c: Candidate) -> PlanAlternative:
                            gpus_per_node=c.layout.gpus_per_node,
                            memory_per_gpu=c.memory.total, fits=c.fits,
                            micro_batch_size=c.micro_batch,
-                           gradient_checkpointing=c.checkpointing)
+                           gradient_checkpointing=c.checkpointing,
+                           tokens_per_second=c.step.tokens_per_second if c.step else None,
+                           step_seconds=c.step.seconds if c.step else None)

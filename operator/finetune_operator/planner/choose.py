@@ -1,15 +1,16 @@
 """The search: which strategy, how many nodes, which micro-batch, whether to checkpoint.
 
-Rules, in order of priority:
-1. Fewest GPUs first (nodes x gpusPerNode within resources.maxNodes): GPUs cost money.
-2. On that many GPUs, the least-sharded strategy that fits with HEADROOM left: less
-   communication beats more sharding (ddp, zero1, zero2, zero3, fsdp).
-3. zero3-offload only when nothing else fits within the bounds: it is bound by PCIe.
-4. On the chosen layout, gradient checkpointing off if any micro-batch fits without it, and
-   the largest micro-batch that fits and divides the per-rank share of the global batch, so
-   micro x world x accumulation == globalBatchSize exactly.
-A layout whose rank count does not divide globalBatchSize cannot reach the global batch and
-is skipped (and named in the suggestion when it would have fit).
+1. Every layout within the bounds (strategy x nodes x gpusPerNode up to resources.maxNodes)
+   is evaluated: gradient checkpointing off if any micro-batch fits without it, and the
+   largest micro-batch that fits with HEADROOM left and divides the per-rank share of the
+   global batch, so micro x world x accumulation == globalBatchSize exactly.
+2. Of those that fit, the fastest predicted (throughput.py: tokens per second) is chosen,
+   provided each of its GPUs keeps SCALING_EFFICIENCY_FLOOR of the tokens/s per GPU of the
+   fastest layout on the fewest GPUs that fit: more GPUs must pay for themselves, as GPUs
+   cost money. Ties (to 3 significant figures) go to fewer GPUs, then less sharding.
+3. Without a globalBatchSize from the user, each layout trains the default rounded up to a
+   multiple of its ranks; with one, a layout whose rank count does not divide it cannot reach
+   it and is skipped, and named in the suggestion when it would have been faster.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass, replace
 from finetune_contract import strategies
 
 from finetune_operator.planner import memory as mem
-from finetune_operator.planner.gpus import CATALOG, Gpu, node_host_memory
+from finetune_operator.planner import throughput as tp
+from finetune_operator.planner.gpus import CATALOG, Gpu, Links, links_of, node_host_memory
 from finetune_operator.planner.parameters import ParameterCount
 from finetune_operator.sizes import format_bytes
 
@@ -28,6 +30,10 @@ SEARCH_ORDER = tuple(s.name for s in strategies.TABLE if not s.offload)
 (LAST_RESORT,) = (s.name for s in strategies.TABLE if s.offload)
 # How far the nothing-fits suggestion looks for more nodes.
 SUGGESTION_MAX_NODES = 64
+# A layout on more GPUs is chosen only when each GPU keeps this much of the tokens/s per GPU
+# of the fastest layout on the fewest GPUs that fit: a 4x bigger layout must be at least
+# 2.4x faster. Below it the run would cost much more GPU-hours (over 1.7x) for its speed.
+SCALING_EFFICIENCY_FLOOR = 0.6
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class Sizing:
     host_limit: int | None = None  # pod memory per node, when given on GPU nodes
     adapters: mem.Adapters | None = None  # tuning lora or qlora
     refused: tuple[str, ...] = ()  # strategies the method cannot train under (rules.py)
+    batch_set: bool = True  # False: globalBatchSize is the default, the planner may round it
+    backward_through: int = 0  # parameters backward propagates through; 0: all active
+    links: Links | None = None  # bandwidths; None: the catalog's for the GPU (gpus.LINKS)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class Candidate:
     checkpointing: bool
     memory: mem.Memory
     fits: bool
+    global_batch: int = 0
+    step: tp.Step | None = None  # predicted by throughput.py
 
 
 @dataclass(frozen=True)
@@ -161,10 +172,12 @@ def evaluate(sizing: Sizing, layout: Layout, checkpoints: list[bool] | None = No
         for micro in micros:
             memory = rank_memory(sizing, layout, micro, checkpointing)
             if fits(sizing, layout, memory):
-                return Candidate(layout, micro, per_rank // micro, checkpointing, memory, True)
+                return Candidate(layout, micro, per_rank // micro, checkpointing, memory, True,
+                                 sizing.global_batch)
     micro, checkpointing = micros[-1], checkpoints[-1]
     memory = rank_memory(sizing, layout, micro, checkpointing)
-    return Candidate(layout, micro, per_rank // micro, checkpointing, memory, False)
+    return Candidate(layout, micro, per_rank // micro, checkpointing, memory, False,
+                     sizing.global_batch)
 
 
 def _divisors_descending(n: int) -> list[int]:
@@ -188,44 +201,93 @@ def node_counts(bounds: Bounds) -> list[int]:
     return [bounds.nodes] if bounds.nodes else list(range(1, bounds.max_nodes + 1))
 
 
-def search_order(sizing: Sizing, bounds: Bounds) -> list[tuple[Layout, list[bool]]]:
-    """Layouts in the order they are tried, each with the checkpointing settings to try.
-
-    Per node count, every strategy first without checkpointing, then with: recomputing
-    every activation costs a third more compute, more than the extra communication of the
-    next sharding stage within a node.
-    """
+def layouts_within(sizing: Sizing, bounds: Bounds) -> list[Layout]:
+    """Every layout the bounds allow, fewest GPUs first, least sharded first: the order
+    that breaks ties between equally fast layouts."""
     first, last = strategies_for(sizing, bounds)
-    order = []
-    for nodes in node_counts(bounds):
-        for checkpointing in checkpoint_options(sizing):
-            order += [(Layout(s, nodes, bounds.gpus_per_node), [checkpointing]) for s in first]
-    for nodes in node_counts(bounds):
-        order += [(Layout(s, nodes, bounds.gpus_per_node), checkpoint_options(sizing))
-                  for s in last]
-    return order
+    return [Layout(s, nodes, bounds.gpus_per_node)
+            for nodes in node_counts(bounds) for s in (*first, *last)]
+
+
+def batch_for(sizing: Sizing, layout: Layout) -> int:
+    """The global batch on this layout: the user's, else the default rounded up to a
+    multiple of the ranks (times a forced micro-batch), so every layout can reach it."""
+    if sizing.batch_set:
+        return sizing.global_batch
+    return _round_up(sizing.global_batch, layout.world * (sizing.micro_batch or 1))
+
+
+def at_batch(sizing: Sizing, layout: Layout) -> Sizing:
+    return replace(sizing, global_batch=batch_for(sizing, layout))
+
+
+def with_step(sizing: Sizing, c: Candidate) -> Candidate:
+    """The candidate with its predicted step (throughput.py)."""
+    work = tp.Work(count=sizing.count, trainable=sizing.trainable,
+                   backward_through=sizing.backward_through or sizing.count.active,
+                   layers_with_grad=sizing.layers_with_grad, precision=sizing.precision,
+                   seq_len=sizing.seq_len, micro_batch=c.micro_batch,
+                   accumulation=c.accumulation, checkpointing=c.checkpointing)
+    step = tp.step(work, strategy=c.layout.strategy, nodes=c.layout.nodes,
+                   gpus_per_node=c.layout.gpus_per_node, gpu=sizing.gpu,
+                   links=sizing.links or links_of(sizing.gpu))
+    return replace(c, step=step)
+
+
+def speed(c: Candidate) -> float:
+    return c.step.tokens_per_second if c.step else 0.0
+
+
+def efficiency(c: Candidate, base: Candidate) -> float:
+    """Tokens/s per GPU of `c` against `base`'s: how much of each GPU a bigger layout keeps."""
+    if not speed(base):
+        return 1.0
+    return (speed(c) / c.layout.world) / (speed(base) / base.layout.world)
+
+
+def rank_fitting(fitting: list[Candidate], order: list[Layout]) -> list[Candidate]:
+    """Fastest first; among equally fast ones (to 0.1 %), fewer GPUs and less sharding."""
+    return sorted(fitting, key=lambda c: (-float(f"{speed(c):.3g}"), order.index(c.layout)))
+
+
+def eligible(ranked: list[Candidate]) -> list[Candidate]:
+    """The fitting layouts (fastest first) whose GPUs each keep SCALING_EFFICIENCY_FLOOR of
+    the throughput they have on the fewest GPUs that fit: more GPUs must pay for themselves."""
+    fewest = min(c.layout.world for c in ranked)
+    base = next(c for c in ranked if c.layout.world == fewest)
+    return [c for c in ranked if efficiency(c, base) >= SCALING_EFFICIENCY_FLOOR]
 
 
 def choose(sizing: Sizing, bounds: Bounds) -> Choice:
-    order = search_order(sizing, bounds)
-    layouts = list(dict.fromkeys(layout for layout, _ in order))
-    tried = [(layout, ckpt) for layout, ckpt in order if reachable(sizing, layout)]
+    order = layouts_within(sizing, bounds)
+    tried = [layout for layout in order if reachable(at_batch(sizing, layout), layout)]
     if not tried:
         raise _unreachable(sizing, bounds)
-    evaluated: list[Candidate] = []
-    for layout, checkpoints in tried:
-        candidate = evaluate(sizing, layout, checkpoints)
-        evaluated.append(candidate)
-        if candidate.fits:
-            chosen = candidate
-            break
-    else:
-        chosen = min(evaluated, key=lambda c: c.memory.total)
+    evaluated = [with_step(at_batch(sizing, layout), evaluate(at_batch(sizing, layout), layout))
+                 for layout in tried]
+    ranked = rank_fitting([c for c in evaluated if c.fits], order)
+    chosen = eligible(ranked)[0] if ranked else min(evaluated, key=lambda c: c.memory.total)
     first, last = strategies_for(sizing, bounds)
-    alternatives = alternatives_at(sizing, chosen, first + last)
-    skipped = [layout for layout in layouts if not reachable(sizing, layout)]
-    return Choice(chosen, alternatives, explain(sizing, chosen, evaluated, bounds),
+    chosen_sizing = at_batch(sizing, chosen.layout)
+    second = runner_up(chosen, ranked)
+    alternatives = alternatives_at(chosen_sizing, chosen, first + last)
+    if second and second.layout not in [c.layout for c in alternatives]:
+        alternatives.append(second)
+    skipped = [layout for layout in order if layout not in tried]
+    return Choice(chosen, alternatives,
+                  explain(sizing, chosen, evaluated, bounds, ranked),
                   suggest(sizing, bounds, chosen, skipped))
+
+
+def runner_up(chosen: Candidate, ranked: list[Candidate]) -> Candidate | None:
+    """The fastest eligible layout slower than the chosen one (else the fastest slower
+    one). Layouts predicted as fast (zero3 and fsdp send the same bytes) say nothing about
+    the choice and are passed over."""
+    if not chosen.fits:
+        return None
+    slower = [c for c in ranked if speed(c) < 0.999 * speed(chosen)]
+    preferred = [c for c in eligible(ranked) if c in slower]
+    return (preferred or slower or [None])[0]
 
 
 def alternatives_at(sizing: Sizing, chosen: Candidate, names: list[str]) -> list[Candidate]:
@@ -238,17 +300,24 @@ def alternatives_at(sizing: Sizing, chosen: Candidate, names: list[str]) -> list
         if layout == chosen.layout:
             out.append(chosen)
         else:
-            out.append(evaluate(pinned, layout, [chosen.checkpointing]))
+            out.append(with_step(pinned, evaluate(pinned, layout, [chosen.checkpointing])))
     return out
 
 
-def _better_skipped(sizing: Sizing, chosen: Candidate, skipped: list[Layout]) -> list[Layout]:
-    """Skipped layouts (global batch not divisible) that would avoid offloading."""
-    if chosen.layout.strategy != LAST_RESORT:
-        return []
-    return [layout for layout in skipped if layout.strategy != LAST_RESORT
-            and fits(sizing, layout,
-                    rank_memory(sizing, layout, 1, sizing.checkpointing is not False))]
+def _faster_skipped(sizing: Sizing, chosen: Candidate,
+                    skipped: list[Layout]) -> tuple[Candidate, Sizing] | None:
+    """The fastest layout the user's globalBatchSize does not divide that would fit at the
+    nearest batch it divides and beat the chosen one, with that batch's sizing."""
+    if not chosen.fits or not sizing.batch_set:
+        return None
+    best = None
+    for layout in skipped:
+        rounded = replace(sizing, global_batch=_round_up(
+            sizing.global_batch, layout.world * (sizing.micro_batch or 1)))
+        c = with_step(rounded, evaluate(rounded, layout))
+        if c.fits and speed(c) > speed(chosen) and (best is None or speed(c) > speed(best[0])):
+            best = (c, rounded)
+    return best
 
 
 def _unreachable(sizing: Sizing, bounds: Bounds) -> Unreachable:
@@ -300,37 +369,82 @@ def describe(sizing: Sizing, c: Candidate, *, short: bool = False) -> str:
     return text
 
 
-def explain(sizing: Sizing, chosen: Candidate, evaluated: list[Candidate], bounds: Bounds) -> str:
-    """One line: what did not fit and why the chosen layout was picked."""
+def explain(sizing: Sizing, chosen: Candidate, evaluated: list[Candidate], bounds: Bounds,
+            ranked: list[Candidate]) -> str:
+    """One line: why the chosen layout was picked (its speed against the runner-up's), what
+    it needs, and the batch when the planner chose it."""
     this = describe(sizing, chosen)
     if not chosen.fits:
         nodes = bounds.nodes or bounds.max_nodes
         return (f"nothing fits within {nodes} x {bounds.gpus_per_node} {sizing.gpu.name}; "
                 f"smallest footprint: {this}")
-    if bounds.strategy:
-        return f"strategy {bounds.strategy} as requested: {this}"
+    parts = [f"strategy {bounds.strategy} as requested" if bounds.strategy else None,
+             _versus(sizing, chosen, ranked), _batch_note(sizing, chosen),
+             _less_sharded_failed(sizing, chosen, evaluated), this]
+    return "; ".join(p for p in parts if p)
+
+
+def _less_sharded_failed(sizing: Sizing, chosen: Candidate,
+                         evaluated: list[Candidate]) -> str | None:
+    """Why not less sharding: the next less-sharded strategy on these nodes that does not
+    fit, and what it needs."""
+    order = [*SEARCH_ORDER, LAST_RESORT]
     failed = [c for c in evaluated if not c.fits and c.layout.nodes == chosen.layout.nodes
-              and c.layout.strategy != chosen.layout.strategy]
-    parts = []
-    if chosen.layout.nodes > 1 and not bounds.nodes:
-        parts.append(f"nothing fits on fewer than {chosen.layout.nodes} nodes")
-    if failed:
-        parts.append(describe(sizing, failed[-1], short=True))
-    parts.append(this)
-    return "; ".join(parts)
+              and order.index(c.layout.strategy) < order.index(chosen.layout.strategy)]
+    return describe(sizing, failed[-1], short=True) if failed else None
+
+
+def _speed_text(c: Candidate) -> str:
+    assert c.step is not None
+    return f"{c.step.tokens_per_second:,.0f} tokens/s, {c.step.seconds:.3g} s/step"
+
+
+def _versus(sizing: Sizing, chosen: Candidate, ranked: list[Candidate]) -> str:
+    """`zero3 on 4 x 8 H100-80GB: 1.9x faster than zero3-offload on 1 x 8 (runner-up)`, and a
+    faster layout left out because its GPUs would scale too poorly."""
+    gpu = sizing.gpu.name
+    head = f"{chosen.layout.describe(gpu)}: {_speed_text(chosen)} predicted"
+    others = [c for c in ranked if c is not chosen]
+    if not others:
+        return f"{head}, the only layout that fits"
+    slower = runner_up(chosen, ranked)
+    if slower is not None:
+        ratio = speed(chosen) / speed(slower) if speed(slower) else float("inf")
+        # Within 1 %, the table's order decided (fewer GPUs, less sharding), not speed.
+        how = "about as fast as" if ratio < 1.01 else f"{ratio:.2f}x faster than"
+        head += (f", {how} {slower.layout.describe(gpu)} (runner-up, "
+                 f"{_speed_text(slower)})")
+    faster = next((c for c in others if speed(c) > speed(chosen)), None)
+    if faster is not None:
+        head += (f"; {faster.layout.describe(gpu)} would be {speed(faster) / speed(chosen):.2f}x "
+                 f"faster on {faster.layout.world / chosen.layout.world:.2g}x the GPUs, below "
+                 f"the {SCALING_EFFICIENCY_FLOOR:.0%} scaling floor")
+    return head
+
+
+def _batch_note(sizing: Sizing, chosen: Candidate) -> str | None:
+    if chosen.global_batch == sizing.global_batch:
+        return None
+    return (f"globalBatchSize {chosen.global_batch}: unset, the default {sizing.global_batch} "
+            f"rounded up to a multiple of {chosen.layout.world} ranks"
+            + (f" x micro-batch {sizing.micro_batch}" if sizing.micro_batch else ""))
 
 
 def suggest(sizing: Sizing, bounds: Bounds, chosen: Candidate,
             skipped: list[Layout] | None = None) -> str | None:
-    """The smallest configuration that would fit: more nodes, offload, then a bigger GPU."""
-    better = _better_skipped(sizing, chosen, skipped or [])
+    """A faster layout a divisible globalBatchSize would allow; when nothing fits, the
+    smallest configuration that would: more nodes, offload, then a bigger GPU."""
+    faster = _faster_skipped(sizing, chosen, skipped or [])
     if chosen.fits:
-        if not better:
+        if faster is None:
             return None
-        layout = better[0]
-        multiple = layout.world
-        return (f"{layout.describe(sizing.gpu.name)} would fit without offloading if "
-                f"globalBatchSize were a multiple of {multiple} (e.g. {_round_up(sizing.global_batch, multiple)})")
+        better, rounded = faster
+        multiple = better.layout.world * (sizing.micro_batch or 1)
+        what = ("would fit without offloading" if chosen.layout.strategy == LAST_RESORT
+                and better.layout.strategy != LAST_RESORT else "would fit")
+        return (f"{better.layout.describe(sizing.gpu.name)} {what} and be "
+                f"{speed(better) / speed(chosen):.2f}x faster ({_speed_text(better)}) if "
+                f"globalBatchSize were a multiple of {multiple} (e.g. {rounded.global_batch})")
     if sizing.gpu.is_cpu:
         need = -(-chosen.memory.total * 100 // int(100 * (1 - mem.HEADROOM)))
         return (f"give each rank at least {_gib(need)} (resources.memory = "

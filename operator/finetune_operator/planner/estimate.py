@@ -6,6 +6,11 @@ backward pass computes weight gradients only for trainable parameters and input 
 only down to the lowest trainable block, so frozen blocks cost 2 FLOPs per token, not 6.
 Recomputation under gradient checkpointing is not model FLOPs: it lowers the utilization
 instead.
+
+Time comes from the throughput model (throughput.py) when a step is given: wall-clock hours
+are the tokens over its predicted tokens per second (compute, communication, offloading),
+GPU-hours those times the ranks; without one (no peak known), from the FLOPs at the assumed
+utilization.
 """
 
 from __future__ import annotations
@@ -24,9 +29,8 @@ MFU_GPU = 0.40
 MFU_OLD_GPU = 0.30
 MFU_CPU = 0.40
 # Full recomputation adds a forward pass: 8 instead of 6 FLOPs per parameter and token.
+# (Offloading's PCIe copies and CPU Adam step are priced by throughput.py, not here.)
 CHECKPOINTING_FACTOR = 6 / 8
-# ZeRO-Offload/Infinity is bound by host<->GPU transfers and the CPU Adam step.
-OFFLOAD_FACTOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -65,31 +69,43 @@ def training_flops(tokens: int, *, active: int, trainable: int, backward_through
     return float(tokens) * (2 * active + 2 * trainable + 2 * backward_through)
 
 
-def utilization(gpu: Gpu, *, checkpointing: bool, offload: bool) -> float:
+def utilization(gpu: Gpu, *, checkpointing: bool) -> float:
+    """The model FLOPs utilization assumed for the compute of a step."""
     if gpu.is_cpu:
         mfu = MFU_CPU
     else:
         mfu = MFU_GPU if gpu.bf16 else MFU_OLD_GPU
     if checkpointing:
         mfu *= CHECKPOINTING_FACTOR
-    if offload:
-        mfu *= OFFLOAD_FACTOR
     return round(mfu, 4)
 
 
 def estimate(
-    *, tokens: int, flops: float, gpu: Gpu, precision: str, world: int, checkpointing: bool,
-    offload: bool, basis: str = "",
+    *, tokens: int, flops: float, step_flops: float, gpu: Gpu, precision: str, world: int,
+    checkpointing: bool, basis: str = "", predicted_step: float = 0.0,
+    tokens_per_second: float = 0.0,
 ) -> Estimate:
-    mfu = utilization(gpu, checkpointing=checkpointing, offload=offload)
+    """`step_flops`: the FLOPs of one optimizer step of full-length sequences, all ranks;
+    `predicted_step` (seconds) and `tokens_per_second`: the chosen layout's, from
+    throughput.py (passed in: throughput.py imports this module), which time the run."""
+    mfu = utilization(gpu, checkpointing=checkpointing)
     peak = gpu.tflops(precision) * 1e12
-    gpu_hours = flops / (peak * mfu) / 3600 if peak > 0 and flops > 0 else 0.0
+    predicted = peak > 0 and predicted_step > 0 and tokens_per_second > 0
+    if predicted:
+        wall_hours = tokens / tokens_per_second / 3600
+        step_seconds = predicted_step
+    else:
+        wall_hours = flops / (peak * mfu) / 3600 / world if peak > 0 and flops > 0 else 0.0
+        step_seconds = step_flops / (peak * mfu) / world if peak > 0 else 0.0
+    gpu_hours = wall_hours * world
     return Estimate(
         tokens=tokens,
         flops=flops,
         mfu=mfu,
         gpu_hours=gpu_hours,
-        wall_hours=gpu_hours / world,
+        wall_hours=wall_hours,
+        step_seconds=step_seconds,
+        tokens_per_second=tokens_per_second if predicted else 0.0,
         cost_usd=CostRange(low=gpu_hours * gpu.price_low, high=gpu_hours * gpu.price_high),
         basis=basis,
     )

@@ -195,3 +195,58 @@ def unknown_gpu_message(name: str) -> str:
 def with_memory(gpu: Gpu, memory: int) -> Gpu:
     """The same accelerator with a user-given memory size."""
     return replace(gpu, memory=memory)
+
+
+# --------------------------------------------------------------------------- interconnects
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Links:
+    """Bandwidth one GPU gets for collectives and host transfers, in bytes/s, one direction.
+
+    `intra_node` and `inter_node` are bus bandwidths in nccl-tests' sense (a ring all-reduce
+    of S bytes over n ranks takes 2(n-1)/n x S / busbw), so the planner's formulas use them
+    as they are; `pcie` is the host<->GPU copy rate, for offloading."""
+
+    intra_node: float
+    inter_node: float
+    pcie: float
+
+
+# Sources, per GPU generation (vendor data sheets; instance pages of AWS and Google Cloud):
+# - NVLink 4 (H100/H200 SXM): 900 GB/s per GPU both directions, 450 one way; nccl-tests'
+#   all-reduce reaches about 80 % of it on 8-GPU HGX boards: 360 GB/s.
+# - NVLink 3 (A100 SXM): 600 GB/s both ways, 300 one way: 240 GB/s. NVLink 2 (V100 SXM2):
+#   300 GB/s both ways: 120 GB/s.
+# - No NVLink (L40S, L4, A10G, T4): peer traffic crosses PCIe (Gen4 x16 32 GB/s, Gen3 16
+#   GB/s one way) and often the host bridge: about 20 and 10 GB/s.
+# - Between nodes, per GPU: H100/H200 instances have one 400 Gb/s NIC per GPU (DGX H100's
+#   ConnectX-7 NDR InfiniBand, p5's 3200 Gbps EFA): 50 GB/s, 45 achieved. A100: one 200 Gb/s
+#   HDR port per GPU (DGX A100), 22 GB/s achieved (AWS p4d has 400 Gbps for 8 GPUs: override).
+#   PCIe-only instances: 100-400 Gbps Ethernet per 8 GPUs (g5/g6/g6e/p3dn.48xlarge-class,
+#   g4dn.metal): 1.5-6 GB/s per GPU.
+# - Host<->GPU: PCIe Gen5 x16 64 GB/s one way (H100/H200), Gen4 32 (A100, L40S, L4, A10G),
+#   Gen3 16 (V100, T4); about 80 % achieved with pinned memory.
+# - cpu ranks: gloo over loopback or shared memory (intra) and 10 Gb/s Ethernet (inter);
+#   "host transfers" are memory copies.
+LINKS: dict[str, Links] = {
+    "H100-80GB": Links(360 * GB, 45 * GB, 50 * GB),
+    "H200-141GB": Links(360 * GB, 45 * GB, 50 * GB),
+    "A100-80GB": Links(240 * GB, 22 * GB, 25 * GB),
+    "A100-40GB": Links(240 * GB, 22 * GB, 25 * GB),
+    "L40S-48GB": Links(20 * GB, 5 * GB, 25 * GB),
+    "L4-24GB": Links(20 * GB, 1.5 * GB, 25 * GB),
+    "A10G-24GB": Links(20 * GB, 1.5 * GB, 25 * GB),
+    "V100-32GB": Links(120 * GB, 1.5 * GB, 12 * GB),
+    "T4-16GB": Links(10 * GB, 1.5 * GB, 12 * GB),
+    CPU: Links(2 * GB, 1.2 * GB, 10 * GB),
+}
+# A GPU the catalog lacks (resources.gpuMemoryGiB under another name): PCIe-class figures.
+DEFAULT_LINKS = Links(20 * GB, 5 * GB, 25 * GB)
+
+
+def links_of(gpu: Gpu) -> Links:
+    """The catalog's bandwidths for this GPU type, PCIe-class ones for an unknown type."""
+    return LINKS.get(gpu.name, DEFAULT_LINKS)

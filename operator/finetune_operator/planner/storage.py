@@ -1,5 +1,6 @@
 """What a run keeps on disk and in its pods' volumes, in bytes: one checkpoint, the final model,
-the output directory at its fullest, /dev/shm and the scratch volume.
+the output directory at its fullest, /dev/shm and the scratch volume; and the time a pod
+needs on SIGTERM to write its emergency checkpoint (the termination grace period).
 
 render.py gives every emptyDir its sizeLimit from `volume_sizes`, so a run that outgrows its
 volume is evicted with a message instead of filling the node's disk (or, for /dev/shm, its
@@ -9,13 +10,15 @@ weights and optimizer states is what it saves.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from finetune_contract.api import FineTuneJobSpec, Plan
 from finetune_contract.rules import ADAPTER_TUNINGS, trained_tuning
 
 from finetune_operator.planner import memory
-from finetune_operator.planner.gpus import GIB
+from finetune_operator.planner.gpus import GIB, MIB
+from finetune_operator.sizes import format_bytes
 
 # /dev/shm per rank: NCCL's shared-memory transport between the ranks of a node and
 # DeepSpeed's CPU collective keep their buffers there (the trainer runs no DataLoader
@@ -30,6 +33,18 @@ OUTPUT_SMALL_FILES = GIB
 # A model's weights as the Hub stores them: fp32 at most (most are bf16, half of it). A
 # limit that is too large costs nothing; one too small evicts the pod mid-download.
 HUB_BYTES_PER_PARAMETER = 4
+# The write speed the grace period assumes for a checkpoint, all ranks together: the baseline
+# throughput of a general-purpose network volume (EBS gp3, most CSI and NFS volumes). Local
+# NVMe writes faster, so the period is long enough there too; a slower volume needs the
+# periodic checkpoints (training.saveSteps) to bound what a preemption loses.
+CHECKPOINT_WRITE_BYTES_PER_SECOND = 125 * MIB
+# After the write: the COMPLETE marker, the process group's teardown and the exit.
+GRACE_MARGIN_SECONDS = 15
+# Kubernetes' own default, the least a pod gets; and the most: a node drain or a spot reclaim
+# (two minutes' notice on AWS, 30 s on GCP) does not wait longer, and a deleted job's pods
+# should not linger for more than an hour.
+GRACE_MIN_SECONDS = 30
+GRACE_MAX_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -104,3 +119,30 @@ def _whole_states(spec: FineTuneJobSpec, plan: Plan) -> dict[memory.Item, int]:
         return memory.model_states(terms, trainable, trainable, world=1)
     terms = memory.state_terms(plan.strategy, plan.precision)
     return memory.model_states(terms, plan.parameters, plan.trainable_parameters, world=1)
+
+
+@dataclass(frozen=True)
+class TerminationGrace:
+    """The pods' terminationGracePeriodSeconds and how it was reached."""
+
+    seconds: int
+    reason: str
+
+
+def termination_grace(spec: FineTuneJobSpec, plan: Plan) -> TerminationGrace:
+    """The step in flight (the trainer stops at the next micro-step's end, so a whole step
+    bounds it), then one checkpoint written at the stated speed, then the margin; clamped to
+    GRACE_MIN_SECONDS..GRACE_MAX_SECONDS."""
+    step = plan.estimate.step_seconds
+    size = checkpoint_bytes(spec, plan)
+    write = size / CHECKPOINT_WRITE_BYTES_PER_SECOND
+    need = math.ceil(step + write + GRACE_MARGIN_SECONDS)
+    seconds = min(max(need, GRACE_MIN_SECONDS), GRACE_MAX_SECONDS)
+    reason = (f"{seconds} s on SIGTERM: a step ({step:.0f} s) + writing the "
+              f"{format_bytes(size)} checkpoint at "
+              f"{format_bytes(CHECKPOINT_WRITE_BYTES_PER_SECOND)}/s ({write:.0f} s) + "
+              f"{GRACE_MARGIN_SECONDS} s")
+    if need > GRACE_MAX_SECONDS:
+        reason += (f", over the {GRACE_MAX_SECONDS} s cap: the emergency checkpoint cannot "
+                   "finish in time, so a preempted run resumes from its last periodic one")
+    return TerminationGrace(seconds=seconds, reason=reason)

@@ -46,11 +46,12 @@ def test_json_has_every_documented_key(capsys):
     assert set(out["memoryPerGpu"]) >= {"weights", "gradients", "optimizer", "activations",
                                         "overhead", "total"}
     assert all(isinstance(v, int) for v in out["memoryPerGpu"].values())
-    assert set(out["estimate"]) >= {"tokens", "flops", "gpuHours", "costUsd"}
+    assert set(out["estimate"]) >= {"tokens", "flops", "gpuHours", "costUsd", "tokensPerSecond"}
     assert {a["strategy"] for a in out["alternatives"]} == {
         "ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload"}
     assert set(out["alternatives"][0]) == {"strategy", "nodes", "gpusPerNode", "memoryPerGpu",
-                                           "fits", "microBatchSize", "gradientCheckpointing"}
+                                           "fits", "microBatchSize", "gradientCheckpointing",
+                                           "tokensPerSecond", "stepSeconds"}
 
 
 def test_flags_reach_the_plan(capsys):
@@ -92,6 +93,19 @@ def test_human_table_lists_every_strategy(capsys):
     for strategy in ("ddp", "zero1", "zero2", "zero3", "fsdp", "zero3-offload"):
         assert f"\n  {strategy} " in out
     assert "<- chosen" in out and "why" in out
+
+
+def test_human_table_shows_tokens_per_second_and_step_time_of_each_alternative(capsys):
+    assert main(["plan", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "H100-80GB"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.strip().startswith("strategy"))
+    assert header.split()[-2:] == ["tokens/s", "s/step"]
+    chosen = next(line for line in lines if line.endswith("<- chosen"))
+    tokens, step = chosen.split()[-4:-2]
+    assert float(tokens.replace(",", "")) > 0 and float(step) > 0
+    ddp = next(line for line in lines if line.startswith("  ddp "))
+    assert ddp.split()[-1].startswith("(")  # does not fit: what it would do, in parentheses
+    assert any(line.strip().startswith("speed ") and "tokens/s" in line for line in lines)
 
 
 def test_a_peak_below_the_sum_of_the_items_is_explained(capsys):

@@ -113,6 +113,9 @@ def test_a_crash_looping_trainer_is_a_rank_failure_and_the_event_says_how_to_rea
     kube.set_pod_status(ns, pods[1], waiting_status(
         "CrashLoopBackOff", "back-off 10s restarting failed container=trainer", phase="Running",
         last={"reason": "Error", "exitCode": 1}))
+    reconciler.reconcile(ns, "chat")  # rank 0 is deleted first, and stops
+    assert pods[0] not in [p.metadata.name for p in kube.core.list_namespaced_pod(ns).items]
+    assert kube.status(ns, "chat")["restarts"] == 0
     reconciler.reconcile(ns, "chat")
     status = kube.status(ns, "chat")
     assert (status["phase"], status["restarts"]) == ("Restarting", 1)

@@ -255,6 +255,40 @@ def test_failed_rank_restarts_the_gang_as_the_next_attempt(running):
     assert running.step().status.phase == "Running"
 
 
+def test_a_restart_waits_for_the_rest_of_the_gang_to_write_its_checkpoint(running):
+    running.fail_rank(1, "OOMKilled", 137, gang_stopped=False)
+    decision = running.step()
+    # rank 0 still trains: it is told to stop (SIGTERM, its grace period) and nothing starts
+    assert kinds(decision, Delete) == [Delete("Pod", "chat-r0-0-abcde")]
+    assert created(decision) == [] and kinds(decision, Emit) == []
+    assert decision.status.phase == "Restarting" and decision.status.restarts == 0
+    assert decision.status.message.endswith(
+        "waiting for chat-r0-0-abcde to stop (each writes its part of the emergency "
+        "checkpoint within its grace period) before restarting the gang")
+    assert "node rank 1 (pod chat-r0-1-abcde) failed: OOMKilled" in decision.status.message
+    # deleting now, inside its grace period: still waited for, not deleted again
+    deadline = running.now + timedelta(seconds=90)
+    running.pods[0]["metadata"]["deletionTimestamp"] = deadline.isoformat()
+    assert kinds(running.step(), Delete) == [] and running.status.restarts == 0
+    # it stopped: the gang restarts, naming the rank that failed first
+    running.pods[0]["status"] = {"phase": "Failed", "containerStatuses": [
+        {"name": "trainer", "state": {"terminated": {"reason": "Error", "exitCode": 143,
+                                                     "finishedAt": "2026-11-01T12:06:00Z"}}}]}
+    restart = running.step()
+    assert created(restart) == ["Job/chat-r1"] and restart.status.restarts == 1
+    (event,) = kinds(restart, Emit)
+    assert "node rank 1" in event.message and "OOMKilled, exit code 137" in event.message
+
+
+def test_a_pod_on_a_lost_node_is_not_waited_for_past_its_grace_period(running):
+    running.fail_rank(1, gang_stopped=False)
+    deadline = running.now + timedelta(seconds=30)
+    running.pods[0]["metadata"]["deletionTimestamp"] = deadline.isoformat()
+    assert created(running.step()) == []
+    running.now = deadline + timedelta(minutes=1)  # the kubelet never reported back
+    assert created(running.step()) == ["Job/chat-r1"]
+
+
 @pytest.mark.parametrize("output,resumes", [
     ({"pvc": "checkpoints", "path": "/mnt/out"}, "from the latest checkpoint"),
     ({}, "from the start (no output.pvc: the checkpoints went with the pods)")])
@@ -613,6 +647,10 @@ def test_a_crash_looping_trainer_restarts_the_gang_naming_its_logs(running):
     running.pods[1]["status"] = waiting_status(
         "CrashLoopBackOff", "back-off 10s restarting failed container=trainer",
         phase="Running", last={"reason": "Error", "exitCode": 1})
+    waiting = running.step()  # rank 0 first stops (SIGTERM), then the gang restarts
+    assert kinds(waiting, Delete) == [Delete("Pod", "chat-r0-0-abcde")]
+    running.pods[0]["status"] = {"phase": "Failed", "containerStatuses": [
+        {"name": "trainer", "state": {"terminated": {"reason": "Error", "exitCode": 143}}}]}
     decision = running.step()
     assert decision.status.phase == "Restarting"
     assert created(decision) == ["Job/chat-r1"]

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 from finetune_operator.lifecycle.observation import Attempt, ContainerState, PodState
 from finetune_operator.lifecycle.pods import (
+    STOP_MARGIN,
     all_running,
     any_failed,
     crash_looping,
     failed,
     failure_summary,
+    still_training,
     stuck,
     unschedulable_message,
 )
@@ -27,11 +29,12 @@ def test_all_running_counts_distinct_ranks_that_are_not_being_deleted():
     assert not all_running((two[0], PodState("b", "Running", None)), nodes=2)
 
 
-def test_the_last_failed_rank_is_the_one_reported():
+def test_the_first_failed_rank_is_the_one_reported():
     pods = (PodState("r0", "Failed", "0", exit_reason="Error", exit_code=1,
-                     finished_at="2026-11-01T12:05:00Z"),
-            PodState("r1", "Failed", "1", exit_reason="OOMKilled", exit_code=137,
                      finished_at="2026-11-01T12:06:00Z"),
+            PodState("r1", "Failed", "1", exit_reason="OOMKilled", exit_code=137,
+                     finished_at="2026-11-01T12:05:00Z"),
+            PodState("r3", "Failed", "3", exit_reason="Error", exit_code=1),  # time unknown
             PodState("r2", "Running", "2"))
     assert any_failed(Attempt("chat-r0", pods=pods))
     assert failure_summary(Attempt("chat-r0", pods=pods)) == (
@@ -49,6 +52,35 @@ def test_pods_a_suspension_deletes_are_not_failed_ranks():
     suspended = Attempt("chat-r0", suspended=True, pods=(stopped, crashed))
     assert failed(suspended) == [crashed]
     assert failure_summary(suspended) == "node rank 1 (pod r1) failed: Error, exit code 1"
+
+
+def test_ranks_stopped_after_the_failure_are_not_its_cause():
+    stopped = PodState("r0", "Failed", "0", exit_code=143, finished_at="2026-11-01T12:05:00Z")
+    broke = PodState("r1", "Failed", "1", exit_reason="Error", exit_code=1,
+                     finished_at="2026-11-01T12:05:30Z")
+    assert failure_summary(Attempt("chat-r0", pods=(stopped, broke))) == (
+        "node rank 1 (pod r1) failed: Error, exit code 1")
+    # a deleted pod alone: its stop is the cause
+    assert failure_summary(Attempt("chat-r0", pods=(stopped,))) == (
+        "node rank 0 (pod r0) failed: Failed, exit code 143")
+
+
+def test_running_pods_of_a_failed_attempt_still_train_until_past_their_grace_period():
+    deadline = NOW + timedelta(seconds=60)
+    live = PodState("r0", "Running", "0")
+    told = PodState("r1", "Running", "1", deleting=True, deletion_deadline=deadline)
+    done = PodState("r2", "Failed", "2", exit_code=143)
+    waiting = PodState("r3", "Pending", "3")
+    assert still_training((live, told, done, waiting), NOW) == (live, told)
+    assert still_training((told,), deadline + STOP_MARGIN) == (told,)
+    # past the deadline and the margin: on a lost node, it will never report
+    assert still_training((told,), deadline + STOP_MARGIN + timedelta(seconds=1)) == ()
+
+
+def test_a_crash_looping_pod_is_not_waited_for():
+    looping = PodState("r1", "Running", "1", containers=(ContainerState(
+        "trainer", waiting_reason="CrashLoopBackOff"),))
+    assert still_training((looping,), NOW) == ()
 
 
 def test_without_a_failed_pod_the_jobs_reason_is_reported():

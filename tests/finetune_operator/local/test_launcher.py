@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from finetune_operator.local.launcher import (
+    STOP_GRACE_SECONDS,
     TrainingProcess,
     free_port_block,
     rank_environment,
@@ -21,8 +22,14 @@ from finetune_operator.local.launcher import (
 
 def test_torchrun_command_runs_the_trainer_module(tmp_path):
     cmd = torchrun_command(tmp_path / "c.yaml", 2)
-    assert cmd[-6:] == ["--standalone", "--nproc-per-node=2", "-m", "finetune_trainer",
-                        "--config", str(tmp_path / "c.yaml")]
+    assert cmd[-7:] == ["--standalone", "--nproc-per-node=2",
+                        f"--shutdown-timeout={int(STOP_GRACE_SECONDS)}", "-m",
+                        "finetune_trainer", "--config", str(tmp_path / "c.yaml")]
+
+
+def test_torchrun_waits_for_the_ranks_as_long_as_the_stop_grace_period(tmp_path):
+    cmd = torchrun_command(tmp_path / "c.yaml", 2, grace_seconds=117.5)
+    assert "--shutdown-timeout=118" in cmd
     assert Path(cmd[0]).name == "torchrun" or cmd[1:3] == ["-m", "torch.distributed.run"]
 
 
@@ -88,6 +95,13 @@ def test_stop_ends_the_launcher_and_its_children(tmp_path):
     assert os.getpgid(pids[1]) == process.pid  # the grandchild is in the launcher's group
     assert os.getpgid(process.pid) != os.getpgid(0)  # ... which is not ours (no Ctrl-C)
     process.stop(grace=10)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_stop_sends_the_first_signal_it_is_given(tmp_path):
+    process, pids = _start_family(tmp_path, "polite")
+    status = process.stop(grace=10, first=signal.SIGINT)
+    assert status == -signal.SIGINT  # Python's default: KeyboardInterrupt, then exit
     assert not any(_alive(pid) for pid in pids)
 
 

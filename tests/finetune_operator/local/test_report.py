@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from finetune_operator.local.report import failure_reason, log_tail, summary_lines
+from finetune_operator.local.report import failure_reason, log_tail, stop_report, summary_lines
 
 from tests.conftest import ROOT
 
@@ -44,6 +44,18 @@ def test_failure_reason_of_a_python_exception():
 
 def test_failure_reason_none_when_nothing_looks_like_an_error():
     assert failure_reason("step 1\nstep 2\n") is None
+
+
+def test_stop_report_is_rank_zero_word_on_its_emergency_checkpoint():
+    log = ("{'loss': 5.1}\n[default0]:finetune-trainer: stopped: SIGINT: wrote the complete "
+           "checkpoint checkpoint-23 at step 23; the next attempt resumes there\n"
+           "W1203 torch/distributed/elastic: Received Signals.SIGINT death signal\n")
+    assert stop_report(log) == ("SIGINT: wrote the complete checkpoint checkpoint-23 at step "
+                                "23; the next attempt resumes there")
+
+
+def test_stop_report_none_when_the_ranks_said_nothing():
+    assert stop_report("step 1\nKeyboardInterrupt\n") is None
 
 
 def test_log_tail_keeps_the_last_non_empty_lines():

@@ -1,7 +1,9 @@
 """`finetune run --local` end to end: real TRL training on 2 gloo ranks through the CLI.
 
-One shortened tiny-chat job is interrupted with Ctrl-C after its first checkpoint, then run
-again with the same command: it must resume from that checkpoint (not start over), finish,
+One shortened tiny-chat job is interrupted with Ctrl-C after its first periodic checkpoint:
+the ranks take the preemption path (a complete checkpoint at the step they stopped, said in
+one line). Run again with the same command, it must resume from that checkpoint (not start
+over) and say so, finish,
 write its summary with a falling loss, and leave a model that loads back with its chat
 template. Bad input must end with a one-line reason and no traceback.
 """
@@ -9,6 +11,7 @@ template. Bad input must end with a one-line reason and no traceback.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -45,22 +48,31 @@ def test_interrupted_run_resumes_and_finishes(tmp_path: Path):
     output = tmp_path / "out"
     command = finetune_command(job, output)
 
-    # 1. Ctrl-C after the first complete checkpoint stops every rank.
+    # 1. Ctrl-C after the first complete checkpoint: every rank checkpoints and stops.
     first_log = (tmp_path / "first.out").open("w")
+    # SIGINT as a terminal's Ctrl-C delivers it: a test run in the background (CI) would
+    # pass it on ignored, and Python would raise no KeyboardInterrupt.
     first = subprocess.Popen(command, cwd=tmp_path, stdout=first_log,
-                             stderr=subprocess.STDOUT, text=True)
+                             stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     checkpoint = _wait_for_complete_checkpoint(output, first)
     first.send_signal(signal.SIGINT)
     assert first.wait(timeout=60) == 130
     first_out = (tmp_path / "first.out").read_text()
-    assert "run the same command again to resume" in first_out
+    said = re.search(r"stopped: SIGINT: (wrote|kept) the complete checkpoint "
+                     r"(checkpoint-(\d+)) at step (\d+)", first_out)
+    assert said, first_out
+    assert said.group(3) == said.group(4)
+    stopped_at = int(said.group(4))
+    assert stopped_at >= int(checkpoint.name.split("-")[1])
+    assert f"run the same command again to resume from {said.group(2)}" in first_out
     assert trainer_processes(str(output / "trainer-config.yaml")) == []
     assert not (output / "training_summary.json").exists()
 
-    # 2. The same command again resumes from the newest complete checkpoint and finishes.
+    # 2. The same command again resumes from the checkpoint of the stop, and finishes.
     newest = max(output.glob("checkpoint-*/COMPLETE"), key=lambda p: int(
         p.parent.name.split("-")[1])).parent
-    assert int(newest.name.split("-")[1]) >= int(checkpoint.name.split("-")[1])
+    assert newest.name == said.group(2)
     second = run_cli(command, cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"resuming from {newest}" in second.stdout

@@ -166,7 +166,8 @@ def test_kill_during_a_checkpoint_write_never_resumes_the_partial_checkpoint(tmp
     assert killed == str(output / f"checkpoint-{kill_at}" / "optimizer.pt")
     assert result.returncode == 0, result.stdout + result.stderr + log
     # the restarted gang threw the partial checkpoint away and resumed from the one before
-    assert f"removed incomplete checkpoint checkpoint-{kill_at}" in log
+    assert f"removed checkpoint-{kill_at}: its save was cut short" in log
+    assert f"resuming from checkpoint-{kill_at - SAVE_STEPS} at step {kill_at - SAVE_STEPS}" in log
     summary = _summary(output)
     assert summary["resumedFrom"] == str(output / f"checkpoint-{kill_at - SAVE_STEPS}")
     assert summary["steps"] == summary["totalSteps"] == MAX_STEPS

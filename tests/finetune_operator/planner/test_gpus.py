@@ -51,3 +51,27 @@ def test_no_shapes_no_host_memory():
 def test_gfd_products_of_a_catalog_gpu():
     assert gpus.gfd_products("L4-24GB") == ("NVIDIA-L4",)
     assert gpus.gfd_products("cpu") == ()
+
+
+def test_every_catalog_gpu_has_bandwidths():
+    from finetune_operator.planner.gpus import LINKS, links_of
+
+    assert set(LINKS) == set(gpus.CATALOG)
+    for gpu in gpus.CATALOG.values():
+        links = links_of(gpu)
+        assert links.intra_node > 0 and links.inter_node > 0 and links.pcie > 0
+
+
+def test_nvlink_gpus_talk_faster_within_a_node_than_across_nodes():
+    from finetune_operator.planner.gpus import LINKS
+
+    for name in ("H100-80GB", "H200-141GB", "A100-80GB", "V100-32GB"):
+        assert LINKS[name].intra_node > 5 * LINKS[name].inter_node
+
+
+def test_a_gpu_the_catalog_lacks_gets_pcie_class_links():
+    from dataclasses import replace
+
+    from finetune_operator.planner.gpus import DEFAULT_LINKS, links_of
+
+    assert links_of(replace(gpus.CATALOG["L4-24GB"], name="custom")) == DEFAULT_LINKS

@@ -4,6 +4,8 @@ checkpoints, /dev/shm grows with the ranks."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from finetune_operator.planner import storage
 from finetune_operator.planner.gpus import GIB
@@ -93,3 +95,50 @@ def test_volume_sizes_give_each_rank_its_shared_memory():
     assert sizes.shared_memory == 4 * GIB
     assert sizes.scratch == storage.SCRATCH
     assert sizes.output == storage.output_bytes(gpu_spec(), job_plan, model_on_output=True)
+
+
+def _with_step(job_plan, seconds: float):
+    estimate = job_plan.estimate.model_copy(update={"step_seconds": seconds})
+    return job_plan.model_copy(update={"estimate": estimate})
+
+
+def test_the_grace_period_allows_a_step_then_the_checkpoint_write_then_the_margin():
+    job_plan = _with_step(_plan("ddp"), 20.0)  # a 12 GB checkpoint: 1e9 x (4 + 8) bytes
+    write = 12 * BILLION / storage.CHECKPOINT_WRITE_BYTES_PER_SECOND
+    grace = storage.termination_grace(spec(), job_plan)
+    assert grace.seconds == math.ceil(20 + write + storage.GRACE_MARGIN_SECONDS)
+    assert grace.reason.startswith(f"{grace.seconds} s on SIGTERM: a step (20 s)")
+    assert "11.2 GiB checkpoint at 125.0 MiB/s" in grace.reason
+    assert "cap" not in grace.reason
+
+
+def test_a_small_checkpoint_still_gets_kubernetes_default_grace_period():
+    tiny = _with_step(_plan("ddp", parameters=10**6, trainable=10**6), 0.1)
+    assert storage.termination_grace(spec(), tiny).seconds == storage.GRACE_MIN_SECONDS
+
+
+def test_a_checkpoint_too_large_for_the_cap_says_the_run_falls_back_to_its_periodic_one():
+    huge = _with_step(_plan("zero3", parameters=70 * BILLION, trainable=70 * BILLION), 30.0)
+    grace = storage.termination_grace(spec(), huge)  # 16 bytes a parameter: 1.1 TB
+    assert grace.seconds == storage.GRACE_MAX_SECONDS
+    assert "over the 3600 s cap" in grace.reason
+    assert "resumes from its last periodic one" in grace.reason
+
+
+def test_adapters_checkpoint_in_seconds_where_full_fine_tuning_needs_minutes():
+    full = _with_step(_plan("ddp", parameters=8 * BILLION, trainable=8 * BILLION), 10.0)
+    lora = full.model_copy(update={"trainable_parameters": 40 * 10**6})
+    full_grace = storage.termination_grace(spec(), full).seconds
+    lora_grace = storage.termination_grace(spec(method={"tuning": "lora"}), lora).seconds
+    assert full_grace > 10 * 60
+    assert lora_grace < 60
+
+
+def test_a_planned_job_carries_its_grace_period_and_a_step_time():
+    from finetune_operator.planner import plan_job
+
+    job_plan = plan_job(gpu_spec())
+    assert job_plan.estimate.step_seconds > 0
+    expected = storage.termination_grace(gpu_spec(), job_plan)
+    assert job_plan.termination_grace_seconds == expected.seconds
+    assert job_plan.termination_grace_reason == expected.reason
