@@ -4,6 +4,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [ "$(id -u)" = 0 ] || die "needs root"
+# Kueue first (when a test left it running): it talks to the API server.
+bash "$HERE/kueue.sh" down
 for c in kube-proxy kubelet coredns kube-scheduler kube-controller-manager kube-apiserver etcd; do
   if running "$c"; then say "stopping $c"; fi
   stop "$c"

@@ -10,14 +10,11 @@ PersistentVolume (the checkpoints must outlive the pod)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +22,10 @@ import yaml
 from finetune_contract.layout import METRICS_PORT
 from finetune_operator.scrape import ProgressUnavailable, fetch_progress
 
-from tests.conftest import ROOT, require_tool
-from tests.e2e.cluster import CLUSTER_STATE, Cluster, cluster_setting, wait_until
+from tests.conftest import require_tool
+from tests.e2e.cluster import Cluster, cluster_setting, wait_until
 from tests.e2e.conftest import wait_for_phase
+from tests.e2e.jobs import delete_volume, newest_complete, one_pod_job, running_pod, summary, volume
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -36,47 +34,6 @@ STEPS, SAVE = 30, 10
 RUN_TIMEOUT = 1200
 CONTAINERD_SOCK = cluster_setting("CONTAINERD_SOCK").replace(
     "$CLUSTER_RUN", os.environ.get("CLUSTER_RUN", "/run/finetune-cluster"))
-
-
-def _job(name: str) -> dict[str, Any]:
-    job = yaml.safe_load((ROOT / "examples" / "tiny-chat-k8s.yaml").read_text())
-    job["metadata"] = {"name": name, "namespace": NAMESPACE}
-    spec = job["spec"]
-    spec["resources"].update(nodes=1, maxNodes=1)
-    spec["training"].update(maxSteps=STEPS, saveSteps=SAVE, evalSteps=SAVE, saveTotalLimit=3)
-    spec["output"] = {"pvc": f"{name}-output"}
-    return job
-
-
-def _volume(cluster: Cluster, name: str) -> Path:
-    """A claim bound to a hostPath PersistentVolume on the node's disk."""
-    path = CLUSTER_STATE / "volumes" / f"{NAMESPACE}-{name}"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    os.chown(path, 1000, 1000)  # the trainer image's user; hostPath ignores fsGroup
-    claim = f"{name}-output"
-    cluster.kubectl("delete", "pv", f"{NAMESPACE}-{name}", "--ignore-not-found")
-    cluster.apply_text(json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": f"{NAMESPACE}-{name}"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "persistentVolumeReclaimPolicy": "Retain",
-                 "claimRef": {"namespace": NAMESPACE, "name": claim},
-                 "hostPath": {"path": str(path), "type": "Directory"}}}))
-    cluster.apply_text(json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "namespace": NAMESPACE},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                 "volumeName": f"{NAMESPACE}-{name}",
-                 "resources": {"requests": {"storage": "1Gi"}}}}))
-    return path
-
-
-def _running_pod(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    pods = cluster.get("pods", "-n", NAMESPACE, "-l", f"finetune.dev/job={name}")["items"]
-    running = [p for p in pods if p["status"].get("phase") == "Running"
-               and not p["metadata"].get("deletionTimestamp")]
-    return running[0] if running else None
 
 
 def _replacement_started(cluster: Cluster, name: str, before: str) -> bool:
@@ -110,12 +67,6 @@ def _trained_step(pod: dict[str, Any], complete: int) -> int:
     return max(progress.step or 0, complete)
 
 
-def _newest_complete(volume: Path) -> int:
-    steps = [int(m[1]) for d in volume.glob("checkpoint-*")
-             if (m := re.fullmatch(r"checkpoint-(\d+)", d.name)) and (d / "COMPLETE").exists()]
-    return max(steps)
-
-
 FAULTS: dict[str, Callable[[Cluster, dict[str, Any]], None]] = {
     "killed": _kill_trainer_container, "deleted": _delete_pod}
 
@@ -125,9 +76,9 @@ def runs(cluster: Cluster, operator_release: str) -> Iterator[dict[str, dict[str
     cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true",
                     timeout=300)
     cluster.restricted_namespace(NAMESPACE)
-    volumes = {name: _volume(cluster, name) for name in ("steady", *FAULTS)}
+    volumes = {name: volume(cluster, NAMESPACE, name) for name in ("steady", *FAULTS)}
     for name in volumes:
-        cluster.apply_text(yaml.safe_dump(_job(name)))
+        cluster.apply_text(yaml.safe_dump(one_pod_job(NAMESPACE, name, STEPS, SAVE)))
     recovered: dict[str, float] = {}  # seconds from the fault to a new running pod
     complete: dict[str, int] = {}  # the newest complete checkpoint's step at the fault
     # Both faults land as soon as each job has its first checkpoint: one waiting on the
@@ -137,9 +88,9 @@ def runs(cluster: Cluster, operator_release: str) -> Iterator[dict[str, dict[str
     deadline = time.monotonic() + RUN_TIMEOUT
     while len(struck) < len(FAULTS) and time.monotonic() < deadline:
         for name in FAULTS.keys() - struck.keys():
-            pod = _running_pod(cluster, name)
+            pod = running_pod(cluster, NAMESPACE, name)
             if pod and (volumes[name] / f"checkpoint-{SAVE}" / "COMPLETE").exists():
-                complete[name] = _newest_complete(volumes[name])
+                complete[name] = newest_complete(volumes[name])
                 stepped[name] = _trained_step(pod, complete[name])
                 FAULTS[name](cluster, pod)
                 struck[name] = (pod["metadata"]["name"], time.monotonic())
@@ -151,11 +102,10 @@ def runs(cluster: Cluster, operator_release: str) -> Iterator[dict[str, dict[str
                    on_timeout=lambda: cluster.diagnostics(NAMESPACE))
         recovered[name] = time.monotonic() - at  # an upper bound: polled one job at a time
     out = {}
-    for name, volume in volumes.items():
+    for name, path in volumes.items():
         wait_for_phase(cluster, NAMESPACE, name, {"Succeeded", "Failed"}, RUN_TIMEOUT)
-        summary = volume / "training_summary.json"
         out[name] = {"job": cluster.get("ftj", name, "-n", NAMESPACE),
-                     "summary": json.loads(summary.read_text()) if summary.exists() else {},
+                     "summary": summary(path),
                      "jobs": cluster.get("jobs", "-n", NAMESPACE, "-l",
                                          f"finetune.dev/job={name}")["items"],
                      "recovered_s": recovered.get(name),
@@ -167,8 +117,7 @@ def runs(cluster: Cluster, operator_release: str) -> Iterator[dict[str, dict[str
     yield out
     cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
     for name in volumes:
-        cluster.kubectl("delete", "pv", f"{NAMESPACE}-{name}", "--ignore-not-found",
-                        check=False)
+        delete_volume(cluster, NAMESPACE, name)
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))

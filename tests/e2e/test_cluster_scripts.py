@@ -29,12 +29,12 @@ def test_shellcheck_clean(script: Path) -> None:
 
 def _sourced_versions() -> dict[str, str]:
     script = (f"source {CLUSTER / 'versions.sh'}; "
-              "echo $KUBERNETES_VERSION $ETCD_VERSION $COREDNS_VERSION")
+              "echo $KUBERNETES_VERSION $ETCD_VERSION $COREDNS_VERSION $KUEUE_VERSION")
     out = subprocess.run(["bash", "-c", script],
                          check=True, capture_output=True, text=True, timeout=30)
-    kubernetes, etcd, coredns = out.stdout.split()
+    kubernetes, etcd, coredns, kueue = out.stdout.split()
     return {"k8s.io/kubernetes": kubernetes, "go.etcd.io/etcd/server/v3": etcd,
-            "github.com/coredns/coredns": coredns}
+            "github.com/coredns/coredns": coredns, "sigs.k8s.io/kueue": kueue}
 
 
 def _required(go_mod: Path) -> dict[str, str]:
@@ -44,7 +44,8 @@ def _required(go_mod: Path) -> dict[str, str]:
 
 def test_scripts_use_the_versions_the_go_modules_pin() -> None:
     required = {**_required(CLUSTER / "components" / "go.mod"),
-                **_required(CLUSTER / "coredns" / "go.mod")}
+                **_required(CLUSTER / "coredns" / "go.mod"),
+                **_required(CLUSTER / "kueue" / "go.mod")}
     for module, version in _sourced_versions().items():
         assert version and required[module] == version, module
 
@@ -87,3 +88,10 @@ def test_a_part_that_never_gets_ready_is_named_with_its_log(tmp_path: Path) -> N
     assert out.returncode != 0
     assert "kubelet did not become ready within 1s; read" in out.stderr
     _lib(tmp_path, "stop kubelet")
+
+
+def test_the_kueue_module_names_the_manager_it_builds() -> None:
+    text = (CLUSTER / "kueue" / "go.mod").read_text()
+    assert re.search(r"^tool sigs\.k8s\.io/kueue/cmd/kueue$", text, re.MULTILINE)
+    assert not re.search(r"^replace", text, re.MULTILINE)  # sigs.k8s.io/kueue needs none
+    assert "sigs.k8s.io/kueue/cmd/kueue" in (CLUSTER / "build-kueue.sh").read_text()

@@ -54,7 +54,7 @@ def _track(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> N
              f"({spec.run_policy.active_deadline_seconds} s)")
     elif attempt.complete or attempt.succeeded_pods >= plan.nodes:
         _succeed(step)
-    elif attempt.failed or pod_states.any_failed(attempt.pods) or attempt.failed_pods \
+    elif attempt.failed or pod_states.any_failed(attempt) or attempt.failed_pods \
             or pod_states.crash_looping(attempt.pods):
         _rank_failed(step, spec, plan, attempt)
     elif spec.run_policy.suspend:
@@ -272,13 +272,38 @@ def _unsuspended_or_queued(step: Step, spec: FineTuneJobSpec, attempt: Attempt) 
     name = attempt.name
     queue = spec.resources.queue_name
     if queue and step.status.phase != "Suspended":
-        step.phase("Pending", f"Job {name} waits for Kueue to admit the gang (queue {queue})")
+        if step.status.phase == "Running":
+            _suspended_by_kueue(step, spec, name, queue)
+        elif not _held_by_kueue(step):
+            step.phase("Pending", f"Job {name} waits for Kueue to admit the gang (queue {queue})")
         return
     # Resumed by the user. Under Kueue the Job is suspended again until it is re-admitted.
     step.actions.append(SetSuspend(name, False))
     step.phase("Pending", f"resumed: Job {name} starts its pods again")
     step.condition(cond.SUSPENDED, "False", "Resumed", step.status.message or "")
     step.emit("Normal", "Resumed", step.status.message or "")
+
+
+SUSPENDED_BY_KUEUE = "SuspendedByKueue"
+
+
+def _suspended_by_kueue(step: Step, spec: FineTuneJobSpec, name: str, queue: str) -> None:
+    """Kueue suspended the running gang's Job (it preempted or evicted the workload): the
+    Job controller deletes the pods, whose trainers checkpoint on the SIGTERM. Not a restart:
+    the same Job runs again when Kueue admits it again."""
+    message = (f"Job {name} suspended by Kueue (preempted or evicted): its pods are deleted; "
+               f"it waits for Kueue to admit the gang again (queue {queue}) and resumes "
+               f"{_resumes_from(spec)}")
+    step.emit("Normal", SUSPENDED_BY_KUEUE, message)
+    step.phase("Pending", message)
+    step.condition(cond.SUSPENDED, "True", SUSPENDED_BY_KUEUE, message)
+    step.condition(cond.RUNNING, "False", SUSPENDED_BY_KUEUE, "")
+
+
+def _held_by_kueue(step: Step) -> bool:
+    """Whether the job waits after Kueue suspended its running gang (_suspended_by_kueue)."""
+    found = cond.find(step.status.conditions, cond.SUSPENDED)
+    return found is not None and found.status == "True" and found.reason == SUSPENDED_BY_KUEUE
 
 
 def _running(step: Step) -> None:
@@ -297,6 +322,8 @@ def _waiting(step: Step, attempt: Attempt) -> None:
     """Pods are not all running yet (or, late in a run, some ranks finished first)."""
     if step.status.phase == "Suspended":  # suspend lifted and the Job already resumed
         step.condition(cond.SUSPENDED, "False", "Resumed", "")
+    elif _held_by_kueue(step):  # Kueue admitted the gang again
+        step.condition(cond.SUSPENDED, "False", "AdmittedByKueue", "")
     if step.status.phase not in ("Running", "Restarting"):
         step.phase("Pending", _waiting_message(step.status.active_job or ""))
     stuck = pod_states.unschedulable_message(attempt.pods, step.now,

@@ -22,8 +22,21 @@ CRASH_LOOP = "CrashLoopBackOff"
 STOP_MARGIN = timedelta(seconds=30)
 
 
-def any_failed(pods: tuple[PodState, ...]) -> bool:
-    return any(p.phase == "Failed" for p in pods)
+def failed(attempt: Attempt) -> list[PodState]:
+    """The attempt's failed ranks: its Failed pods, except those a suspension deleted.
+
+    Suspending a Job (Kueue's preemption, runPolicy.suspend) makes the Job controller delete
+    its pods; each trainer stops on that SIGTERM with a checkpoint and exits 143, so the pod
+    ends Failed while it is being deleted. That is no rank failure, and the Job controller
+    does not count it either (it removes the pod's tracking finalizer before deleting it, so
+    status.failed stays and the Job does not fail). A pod that failed by itself is not
+    deleted by the suspension: it still counts."""
+    return [p for p in attempt.pods
+            if p.phase == "Failed" and not (attempt.suspended and p.deleting)]
+
+
+def any_failed(attempt: Attempt) -> bool:
+    return bool(failed(attempt))
 
 
 def still_training(pods: tuple[PodState, ...], now: datetime) -> tuple[PodState, ...]:
@@ -109,8 +122,8 @@ def failure_summary(attempt: Attempt, namespace: str = "") -> str:
     SIGTERM after its emergency checkpoint, as the rest of a broken gang is); else a
     crash-looping rank; else the first stopped pod (a deleted or preempted one); else the
     Job's failure reason."""
-    failed = [p for p in attempt.pods if p.phase == "Failed"]
-    broke = [p for p in failed if p.exit_code != EXIT_STOPPED]
+    ranks = failed(attempt)
+    broke = [p for p in ranks if p.exit_code != EXIT_STOPPED]
     if broke:
         return _failed(_first(broke))
     looping = crash_looping(attempt.pods)
@@ -118,8 +131,8 @@ def failure_summary(attempt: Attempt, namespace: str = "") -> str:
         pod, container = looping
         return (f"{_said(pod, container)}; read its logs: "
                 f"{logs_command(pod, container, namespace)}")
-    if failed:
-        return _failed(_first(failed))
+    if ranks:
+        return _failed(_first(ranks))
     if attempt.failed:
         return (f"Job failed: {attempt.failure_reason}: {attempt.failure_message}"
                 .rstrip(": "))

@@ -390,6 +390,74 @@ def test_queued_job_waits_for_kueue_to_admit_the_gang():
     assert world.step().status.phase == "Running"
 
 
+def _preempted_pods(world: World) -> None:
+    """Kueue preempted: the Job controller deletes the pods, and their trainers stop on the
+    SIGTERM (exit 143 after the emergency checkpoint): Failed while being deleted."""
+    for p in world.pods:
+        p["metadata"]["deletionTimestamp"] = "2026-11-01T12:05:00Z"
+        p["status"] = {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {
+            "terminated": {"reason": "Error", "exitCode": 143,
+                           "finishedAt": "2026-11-01T12:05:01Z"}}}]}
+
+
+@pytest.fixture
+def admitted() -> World:
+    """A queued job that Kueue admitted, running."""
+    world = World(two_node_spec(resources={**TWO_NODES, "queueName": "team-a"}))
+    world.step()
+    world.job()["spec"]["suspend"] = False  # Kueue admits
+    world.start_pods()
+    assert world.step().status.phase == "Running"
+    return world
+
+
+def test_kueue_preempting_a_running_job_suspends_it_without_a_restart(admitted):
+    admitted.job()["spec"]["suspend"] = True  # Kueue preempts
+    decision = admitted.step()  # the pods are on their way out
+    assert decision.actions == [kinds(decision, Emit)[0]]  # no Job created, deleted or resumed
+    assert reasons(decision) == ["SuspendedByKueue"]
+    assert decision.status.phase == "Pending"
+    assert "suspended by Kueue" in decision.status.message
+    assert "waits for Kueue to admit the gang again (queue team-a)" in decision.status.message
+    assert condition(decision.status, "Running").status == "False"
+    assert condition(decision.status, "Suspended").reason == "SuspendedByKueue"
+    _preempted_pods(admitted)  # the trainers exited 143
+    decision = admitted.step()
+    assert kinds(decision, Create) == kinds(decision, Delete) == []
+    assert kinds(decision, SetSuspend) == [] and reasons(decision) == []
+    assert decision.status.restarts == 0
+    assert "suspended by Kueue" in decision.status.message  # the message stays
+    admitted.pods = []  # deleted
+    assert admitted.step().actions == []
+    admitted.job()["spec"]["suspend"] = False  # Kueue admits it again: the same Job
+    admitted.start_pods(phase="Pending")
+    decision = admitted.step()
+    assert decision.status.phase == "Pending"
+    assert condition(decision.status, "Suspended").status == "False"
+    admitted.start_pods()
+    decision = admitted.step()
+    assert decision.status.phase == "Running"
+    assert decision.status.restarts == 0 and decision.status.active_job == "chat-r0"
+    assert kinds(decision, Create) == []
+
+
+def test_a_rank_that_fails_while_kueue_holds_the_job_is_still_a_failure(admitted):
+    admitted.fail_rank(1)
+    admitted.job()["spec"]["suspend"] = True
+    decision = admitted.step()
+    assert decision.status.phase == "Restarting"
+    assert "node rank 1" in decision.status.message
+
+
+def test_ranks_stopped_by_a_users_suspend_are_not_failures(running):
+    running.edit(runPolicy={"suspend": True})
+    running.job()["spec"]["suspend"] = True  # as the shell patches it; the pods still exist
+    _preempted_pods(running)
+    decision = running.step()
+    assert decision.status.phase == "Suspended"
+    assert decision.status.restarts == 0 and kinds(decision, Create) == []
+
+
 # --------------------------------------------------------------------------- deadline, ttl
 
 

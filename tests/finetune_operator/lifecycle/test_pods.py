@@ -11,6 +11,7 @@ from finetune_operator.lifecycle.pods import (
     all_running,
     any_failed,
     crash_looping,
+    failed,
     failure_summary,
     still_training,
     stuck,
@@ -35,9 +36,22 @@ def test_the_first_failed_rank_is_the_one_reported():
                      finished_at="2026-11-01T12:05:00Z"),
             PodState("r3", "Failed", "3", exit_reason="Error", exit_code=1),  # time unknown
             PodState("r2", "Running", "2"))
-    assert any_failed(pods)
+    assert any_failed(Attempt("chat-r0", pods=pods))
     assert failure_summary(Attempt("chat-r0", pods=pods)) == (
         "node rank 1 (pod r1) failed: OOMKilled, exit code 137")
+
+
+def test_pods_a_suspension_deletes_are_not_failed_ranks():
+    # Kueue preempts: the Job controller deletes the pods, the trainers exit 143 on SIGTERM.
+    stopped = PodState("r0", "Failed", "0", deleting=True, exit_reason="Error", exit_code=143)
+    assert not any_failed(Attempt("chat-r0", suspended=True, pods=(stopped,)))
+    # The same pod deleted while the Job runs (kubectl delete pod) is a failed rank ...
+    assert any_failed(Attempt("chat-r0", pods=(stopped,)))
+    # ... and so is a rank that failed by itself, suspended or not.
+    crashed = PodState("r1", "Failed", "1", exit_reason="Error", exit_code=1)
+    suspended = Attempt("chat-r0", suspended=True, pods=(stopped, crashed))
+    assert failed(suspended) == [crashed]
+    assert failure_summary(suspended) == "node rank 1 (pod r1) failed: Error, exit code 1"
 
 
 def test_ranks_stopped_after_the_failure_are_not_its_cause():
