@@ -62,8 +62,8 @@ def run_with_callbacks(config_path: str, callbacks: list[Any],
 
     original = build.trainer_for
 
-    def instrumented(config: Any, data: Any, ranks: Any) -> tuple[Any, Any]:
-        trainer, parts = original(config, data, ranks)
+    def instrumented(config: Any, data: Any, ranks: Any, **options: Any) -> tuple[Any, Any]:
+        trainer, parts = original(config, data, ranks, **options)
         for callback in callbacks:
             trainer.add_callback(callback)
         if on_built:
