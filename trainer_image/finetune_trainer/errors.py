@@ -24,7 +24,8 @@ class TrainerError(Exception):
 
 class Stopped(Exception):
     """Training stopped on a signal after its emergency checkpoint (preemption.py); the
-    exit status is the one a rank killed by SIGTERM would have."""
+    exit status is the one a rank killed by SIGTERM would have. An empty message: a rank
+    that stopped with the gang and leaves the reason to rank 0."""
 
 
 def exit_status(work: Callable[[], object]) -> int:
@@ -36,6 +37,7 @@ def exit_status(work: Callable[[], object]) -> int:
         print(f"{TRAINER_ERROR_PREFIX} {err}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except Stopped as stop:
-        print(f"{TRAINER_STOPPED_PREFIX} {stop}", file=sys.stderr, flush=True)
+        if str(stop):
+            print(f"{TRAINER_STOPPED_PREFIX} {stop}", file=sys.stderr, flush=True)
         return EXIT_PREEMPTED
     return 0

@@ -139,10 +139,11 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
 
 def _stopped(stop: preemption.PreemptionCallback, ranks: Ranks, group_was_ours: bool) -> None:
     """After the emergency checkpoint: no final model, no summary; every rank leaves with
-    the preempted status (the checkpoint is complete: the trainer's save waited for all)."""
+    the preempted status (the checkpoint is complete: the trainer's save waited for all).
+    Rank 0 alone says why: the other ranks' lines would hide its message in the log."""
     if group_was_ours:
         _leave_process_group()
-    raise Stopped(stop.message() if ranks.rank == 0 else "with the gang")
+    raise Stopped(stop.message() if ranks.rank == 0 else "")
 
 
 def save_merged(config: TrainerConfig, trainer: Any, path: Path, ranks: Ranks) -> None:
