@@ -27,3 +27,5 @@ TRAINER_STOPPED_PREFIX = "finetune-trainer: stopped:"
 # The trainer's exit status after its emergency checkpoint on SIGTERM or SIGINT: 128 + SIGTERM,
 # as if killed by it. The operator reads it as "stopped", not as the cause of a failure.
 EXIT_STOPPED = 143
+# The training container's command: torchrun, exiting EXIT_STOPPED when SIGTERM stopped it.
+TRAINER_LAUNCH_COMMAND = ("python", "-m", "finetune_trainer.launch")

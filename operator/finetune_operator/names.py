@@ -22,7 +22,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # What the Job controller puts on its pods (Kubernetes >= 1.27): their Job, their index.
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-# The key of the trainer config in the ConfigMap, and the container that runs torchrun.
+# The key of the trainer config in the ConfigMap, and the container that runs the launcher (torchrun).
 CONFIG_KEY = "trainer.yaml"
 TRAINER_CONTAINER = "trainer"
 # The init container that downloads a model named by its Hub id into the job's cache.

@@ -18,6 +18,7 @@ from finetune_contract.layout import (
     METRICS_PORT,
     OUTPUT_ROOT,
     RENDEZVOUS_PORT,
+    TRAINER_LAUNCH_COMMAND,
     TRAINER_UID,
 )
 from finetune_contract.trainer_config import TrainerConfig
@@ -235,7 +236,7 @@ def _trainer_container(owner: Owner, spec: FineTuneJobSpec, plan: Plan, settings
     return {
         "name": names.TRAINER_CONTAINER,
         "image": _image(spec, settings),
-        "command": ["torchrun"],
+        "command": list(TRAINER_LAUNCH_COMMAND),
         "args": torchrun_args(owner, plan, attempt),
         "env": _env(owner, spec, plan, attempt) + _hub_env(settings),
         "ports": [

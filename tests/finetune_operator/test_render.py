@@ -116,7 +116,7 @@ def test_job_is_an_indexed_gang_running_torchrun(layout, nodes, ranks):
     assert pod["subdomain"] == "chat"
     assert pod["restartPolicy"] == "Never"
     container = _container(job)
-    assert container["command"] == ["torchrun"]
+    assert container["command"] == ["python", "-m", "finetune_trainer.launch"]
     host = "chat-r0-0.chat.research.svc"
     assert container["args"] == [
         "--nnodes", str(nodes), "--nproc-per-node", str(ranks), "--node-rank", "$(NODE_RANK)",
@@ -312,7 +312,7 @@ def test_user_text_never_reaches_a_shell():
     hostile = spec(output={"path": "/out/$(rm -rf /); echo"})
     job = render.batch_job(OWNER, hostile, plan(), SETTINGS, attempt=0)
     container = _container(job)
-    assert container["command"] == ["torchrun"]
+    assert container["command"] == ["python", "-m", "finetune_trainer.launch"]
     assert all("rm -rf" not in arg for arg in container["args"])
 
 

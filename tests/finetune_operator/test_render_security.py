@@ -104,8 +104,8 @@ def test_trainer_pods_get_no_service_account_token(doc, extra):
 def test_no_secret_value_and_no_user_text_in_the_command(doc, extra):
     objects, owner, plan = _render(doc, extra, 1)
     (container,) = _pod(objects)["containers"]
-    # argv is fixed: torchrun with arguments derived from the plan, never a shell
-    assert container["command"] == ["torchrun"]
+    # argv is fixed: the torchrun launcher with arguments derived from the plan, never a shell
+    assert container["command"] == ["python", "-m", "finetune_trainer.launch"]
     assert container["args"] == render.torchrun_args(owner, plan, 1)
     assert not any(shell in container["command"] for shell in ("sh", "bash", "/bin/sh"))
     argv = " ".join(container["command"] + container["args"])
