@@ -943,6 +943,11 @@ class FineTuneJobStatus(ApiModel):
         None, description="Steps trained again after restarts, preemptions and suspensions."
     )
     restarts: int = Field(0, description="Whole-gang restarts so far.")
+    replans: int = Field(
+        0, description="Re-plans after an edit of spec.resources: each moved the gang to a "
+        "new Job on the new layout, resuming from the emergency checkpoint. Attempt "
+        "restarts + replans is the current Job's."
+    )
     start_time: datetime | None = Field(None, description="When the first pods ran.")
     completion_time: datetime | None = Field(None, description="When the job ended.")
     last_checkpoint: str | None = Field(None, description="Latest complete checkpoint.")

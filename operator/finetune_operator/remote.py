@@ -86,8 +86,10 @@ def follow_line(status: FineTuneJobStatus) -> str:
     if status.phase == "Running" and status.progress is not None:
         stale = "  (stale)" if status.progress.stale else ""
         return format_progress(status.progress) + stale
-    restarts = f" (restarts: {status.restarts})" if status.restarts else ""
-    return f"{status.phase}{restarts}: {status.message or ''}".rstrip(": ")
+    counts = [f"{label}: {n}" for label, n in (("restarts", status.restarts),
+                                               ("re-plans", status.replans)) if n]
+    counted = f" ({', '.join(counts)})" if counts else ""
+    return f"{status.phase}{counted}: {status.message or ''}".rstrip(": ")
 
 
 def outcome(status: FineTuneJobStatus) -> int | None:

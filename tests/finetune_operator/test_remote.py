@@ -30,6 +30,8 @@ def test_follow_line_shows_progress_while_running_and_the_message_otherwise():
     assert follow_line(stale).endswith("(stale)")
     restarting = FineTuneJobStatus(phase="Restarting", restarts=2, message="rank 1 failed")
     assert follow_line(restarting) == "Restarting (restarts: 2): rank 1 failed"
+    moved = FineTuneJobStatus(phase="Restarting", restarts=2, replans=1, message="re-planned")
+    assert follow_line(moved) == "Restarting (restarts: 2, re-plans: 1): re-planned"
 
 
 def test_follow_prints_each_phase_once_and_returns_the_outcome():

@@ -18,6 +18,7 @@ from finetune_operator.lifecycle import machine
 from finetune_operator.lifecycle.actions import Create, Decision, Delete, SetSuspend
 from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.lifecycle.spec import SpecCaches
+from finetune_operator.lifecycle.step import attempt_number
 from finetune_operator.settings import Settings
 
 from tests.support.ftj_samples import OWNER, spec_dict
@@ -47,12 +48,15 @@ class World:
         self.settings = settings
         self.history: list[Decision] = []
         self.caches = caches or SpecCaches()
+        # True: a suspended Job's pods stay until a test ends them (their trainers are still
+        # writing the emergency checkpoint); False: they are gone at once.
+        self.suspension_keeps_pods = False
 
     # what the shell reads, typed as the shell types it (controller/observe.py)
     def observe(self) -> Observed:
-        restarts = self.status.restarts
+        current = attempt_number(self.status)
         jobs = {a: copy.deepcopy(self.objects[("Job", names.batch_job_name("chat", a))])
-                for a in (restarts - 1, restarts, restarts + 1)
+                for a in (current - 1, current, current + 1)
                 if ("Job", names.batch_job_name("chat", a)) in self.objects}
         body = {"metadata": {"name": OWNER.name, "namespace": OWNER.namespace,
                              "uid": OWNER.uid, "generation": self.generation},
@@ -81,7 +85,7 @@ class World:
                                  != action.name]
             elif isinstance(action, SetSuspend):
                 self.objects[("Job", action.job)]["spec"]["suspend"] = action.suspend
-                if action.suspend:
+                if action.suspend and not self.suspension_keeps_pods:
                     self.pods = []
         if write_status:
             self.status = decision.status
@@ -90,7 +94,7 @@ class World:
 
     # what the cluster does
     def job(self, attempt: int | None = None) -> dict[str, Any]:
-        attempt = self.status.restarts if attempt is None else attempt
+        attempt = attempt_number(self.status) if attempt is None else attempt
         return self.objects[("Job", names.batch_job_name("chat", attempt))]
 
     def start_pods(self, phase: str = "Running", attempt: int | None = None,

@@ -22,6 +22,7 @@ from finetune_operator import names
 from finetune_operator.controller.observe import observation
 from finetune_operator.lifecycle.actions import Create, Delete, Emit, SetSuspend
 from finetune_operator.lifecycle.observation import Observed
+from finetune_operator.lifecycle.step import attempt_number
 from finetune_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class Cluster:
             return observation(body, status, sizing_pod=self._sizing_pod(namespace, name,
                                                                          status))
         jobs = {}
-        for attempt in attempts_to_read(status.restarts, last_complete):
+        for attempt in attempts_to_read(attempt_number(status), last_complete):
             job = self.get_job(namespace, names.batch_job_name(name, attempt))
             if job is not None:
                 jobs[attempt] = job

@@ -28,9 +28,9 @@ def decide(observed: Observed, now: datetime, settings: Settings,
         clean_up(step)
     elif not has_started(step.status):
         if start(step, plan_fn or plan_job):
-            follow(step)
+            follow(step, plan_fn or plan_job)
     else:
-        follow(step)
+        follow(step, plan_fn or plan_job)
     step.status.observed_generation = observed.generation
     return Decision(step.actions, step.status)
 

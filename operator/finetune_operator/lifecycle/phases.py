@@ -13,31 +13,37 @@ from finetune_operator.lifecycle import pods as pod_states
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.actions import Create, Delete, SetSuspend
 from finetune_operator.lifecycle.observation import Attempt
-from finetune_operator.lifecycle.start import current_spec
+from finetune_operator.lifecycle.replan import replan
+from finetune_operator.lifecycle.start import PlanFn, current_spec
 from finetune_operator.lifecycle.step import (
     Step,
+    attempt_number,
     fail,
     fail_invalid,
     fail_rejected,
     planned_message,
+    reject_change,
 )
 
 
-def follow(step: Step) -> None:
+def follow(step: Step, plan_fn: PlanFn) -> None:
     """The job has a plan: keep its children in place and track its Job and pods."""
     try:
-        spec = effective_spec(step)
+        spec, resized = effective_spec(step)
     except InvalidAfterStart as err:
         fail_invalid(step, f"the spec is invalid and its started copy is gone: {err}")
         return
+    _adopt_recorded_restart(step)
+    if resized is not None and replan(step, resized, plan_fn):
+        return
     plan = step.status.plan
     assert plan is not None  # has_started
-    _adopt_recorded_restart(step)
     if _children_refused(step, spec, plan):
         return
     _ensure_config_and_service(step, spec, plan)
-    step.status.active_job = names.batch_job_name(step.name, step.status.restarts)
-    attempt = step.observed.attempts.get(step.status.restarts)
+    number = attempt_number(step.status)
+    step.status.active_job = names.batch_job_name(step.name, number)
+    attempt = step.observed.attempts.get(number)
     if attempt is None:
         _create_job(step, spec, plan)
         _mark_created(step, plan)
@@ -80,8 +86,10 @@ class InvalidAfterStart(Exception):
     """The current spec is invalid and the copy the job started with is gone."""
 
 
-def effective_spec(step: Step) -> FineTuneJobSpec:
-    """The spec the run started with (from its ConfigMap) plus the current runPolicy.
+def effective_spec(step: Step) -> tuple[FineTuneJobSpec, FineTuneJobSpec | None]:
+    """The spec the run started with (from its ConfigMap) plus the current runPolicy; and
+    the edited spec when spec.resources changed since, and nothing else did: the job is
+    re-planned on it (lifecycle/replan.py).
 
     Other edits after the start are not applied: they get a SpecChangeRejected condition.
     """
@@ -90,26 +98,26 @@ def effective_spec(step: Step) -> FineTuneJobSpec:
     if started is None:
         if current is None:  # no record of the start and an invalid spec: cannot continue
             raise InvalidAfterStart("; ".join(problems))
-        return current
+        return current, None
     if current is None:
-        _reject_change(step, "the edited spec is invalid: " + "; ".join(problems))
-        return started
+        reject_change(step, "the edited spec is invalid: " + "; ".join(problems))
+        return started, None
+    kept = started.model_copy(update={"run_policy": current.run_policy})
     changed = specs.changed_fields(started, current)
+    if changed and all(path.startswith(RESOURCES) for path in changed):
+        return kept, current
     if changed:
-        _reject_change(step, f"{', '.join(changed)} changed after the job started; only "
-                       "spec.runPolicy can change while a job runs (delete and re-create the "
-                       "job to change the rest)")
+        reject_change(step, f"{', '.join(changed)} changed after the job started; only "
+                      "spec.runPolicy and spec.resources can change while a job runs (delete "
+                      "and re-create the job to change the rest)")
     elif cond.find(step.status.conditions, cond.SPEC_CHANGE_REJECTED):
         step.condition(cond.SPEC_CHANGE_REJECTED, "False", "SpecMatches",
                        "the spec matches the one the job started with")
-    return started.model_copy(update={"run_policy": current.run_policy})
+    return kept, None
 
 
-def _reject_change(step: Step, message: str) -> None:
-    previous = cond.find(step.status.conditions, cond.SPEC_CHANGE_REJECTED)
-    if previous is None or previous.status != "True" or previous.message != message:
-        step.emit("Warning", cond.SPEC_CHANGE_REJECTED, message)
-    step.condition(cond.SPEC_CHANGE_REJECTED, "True", "ImmutableFieldChanged", message)
+# The fields whose edit re-plans a started job (a prefix of specs.changed_fields' paths).
+RESOURCES = "spec.resources."
 
 
 # --------------------------------------------------------------------------- the children
@@ -120,10 +128,10 @@ def _adopt_recorded_restart(step: Step) -> None:
 
     The restart creates the next attempt's Job before deleting the failed one and recording
     it; a crash in between leaves the next Job behind: take it as the current attempt."""
-    if step.status.restarts + 1 in step.observed.attempts:
+    if attempt_number(step.status) + 1 in step.observed.attempts:
         step.status.restarts += 1
     for number in sorted(step.observed.attempts):
-        if number < step.status.restarts:
+        if number < attempt_number(step.status):
             step.actions.append(Delete("Job", names.batch_job_name(step.name, number)))
 
 
@@ -133,10 +141,10 @@ def _children_refused(step: Step, spec: FineTuneJobSpec, plan: Plan) -> bool:
     instead of some being created and the next refused with 422 at every resync."""
     observed = step.observed
     if (observed.started_config is not None and observed.has_service
-            and step.status.restarts in observed.attempts):
+            and attempt_number(step.status) in observed.attempts):
         return False  # nothing to create
     problems = apicheck.children_problems(render.children(
-        observed.owner, spec, plan, step.settings, step.status.restarts))
+        observed.owner, spec, plan, step.settings, attempt_number(step.status)))
     if problems:
         fail_rejected(step, "the API server would refuse " + "; ".join(problems))
     return bool(problems)
@@ -169,7 +177,7 @@ def _mark_created(step: Step, plan: Plan) -> None:
 
 def _create_job(step: Step, spec: FineTuneJobSpec, plan: Plan) -> None:
     job = render.batch_job(step.observed.owner, spec, plan, step.settings,
-                           step.status.restarts)
+                           attempt_number(step.status))
     step.actions.append(Create(job))
     name = job["metadata"]["name"]
     recreated = cond.is_true(step.status.conditions, cond.CREATED)
@@ -220,7 +228,7 @@ def _wait_for_stopping_ranks(step: Step, attempt: Attempt, why: str) -> bool:
 
 def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt) -> None:
     why = pod_states.failure_summary(attempt, step.observed.owner.namespace)
-    number = step.status.restarts
+    number = step.status.restarts  # re-plans are no failures: they do not count here
     limit = spec.run_policy.backoff_limit
     if number >= limit:
         stopped = ""
@@ -234,11 +242,12 @@ def _rank_failed(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt
         return
     if _wait_for_stopping_ranks(step, attempt, why):
         return
-    new = names.batch_job_name(step.name, number + 1)
+    following = attempt_number(step.status) + 1
+    new = names.batch_job_name(step.name, following)
     # Create first: a crash before the delete leaves both, and the next reconcile adopts the
     # new attempt and deletes the old one (see _adopt_recorded_restart).
     step.actions.append(Create(render.batch_job(step.observed.owner, spec, plan, step.settings,
-                                                number + 1)))
+                                                following)))
     step.actions.append(Delete("Job", attempt.name))
     step.status.restarts = number + 1
     step.status.active_job = new

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from finetune_contract.api import TERMINAL_PHASES, FineTuneJobSpec, FineTuneJobStatus, Plan
+from finetune_contract.api import (
+    TERMINAL_PHASES,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+    ModelSizing,
+    Plan,
+)
 
 from finetune_operator import conditions as cond
 from finetune_operator import policy
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.sizing import sized
 from finetune_operator.lifecycle.step import (
+    POLICY_VIOLATION,
     Step,
     fail,
     fail_invalid,
@@ -42,8 +50,7 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
     if spec is None:
         fail_invalid(step, "; ".join(problems))
         return False
-    namespace = step.observed.owner.namespace
-    refused = policy.violations(spec, namespace, step.settings.policy)
+    refused = policy.violations(spec, step.observed.owner.namespace, step.settings.policy)
     if refused:  # before a sizing pod: it could run the refused image
         fail_policy(step, "; ".join(str(p) for p in refused))
         return False
@@ -51,34 +58,61 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
     sizing = sized(step, spec) if needs_sizing(spec) else None
     if needs_sizing(spec) and sizing is None:
         return False
-    try:
-        kwargs = {"sizing": sizing} if sizing is not None else {}
-        plan = policy.plan_within_limits(plan_fn, spec, namespace, step.settings.policy,
-                                         **kwargs)
-    except PlanningError as err:
-        fail_invalid(step, f"{err.field}: {err.message}")
+    plan, refusal = checked_plan(step, spec, plan_fn, sizing)
+    if plan is not None:
+        step.status.plan = plan
+    if refusal is not None:
+        if refusal.reason == DOES_NOT_FIT:
+            step.condition(cond.PLANNED, "False", DOES_NOT_FIT, refusal.message)
+            fail(step, DOES_NOT_FIT, refusal.message)
+        elif refusal.reason == POLICY_VIOLATION:
+            fail_policy(step, refusal.message)
+        else:
+            fail_invalid(step, refusal.message)
         return False
-    layout = layout_problems(spec, plan) if plan.fits else []
-    if layout:  # the same rules as `finetune validate`, on the layout just chosen
-        fail_invalid(step, "; ".join(str(p) for p in layout))
-        return False
-    too_big = policy.plan_violations(plan, namespace, step.settings.policy) if plan.fits else []
-    if too_big:
-        fail_policy(step, "; ".join(str(p) for p in too_big))
-        return False
-    step.status.plan = plan
-    if not plan.fits:
-        hint = f" {plan.suggestion}" if plan.suggestion else ""
-        message = f"does not fit: {plan.reason}.{hint}".replace("..", ".")
-        step.condition(cond.PLANNED, "False", "DoesNotFit", message)
-        fail(step, "DoesNotFit", message)
-        return False
+    assert plan is not None
     step.condition(cond.PLANNED, "True", "Planned", plan.reason)
     _mark_output(step, spec)
     step.phase("Pending", planned_message(plan))
     # No Event here: the same reconcile creates the children, and their Created Event
     # names the plan too (one Event per new job instead of two).
     return True
+
+
+DOES_NOT_FIT = "DoesNotFit"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a spec gets no plan to run: the Failed reason and its message."""
+
+    reason: str  # InvalidSpec, PolicyViolation or DoesNotFit
+    message: str
+
+
+def checked_plan(step: Step, spec: FineTuneJobSpec, plan_fn: PlanFn,
+                 sizing: ModelSizing | None) -> tuple[Plan | None, Refusal | None]:
+    """The plan for `spec` and, when it cannot run, why: the planner refuses it, the layout
+    breaks a rule `finetune validate` checks, the policy caps it, or it does not fit (then
+    the plan comes too: its itemized memory says by how much)."""
+    namespace = step.observed.owner.namespace
+    try:
+        kwargs = {"sizing": sizing} if sizing is not None else {}
+        plan = policy.plan_within_limits(plan_fn, spec, namespace, step.settings.policy,
+                                         **kwargs)
+    except PlanningError as err:
+        return None, Refusal("InvalidSpec", f"{err.field}: {err.message}")
+    if not plan.fits:
+        hint = f" {plan.suggestion}" if plan.suggestion else ""
+        message = f"does not fit: {plan.reason}.{hint}".replace("..", ".")
+        return plan, Refusal(DOES_NOT_FIT, message)
+    layout = layout_problems(spec, plan)
+    if layout:  # the same rules as `finetune validate`, on the layout just chosen
+        return None, Refusal("InvalidSpec", "; ".join(str(p) for p in layout))
+    too_big = policy.plan_violations(plan, namespace, step.settings.policy)
+    if too_big:
+        return None, Refusal(POLICY_VIOLATION, "; ".join(str(p) for p in too_big))
+    return plan, None
 
 
 def _mark_output(step: Step, spec: FineTuneJobSpec) -> None:

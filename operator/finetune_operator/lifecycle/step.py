@@ -50,6 +50,25 @@ def has_started(status: FineTuneJobStatus) -> bool:
     return status.plan is not None and status.plan.fits
 
 
+def attempt_number(status: FineTuneJobStatus) -> int:
+    """The current attempt: one more after each gang restart and each re-plan. Its Job is
+    `names.batch_job_name(job, attempt_number(status))`."""
+    return status.restarts + status.replans
+
+
+# The SpecChangeRejected reason of an edit to a field that cannot change while a job runs.
+IMMUTABLE_FIELD_CHANGED = "ImmutableFieldChanged"
+
+
+def reject_change(step: Step, message: str, reason: str = IMMUTABLE_FIELD_CHANGED) -> None:
+    """SpecChangeRejected: the edit is not applied, the job goes on as it was. One Warning
+    Event per new message."""
+    previous = cond.find(step.status.conditions, cond.SPEC_CHANGE_REJECTED)
+    if previous is None or previous.status != "True" or previous.message != message:
+        step.emit("Warning", cond.SPEC_CHANGE_REJECTED, message)
+    step.condition(cond.SPEC_CHANGE_REJECTED, "True", reason, message)
+
+
 def planned_message(plan: Plan) -> str:
     return f"planned {plan.strategy} on {plan.nodes} x {plan.gpus_per_node} {plan.gpu}"
 

@@ -40,21 +40,6 @@ def condition(status: FineTuneJobStatus, type_: str):
     return next((c for c in status.conditions if c.type == type_), None)
 
 
-@pytest.fixture
-def world() -> World:
-    return World()
-
-
-@pytest.fixture
-def running(world: World) -> World:
-    world.step()
-    world.start_pods()
-    world.now += timedelta(seconds=30)
-    world.step()
-    assert world.status.phase == "Running"
-    return world
-
-
 # --------------------------------------------------------------------------- start
 
 
