@@ -195,13 +195,42 @@ def _with_adapters(spec: FineTuneJobSpec, suggestion: str | None, fits: bool, *,
         try:
             plan = plan_job(other, data_root=data_root, dataset_stats=dataset_stats,
                             sizing=model_read)
+            fewest = _fewest_nodes(other, plan, data_root=data_root,
+                                   dataset_stats=dataset_stats, model_read=model_read)
         except PlanningError:
             continue
-        need = format_bytes(plan.memory_per_gpu.total)
-        where = f"{plan.strategy} on {plan.nodes} x {plan.gpus_per_node} {plan.gpu}"
-        notes.append(f"tuning: {tuning} would fit ({where}, {need}/GPU)" if plan.fits
-                     else f"tuning: {tuning} needs {need}/GPU ({where})")
+        notes.append(_adapter_note(tuning, plan, fewest))
     return "; ".join([*([suggestion] if suggestion else []), *notes]) or None
+
+
+def _fewest_nodes(spec: FineTuneJobSpec, fastest: Plan, *, data_root: Path | None,
+                  dataset_stats: DatasetStats | None,
+                  model_read: ModelSizing | None) -> Plan | None:
+    """The plan on the fewest nodes that fits, when that is fewer than the fastest plan's
+    (adapters often fit on one GPU, where the fastest layout spreads over every node the
+    bounds allow); None when the fastest is the smallest, or the node count is forced."""
+    if not fastest.fits or spec.resources.nodes is not None:
+        return None
+    for nodes in range(1, fastest.nodes):
+        fewer = spec.model_copy(deep=True)
+        fewer.resources.nodes = fewer.resources.max_nodes = nodes
+        plan = plan_job(fewer, data_root=data_root, dataset_stats=dataset_stats,
+                        sizing=model_read)
+        if plan.fits:
+            return plan
+    return None
+
+
+def _adapter_note(tuning: str, plan: Plan, fewest: Plan | None) -> str:
+    need = format_bytes(plan.memory_per_gpu.total)
+    where = f"{plan.nodes} x {plan.gpus_per_node} {plan.gpu}"
+    if not plan.fits:
+        return f"tuning: {tuning} needs {need}/GPU ({plan.strategy} on {where})"
+    if fewest is None:
+        return f"tuning: {tuning} would fit ({plan.strategy} on {where}, {need}/GPU)"
+    return (f"tuning: {tuning} would fit on {fewest.nodes} x {fewest.gpus_per_node} "
+            f"{fewest.gpu} ({fewest.strategy}, {format_bytes(fewest.memory_per_gpu.total)}"
+            f"/GPU), fastest as {plan.strategy} on {plan.nodes} x {plan.gpus_per_node}")
 
 
 def _sizing(spec: FineTuneJobSpec, count: ParameterCount) -> Sizing:

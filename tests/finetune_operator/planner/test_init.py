@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -593,12 +594,29 @@ def test_when_full_fine_tuning_does_not_fit_the_suggestion_names_lora_and_qlora(
                               resources={"gpu": "A10G-24GB", "gpusPerNode": 1}))
     assert not plan.fits
     lora, qlora = plan.suggestion.split("; ")[-2:]
-    # Adapters send little: four nodes of one GPU each scale well, and are the fastest.
-    assert lora.startswith("tuning: lora would fit (zero2 on 4 x 1 A10G-24GB, ")
-    assert qlora.startswith("tuning: qlora would fit (ddp on 4 x 1 A10G-24GB, ")
-    assert qlora.endswith(" GiB/GPU)")
+    # The fewest GPUs that do, and the fastest layout within the bounds: adapters send
+    # little, so four nodes of one GPU each scale well.
+    assert re.fullmatch(r"tuning: lora would fit on 2 x 1 A10G-24GB \(zero2, [\d.]+ GiB/GPU\), "
+                        r"fastest as zero2 on 4 x 1", lora), lora
+    assert re.fullmatch(r"tuning: qlora would fit on 1 x 1 A10G-24GB \(ddp, [\d.]+ GiB/GPU\), "
+                        r"fastest as ddp on 4 x 1", qlora), qlora
     fits = plan_job(make_spec())
     assert fits.fits and fits.suggestion is None
+
+
+def test_at_torchtunes_sequence_length_the_suggestion_is_lora_on_one_gpu():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-8B-Instruct"},
+                              training={"maxSeqLength": 2048},
+                              resources={"gpu": "A10G-24GB", "gpusPerNode": 1}))
+    assert not plan.fits
+    assert "tuning: lora would fit on 1 x 1 A10G-24GB (ddp, " in plan.suggestion
+
+
+def test_a_forced_node_count_gets_the_adapters_on_those_nodes_only():
+    plan = plan_job(make_spec(model={"name": "meta-llama/Llama-3.1-8B-Instruct"},
+                              resources={"gpu": "A10G-24GB", "gpusPerNode": 1, "nodes": 4,
+                                         "maxNodes": 4}))
+    assert "tuning: qlora would fit (ddp on 4 x 1 A10G-24GB, " in plan.suggestion
 
 
 @pytest.mark.parametrize("model,gpu,per_node,max_nodes,chosen", [
