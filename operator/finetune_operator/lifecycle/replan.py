@@ -75,7 +75,7 @@ def _new_plan(step: Step, edited: FineTuneJobSpec, plan_fn: PlanFn) -> Plan | No
         refused.append("the model's sizing does not match the edited spec")
     plan = None
     if not refused:
-        plan, refusal = checked_plan(step, edited, plan_fn,
+        plan, refusal = checked_plan(edited, namespace, step.settings, plan_fn,
                                      sizing if needs_sizing(edited) else None)
         if refusal is not None:
             refused.append(refusal.message)

@@ -26,6 +26,7 @@ from finetune_operator.lifecycle.step import (
     planned_message,
 )
 from finetune_operator.planner import PlanningError, needs_sizing
+from finetune_operator.settings import Settings
 from finetune_operator.validation import layout_problems, output_warning
 
 # plan_job, or a test's stand-in; called with `sizing=` only for a model that needed one.
@@ -58,7 +59,8 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
     sizing = sized(step, spec) if needs_sizing(spec) else None
     if needs_sizing(spec) and sizing is None:
         return False
-    plan, refusal = checked_plan(step, spec, plan_fn, sizing)
+    plan, refusal = checked_plan(spec, step.observed.owner.namespace, step.settings, plan_fn,
+                                 sizing)
     if plan is not None:
         step.status.plan = plan
     if refusal is not None:
@@ -90,15 +92,15 @@ class Refusal:
     message: str
 
 
-def checked_plan(step: Step, spec: FineTuneJobSpec, plan_fn: PlanFn,
+def checked_plan(spec: FineTuneJobSpec, namespace: str, settings: Settings, plan_fn: PlanFn,
                  sizing: ModelSizing | None) -> tuple[Plan | None, Refusal | None]:
     """The plan for `spec` and, when it cannot run, why: the planner refuses it, the layout
     breaks a rule `finetune validate` checks, the policy caps it, or it does not fit (then
-    the plan comes too: its itemized memory says by how much)."""
-    namespace = step.observed.owner.namespace
+    the plan comes too: its itemized memory says by how much). Shared by the start of a
+    job, its re-plan and the admission webhook, so that all three refuse the same."""
     try:
         kwargs = {"sizing": sizing} if sizing is not None else {}
-        plan = policy.plan_within_limits(plan_fn, spec, namespace, step.settings.policy,
+        plan = policy.plan_within_limits(plan_fn, spec, namespace, settings.policy,
                                          **kwargs)
     except PlanningError as err:
         return None, Refusal("InvalidSpec", f"{err.field}: {err.message}")
@@ -109,7 +111,7 @@ def checked_plan(step: Step, spec: FineTuneJobSpec, plan_fn: PlanFn,
     layout = layout_problems(spec, plan)
     if layout:  # the same rules as `finetune validate`, on the layout just chosen
         return None, Refusal("InvalidSpec", "; ".join(str(p) for p in layout))
-    too_big = policy.plan_violations(plan, namespace, step.settings.policy)
+    too_big = policy.plan_violations(plan, namespace, settings.policy)
     if too_big:
         return None, Refusal(POLICY_VIOLATION, "; ".join(str(p) for p in too_big))
     return plan, None
