@@ -22,6 +22,17 @@
 |                               |                        | download and the ranks (a mirror)            |
 | FINETUNE_POLICY               | (empty: no limits)     | JSON: the multi-tenant policy (policy.py;    |
 |                               |                        | the chart's policy)                          |
+| FINETUNE_WEBHOOK_PORT         | 0 (off)                | port of the validating admission webhook     |
+|                               |                        | (admission.py; the chart's webhook)          |
+| FINETUNE_WEBHOOK_SERVICE      | (empty)                | DNS name of the webhook's Service: the       |
+|                               |                        | serving certificate is made for it           |
+| FINETUNE_WEBHOOK_SECRET       | (empty)                | Secret (in the operator's namespace) that    |
+|                               |                        | keeps the self-signed CA and certificate     |
+| FINETUNE_WEBHOOK_CONFIGURATION| (empty)                | ValidatingWebhookConfiguration to put the CA |
+|                               |                        | in                                           |
+| FINETUNE_WEBHOOK_CERT_DIR     | (empty: self-signed)   | tls.crt, tls.key and ca.crt made by          |
+|                               |                        | cert-manager, mounted: used as they are      |
+| FINETUNE_NAMESPACE            | (empty)                | the operator's own namespace (downward API)  |
 
 A bad value is reported naming the variable, never as a traceback.
 """
@@ -51,6 +62,18 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """The validating admission webhook (admission.py, controller/webhook_tls.py)."""
+
+    port: int
+    service: str  # <service>.<namespace>.svc: the name the API server calls
+    namespace: str = ""  # the operator's, where the certificate Secret lives
+    secret: str = ""  # the Secret that keeps the self-signed CA and serving certificate
+    configuration: str = ""  # the ValidatingWebhookConfiguration its CA goes into
+    cert_dir: str = ""  # cert-manager's tls.crt, tls.key and ca.crt, mounted; "": self-signed
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the operator is configured with besides the FineTuneJobs themselves."""
 
@@ -70,6 +93,8 @@ class Settings:
     hf_endpoint: str | None = None
     # What tenants' jobs may ask for (images, tolerations, nodes, sizes); none: anything.
     policy: Policy = NO_POLICY
+    webhook: WebhookSettings | None = None  # None: no admission webhook
+
 
     @property
     def all_namespaces(self) -> bool:
@@ -103,7 +128,30 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         sizing_image=env.get("FINETUNE_SIZING_IMAGE", "").strip() or defaults.sizing_image,
         hf_endpoint=env.get("FINETUNE_HF_ENDPOINT", "").strip() or None,
         policy=_policy(env.get("FINETUNE_POLICY", "")),
+        webhook=_webhook(env),
     )
+
+
+def _webhook(env: Mapping[str, str]) -> WebhookSettings | None:
+    if env.get("FINETUNE_WEBHOOK_PORT", "").strip() in ("", "0"):
+        return None
+    port = _port(env, "FINETUNE_WEBHOOK_PORT", 0)
+    values = {var: env.get(var, "").strip() for var in (
+        "FINETUNE_WEBHOOK_SERVICE", "FINETUNE_WEBHOOK_SECRET", "FINETUNE_WEBHOOK_CONFIGURATION",
+        "FINETUNE_WEBHOOK_CERT_DIR", "FINETUNE_NAMESPACE")}
+    needed = ["FINETUNE_WEBHOOK_SERVICE"]
+    if not values["FINETUNE_WEBHOOK_CERT_DIR"]:  # self-signed: kept in a Secret, injected
+        needed += ["FINETUNE_WEBHOOK_SECRET", "FINETUNE_WEBHOOK_CONFIGURATION",
+                   "FINETUNE_NAMESPACE"]
+    missing = [var for var in needed if not values[var]]
+    if missing:
+        raise SettingsError(f"FINETUNE_WEBHOOK_PORT is set, so {' and '.join(missing)} must be "
+                            "too (the chart sets them all)")
+    return WebhookSettings(
+        port=port, service=values["FINETUNE_WEBHOOK_SERVICE"],
+        namespace=values["FINETUNE_NAMESPACE"], secret=values["FINETUNE_WEBHOOK_SECRET"],
+        configuration=values["FINETUNE_WEBHOOK_CONFIGURATION"],
+        cert_dir=values["FINETUNE_WEBHOOK_CERT_DIR"])
 
 
 def _namespaces(text: str) -> tuple[str, ...]:

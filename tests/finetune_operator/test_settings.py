@@ -47,3 +47,35 @@ def test_a_bad_gpu_node_label_mapping_names_the_variable_and_the_chart_value():
     message = str(err.value)
     assert message.startswith("FINETUNE_GPU_NODE_LABELS (the chart's trainer.gpuNodeLabels) ")
     assert "did you mean H100-80GB?" in message
+
+
+WEBHOOK_ENV = {"FINETUNE_WEBHOOK_PORT": "9443",
+               "FINETUNE_WEBHOOK_SERVICE": "ft-finetune-operator-webhook.ops.svc",
+               "FINETUNE_WEBHOOK_SECRET": "ft-finetune-operator-webhook-tls",
+               "FINETUNE_WEBHOOK_CONFIGURATION": "ft-finetune-operator",
+               "FINETUNE_NAMESPACE": "ops"}
+
+
+@pytest.mark.parametrize("port", ["", "0"])
+def test_the_webhook_is_off_unless_a_port_is_set(port):
+    assert from_env({**WEBHOOK_ENV, "FINETUNE_WEBHOOK_PORT": port}).webhook is None
+
+
+def test_the_webhook_settings_follow_the_variables():
+    webhook = from_env(WEBHOOK_ENV).webhook
+    assert (webhook.port, webhook.service, webhook.namespace, webhook.secret,
+            webhook.configuration, webhook.cert_dir) == (
+        9443, "ft-finetune-operator-webhook.ops.svc", "ops",
+        "ft-finetune-operator-webhook-tls", "ft-finetune-operator", "")
+
+
+def test_a_self_signed_webhook_without_its_secret_is_refused_naming_the_variables():
+    env = {k: v for k, v in WEBHOOK_ENV.items() if k != "FINETUNE_WEBHOOK_SECRET"}
+    with pytest.raises(SettingsError, match="so FINETUNE_WEBHOOK_SECRET must be too"):
+        from_env(env)
+
+
+def test_with_cert_managers_files_no_secret_is_needed():
+    env = {"FINETUNE_WEBHOOK_PORT": "9443", "FINETUNE_WEBHOOK_SERVICE": "w.ops.svc",
+           "FINETUNE_WEBHOOK_CERT_DIR": "/etc/finetune-webhook-tls"}
+    assert from_env(env).webhook.cert_dir == "/etc/finetune-webhook-tls"
