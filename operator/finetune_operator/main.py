@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kopf
 from finetune_contract import api
 
-from finetune_operator import names
+from finetune_operator import admission, names
 from finetune_operator import settings as operator_settings
+from finetune_operator.controller import webhook_tls
+from finetune_operator.controller.caches import spec_caches
 from finetune_operator.controller.kube import Cluster, load_client_config
 from finetune_operator.controller.reconcile import Reconciler
 from finetune_operator.controller.schedule import Schedule
@@ -51,6 +57,62 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.work = WorkLoop(memo.reconciler,
                          Schedule(SETTINGS.resync_interval, SETTINGS.progress_interval))
     memo.work.start()
+    if SETTINGS.webhook is not None:
+        settings.admission.server = await asyncio.to_thread(webhook_server, SETTINGS.webhook)
+
+
+def webhook_server(webhook: operator_settings.WebhookSettings) -> kopf.WebhookServer:
+    """kopf's HTTPS server for the admission webhook, with the certificate every replica
+    shares (controller/webhook_tls.py), its CA injected unless cert-manager does that."""
+    bundle = webhook_tls.serving_bundle(webhook, datetime.now(UTC))
+    if not webhook.cert_dir:
+        webhook_tls.inject_ca(webhook, bundle.ca_cert)
+    certfile, pkeyfile = webhook_tls.write_files(bundle, Path(tempfile.mkdtemp(
+        prefix="finetune-webhook-")))
+    return kopf.WebhookServer(addr="0.0.0.0", port=webhook.port, host=webhook.service,
+                              certfile=str(certfile), pkeyfile=str(pkeyfile))
+
+
+def admit(body: kopf.Body, old: kopf.Body | None, namespace: str | None,
+          **_: Any) -> None:
+    """The validating webhook (path /{WEBHOOK_ID}): refuse a new or edited spec that
+    `finetune validate` would, naming the field. The operator's own failure lets the job
+    through: its status then says what the start of the job finds."""
+    if not admission.spec_changed(old, body):
+        return
+    meta = body.get("metadata") or {}
+    try:
+        problems = admission.refusals(dict(body), namespace or "", SETTINGS,
+                                      caches=ADMISSION_CACHES)
+    except Exception:
+        logging.getLogger(__name__).exception("the admission check failed on FineTuneJob "
+                                              "%s/%s; letting it through", namespace,
+                                              meta.get("name"))
+        return
+    if problems:
+        raise kopf.AdmissionError(f"FineTuneJob {namespace}/{meta.get('name')} refused: "
+                                  + "; ".join(problems), code=422)
+
+
+# The webhook's path: /{WEBHOOK_ID} (the chart's ValidatingWebhookConfiguration).
+WEBHOOK_ID = "validate-finetunejob"
+ADMISSION_CACHES = spec_caches()
+if SETTINGS.webhook is not None:
+    kopf.on.validate(*FINETUNEJOBS, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"])(admit)
+
+
+@kopf.on.probe(id="webhook")
+def webhook_listening(**_: Any) -> bool:
+    """Part of the readiness endpoint: with the webhook on, the pod is ready once the API
+    server can reach it (a FineTuneJob applied earlier would meet failurePolicy)."""
+    if SETTINGS.webhook is None:
+        return True
+    try:
+        socket.create_connection(("127.0.0.1", SETTINGS.webhook.port), timeout=1).close()
+    except OSError as err:
+        raise RuntimeError(f"the admission webhook does not listen on port "
+                           f"{SETTINGS.webhook.port} yet: {err}") from err
+    return True
 
 
 @kopf.on.probe(id="work_loop")

@@ -37,9 +37,33 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# The admission webhook's own (controller/webhook_tls.py), in the chart's -webhook Role and
+# ClusterRole: its certificate Secret in the operator's namespace (create, then read and
+# renew only that one), and the CA put into its one ValidatingWebhookConfiguration.
+WEBHOOK_SECRET_RULES: tuple[Rule, ...] = (Rule("", "secrets", ("create",)),)
+WEBHOOK_NAMED_SECRET_VERBS = ("get", "update")
+WEBHOOK_CONFIGURATION_VERBS = ("get", "patch")
+
+
+def webhook_secret_rules(secret: str) -> list[dict[str, list[str]]]:
+    """The -webhook Role's rules, for the Secret named `secret`."""
+    return [*_policy(WEBHOOK_SECRET_RULES),
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret],
+             "verbs": list(WEBHOOK_NAMED_SECRET_VERBS)}]
+
+
+def webhook_configuration_rules(configuration: str) -> list[dict[str, list[str]]]:
+    """The -webhook ClusterRole's rules, for the ValidatingWebhookConfiguration named so."""
+    return [{"apiGroups": ["admissionregistration.k8s.io"],
+             "resources": ["validatingwebhookconfigurations"],
+             "resourceNames": [configuration], "verbs": list(WEBHOOK_CONFIGURATION_VERBS)}]
+
+
+def _policy(rules: tuple[Rule, ...]) -> list[dict[str, list[str]]]:
+    return [{"apiGroups": [r.api_group], "resources": [r.resource], "verbs": list(r.verbs)}
+            for r in rules]
+
+
 def as_policy_rules() -> list[dict[str, list[str]]]:
     """RULES as Kubernetes PolicyRule dicts (one per rule)."""
-    return [
-        {"apiGroups": [r.api_group], "resources": [r.resource], "verbs": list(r.verbs)}
-        for r in RULES
-    ]
+    return _policy(RULES)

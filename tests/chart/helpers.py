@@ -52,6 +52,14 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def metrics_service(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's metrics Service (the webhook has one of its own)."""
+    found = [s for s in by_kind(objects, "Service")
+             if s["metadata"]["name"].endswith("-metrics")]
+    assert len(found) == 1, f"expected one metrics Service, got {len(found)}"
+    return found[0]
+
+
 def values_of(value_set: str) -> dict[str, Any]:
     """The chart's defaults merged with a value file (enough merging for these files)."""
     merged = yaml.safe_load((CHART / "values.yaml").read_text())

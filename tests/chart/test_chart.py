@@ -22,6 +22,7 @@ from tests.chart.helpers import (
     by_kind,
     dashboard,
     helm_template,
+    metrics_service,
     one,
     pod_specs,
     values_args,
@@ -95,7 +96,8 @@ def test_every_namespaced_object_is_in_the_release_namespace(
     rendered: dict[str, list[dict]],
 ) -> None:
     for obj in rendered["defaults"]:
-        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                           "ValidatingWebhookConfiguration"):
             assert "namespace" not in obj["metadata"], obj["kind"]
         else:
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
@@ -146,17 +148,32 @@ def _rbac_roles(objects: list[dict]) -> list[dict]:
     return by_kind(objects, "ClusterRole") + by_kind(objects, "Role")
 
 
+def _is_webhooks(obj: dict) -> bool:
+    return obj["metadata"]["name"].endswith("-webhook")
+
+
+def _job_roles(objects: list[dict], kind: str) -> list[dict]:
+    """The (Cluster)Roles or bindings for the FineTuneJobs, not the webhook's own."""
+    return [o for o in by_kind(objects, kind) if not _is_webhooks(o)]
+
+
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_rbac_rules_are_exactly_the_operators_permissions(
     rendered: dict[str, list[dict]], value_set: str
 ) -> None:
     roles = _rbac_roles(rendered[value_set])
-    assert roles, "no (Cluster)Role rendered"
+    assert [r for r in roles if not _is_webhooks(r)], "no (Cluster)Role rendered"
     for role in roles:
-        assert role["rules"] == permissions.as_policy_rules(), (
-            f"{role['kind']} {role['metadata']['name']} differs from "
-            "finetune_operator.permissions.RULES: update templates/_helpers.tpl"
-        )
+        name = role["metadata"]["name"]
+        if not _is_webhooks(role):
+            expected = permissions.as_policy_rules()
+        elif role["kind"] == "Role":
+            expected = permissions.webhook_secret_rules(f"{name}-tls")
+        else:
+            expected = permissions.webhook_configuration_rules(name.removesuffix("-webhook"))
+        assert role["rules"] == expected, (
+            f"{role['kind']} {name} differs from finetune_operator.permissions: update "
+            "templates/_helpers.tpl or templates/webhook.yaml")
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -172,8 +189,9 @@ def test_all_namespaces_gets_one_cluster_role_bound_to_the_service_account(
     rendered: dict[str, list[dict]],
 ) -> None:
     objects = rendered["defaults"]
-    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
-    role, binding = one(objects, "ClusterRole"), one(objects, "ClusterRoleBinding")
+    assert not _job_roles(objects, "Role") and not _job_roles(objects, "RoleBinding")
+    (role,), (binding,) = _job_roles(objects, "ClusterRole"), _job_roles(objects,
+                                                                          "ClusterRoleBinding")
     sa = one(objects, "ServiceAccount")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
                                   "kind": "ClusterRole", "name": role["metadata"]["name"]}
@@ -188,9 +206,13 @@ def test_watch_namespaces_gets_a_role_per_namespace_and_nothing_cluster_wide(
 ) -> None:
     objects = rendered["namespaced-values.yaml"]
     watched = values_of("namespaced-values.yaml")["operator"]["watchNamespaces"]
-    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
-    roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in by_kind(objects, "RoleBinding")}
+    assert not _job_roles(objects, "ClusterRole")
+    assert not _job_roles(objects, "ClusterRoleBinding")
+    # The webhook's ClusterRole reaches its one ValidatingWebhookConfiguration, by name.
+    for role in by_kind(objects, "ClusterRole"):
+        assert all(rule.get("resourceNames") for rule in role["rules"]), role
+    roles = {r["metadata"]["namespace"]: r for r in _job_roles(objects, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in _job_roles(objects, "RoleBinding")}
     assert sorted(roles) == sorted(bindings) == sorted(watched)
     sa = one(objects, "ServiceAccount")["metadata"]["name"]
     for ns in watched:
@@ -362,7 +384,7 @@ def test_service_selects_the_operator_pod_on_the_metrics_port(
     rendered: dict[str, list[dict]],
 ) -> None:
     objects = rendered["defaults"]
-    deployment, service = one(objects, "Deployment"), one(objects, "Service")
+    deployment, service = one(objects, "Deployment"), metrics_service(objects)
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
@@ -478,7 +500,7 @@ def test_monitor_shape_check_catches_a_typo(rendered: dict[str, list[dict]]) -> 
 
 def test_service_monitor_selects_the_metrics_service(rendered: dict[str, list[dict]]) -> None:
     objects = rendered["monitoring-values.yaml"]
-    monitor, service = one(objects, "ServiceMonitor"), one(objects, "Service")
+    monitor, service = one(objects, "ServiceMonitor"), metrics_service(objects)
     assert monitor["spec"]["selector"]["matchLabels"].items() <= (
         service["metadata"]["labels"].items())
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}

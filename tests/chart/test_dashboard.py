@@ -51,7 +51,7 @@ from finetune_operator.settings import Settings
 from prometheus_client import CollectorRegistry
 
 from tests.chart.helpers import NAMESPACE as RELEASE_NAMESPACE
-from tests.chart.helpers import dashboard, helm_template, one
+from tests.chart.helpers import dashboard, helm_template, metrics_service, one
 from tests.conftest import require_tool
 from tests.e2e import monitors
 from tests.support.local_run import write_job
@@ -162,7 +162,7 @@ def _operator_objects(helm: str, metrics_port: int, ip: str) -> tuple[list[dict]
         "--set", "serviceMonitor.interval=1s", "--set", "serviceMonitor.scrapeTimeout=1s",
         "--set", f"metricsPort={metrics_port}")
     monitors_ = [o for o in objects if o["kind"] in ("PodMonitor", "ServiceMonitor")]
-    service = one(objects, "Service")
+    service = metrics_service(objects)
     deployment = one(objects, "Deployment")
     container_ports = {p["name"]: p["containerPort"] for c in
                        deployment["spec"]["template"]["spec"]["containers"]

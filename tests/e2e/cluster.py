@@ -75,6 +75,10 @@ class Result:
         return self.returncode == 0
 
 
+# A namespace labelled <this>=off is not checked by the webhook (the chart's CI values).
+WEBHOOK_OFF_LABEL = "finetune.dev/webhook"
+
+
 @dataclass(frozen=True)
 class Cluster:
     kubectl_bin: str

@@ -1,9 +1,11 @@
 """What the real API server does with FineTuneJobs: the CRD's schema, CEL rules and defaults.
 
-Every case of tests/cases/invalid is applied with kubectl. A case the CRD can express is
-refused by the API server itself, naming the field path; every other case is stored and then
-refused by the operator with a Failed phase, an InvalidSpec (or DoesNotFit) condition and a
-Warning Event. The defaults the server fills in are the ones `finetune validate` assumes.
+Every case of tests/cases/invalid is applied with kubectl, in a namespace the admission
+webhook leaves alone (the status path, as with the webhook off; test_cluster_webhook.py
+checks the webhook). A case the CRD can express is refused by the API server itself, naming
+the field path; every other case is stored and then refused by the operator with a Failed
+phase, an InvalidSpec (or DoesNotFit) condition and a Warning Event. The defaults the server
+fills in are the ones `finetune validate` assumes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import yaml
 from finetune_contract.api import FineTuneJobSpec
 
 from tests.conftest import ROOT
-from tests.e2e.cluster import Cluster, condition, wait_until
+from tests.e2e.cluster import WEBHOOK_OFF_LABEL, Cluster, condition, wait_until
 from tests.finetune_operator.test_crd_cel import CAUGHT_BY_CEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -54,6 +56,8 @@ def outcomes(cluster: Cluster, operator_release: str) -> dict[str, dict[str, Any
     cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true",
                     timeout=300)
     cluster.kubectl("create", "namespace", NAMESPACE)
+    # The status path: the chart's CI values keep the webhook out of this namespace.
+    cluster.kubectl("label", "namespace", NAMESPACE, f"{WEBHOOK_OFF_LABEL}=off")
     results: dict[str, dict[str, Any]] = {}
     for path in INVALID:
         name, manifest = _named(path)
