@@ -10,8 +10,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import IN_CI, ROOT, require_tool
 from tests.e2e.cluster import (
     CHART,
     HUB_ENDPOINT,
@@ -59,6 +60,7 @@ def operator_release(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "restart", deployment)
     cluster.kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", deployment,
                     "--timeout=180s")
+    wait_for_webhook(cluster)
     yield OPERATOR_NAMESPACE
     cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait",
                  check=False)
@@ -76,3 +78,19 @@ def wait_for_phase(cluster: Cluster, namespace: str, name: str, phases: set[str]
                       lambda: (p if (p := job_phase(cluster, namespace, name)) in phases
                                else None),
                       timeout, on_timeout=lambda: cluster.diagnostics(namespace))
+
+
+WEBHOOK_DENIED = 'admission webhook "validate.finetunejobs.finetune.dev" denied the request'
+
+
+def wait_for_webhook(cluster: Cluster, timeout: float = 120) -> None:
+    """Until the API server reaches the admission webhook: a server-side dry run of a job it
+    refuses (the CRD lets a CPU request in words through) is denied by it. A pod just Ready
+    is not enough: kube-proxy refuses connections to the Service until it has synced the
+    pod's endpoint."""
+    job = yaml.safe_load((ROOT / "examples" / "tiny-chat-k8s.yaml").read_text())
+    job["metadata"] = {"name": "webhook-probe", "namespace": "default"}
+    job["spec"]["resources"]["cpu"] = "a lot"
+    wait_until("the admission webhook to answer", lambda: WEBHOOK_DENIED in cluster.apply_text(
+        json.dumps(job), "--dry-run=server", check=False).stderr, timeout, interval=1,
+        on_timeout=lambda: cluster.diagnostics(OPERATOR_NAMESPACE))
