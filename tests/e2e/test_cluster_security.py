@@ -48,9 +48,29 @@ def test_the_operator_may_do_what_the_install_guide_lists_and_nothing_more(
         cluster: Cluster, namespace: str) -> None:
     baseline = _can_i_list(cluster, f"system:serviceaccount:{NAMESPACE}:nobody")
     granted = _can_i_list(cluster, OPERATOR.format(namespace=namespace)) - baseline
-    # permissions.RULES is docs/install.md's table (tests/chart/test_chart.py holds them equal).
+    # permissions.RULES is docs/install.md's table (tests/chart/test_chart.py holds them equal),
+    # and the webhook's ClusterRole: its one ValidatingWebhookConfiguration, by name.
+    webhook = ("admissionregistration.k8s.io", "validatingwebhookconfigurations",
+               frozenset(permissions.WEBHOOK_CONFIGURATION_VERBS))
     assert _merge_subresources(granted) == {(r.api_group, r.resource, frozenset(r.verbs))
-                                            for r in permissions.RULES}
+                                            for r in permissions.RULES} | {webhook}
+
+
+def _can_i(cluster: Cluster, namespace: str, *what: str) -> str:
+    return cluster.kubectl("auth", "can-i", *what, "--as", OPERATOR.format(namespace=namespace),
+                           check=False).stdout.strip()
+
+
+def test_the_webhook_rules_reach_its_own_secret_and_configuration_only(
+        cluster: Cluster, namespace: str) -> None:
+    own = f"{RELEASE}-webhook-tls"
+    for verb in permissions.WEBHOOK_NAMED_SECRET_VERBS:
+        assert _can_i(cluster, namespace, verb, f"secret/{own}", "-n", namespace) == "yes"
+    assert _can_i(cluster, namespace, "get", "secret/another", "-n", namespace) == "no"
+    assert _can_i(cluster, namespace, "patch", f"validatingwebhookconfiguration/{RELEASE}") \
+        == "yes"
+    assert _can_i(cluster, namespace, "patch", "validatingwebhookconfiguration/another") \
+        == "no"
 
 
 def _merge_subresources(grants: set[Grant]) -> set[Grant]:
