@@ -14,7 +14,7 @@ from typing import Any
 from finetune_contract.trainer_config import TrainerConfig
 from transformers import TrainerCallback, TrainingArguments
 
-from finetune_trainer import adapters, callbacks, strategy, tuning
+from finetune_trainer import PROCESS_STARTED, adapters, callbacks, strategy, tuning
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import PreparedData, Row
 from finetune_trainer.errors import TrainerError
@@ -66,6 +66,7 @@ class Parts:
     trainable_parameters: int
     unfreeze: callbacks.UnfreezeRecorder | None = None
     anchor: tuning.L2Anchor | None = None
+    times: callbacks.TimeAccounting | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def tokens_at_start(self, trainer: Any) -> int:
@@ -103,6 +104,7 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any, *,
     metrics_cb = callbacks.MetricsCallback(metrics, flops_per_token=flops_per_token,
                                            peak_flops_all_ranks=mfu_peak)
     clock = RunClock()
+    times = callbacks.TimeAccounting(metrics, started=PROCESS_STARTED)
     anchor = (tuning.L2Anchor.capture(model, method.l2_to_pretrained)
               if method.l2_to_pretrained > 0 else None)
     unfreeze = (callbacks.UnfreezeRecorder(model)
@@ -118,7 +120,7 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any, *,
     holder: dict[str, Any] = {}
     wrapper_cb = callbacks.WrapperCheckCallback(lambda: holder["trainer"].model_wrapped,
                                                 plan.strategy, plan.world_size)
-    trainer_callbacks: list[Any] = [clock, wrapper_cb, metrics_cb]
+    trainer_callbacks: list[Any] = [clock, wrapper_cb, metrics_cb, times]
     if unfreeze:
         trainer_callbacks.append(unfreeze)
     if spec.training.early_stopping_patience is not None:
@@ -140,7 +142,7 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any, *,
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     parts = Parts(metrics=metrics, wrapper_check=wrapper_cb, clock=clock,
                   parameters=parameters, trainable_parameters=trainable,
-                  unfreeze=unfreeze, anchor=anchor)
+                  unfreeze=unfreeze, anchor=anchor, times=times)
     return trainer, parts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,62 @@ class MetricsCallback(TrainerCallback):
         self.metrics.set("finetune_train_tokens_total", state.num_input_tokens_seen or 0)
         self.metrics.set("finetune_train_eta_seconds",
                          self.window.eta_seconds(state.global_step, state.max_steps))
+
+
+class TimeAccounting(TrainerCallback):
+    """Where this run's wall time goes: before its first optimizer step (startup), inside
+    steps, in evaluations and in checkpoint saves; the rest is logging and data waits.
+
+    transformers calls on_step_end, then evaluates (on_evaluate) and saves (on_save) at the
+    same step, so each of those lasts from the previous mark to its own call."""
+
+    def __init__(self, metrics: RankMetrics, started: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics, self.started, self.clock = metrics, started, clock
+        self.seconds = {"startup": 0.0, "steps": 0.0, "eval": 0.0, "checkpoint": 0.0}
+        self._step_began: float | None = None
+        self._mark = started
+        self._first = True
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._step_began = now = self.clock()
+        if self._first:
+            self._first = False
+            self.seconds["startup"] = now - self.started
+            self._publish(now)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = self.clock()
+        if self._step_began is not None:
+            self.seconds["steps"] += now - self._step_began
+        self._mark = now
+        self._publish(now)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._add("eval")
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._add("checkpoint")
+
+    def report(self) -> dict[str, float]:
+        """Seconds since the process started (wall), each part's, and goodput: the share
+        of the wall time spent in optimizer steps."""
+        wall = self.clock() - self.started
+        return {"wallSeconds": wall, **{f"{k}Seconds": v for k, v in self.seconds.items()},
+                "goodput": self.seconds["steps"] / wall if wall > 0 else 0.0}
+
+    def _add(self, part: str) -> None:
+        now = self.clock()
+        self.seconds[part] += now - self._mark
+        self._mark = now
+        self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        self.metrics.set("finetune_train_run_seconds", now - self.started)
+        self.metrics.set("finetune_train_startup_seconds", self.seconds["startup"])
+        for part in ("steps", "eval", "checkpoint"):
+            name = "step" if part == "steps" else part
+            self.metrics.set(f"finetune_train_{name}_seconds_total", self.seconds[part])
 
 
 class WrapperCheckCallback(TrainerCallback):

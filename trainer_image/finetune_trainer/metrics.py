@@ -38,6 +38,13 @@ GAUGES = {
                                    "step; 0 when it started fresh).",
     "finetune_train_peak_memory_bytes": "Peak memory of this rank: device memory allocated on "
                                         "GPU, the process's peak resident set on CPU.",
+    # Where this run's wall time went (callbacks.TimeAccounting; the operator's goodput).
+    "finetune_train_run_seconds": "Seconds since this run's process started.",
+    "finetune_train_startup_seconds": "Seconds from the process's start to its first "
+                                      "optimizer step (imports, model, data, resume).",
+    "finetune_train_step_seconds_total": "Seconds inside optimizer steps this run.",
+    "finetune_train_eval_seconds_total": "Seconds in evaluations this run.",
+    "finetune_train_checkpoint_seconds_total": "Seconds writing checkpoints this run.",
 }
 
 

@@ -45,6 +45,8 @@ def build_summary(config: TrainerConfig, trainer: Any, parts: Any, report: DataR
         "tokensPerSecond": tokens_this_run / train_seconds if train_seconds else None,
         "trainSeconds": train_seconds,
         "wallSeconds": wall_seconds,
+        # This run's wall time since its process started, by where it went, and its goodput.
+        "time": parts.times.report() if parts.times else None,
         "data": report.to_dict(),
         "resumedFrom": str(resumed_from) if resumed_from else None,
         "unfreezeSchedule": parts.unfreeze.schedule if parts.unfreeze else None,
