@@ -863,6 +863,20 @@ class Progress(ApiModel):
     stale: bool | None = Field(
         None, description="True when rank 0's metrics could not be read at the last attempt."
     )
+    run_seconds: float | None = Field(
+        None, description="Seconds since this attempt's trainer process started."
+    )
+    startup_seconds: float | None = Field(
+        None, description="Seconds it took to its first optimizer step (imports, model, data, "
+        "resume)."
+    )
+    step_seconds: float | None = Field(
+        None, description="Seconds this attempt spent inside optimizer steps."
+    )
+    eval_seconds: float | None = Field(None, description="Seconds this attempt evaluated.")
+    checkpoint_seconds: float | None = Field(
+        None, description="Seconds this attempt spent writing checkpoints."
+    )
 
 
 class ModelSizing(ApiModel):
@@ -926,6 +940,65 @@ class LostWork(ApiModel):
     )
 
 
+class RunSeconds(ApiModel):
+    """Seconds of trainer runs (one per attempt or resumption), added up."""
+
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
+
+    wall: float = Field(0.0, ge=0, description="Seconds the trainer processes ran.")
+    startup: float = Field(0.0, ge=0, description="Of which before the first optimizer step.")
+    steps: float = Field(0.0, ge=0, description="Of which inside optimizer steps.")
+    eval: float = Field(0.0, ge=0, description="Of which in evaluations.")
+    checkpoint: float = Field(0.0, ge=0, description="Of which writing checkpoints.")
+    steps_done: int = Field(0, ge=0, description="Optimizer steps the runs trained.")
+    gpu_seconds: float = Field(0.0, ge=0, description="Seconds the runs ran, times their "
+                               "ranks: the GPU time (rank time on CPU) they held.")
+
+
+class LostTime(ApiModel):
+    """Seconds since the job first ran that trained nothing new, by cause."""
+
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
+
+    startup: float = Field(0.0, ge=0, description="Trainer start-up: imports, model, data, "
+                           "resuming a checkpoint.")
+    checkpoints: float = Field(0.0, ge=0, description="Writing checkpoints.")
+    evaluation: float = Field(0.0, ge=0, description="Evaluations.")
+    redone_steps: float = Field(0.0, ge=0, description="Steps trained again after an "
+                                "interruption.")
+    restarts: float = Field(0.0, ge=0, description="No trainer running: between an "
+                            "interruption and the next run (rescheduling, image pulls, "
+                            "waiting for the gang).")
+    other: float = Field(0.0, ge=0, description="The rest: logging, data waits, and what "
+                         "the progress reads could not attribute.")
+
+
+class Goodput(ApiModel):
+    """How much of the job's time trained, from rank 0's progress (controller/progress.py,
+    goodput.py). Lower bounds by up to one progress interval per interruption."""
+
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
+
+    ratio: float | None = Field(None, description="Productive step time over the wall time "
+                                "since the job's pods first ran (0..1).")
+    wall_seconds: float = Field(0.0, ge=0, description="Seconds since the pods first ran.")
+    productive_seconds: float = Field(0.0, ge=0, description="Seconds in optimizer steps "
+                                      "that were not trained again later.")
+    lost_seconds: LostTime = Field(default_factory=LostTime, description="The rest, by cause.")
+    tokens_per_second_per_gpu: float | None = Field(
+        None, description="Training throughput per rank (per GPU; per CPU rank on cpu).")
+    mfu: float | None = Field(None, description="Model FLOPs utilization: 6 x parameters x "
+                              "tokens/s over the ranks' dense peak from the GPU catalog.")
+    gpu_hours: float = Field(0.0, ge=0, description="GPU-hours (rank-hours on cpu) the runs "
+                             "held so far.")
+    cost_usd: CostRange | None = Field(None, description="Their cost so far, from the "
+                                       "catalog's price range.")
+    finished_runs: RunSeconds = Field(default_factory=RunSeconds,
+                                      description="Runs that ended, added up.")
+    current_run: RunSeconds = Field(default_factory=RunSeconds,
+                                    description="The run training now, as last read.")
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -941,6 +1014,9 @@ class FineTuneJobStatus(ApiModel):
     progress: Progress | None = Field(None, description="Training progress.")
     lost_work: LostWork | None = Field(
         None, description="Steps trained again after restarts, preemptions and suspensions."
+    )
+    goodput: Goodput | None = Field(
+        None, description="How much of the job's time trained, and at what speed and cost."
     )
     restarts: int = Field(0, description="Whole-gang restarts so far.")
     replans: int = Field(

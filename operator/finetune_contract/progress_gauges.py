@@ -15,4 +15,9 @@ PROGRESS_GAUGES: dict[str, str] = {
     "finetune_train_tokens_per_second": "tokens_per_second",
     "finetune_train_eta_seconds": "eta_seconds",
     "finetune_train_resumed_step": "resumed_from_step",
+    "finetune_train_run_seconds": "run_seconds",
+    "finetune_train_startup_seconds": "startup_seconds",
+    "finetune_train_step_seconds_total": "step_seconds",
+    "finetune_train_eval_seconds_total": "eval_seconds",
+    "finetune_train_checkpoint_seconds_total": "checkpoint_seconds",
 }

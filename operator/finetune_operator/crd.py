@@ -25,6 +25,9 @@ PRINTER_COLUMNS = [
      "description": "Percent of the planned optimizer steps done."},
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
     {"name": "Tokens/s", "type": "number", "jsonPath": ".status.progress.tokensPerSecond"},
+    {"name": "Tok/s/GPU", "type": "number",
+     "jsonPath": ".status.goodput.tokensPerSecondPerGpu"},
+    {"name": "Goodput", "type": "number", "jsonPath": ".status.goodput.ratio"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from finetune_contract.api import PHASES, Progress
+from finetune_contract.api import PHASES, Goodput, LostTime, Progress
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 JOB_LABELS = ("namespace", "finetunejob")
@@ -40,6 +40,20 @@ class OperatorMetrics:
             "finetune_job_steps_redone_total", "Optimizer steps trained again after an "
             "interruption (restart, preemption, suspension), per job.", JOB_LABELS,
             registry=self.registry)
+        self.goodput = Gauge("finetune_job_goodput_ratio", "Productive step time over wall "
+                             "time since the job's pods first ran, 0 to 1.", JOB_LABELS,
+                             registry=self.registry)
+        self.tokens_per_second_per_gpu = Gauge(
+            "finetune_job_tokens_per_second_per_gpu", "Training throughput per rank (per GPU; "
+            "per CPU rank on cpu).", JOB_LABELS, registry=self.registry)
+        self.mfu = Gauge("finetune_job_mfu", "Model FLOPs utilization: 6 x parameters x "
+                         "tokens/s over the ranks' catalog peak, 0 to 1.", JOB_LABELS,
+                         registry=self.registry)
+        self.gpu_hours = Gauge("finetune_job_gpu_hours", "GPU-hours (rank-hours on cpu) the "
+                               "job's runs held so far.", JOB_LABELS, registry=self.registry)
+        self.lost_seconds = Gauge("finetune_job_lost_seconds", "Seconds since the job first ran "
+                                  "that trained nothing new, by cause.", [*JOB_LABELS, "cause"],
+                                  registry=self.registry)
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
@@ -59,9 +73,15 @@ class OperatorMetrics:
             self._phases.pop((namespace, name), None)
             self._publish_phases()
         for gauge in (self.tokens_per_second, self.loss, self.progress_ratio, self.restarts,
-                      self.steps_redone):
+                      self.steps_redone, self.goodput, self.tokens_per_second_per_gpu,
+                      self.mfu, self.gpu_hours):
             try:
                 gauge.remove(namespace, name)
+            except KeyError:
+                pass
+        for cause in LostTime.model_fields:
+            try:
+                self.lost_seconds.remove(namespace, name, cause)
             except KeyError:
                 pass
 
@@ -89,3 +109,12 @@ class OperatorMetrics:
             counts[phase] = counts.get(phase, 0) + 1
         for phase, count in counts.items():
             self.jobs.labels(phase=phase).set(count)
+
+    def observe_goodput(self, namespace: str, name: str, goodput: Goodput) -> None:
+        for gauge, value in ((self.goodput, goodput.ratio),
+                             (self.tokens_per_second_per_gpu, goodput.tokens_per_second_per_gpu),
+                             (self.mfu, goodput.mfu), (self.gpu_hours, goodput.gpu_hours)):
+            if value is not None:
+                gauge.labels(namespace, name).set(value)
+        for cause, seconds in goodput.lost_seconds.model_dump().items():
+            self.lost_seconds.labels(namespace, name, cause).set(seconds)

@@ -14,6 +14,10 @@ from finetune_contract.api import Progress
 from finetune_contract.progress_gauges import PROGRESS_GAUGES
 from prometheus_client.parser import text_string_to_metric_families
 
+# Where the run's time went (goodput.py), in seconds.
+RUN_TIME_FIELDS = ("run_seconds", "startup_seconds", "step_seconds", "eval_seconds",
+                   "checkpoint_seconds")
+
 
 class ProgressUnavailable(Exception):
     """The metrics endpoint could not be read."""
@@ -40,6 +44,7 @@ def parse_progress(text: str, now: datetime | None = None) -> Progress:
         tokens_per_second=_round(values.get("tokens_per_second"), 0),
         eta_seconds=_round(values.get("eta_seconds"), 0),
         resumed_from_step=_int(values.get("resumed_from_step")),
+        **{part: _round(values.get(part), 1) for part in RUN_TIME_FIELDS},
         updated_at=now or datetime.now(UTC),
         stale=False,
     )

@@ -241,6 +241,9 @@ def test_kubectl_get_shows_phase_progress_loss_and_tokens_per_second(run: Observ
     assert float(row["LOSS"]) > 0
     assert float(row["TOKENS/S"]) > 0
     assert row["STRATEGY"] == "ddp" and row["GPUS"] == "2"
+    # The same read of rank 0 gave the goodput (status.goodput): per rank, and a share.
+    assert float(row["TOK/S/GPU"]) == pytest.approx(float(row["TOKENS/S"]) / 2, rel=0.01)
+    assert 0 < float(row["GOODPUT"]) <= 1
     assert run.rows[-1]["PHASE"] == "Succeeded"
 
 

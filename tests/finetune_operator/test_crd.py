@@ -89,7 +89,8 @@ def test_status_subresource_printer_columns_and_category(generated):
     version = generated["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Phase", "Model", "Strategy", "GPUs", "Progress", "Loss", "Tokens/s", "Age"]
+    assert names == ["Phase", "Model", "Strategy", "GPUs", "Progress", "Loss", "Tokens/s",
+                     "Tok/s/GPU", "Goodput", "Age"]
     assert generated["spec"]["names"]["categories"] == ["finetune"]
     assert generated["spec"]["names"]["shortNames"] == ["ftj"]
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # How children are deleted: the Job's pods with it (the API default for Jobs orphans them).
 PROPAGATION = "Background"
 # status fields the progress timer writes (controller/progress.py); the lifecycle leaves them.
-PROGRESS_TIMER_FIELDS = ("progress", "lostWork")
+PROGRESS_TIMER_FIELDS = ("progress", "lostWork", "goodput")
 # The source of the operator's Events.
 COMPONENT = "finetune-operator"
 

@@ -13,7 +13,7 @@ from finetune_contract.api import FineTuneJobStatus, Progress
 from finetune_contract.layout import METRICS_PORT
 
 from finetune_operator import conditions as cond
-from finetune_operator import lost_work, names
+from finetune_operator import goodput, lost_work, names
 from finetune_operator.controller.kube import parse_status
 from finetune_operator.controller.reconcile import Reconciler
 from finetune_operator.scrape import ProgressUnavailable, fetch_progress
@@ -47,7 +47,9 @@ def with_progress(status: FineTuneJobStatus, progress: Progress | None, error: s
     new = status.model_copy(deep=True)
     if progress is not None:
         new.progress = progress
-        new.lost_work, _ = lost_work.observe(status.lost_work, progress, now)
+        new.lost_work, new_run = lost_work.observe(status.lost_work, progress, now)
+        new.goodput = goodput.observe(status.goodput, progress, new_run, status.plan,
+                                      status.start_time, now)
         new.conditions = cond.set_condition(new.conditions, cond.PROGRESS_AVAILABLE, "True",
                                             "MetricsRead", "", generation=generation, now=now)
     else:
@@ -95,6 +97,8 @@ def refresh_progress(reconciler: Reconciler, namespace: str, name: str,
         cluster.write_status(namespace, name, body.get("status"), new, keep=())
     if progress is not None:
         reconciler.metrics.observe_progress(namespace, name, progress)
+        if new.goodput is not None:
+            reconciler.metrics.observe_goodput(namespace, name, new.goodput)
         redone = (new.lost_work.steps_redone if new.lost_work else 0) - (
             current.lost_work.steps_redone if current.lost_work else 0)
         reconciler.metrics.observe_steps_redone(namespace, name, redone)

@@ -99,6 +99,12 @@ def summary_lines(summary: dict, wall_seconds: float) -> list[str]:
     lines.append(f"wall time:  {format_duration(wall_seconds)}"
                  + (f" (resumed from {summary['resumedFrom']})"
                     if summary.get("resumedFrom") else ""))
+    time = summary.get("time") or {}
+    if isinstance(time.get("goodput"), int | float) and time.get("wallSeconds"):
+        lines.append(f"goodput:    {100 * time['goodput']:.0f}% of rank 0's "
+                     f"{format_duration(time['wallSeconds'])} in optimizer steps ("
+                     + ", ".join(f"{format_duration(time.get(f'{part}Seconds') or 0)} {part}"
+                                 for part in ("startup", "eval", "checkpoint")) + ")")
     skipped = (summary.get("data") or {}).get("skippedTotal")
     if skipped:
         lines.append(f"skipped:    {skipped} bad rows (dataset.onError: skip)")

@@ -15,6 +15,8 @@ from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.scrape import ProgressUnavailable
 from prometheus_client import CollectorRegistry
 
+from tests.support.ftj_samples import plan as plan_of
+
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 JOB = "chat-r0"
 
@@ -136,6 +138,30 @@ def test_a_read_that_shows_a_resumed_run_records_and_counts_the_steps_redone(mon
     labels = {"namespace": "research", "finetunejob": "chat"}
     assert reconciler.metrics.registry.get_sample_value(
         "finetune_job_steps_redone_total", labels) == 5
+
+
+def test_a_read_of_a_trainer_that_accounts_for_its_time_writes_goodput_and_its_gauges(
+        monkeypatch):
+    started = "2026-11-01T11:59:00Z"  # the pods first ran 60 s before NOW
+    plan = plan_of(gpu="cpu", gpus_per_node=2).to_wire()
+    cluster = FakeCluster({"phase": "Running", "activeJob": JOB, "startTime": started,
+                           "plan": plan})
+    reconciler = FakeReconciler(cluster)
+    read = Progress(step=20, resumed_from_step=0, tokens_per_second=300.0, run_seconds=60.0,
+                    startup_seconds=15.0, step_seconds=40.0, checkpoint_seconds=2.0,
+                    updated_at=NOW, stale=False)
+    monkeypatch.setattr(progress, "fetch_progress", lambda url, timeout: read)
+    progress.refresh_progress(reconciler, "research", "chat")  # type: ignore[arg-type]
+    (written,) = cluster.written
+    assert written.goodput.ratio == round(40 / 60, 4)
+    assert written.goodput.tokens_per_second_per_gpu == 150.0
+    labels = {"namespace": "research", "finetunejob": "chat"}
+    sample = reconciler.metrics.registry.get_sample_value
+    assert sample("finetune_job_goodput_ratio", labels) == written.goodput.ratio
+    assert sample("finetune_job_lost_seconds", {**labels, "cause": "startup"}) == 15.0
+    reconciler.metrics.forget("research", "chat")
+    assert sample("finetune_job_goodput_ratio", labels) is None
+    assert sample("finetune_job_lost_seconds", {**labels, "cause": "startup"}) is None
 
 
 @pytest.mark.parametrize("status", [{"phase": "Pending", "activeJob": JOB},

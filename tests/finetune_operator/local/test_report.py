@@ -103,3 +103,12 @@ def test_plan_lines_of_the_tiny_example_planned_for_two_cpu_ranks():
     assert "x 2 ranks x" in lines[1] and "= 32 sequences/step" in lines[1]
     assert "per rank, ~" in lines[2] and "training tokens" in lines[2]
     assert lines[3].startswith("      why: ")
+
+
+def test_summary_lines_say_where_rank_0s_time_went():
+    summary = {"steps": 10, "time": {"wallSeconds": 100.0, "startupSeconds": 30.0,
+                                     "stepsSeconds": 60.0, "evalSeconds": 4.0,
+                                     "checkpointSeconds": 2.0, "goodput": 0.6}}
+    (line,) = [x for x in summary_lines(summary, wall_seconds=110) if x.startswith("goodput")]
+    assert line == ("goodput:    60% of rank 0's 1:40 in optimizer steps (0:30 startup, "
+                    "0:04 eval, 0:02 checkpoint)")

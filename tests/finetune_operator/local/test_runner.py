@@ -88,6 +88,13 @@ def test_interrupted_run_resumes_and_finishes(tmp_path: Path):
     tail = [p["loss"] for p in summary["lossCurve"][-5:]]
     assert sum(tail) / len(tail) <= 0.5 * summary["firstLoss"], summary["lossCurve"]
     assert summary["evalLoss"] is not None
+    # Where rank 0's time went in this run: the parts fit in its wall time, and it saved.
+    time = summary["time"]
+    parts = [time[f"{p}Seconds"] for p in ("startup", "steps", "eval", "checkpoint")]
+    assert all(part > 0 for part in parts), time
+    assert sum(parts) <= time["wallSeconds"]
+    assert time["goodput"] == pytest.approx(time["stepsSeconds"] / time["wallSeconds"])
+    assert "goodput:    " in second.stdout
 
     # What the user reads at the end: the summary and one answer of the trained model.
     assert "loss:" in second.stdout and "eval loss:" in second.stdout
