@@ -193,13 +193,18 @@ class Cluster:
             stored = self._call(lambda: self._raw(
                 self.custom.patch_namespaced_custom_object_status(
                     api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": patch},
-                    _preload_content=False)))
+                    _preload_content=False)), missing_ok=True)
         except Exception:
             # The write may or may not have landed: only a GET can tell again.
             with self._memory:
                 self._stored[(namespace, name)] = ("", {"unknown": True})
             raise
-        if isinstance(stored, dict) and isinstance(stored.get("metadata"), dict):
+        if stored is None:  # deleted meanwhile: its DELETED event forgets it
+            log.info("FineTuneJob %s/%s was deleted while its status was written", namespace,
+                     name)
+            with self._memory:
+                self._stored.pop((namespace, name), None)
+        elif isinstance(stored, dict) and isinstance(stored.get("metadata"), dict):
             self._record_status(namespace, name, stored)
         else:  # an answer without the object: the next reconcile reads it
             with self._memory:

@@ -4,10 +4,12 @@ current, the children read by name (and only those a job can have), the Events i
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from finetune_contract.api import FineTuneJobStatus
 from finetune_operator.controller.kube import Cluster
+from kubernetes.client.exceptions import ApiException
 
 from tests.support.world import ftj, started_world
 
@@ -75,6 +77,23 @@ def test_the_lifecycles_status_write_leaves_the_progress_timers_fields_alone():
                          FineTuneJobStatus(phase="Restarting"))
     assert fake.obj["status"]["phase"] == "Restarting"
     assert {k: fake.obj["status"][k] for k in timer} == timer
+
+
+class DeletedCustomApi(FakeCustomApi):
+    """The job was deleted meanwhile: its status write answers 404."""
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> FakeResponse:
+        raise ApiException(status=404, reason="Not Found")
+
+
+def test_a_status_write_of_a_job_deleted_meanwhile_ends_quietly(caplog):
+    cluster = Cluster()
+    cluster.custom = DeletedCustomApi(ftj())  # type: ignore[assignment]
+    cluster.remember(ftj())
+    with caplog.at_level(logging.INFO):
+        cluster.write_status("research", "chat", {}, FineTuneJobStatus(phase="Pending"))
+    assert "was deleted while its status was written" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_without_a_watched_body_the_job_is_read():
