@@ -877,6 +877,10 @@ class Progress(ApiModel):
     checkpoint_seconds: float | None = Field(
         None, description="Seconds this attempt spent writing checkpoints."
     )
+    peak_memory_bytes: int | None = Field(
+        None, description="Rank 0's peak memory: CUDA memory allocated, the process's peak "
+        "resident set on CPU."
+    )
 
 
 class ModelSizing(ApiModel):
@@ -999,6 +1003,19 @@ class Goodput(ApiModel):
                                     description="The run training now, as last read.")
 
 
+class MemoryCheck(ApiModel):
+    """The plan's memory per rank against the peak the ranks measured (memory_drift.py)."""
+
+    model_config = ConfigDict(**STATUS_CONFIG, extra="ignore")
+
+    planned_bytes: int = Field(ge=0, description="The plan's total per rank (memoryPerGpu).")
+    measured_bytes: int = Field(ge=0, description="The largest peak a rank reported so far "
+                                "(under this plan).")
+    largest_rank: int = Field(ge=0, description="The rank that reported it.")
+    ratio: float = Field(ge=0, description="measuredBytes / plannedBytes.")
+    ranks_read: int = Field(ge=0, description="The most ranks one read of the metrics reached.")
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -1017,6 +1034,9 @@ class FineTuneJobStatus(ApiModel):
     )
     goodput: Goodput | None = Field(
         None, description="How much of the job's time trained, and at what speed and cost."
+    )
+    memory: MemoryCheck | None = Field(
+        None, description="Planned against measured peak memory of the largest rank."
     )
     restarts: int = Field(0, description="Whole-gang restarts so far.")
     replans: int = Field(

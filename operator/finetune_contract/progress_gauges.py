@@ -20,4 +20,5 @@ PROGRESS_GAUGES: dict[str, str] = {
     "finetune_train_step_seconds_total": "step_seconds",
     "finetune_train_eval_seconds_total": "eval_seconds",
     "finetune_train_checkpoint_seconds_total": "checkpoint_seconds",
+    "finetune_train_peak_memory_bytes": "peak_memory_bytes",
 }

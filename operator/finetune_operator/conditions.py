@@ -25,6 +25,7 @@ SPEC_CHANGE_REJECTED = "SpecChangeRejected"
 PROGRESS_AVAILABLE = "ProgressAvailable"
 OUTPUT_PERSISTED = "OutputPersisted"
 SIZED = "Sized"  # a model the catalog lacks, read by a sizing pod
+PLAN_DRIFT = "PlanDrift"  # the ranks' measured peak memory strays from the plan
 
 Status = Literal["True", "False", "Unknown"]
 

@@ -45,6 +45,7 @@ def parse_progress(text: str, now: datetime | None = None) -> Progress:
         eta_seconds=_round(values.get("eta_seconds"), 0),
         resumed_from_step=_int(values.get("resumed_from_step")),
         **{part: _round(values.get(part), 1) for part in RUN_TIME_FIELDS},
+        peak_memory_bytes=_int(values.get("peak_memory_bytes")),
         updated_at=now or datetime.now(UTC),
         stale=False,
     )

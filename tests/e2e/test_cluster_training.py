@@ -26,7 +26,15 @@ import yaml
 
 from tests.conftest import ROOT, require_tool
 from tests.e2e import monitors
-from tests.e2e.cluster import CHART, CLUSTER_STATE, OPERATOR_NAMESPACE, RELEASE, Cluster, wait_until
+from tests.e2e.cluster import (
+    CHART,
+    CLUSTER_STATE,
+    OPERATOR_NAMESPACE,
+    RELEASE,
+    Cluster,
+    condition,
+    wait_until,
+)
 from tests.e2e.conftest import job_phase
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -49,6 +57,7 @@ class Observed:
     rank0_ip: str | None = None
     master_addr: str | None = None
     final_phase: str | None = None
+    final_status: dict[str, Any] = field(default_factory=dict)
     volume: Path | None = None
     prometheus_url: str = ""
 
@@ -155,6 +164,7 @@ def _watch(cluster: Cluster, seen: Observed) -> None:
         phase = job_phase(cluster, NAMESPACE, JOB)
         if phase in ("Succeeded", "Failed"):
             seen.final_phase = phase
+            seen.final_status = cluster.get("ftj", JOB, "-n", NAMESPACE).get("status", {})
             # The row above may predate the final phase: the table's last row is read now.
             if row := _table_row(cluster):
                 seen.rows.append(row)
@@ -245,6 +255,19 @@ def test_kubectl_get_shows_phase_progress_loss_and_tokens_per_second(run: Observ
     assert float(row["TOK/S/GPU"]) == pytest.approx(float(row["TOKENS/S"]) / 2, rel=0.01)
     assert 0 < float(row["GOODPUT"]) <= 1
     assert run.rows[-1]["PHASE"] == "Succeeded"
+
+
+def test_the_largest_ranks_peak_memory_is_held_against_the_plan(run: Observed) -> None:
+    status = run.final_status
+    memory = status["memory"]  # read with the progress that gave the LOSS column
+    assert memory["ranksRead"] == 2  # both pods' rank, each on its own metrics port
+    assert memory["plannedBytes"] == status["plan"]["memoryPerGpu"]["total"]
+    assert memory["largestRank"] in (0, 1) and memory["measuredBytes"] > 0
+    print(f"planned {memory['plannedBytes']} bytes a rank, measured {memory['measuredBytes']} "
+          f"(ratio {memory['ratio']})")
+    drift = condition({"status": status}, "PlanDrift")
+    outside = not 0.7 <= memory["measuredBytes"] / memory["plannedBytes"] <= 1.1
+    assert (drift is not None and drift["status"] == "True") == outside, drift
 
 
 def test_prometheus_scrapes_trainers_and_operator_as_the_monitors_describe(

@@ -75,12 +75,17 @@ class FakeCluster:
         self.body = {"metadata": {"name": "chat", "namespace": "research", "generation": 1},
                      "status": status}
         self.written: list[FineTuneJobStatus] = []
+        self.events: list[Any] = []
+        self.pods = [pod("0")]
 
     def current_finetunejob(self, namespace: str, name: str) -> dict[str, Any]:
         return self.body
 
     def list_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return [pod("0")]
+        return self.pods
+
+    def post_event(self, body: dict[str, Any], emit: Any, now: datetime) -> None:
+        self.events.append(emit)
 
     def write_status(self, namespace: str, name: str, old: Any, new: FineTuneJobStatus,
                      **_: Any) -> None:
@@ -170,3 +175,67 @@ def test_a_job_that_is_not_running_is_not_read(fetched, status):
     cluster = FakeCluster(status)
     progress.refresh_progress(FakeReconciler(cluster), "research", "chat")  # type: ignore[arg-type]
     assert fetched == [] and cluster.written == []
+
+
+def ranked_pod(index: str, ip: str, ranks: int) -> dict[str, Any]:
+    """A node's pod with one metrics port per local rank (metrics, metrics-1, ...)."""
+    found = pod(index, ip=ip)
+    found["spec"]["containers"][0]["ports"] = [
+        {"name": "metrics" if r == 0 else f"metrics-{r}", "containerPort": 9400 + r}
+        for r in range(ranks)]
+    return found
+
+
+def test_every_rank_is_found_on_its_pod_and_port_up_to_the_cap(monkeypatch):
+    pods = [ranked_pod("1", "10.0.0.6", 2), ranked_pod("0", "10.0.0.5", 2),
+            pod("0", job="chat-r1"), ranked_pod("2", "10.0.0.7", 2) | {
+                "metadata": {**pod("2")["metadata"], "deletionTimestamp": "now"}}]
+    assert progress.rank_metrics_urls(pods, JOB, 2) == {
+        0: "http://10.0.0.5:9400/metrics", 1: "http://10.0.0.5:9401/metrics",
+        2: "http://10.0.0.6:9400/metrics", 3: "http://10.0.0.6:9401/metrics"}
+    monkeypatch.setattr(progress, "MAX_RANKS_READ", 3)
+    assert list(progress.rank_metrics_urls(pods, JOB, 2)) == [0, 1, 2]
+
+
+def _drifting(monkeypatch, peaks: dict[str, int]) -> FakeCluster:
+    """A running 2 x 2 job whose ranks report `peaks` (by pod IP and port)."""
+    plan = plan_of(gpu="cpu", gpus_per_node=2, nodes=2).to_wire()  # 3,350,000 bytes a rank
+    cluster = FakeCluster({"phase": "Running", "activeJob": JOB, "plan": plan})
+    cluster.pods = [ranked_pod("0", "10.0.0.5", 2), ranked_pod("1", "10.0.0.6", 2)]
+
+    def fetch(url: str, timeout: float) -> Progress:
+        if url not in peaks:
+            raise ProgressUnavailable(f"{url}: refused")
+        return Progress(step=4, peak_memory_bytes=peaks[url], updated_at=NOW, stale=False)
+
+    monkeypatch.setattr(progress, "fetch_progress", fetch)
+    return cluster
+
+
+def test_the_largest_rank_is_held_against_the_plan_and_a_drift_is_said_once(monkeypatch):
+    peaks = {"http://10.0.0.5:9400/metrics": 3_000_000, "http://10.0.0.5:9401/metrics": 3_100_000,
+             "http://10.0.0.6:9400/metrics": 4_000_000}  # rank 3 does not answer
+    cluster = _drifting(monkeypatch, peaks)
+    reconciler = FakeReconciler(cluster)
+    progress.refresh_progress(reconciler, "research", "chat")  # type: ignore[arg-type]
+    memory = cluster.written[-1].memory
+    assert (memory.planned_bytes, memory.measured_bytes, memory.largest_rank,
+            memory.ranks_read) == (3_350_000, 4_000_000, 2, 3)
+    assert memory.ratio == round(4_000_000 / 3_350_000, 3)
+    drift = next(c for c in cluster.written[-1].conditions if c.type == "PlanDrift")
+    assert (drift.status, drift.reason) == ("True", "AboveThePlan")
+    assert drift.message.startswith("rank 2 peaked at 3.8 MiB, 119% of the planned 3.2 MiB")
+    (event,) = cluster.events
+    assert (event.type, event.reason) == ("Warning", "PlanDrift")
+    cluster.body["status"] = cluster.written[-1].to_wire()
+    progress.refresh_progress(reconciler, "research", "chat")  # type: ignore[arg-type]
+    assert len(cluster.events) == 1  # the same drift: no second Event
+
+
+def test_a_peak_within_the_plan_raises_nothing(monkeypatch):
+    peaks = {"http://10.0.0.5:9400/metrics": 3_000_000}
+    cluster = _drifting(monkeypatch, peaks)
+    progress.refresh_progress(FakeReconciler(cluster), "research", "chat")  # type: ignore
+    assert cluster.written[-1].memory.ratio == round(3_000_000 / 3_350_000, 3)
+    assert not [c for c in cluster.written[-1].conditions if c.type == "PlanDrift"]
+    assert cluster.events == []
