@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from finetune_contract import rules, strategies
+from finetune_contract.layout import TENSORBOARD_DIR
 
 GROUP = "finetune.dev"
 VERSION = "v1alpha1"
@@ -485,6 +486,13 @@ class TrainingSpec(ApiModel):
     )
     logging_steps: int = Field(
         1, ge=1, le=100_000_000, description="Report loss and throughput every N optimizer steps."
+    )
+    report_to: list[Literal["tensorboard"]] = Field(
+        default_factory=list, max_length=1,
+        description="Experiment trackers the trainer logs to, through transformers' own "
+        "integrations: tensorboard writes its event files under the output path's "
+        f"{TENSORBOARD_DIR}/ (on output.pvc they outlive the pods; `tensorboard --logdir` "
+        "reads them). Empty: none."
     )
     early_stopping_patience: int | None = Field(
         None,

@@ -20,6 +20,8 @@ FINAL_DIR = "final"
 # Under FINAL_DIR with output.merge (tuning lora, qlora): the base with the adapters merged in.
 MERGED_DIR = "merged"
 SUMMARY_FILE = "training_summary.json"
+# Under the output path with training.reportTo [tensorboard]: the event files.
+TENSORBOARD_DIR = "tensorboard"
 # How the trainer's one-line reports on stderr start: a mistake the user can fix, and a stop
 # on a signal after the emergency checkpoint. `finetune run --local` shows them from the log.
 TRAINER_ERROR_PREFIX = "finetune-trainer: error:"
