@@ -20,6 +20,8 @@ FINAL_DIR = "final"
 # Under FINAL_DIR with output.merge (tuning lora, qlora): the base with the adapters merged in.
 MERGED_DIR = "merged"
 SUMMARY_FILE = "training_summary.json"
+# Under the output path: the run's loss, evaluation loss and tokens/s by step, a PNG.
+PLOT_FILE = "training_curves.png"
 # Under the output path with training.reportTo [tensorboard]: the event files.
 TENSORBOARD_DIR = "tensorboard"
 # How the trainer's one-line reports on stderr start: a mistake the user can fix, and a stop

@@ -10,7 +10,7 @@ import re
 
 import pytest
 import torch
-from finetune_contract.layout import FINAL_DIR, SUMMARY_FILE
+from finetune_contract.layout import FINAL_DIR, PLOT_FILE, SUMMARY_FILE
 from finetune_trainer import build
 from finetune_trainer.data import prepare
 from finetune_trainer.tokenizer import CHATML_TEMPLATE, IM_END
@@ -58,6 +58,11 @@ def test_sft_loss_falls_and_summary_is_complete(sft_run):
     assert summary["plan"]["strategy"] == "ddp" and summary["strategy"]["wrapper"] == "none"
     assert summary["data"]["trainRows"] == 96 and summary["data"]["evalRows"] == 16
     assert summary["resumedFrom"] is None
+    # The curves, drawn next to the model: tokens/s at every log after the first.
+    assert summary["plot"] == str(config.resolve("out") / PLOT_FILE)
+    assert (config.resolve("out") / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(summary["throughputCurve"]) >= 25
+    assert all(p["tokensPerSecond"] > 0 for p in summary["throughputCurve"])
     assert summary["finalModel"] == str(config.resolve("out") / FINAL_DIR)
 
 

@@ -70,6 +70,7 @@ class Parts:
     unfreeze: callbacks.UnfreezeRecorder | None = None
     anchor: tuning.L2Anchor | None = None
     times: callbacks.TimeAccounting | None = None
+    throughput: callbacks.MetricsCallback | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def tokens_at_start(self, trainer: Any) -> int:
@@ -146,7 +147,7 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any, *,
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     parts = Parts(metrics=metrics, wrapper_check=wrapper_cb, clock=clock,
                   parameters=parameters, trainable_parameters=trainable,
-                  unfreeze=unfreeze, anchor=anchor, times=times)
+                  unfreeze=unfreeze, anchor=anchor, times=times, throughput=metrics_cb)
     return trainer, parts
 
 

@@ -21,6 +21,8 @@ class MetricsCallback(TrainerCallback):
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops_all_ranks
         self.window = ThroughputWindow()
+        # (step, tokens/s of all ranks) at each log: the summary's throughputCurve.
+        self.throughput: list[dict[str, float]] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.window.begin(state.global_step, state.num_input_tokens_seen or 0)
@@ -39,6 +41,8 @@ class MetricsCallback(TrainerCallback):
             self.metrics.set("finetune_train_learning_rate", logs.get("learning_rate"))
             rate = self.window.tokens_per_second(state.num_input_tokens_seen or 0)
             self.metrics.set("finetune_train_tokens_per_second", rate)
+            if rate is not None:
+                self.throughput.append({"step": state.global_step, "tokensPerSecond": rate})
             if rate is not None and self.peak_flops:
                 self.metrics.set("finetune_train_mfu", rate * self.flops_per_token / self.peak_flops)
         if "eval_loss" in logs:

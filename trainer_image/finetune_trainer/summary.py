@@ -36,6 +36,8 @@ def build_summary(config: TrainerConfig, trainer: Any, parts: Any, report: DataR
         "parameters": parts.parameters,
         "trainableParameters": parts.trainable_parameters,
         "lossCurve": curve,
+        # Tokens/s of all ranks at each log of this run (a resumed run: its own steps only).
+        "throughputCurve": parts.throughput.throughput if parts.throughput else [],
         "firstLoss": curve[0]["loss"] if curve else None,
         "lastLoss": curve[-1]["loss"] if curve else None,
         "evalLoss": evals[-1]["loss"] if evals else None,

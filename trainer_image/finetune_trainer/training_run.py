@@ -22,6 +22,7 @@ from finetune_trainer import adapters, checkpoints, reshard
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import prepare
 from finetune_trainer.errors import Stopped, TrainerError
+from finetune_trainer.plot import write_plot
 from finetune_trainer.strategy import refusal, uses_zero
 from finetune_trainer.summary import build_summary, write_json
 
@@ -131,6 +132,8 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
     summary = build_summary(config, trainer, parts, data.report, resume,
                             wall_seconds=time.monotonic() - started)
     if ranks.rank == 0:
+        plotted = write_plot(summary, output_dir)
+        summary["plot"] = str(plotted) if plotted else None
         write_json(output_dir / SUMMARY_FILE, summary)
     if group_was_ours:
         _leave_process_group()

@@ -110,6 +110,8 @@ def summary_lines(summary: dict, wall_seconds: float) -> list[str]:
         lines.append(f"skipped:    {skipped} bad rows (dataset.onError: skip)")
     if summary.get("finalModel"):
         lines.append(f"model:      {summary['finalModel']}")
+    if summary.get("plot"):
+        lines.append(f"curves:     {summary['plot']}")
     return lines
 
 

@@ -95,6 +95,7 @@ def test_interrupted_run_resumes_and_finishes(tmp_path: Path):
     assert sum(parts) <= time["wallSeconds"]
     assert time["goodput"] == pytest.approx(time["stepsSeconds"] / time["wallSeconds"])
     assert "goodput:    " in second.stdout
+    assert f"curves:     {output / 'training_curves.png'}" in second.stdout
 
     # What the user reads at the end: the summary and one answer of the trained model.
     assert "loss:" in second.stdout and "eval loss:" in second.stdout
