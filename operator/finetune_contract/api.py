@@ -642,6 +642,13 @@ class RunPolicy(ApiModel):
     suspend: bool = Field(
         False, description="Suspend: pods are deleted; unsuspending resumes from checkpoint."
     )
+    shrink_after_seconds: int | None = Field(
+        None, ge=30, le=86_400,
+        description="When some of the gang's pods cannot be scheduled for this long while "
+        "the others are (their nodes are gone: reclaimed, drained, failed), plan the job "
+        "again on the nodes that were scheduled, within spec.resources and with the global "
+        "batch kept, and resume from the latest checkpoint there. Unset: wait for the nodes."
+    )
 
 
 class FineTuneJobSpec(ApiModel):
@@ -1048,9 +1055,14 @@ class FineTuneJobStatus(ApiModel):
     )
     restarts: int = Field(0, description="Whole-gang restarts so far.")
     replans: int = Field(
-        0, description="Re-plans after an edit of spec.resources: each moved the gang to a "
-        "new Job on the new layout, resuming from the emergency checkpoint. Attempt "
-        "restarts + replans is the current Job's."
+        0, description="Re-plans after an edit of spec.resources or a shrink: each moved the "
+        "gang to a new Job on the new layout, resuming from the emergency checkpoint. "
+        "Attempt restarts + replans is the current Job's."
+    )
+    node_limit: int | None = Field(
+        None, ge=1, description="The nodes the operator shrank the job to when the others "
+        "could not be scheduled (runPolicy.shrinkAfterSeconds): spec.resources.maxNodes "
+        "counts as at most this for the rest of the job."
     )
     start_time: datetime | None = Field(None, description="When the first pods ran.")
     completion_time: datetime | None = Field(None, description="When the job ended.")

@@ -14,6 +14,7 @@ from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.actions import Create, Delete, SetSuspend
 from finetune_operator.lifecycle.observation import Attempt
 from finetune_operator.lifecycle.replan import replan
+from finetune_operator.lifecycle.shrink import shrink
 from finetune_operator.lifecycle.start import PlanFn, current_spec
 from finetune_operator.lifecycle.step import (
     Step,
@@ -49,6 +50,8 @@ def follow(step: Step, plan_fn: PlanFn) -> None:
         _mark_created(step, plan)
         return
     _mark_created(step, plan)
+    if shrink(step, spec, plan, attempt, plan_fn):
+        return
     _track(step, spec, plan, attempt)
 
 

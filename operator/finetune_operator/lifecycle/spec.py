@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import yaml
-from finetune_contract.api import FineTuneJobSpec
+from finetune_contract.api import FineTuneJobSpec, ResourcesSpec
 from finetune_contract.trainer_config import TrainerConfig
 from pydantic import ValidationError
 
@@ -61,6 +61,19 @@ def with_defaults(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     if isinstance(resources, dict) and "gpu" not in resources:
         return {**spec, "resources": {**resources, "gpu": settings.default_gpu}}
     return spec
+
+
+def with_node_limit(spec: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """The spec with maxNodes at most `limit` (status.nodeLimit, after a shrink)."""
+    if limit is None or not isinstance(spec, dict):
+        return spec
+    resources = spec.get("resources")
+    resources = resources if isinstance(resources, dict) else {}
+    default = ResourcesSpec.model_fields["max_nodes"].default
+    current = resources.get("maxNodes", default)
+    if not isinstance(current, int) or current <= limit:
+        return spec
+    return {**spec, "resources": {**resources, "maxNodes": limit}}
 
 
 def validated(name: str, spec: Any, caches: SpecCaches) -> Validated:

@@ -37,8 +37,9 @@ EPHEMERAL_OUTPUT = "EphemeralOutput"
 
 def current_spec(step: Step) -> specs.Validated:
     """The stored spec with the operator's defaults, validated (memoized)."""
-    return specs.validated(step.name, specs.with_defaults(step.observed.spec, step.settings),
-                           step.caches)
+    spec = specs.with_node_limit(specs.with_defaults(step.observed.spec, step.settings),
+                                 step.status.node_limit)
+    return specs.validated(step.name, spec, step.caches)
 
 
 def start(step: Step, plan_fn: PlanFn) -> bool:
