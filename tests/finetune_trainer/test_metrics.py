@@ -45,3 +45,19 @@ def test_every_progress_gauge_the_operator_reads_is_served():
 def test_flops_per_token():
     assert training_flops_per_token(100, 100) == 600  # 6N for full tuning
     assert training_flops_per_token(100, 0) == 400
+
+
+def test_a_taken_metrics_port_costs_the_endpoint_not_the_training(capsys):
+    import socket
+
+    from finetune_trainer.metrics import RankMetrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        metrics = RankMetrics("ns", "job", 1)
+        metrics.serve("127.0.0.1", port)  # does not raise
+        metrics.set("finetune_train_step", 3)
+        metrics.close()
+    assert f"warning: metrics on 127.0.0.1:{port} not served" in capsys.readouterr().err

@@ -68,9 +68,15 @@ class RankMetrics:
             self._gauges[name].set(float(value))
 
     def serve(self, host: str, port: int) -> None:
-        """Start the HTTP endpoint (a daemon thread); port 0 means no endpoint."""
-        if port:
+        """Start the HTTP endpoint (a daemon thread); port 0 means no endpoint. A port
+        another process holds costs this rank its endpoint, never its training."""
+        if not port:
+            return
+        try:
             self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as err:
+            print(f"finetune-trainer: warning: metrics on {host}:{port} not served ({err}); "
+                  "training goes on without them", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._server is not None:

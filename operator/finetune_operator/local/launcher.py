@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -65,15 +66,32 @@ def rank_environment(base: Mapping[str, str], device: str) -> dict[str, str]:
     return env
 
 
-def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """A port p with p .. p+count-1 all free (rank r serves metrics on p + r)."""
+# Ports below the kernel's ephemeral range: no socket the ranks open themselves (the
+# rendezvous store, gloo's connections, HTTP clients) is given one of them meanwhile.
+LOWEST_PORT = 10000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 50,
+                    rng: random.Random | None = None) -> int:
+    """A port p with p .. p+count-1 all free (rank r serves metrics on p + r), below the
+    ephemeral range."""
+    rng = rng or random.Random()
+    top = _ephemeral_start() - count
     for _ in range(attempts):
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            base = probe.getsockname()[1]
-        if base + count <= 65535 and all(_port_free(host, base + i) for i in range(count)):
+        base = rng.randrange(LOWEST_PORT, max(LOWEST_PORT + 1, top))
+        if all(_port_free(host, base + i) for i in range(count)):
             return base
     raise OSError(f"found no {count} consecutive free ports on {host}")
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out by itself (Linux's default range starts at
+    32768; elsewhere, and when it cannot be read, that figure)."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from finetune_operator.local import launcher
 from finetune_operator.local.launcher import (
     STOP_GRACE_SECONDS,
     TrainingProcess,
@@ -48,11 +50,23 @@ def test_cpu_ranks_get_one_thread_and_the_cpu_accelerator():
     assert gpu["OMP_NUM_THREADS"] == "8" and "DS_ACCELERATOR" not in gpu
 
 
-def test_free_port_block_is_bindable():
+def test_free_port_block_is_bindable_and_below_the_ephemeral_range():
     base = free_port_block(3)
     for port in range(base, base + 3):
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+    with socket.socket() as ephemeral:  # what the kernel hands a socket that asks for none
+        ephemeral.bind(("127.0.0.1", 0))
+        assert base + 3 <= ephemeral.getsockname()[1]
+    assert base >= launcher.LOWEST_PORT
+
+
+def test_a_taken_port_in_the_block_is_skipped():
+    rng = random.Random(7)
+    first = free_port_block(2, rng=random.Random(7))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first + 1))
+        assert free_port_block(2, rng=rng) != first
 
 
 # A process that starts a grandchild (like torchrun starts ranks), both print their pids.
