@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory:
         from bench import memory_probe
 
-        probe = memory_probe.MemoryProbe(args.memory, baseline_rss=memory_probe.begin())
+        probe = memory_probe.MemoryProbe(args.memory, baselines=memory_probe.begin())
         callbacks.append(probe)
         on_built = lambda trainer, parts: probe.attach(trainer)
     run_with_callbacks(args.config, callbacks, on_built)
