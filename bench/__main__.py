@@ -5,6 +5,9 @@
                                              operator
     python -m bench --quick                  tiny settings, to check the bench itself runs
     python -m bench --report-only            re-render the report from the saved results
+    python -m bench --gpu                    section 4 alone, on one CUDA GPU (bench/gpu.py)
+    python -m bench --gpu --dry-run          section 4's code on the CPU, tiny: prints the
+                                             section, leaves the report and gpu.json alone
 
 Raw results go to bench/results/<section>.json (git-ignored); the report is rendered from
 all of them, so a section can be re-run alone and the report still covers every section.
@@ -135,6 +138,45 @@ RUNNERS = {"throughput": run_throughput, "adapters": run_adapters, "planner": ru
            "operator": run_operator}
 
 
+def run_gpu(dry_run: bool) -> dict[str, Any]:
+    """Section 4, with the machine it ran on (not machine.json: that one describes the CPU
+    machine of sections 1-3)."""
+    from bench import gpu
+
+    started = time.monotonic()
+    value = gpu.measure(WORK / ("gpu-dry-run" if dry_run else "gpu"), dry_run=dry_run)
+    host = machine.describe()
+    return {**value, "machine": host, "when": host["date"],
+            "command": report.GPU_DRY_RUN_COMMAND if dry_run else report.GPU_COMMAND,
+            "seconds": time.monotonic() - started}
+
+
+def gpu_main(dry_run: bool, output: str) -> int:
+    """--gpu: save gpu.json and render section 4 into the report, the other sections left as
+    they are. --gpu --dry-run: save gpu-dry-run.json and print the section it renders; the
+    report keeps saying the GPU bench has not run on a GPU."""
+    print("== gpu" + (" (dry run on the CPU)" if dry_run else ""), flush=True)
+    value = run_gpu(dry_run)
+    name = "gpu-dry-run" if dry_run else "gpu"
+    _save(name, value)
+    print(f"== gpu: {value['seconds']:.0f} s; wrote {RESULTS / name}.json", flush=True)
+    if dry_run:
+        print("\n".join(report.gpu_section(_load(name))), flush=True)
+        return 0
+    path = Path(output)
+    path.write_text(report.with_gpu_section(path.read_text() if path.exists() else "",
+                                            _load(name)))
+    print(f"wrote section 4 of {output}", flush=True)
+    return 0
+
+
+def _write_report(output: str, argv: list[str]) -> None:
+    text = report.render({name: _load(name) for name in ("machine", *SECTIONS, "gpu")},
+                         command=" ".join(["python -m bench", *argv]))
+    Path(output).write_text(text)
+    print(f"wrote {output}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(SECTIONS),
@@ -143,7 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--report-only", action="store_true",
                         help="only re-render the report from bench/results")
+    parser.add_argument("--gpu", action="store_true",
+                        help="run section 4 alone, on one CUDA GPU (bench/gpu.py)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --gpu: the same code on the CPU with a tiny model")
     args = parser.parse_args(argv)
+    if args.dry_run and not args.gpu:
+        parser.error("--dry-run goes with --gpu")
+    if args.gpu:
+        return gpu_main(args.dry_run, args.output)
     wanted = [] if args.report_only else [s.strip() for s in args.sections.split(",")
                                           if s.strip()]
     unknown = set(wanted) - set(SECTIONS)
@@ -161,10 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         value["when"] = machine.describe()["date"]
         _save(section, value)
         print(f"== {section}: {value['seconds']:.0f} s", flush=True)
-    text = report.render({name: _load(name) for name in ("machine", *SECTIONS)},
-                         command=" ".join(["python -m bench", *(argv or sys.argv[1:])]))
-    Path(args.output).write_text(text)
-    print(f"wrote {args.output} in {time.monotonic() - started:.0f} s", flush=True)
+    _write_report(args.output, argv if argv is not None else sys.argv[1:])
+    print(f"done in {time.monotonic() - started:.0f} s", flush=True)
     return 0
 
 

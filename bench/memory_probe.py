@@ -1,8 +1,13 @@
-"""What one training rank really holds: model-state tensor bytes and peak resident memory.
+"""What one training rank really holds: model-state tensor bytes and peak memory.
 
-`begin()` runs before the model exists: it imports the training stack, resets the kernel's
-peak-RSS mark (writing 5 to /proc/self/clear_refs) and records the baseline RSS, so the
-growth measured later is what training itself added.
+Peak memory is read by meters: `RssMeter` (resident memory: VmRSS and the kernel's peak mark
+VmHWM, reset by writing 5 to /proc/self/clear_refs) on every rank, and `CudaMeter` (torch's
+CUDA allocator: memory_allocated and its peak mark) on a rank that computes on a GPU. Each
+meter's readings carry its name: `peak_rss`, `rss_at_train_begin`, ..., `peak_cuda`.
+
+`begin()` runs before the model exists: it imports the training stack, resets every meter's
+peak mark and records each one's baseline, so the growth measured later is what training
+itself added.
 
 `MemoryProbe` is a trainer callback. Right after the first optimizer step (a post-step hook
 on the torch optimizer that really steps: under DeepSpeed the one inside the ZeRO
@@ -14,8 +19,8 @@ optimizer) it counts the bytes of every tensor storage the rank holds, each stor
   memory, read from DDP's logging data);
 - weights: the model's parameters (ZeRO-3: each parameter's partition `ds_tensor`);
 - other: any other tensor still alive (found with the garbage collector).
-When training begins it notes the peak so far (model build and wrapper setup) and resets the
-mark; at the end of the last step (before any checkpoint is written) it reads the training
+When training begins it notes each peak so far (model build and wrapper setup) and resets the
+marks; at the end of the last step (before any checkpoint is written) it reads the training
 peak. Each training step is also split in two phases, each with its own peak (`phases`):
 `backward` from the step's start until the torch optimizer's step begins (forward, backward
 and, under DeepSpeed, the gradient reduction and partition copies), and `step` from there to
@@ -47,8 +52,66 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def begin() -> int:
-    """Import what training imports, reset the peak, return the baseline RSS in bytes."""
+class RssMeter:
+    """Host memory: the process's resident set and the kernel's peak mark of it."""
+
+    name = "rss"
+
+    def current(self) -> int:
+        return read_status("VmRSS")
+
+    def peak(self) -> int:
+        return read_status("VmHWM")
+
+    def reset(self) -> None:
+        reset_peak_rss()
+
+    def notes(self) -> dict[str, int]:
+        return {}
+
+
+class CudaMeter:
+    """GPU memory: what torch's caching allocator has handed out to tensors on this rank's
+    device (`torch.cuda.memory_allocated` and its peak mark). The CUDA context, library
+    workspaces and the blocks the allocator keeps cached are not in it: the planner counts
+    those in its runtime term, so they are compared apart (`notes`)."""
+
+    name = "cuda"
+
+    def current(self) -> int:
+        import torch
+
+        return torch.cuda.memory_allocated()  # 0 before CUDA is initialized
+
+    def peak(self) -> int:
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+
+    def reset(self) -> None:
+        import torch
+
+        if torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+
+    def notes(self) -> dict[str, int]:
+        """What the allocator reserved from the driver over the last step: it keeps freed
+        blocks, so this is its steady footprint (tensors, cached blocks, fragmentation)."""
+        import torch
+
+        return {"reserved_peak_cuda": torch.cuda.max_memory_reserved()}
+
+
+def default_meters() -> list[Any]:
+    """RSS always; the GPU's allocator too when this rank computes on CUDA."""
+    import torch
+
+    return [RssMeter()] + ([CudaMeter()] if torch.cuda.is_available() else [])
+
+
+def begin(meters: list[Any] | None = None) -> dict[str, int]:
+    """Import what training imports, reset the peaks, return each meter's baseline in bytes
+    (by meter name: "rss", and "cuda" on a GPU)."""
     import datasets  # noqa: F401
     import deepspeed  # noqa: F401
     import torch  # noqa: F401
@@ -56,8 +119,11 @@ def begin() -> int:
     import trl  # noqa: F401
 
     gc.collect()
-    reset_peak_rss()
-    return read_status("VmRSS")
+    baselines = {}
+    for meter in meters if meters is not None else default_meters():
+        meter.reset()
+        baselines[meter.name] = meter.current()
+    return baselines
 
 
 class StateLedger:
@@ -179,9 +245,11 @@ def base_optimizer(trainer: Any) -> Any:
 
 
 class MemoryProbe(TrainerCallback):
-    def __init__(self, result_path: str | Path, baseline_rss: int | None = None) -> None:
+    def __init__(self, result_path: str | Path, baselines: dict[str, int] | None = None,
+                 meters: list[Any] | None = None) -> None:
         self.result_path = Path(result_path)
-        self.baseline_rss = baseline_rss
+        self.meters = meters if meters is not None else default_meters()
+        self.baselines = baselines or {}
         self.trainer: Any = None
         self.result: dict[str, Any] = {}
         self._hook: Any = None
@@ -191,48 +259,63 @@ class MemoryProbe(TrainerCallback):
     def attach(self, trainer: Any) -> None:
         self.trainer = trainer
 
+    def _reset_peaks(self) -> None:
+        for meter in self.meters:
+            meter.reset()
+
+    def _peaks(self, key: str) -> dict[str, int]:
+        return {f"{key}_{meter.name}": meter.peak() for meter in self.meters}
+
+    def _currents(self, key: str) -> dict[str, int]:
+        return {f"{meter.name}_{key}": meter.current() for meter in self.meters}
+
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         optimizer = base_optimizer(self.trainer)
         self._hook = optimizer.register_step_post_hook(self._after_step)
         self._phase_hook = optimizer.register_step_pre_hook(self._before_step)
         # Split the peak: model build and wrapper setup so far, training steps from here.
-        self.result.update(setup_peak_rss=read_status("VmHWM"),
-                           rss_at_train_begin=read_status("VmRSS"),
+        self.result.update(**self._peaks("setup_peak"), **self._currents("at_train_begin"),
                            tensor_bytes_at_train_begin=live_tensor_bytes(
                                self.trainer.model_wrapped),
                            shmem_at_train_begin=read_status("RssShmem"))
-        reset_peak_rss()
+        self._reset_peaks()
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.phases:  # the first step's peak mark was reset at train begin
-            reset_peak_rss()
+            self._reset_peaks()
         self.phases.append({"step": state.global_step + 1})
 
     def _before_step(self, optimizer: Any, *_: Any) -> None:
-        if self.phases and "backward_peak_rss" not in self.phases[-1]:
-            self.phases[-1]["backward_peak_rss"] = read_status("VmHWM")
-            reset_peak_rss()
+        if self.phases and not any(k.startswith("backward_peak") for k in self.phases[-1]):
+            self.phases[-1].update(self._peaks("backward_peak"))
+            self._reset_peaks()
 
     def _after_step(self, optimizer: Any, *_: Any) -> None:
         self._hook.remove()
         self.result.update(model_state_bytes(self.trainer.model_wrapped, optimizer))
-        self.result["rss_after_first_step"] = read_status("VmRSS")
+        self.result.update(self._currents("after_first_step"))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.phases:
-            self.phases[-1].update(step_peak_rss=read_status("VmHWM"),
-                                   shmem=read_status("RssShmem"))
+            self.phases[-1].update(**self._peaks("step_peak"), shmem=read_status("RssShmem"))
         if state.global_step < state.max_steps:
             return
         rank = int(os.environ.get("RANK", "0"))
-        training_peak = max([read_status("VmHWM")]
-                            + [v for p in self.phases for k, v in p.items() if "peak" in k])
-        self.result.update(rank=rank, baseline_rss=self.baseline_rss,
-                           training_peak_rss=training_peak,
-                           peak_rss=max(training_peak, self.result["setup_peak_rss"]),
-                           rss_at_end=read_status("VmRSS"),
+        for meter in self.meters:
+            self.result.update(self._totals(meter))
+        self.result.update(rank=rank, **self._currents("at_end"),
                            wrapper=type(self.trainer.model_wrapped).__name__,
                            phases=self.phases)
         path = self.result_path.with_name(f"{self.result_path.name}.rank{rank}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.result, indent=1))
+
+    def _totals(self, meter: Any) -> dict[str, Any]:
+        """One meter's baseline and peaks over the training steps and over the whole run."""
+        name = meter.name
+        training_peak = max([meter.peak()] + [v for p in self.phases for k, v in p.items()
+                                              if k.endswith(f"peak_{name}")])
+        return {f"baseline_{name}": self.baselines.get(name),
+                f"training_peak_{name}": training_peak,
+                f"peak_{name}": max(training_peak, self.result[f"setup_peak_{name}"]),
+                **meter.notes()}

@@ -66,7 +66,9 @@ def write_text_rows(path: Path, rows: int = 64, min_chars: int = 4000) -> Path:
     """Text rows of at least `min_chars` characters (well above the planned sequence length
     in tokens), so the trainer cuts every row to exactly that length."""
     out, text = [], ""
-    for conversation in conversations(rows * 8, seed=11):
+    # A conversation averages about 200 characters: draw twice what the rows need (the
+    # conversations are deterministic per seed, so a longer draw keeps the same first rows).
+    for conversation in conversations(rows * (min_chars // 100 + 1), seed=11):
         text += " ".join(m["content"] for m in conversation["messages"]) + "\n"
         if len(text) >= min_chars:
             out.append({"text": text})
@@ -80,7 +82,9 @@ def write_text_rows(path: Path, rows: int = 64, min_chars: int = 4000) -> Path:
 
 def save_base(config: dict[str, Any], tokenizer: Path, out: Path) -> Path:
     """`config` with random weights (seeded) and the tokenizer, saved as a pretrained model
-    directory: what qlora can quantize. Written once per config and reused."""
+    directory: what qlora can quantize. Written once per config and reused. The vocabulary is
+    the tokenizer's unless `config` names a larger one (a real model's shape: the embedding
+    and the head keep their real size, the tokenizer uses the first ids)."""
     if (out / "config.json").is_file():
         return out
     import torch
@@ -88,8 +92,9 @@ def save_base(config: dict[str, Any], tokenizer: Path, out: Path) -> Path:
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
     keys = dict(config)
+    keys["vocab_size"] = max(keys.get("vocab_size", 0), len(tok))
     model_config = AutoConfig.for_model(
-        keys.pop("model_type"), **keys, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        keys.pop("model_type"), **keys, pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id, bos_token_id=None)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(model_config, dtype=torch.float32).save_pretrained(out)
@@ -98,7 +103,10 @@ def save_base(config: dict[str, Any], tokenizer: Path, out: Path) -> Path:
 
 
 def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: Settings,
-         vocab_size: int, tuning: str = "full", base: Path | None = None) -> dict[str, Any]:
+         vocab_size: int, tuning: str = "full", base: Path | None = None,
+         ranks: int = 2) -> dict[str, Any]:
+    """A run of `s.steps` steps of one micro-batch per rank on `ranks` CPU ranks, with the
+    model `config` (random init) or the model directory `base`."""
     model: dict[str, Any] = (
         {"name": "bench-llama", "path": str(base)} if base else
         {"name": "bench-llama", "init": "random", "config": {**config, "vocab_size": vocab_size}})
@@ -106,12 +114,12 @@ def spec(config: dict[str, Any], strategy: str, tokenizer: Path, data: Path, s: 
         "method": {"tuning": tuning},
         "model": {**model, "tokenizer": {"path": str(tokenizer)}},
         "dataset": {"format": "text", "train": {"path": str(data)}},
-        "training": {"maxSteps": s.steps, "globalBatchSize": 2 * s.micro_batch,
+        "training": {"maxSteps": s.steps, "globalBatchSize": ranks * s.micro_batch,
                      "microBatchSize": s.micro_batch, "maxSeqLength": s.seq_len,
                      "packing": "padding-free", "saveSteps": 10**6, "loggingSteps": 1,
                      "learningRate": 1e-4},
         # Memory is bounded generously: the point is what the plan predicts, not the search.
-        "resources": {"gpu": "cpu", "gpusPerNode": 2, "maxNodes": 1, "strategy": strategy,
+        "resources": {"gpu": "cpu", "gpusPerNode": ranks, "maxNodes": 1, "strategy": strategy,
                       "memory": "16Gi"},
     }
 
@@ -129,24 +137,49 @@ def measure_one(name: str, config: dict[str, Any], strategy: str, tokenizer: Pat
         trainer_recipe.job(f"mem-{name}-{label}",
                            spec(config, strategy, tokenizer, data, s, vocab_size, tuning, base)),
         data_root=data.parent, output=out)
-    result = out / "memory"
-    launch.run_ranks(launch.torchrun([str(BENCH_DIR / "trainer_recipe.py"), "--config",
-                                      str(config_path), "--memory", str(result)]),
-                     out / "log.txt", env={"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD})
-    ranks = [json.loads(result.with_name(f"memory.rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_probed(config_path, out)
     return {**compare(name, strategy, plan, ranks), "tuning": tuning}
 
 
-def compare(name: str, strategy: str, plan: Any, ranks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Planner vs measured, per rank (the worse of the two ranks is reported)."""
-    from finetune_operator.planner.memory import CPU_RUNTIME_OVERHEAD
+def run_probed(config_path: Path, out: Path, *, nproc: int = 2, device: str = "cpu",
+               extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+               timeout: float = launch.DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    """Train `config_path` on `nproc` ranks under bench/memory_probe.py (log: out/log.txt);
+    returns each rank's readings. `extra_args` go to bench/trainer_recipe.py (--clock),
+    `env` to the ranks' environment."""
+    result = out / "memory"
+    # glibc's mmap threshold makes RSS follow what CPU ranks allocate; a GPU rank's memory
+    # is read from the CUDA allocator, and its host allocations keep glibc's defaults.
+    env = {**({"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD} if device == "cpu" else {}),
+           **(env or {})}
+    launch.run_ranks(launch.torchrun([str(BENCH_DIR / "trainer_recipe.py"), "--config",
+                                      str(config_path), "--memory", str(result), *extra_args],
+                                     nproc=nproc),
+                     out / "log.txt", env=env, device=device, timeout=timeout)
+    return [json.loads(result.with_name(f"memory.rank{r}.json").read_text())
+            for r in range(nproc)]
 
+
+def runtime_overhead(meter: str) -> int:
+    """The planner's runtime term, which a meter's baseline already holds (CPU ranks: the
+    imported libraries) or which it never sees (the CUDA allocator: the context and library
+    workspaces are outside it)."""
+    from finetune_operator.planner.memory import CPU_RUNTIME_OVERHEAD, GPU_RUNTIME_OVERHEAD
+
+    return {"rss": CPU_RUNTIME_OVERHEAD, "cuda": GPU_RUNTIME_OVERHEAD}[meter]
+
+
+def compare(name: str, strategy: str, plan: Any, ranks: list[dict[str, Any]],
+            meter: str = "rss") -> dict[str, Any]:
+    """Planner vs measured, per rank (the worse of the ranks is reported). `meter`: whose peak
+    the plan's total is set against, resident memory ("rss", CPU ranks) or the CUDA
+    allocator's ("cuda", GPU ranks); the peak figures carry its name (`peak_rss`, ...)."""
     m = plan.memory_per_gpu
     predicted_states = {"weights": m.weights, "gradients": m.gradients, "optimizer": m.optimizer}
     predicted_state_total = sum(predicted_states.values())
-    predicted_growth = m.total - CPU_RUNTIME_OVERHEAD
+    predicted_growth = m.total - runtime_overhead(meter)
     worst = max(ranks, key=lambda r: r["model_states"])
-    growth = max(r["peak_rss"] - r["baseline_rss"] for r in ranks)
+    growth = max(r[f"peak_{meter}"] - r[f"baseline_{meter}"] for r in ranks)
     return {
         "config": name,
         "strategy": strategy,
@@ -162,14 +195,12 @@ def compare(name: str, strategy: str, plan: Any, ranks: list[dict[str, Any]]) ->
         "predicted_growth": predicted_growth,
         "measured_growth": growth,
         "growth_error": growth / predicted_growth - 1,
-        "peak_rss": max(r["peak_rss"] for r in ranks),
-        "baseline_rss": max(r["baseline_rss"] for r in ranks),
-        "setup_peak_rss": max(r["setup_peak_rss"] for r in ranks),
-        "training_peak_rss": max(r["training_peak_rss"] for r in ranks),
-        "rss_after_first_step": max(r["rss_after_first_step"] for r in ranks),
+        **{key: max(r[key] for r in ranks) for key in (
+            f"peak_{meter}", f"baseline_{meter}", f"setup_peak_{meter}",
+            f"training_peak_{meter}", f"{meter}_after_first_step")},
         # Per step, the peak growth of each phase (forward+backward, optimizer step) per rank.
-        "phases": [[{k: (v - r["baseline_rss"] if "peak" in k else v) for k, v in ph.items()}
-                    for ph in r.get("phases", [])] for r in ranks],
+        "phases": [[{k: (v - r[f"baseline_{meter}"] if k.endswith(f"peak_{meter}") else v)
+                     for k, v in ph.items()} for ph in r.get("phases", [])] for r in ranks],
         # What the process holds beyond its tensors when training starts: RSS growth minus
         # the bytes of every live tensor (the planner's CPU_PROCESS_OVERHEAD).
         "non_tensor_at_train_begin": max(

@@ -31,6 +31,7 @@ def render(results: dict[str, Any], command: str) -> str:
     out += _adapters(results.get("adapters"))
     out += _planner(results.get("planner"))
     out += _operator(results.get("operator"))
+    out += gpu_section(results.get("gpu"))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -103,6 +104,7 @@ def _reproduce() -> list[str]:
         (".venv/bin/python -m bench --sections planner  # one section; the report keeps the "
         "others' last results"),
         ".venv/bin/python -m bench --quick            # tiny settings: does the bench run?",
+        ".venv/bin/python -m bench --gpu              # section 4 alone, on one CUDA GPU",
         "```",
         "",
         ("Raw results: `bench/results/<section>.json`; run directories (logs, trainer configs, "
@@ -475,3 +477,154 @@ def _operator(o: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return lines
+
+
+# --------------------------------------------------------------------------- GPU
+
+GPU_COMMAND = "python -m bench --gpu"
+GPU_DRY_RUN_COMMAND = "python -m bench --gpu --dry-run"
+# What each meter's peak is, for the table's header (bench/memory_probe.py).
+_METER_PEAKS = {"cuda": "CUDA allocator peak (`max_memory_allocated`)",
+                "rss": "peak RSS growth over the imports"}
+
+
+def with_gpu_section(document: str, g: dict[str, Any] | None) -> str:
+    """`document` (docs/benchmarks.md as it stands) with section 4 rendered anew from `g` and
+    the rest kept as it is: a GPU machine lacks the CPU sections' results, and re-rendering
+    all of it there would turn them into "Not run yet"."""
+    lines = document.rstrip("\n").splitlines()
+    heading = gpu_section(None)[0]
+    start = lines.index(heading) if heading in lines else len(lines)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    before = lines[:start] + ([""] if start == len(lines) and lines else [])
+    return "\n".join(before + gpu_section(g) + lines[end:]).rstrip() + "\n"
+
+
+def gpu_section(g: dict[str, Any] | None) -> list[str]:
+    """Section 4 from bench/results/gpu.json (or a dry run's result, which says it is one);
+    without a result, that the GPU bench has not run on a GPU yet and how to run it."""
+    lines = ["## 4. One GPU: tokens/s, MFU and planned vs measured memory", ""]
+    if not g:
+        return lines + _gpu_not_run()
+    if g.get("dry_run"):
+        lines += [(f"> A dry run (`{GPU_DRY_RUN_COMMAND}`) on the CPU with a tiny model: these "
+                  "figures check that the GPU bench works; they are not GPU figures."), ""]
+    lines += _gpu_machine(g)
+    lines += _gpu_cases(g)
+    lines += _gpu_attention(g)
+    return lines
+
+
+def _gpu_not_run() -> list[str]:
+    return [
+        ("The GPU bench has not been run on a GPU yet: there are no GPU figures in this "
+        "report. On a machine with a CUDA GPU (it uses the first one), run"),
+        "",
+        "```sh",
+        f"{GPU_COMMAND}   # writes bench/results/gpu.json and this section",
+        "```",
+        "",
+        ("It is sized to finish within 8 minutes on one GPU (not yet timed on one). "
+        f"`{GPU_DRY_RUN_COMMAND}` runs the same code on the CPU with a tiny model (`make test` "
+        "runs it: tests/bench/test_gpu.py); it checks the bench and measures nothing about "
+        "GPUs."),
+        "",
+    ]
+
+
+def _gpu_machine(g: dict[str, Any]) -> list[str]:
+    d, m, s = g["device"], g.get("machine") or {}, g["settings"]
+    versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())
+    peak = (f"dense {s['precision']} peak {d['peak_flops'] / 1e12:,.4g} TFLOP/s per rank "
+            f"from the GPU catalog's entry {d['catalog_entry']}" if d.get("peak_flops")
+            else f"peak {d['catalog_entry']}: MFU not computed")
+    device = (f"{d['name']}, {d['memory'] / 2**30:.0f} GiB, driver {d['driver']}, CUDA "
+              f"{d['cuda']}" if d["kind"] == "cuda" else "no GPU: CPU ranks, one thread each")
+    return [
+        f"- Device: {device}; {peak}.",
+        (f"- Host: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{m.get('memory_gib', '?')} GiB RAM; Python {m.get('python', '?')}; {versions}."),
+        (f"- Command: `{g.get('command', GPU_COMMAND)}`, {g.get('when', '?')}, "
+        f"{g.get('seconds', 0):.0f} s."),
+        "",
+    ]
+
+
+def _gpu_cases(g: dict[str, Any]) -> list[str]:
+    s = g["settings"]
+    measured = [c for c in g["cases"] if c["status"] == "measured"]
+    meter = measured[0]["meter"] if measured else "cuda"
+    size = f"{_count(measured[0]['parameters'])} parameters, " if measured else ""
+    lines = [
+        (f"Model: {s['model_name']} ({size}{_shape(s['model'])}), random weights saved once as a "
+        f"model directory; {s['steps']} optimizer steps of one micro-batch of "
+        f"{s['micro_batch']} rows x {s['seq_len']} tokens (text rows cut to that length, "
+        f"padding-free), {s['precision']}, AdamW, no activation checkpointing. Each case is "
+        "`finetune_trainer` on one rank with the plan `plan_job` makes for this device and "
+        "that strategy and tuning (`bench/gpu.py`); zero2, zero3 and fsdp run at world size "
+        "1, so they measure what their wrappers cost on one GPU, not what sharding saves. "
+        "Tokens/s: real tokens from the end of step 1 to the end of the last step "
+        "(`bench/step_clock.py`). MFU: the trainer's FLOPs per token (6 N for full "
+        "fine-tuning, 4 N + 2 T for adapters, T trainable) x tokens/s over the peak above. "
+        f"Memory (MiB): the plan's total minus its runtime term against the "
+        f"{_METER_PEAKS[meter]} (`bench/memory_probe.py`); model states: weights, gradients "
+        "and optimizer states, planned and held after the first step; allocator reserve: "
+        "what the CUDA allocator held over the last step (tensors, cached blocks, "
+        "fragmentation), which with the CUDA context must fit in the runtime term (2 GiB)."),
+        "",
+    ]
+    rows = [_gpu_case_row(c) for c in measured]
+    lines += _table(["case", "wrapper", "trainable", "tokens/s per GPU", "MFU",
+                     "peak planned", "peak measured", "error", "states planned",
+                     "states measured", "allocator reserve"], rows)
+    lines += [f"- {c['case']}: {c['status']}: {c['reason'].splitlines()[0]}"
+              for c in g["cases"] if c["status"] != "measured"]
+    return lines + [""]
+
+
+def _count(n: int) -> str:
+    """A parameter count at the scale it has: 494.0M, 139.8K."""
+    return f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n / 1e3:,.1f}K"
+
+
+def _shape(config: dict[str, Any]) -> str:
+    return (f"{config['model_type']}, {config['num_hidden_layers']} blocks of "
+            f"{config['hidden_size']}, {config['num_attention_heads']} heads "
+            f"({config['num_key_value_heads']} key/value), MLP {config['intermediate_size']}, "
+            f"vocabulary {config.get('vocab_size', 'of the tokenizer')}")
+
+
+def _gpu_case_row(c: dict[str, Any]) -> list[Any]:
+    m = c["memory"]
+    return [c["case"], c["wrapper"], _count(c["trainable_parameters"]),
+            f"{c['tokens_per_second_per_gpu']:,.0f}", _pct(c["mfu"], sign=False),
+            _mib(m["predicted_growth"]), _mib(m["measured_growth"]), _pct(m["growth_error"]),
+            _mib(m["predicted_state_total"]), _mib(m["measured_state_total"]),
+            _mib(c.get("reserved_peak"))]
+
+
+def _gpu_attention(g: dict[str, Any]) -> list[str]:
+    a = g["attention"]
+    kernels = a["kernels"]
+    sdpa = kernels[0]["tokens_per_second"]
+    lines = [
+        "### Attention: padding-free micro-batch, varlen_sdpa against masked sdpa",
+        "",
+        (f"The decoder blocks alone (no LM head: the same for every kernel), forward and "
+        f"backward on one padding-free micro-batch of {a['tokens']} tokens in "
+        f"{len(a['rows'])} rows (long-tailed lengths, position ids restarting per row, no "
+        "cache, as the trainer runs it), averaged over "
+        f"{g['settings']['attention_iterations']} passes after one warm-up. `sdpa` gets the "
+        "block-diagonal mask transformers builds from the position ids; `varlen_sdpa` "
+        "(`finetune_trainer/attention.py`) runs causal SDPA on each row. The trainer runs "
+        f"`{a['trainer_kernel']}` on this device (`attention.choose`). Peak: the "
+        f"{a['meter']} meter's growth over the weights during the passes. Difference: the "
+        "largest absolute difference of the blocks' output from sdpa's."),
+        "",
+    ]
+    rows = [[k["kernel"], f"{k['tokens_per_second']:,.0f}",
+             f"{k['tokens_per_second'] / sdpa:.2f}x", _mib(k["peak_growth"]),
+             f"{k['max_difference']:.3g}"] for k in kernels]
+    return lines + _table(["kernel", "tokens/s", "vs sdpa", "peak (MiB)", "difference"], rows)
+

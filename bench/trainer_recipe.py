@@ -21,25 +21,28 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
 from finetune_contract.api import FineTuneJob, FineTuneJobSpec, Plan
+from finetune_operator.local.machine import LocalHardware
 
 
 def render(job: dict[str, Any], *, data_root: Path, output: Path, nproc: int = 2,
-           peak_flops_per_rank: float | None = None) -> tuple[Path, Plan]:
-    """Plan `job` (a FineTuneJob as a dict) for `nproc` local CPU ranks and write the trainer
-    config the ranks read; returns its path and the plan."""
+           peak_flops_per_rank: float | None = None,
+           hardware: LocalHardware | None = None) -> tuple[Path, Plan]:
+    """Plan `job` (a FineTuneJob as a dict) for `nproc` local ranks and write the trainer
+    config the ranks read; returns its path and the plan. The ranks are CPU ranks unless
+    `hardware` has GPUs: then they are those GPUs, planned as their catalog type, as
+    `finetune run --local` plans them."""
     from finetune_operator.local import datastats, localize
-    from finetune_operator.local.machine import LocalHardware
     from finetune_operator.planner import plan_job
 
     parsed = FineTuneJob.model_validate(job)
-    hardware = LocalHardware()  # CPU ranks
-    spec = localize.local_spec(parsed.spec, hardware, nproc)
+    hardware = hardware or LocalHardware()
+    spec = localize.local_spec(parsed.spec, hardware, nproc, localize.catalog_gpu(hardware))
     plan = plan_job(spec, data_root=data_root,
                     dataset_stats=datastats.measure(spec.dataset, data_root))
     if not plan.fits:
         raise RuntimeError(f"the planner says it does not fit: {plan.reason}")
     config = localize.trainer_config(parsed, spec, plan, data_root=data_root, out=output,
-                                         metrics_port=0, device="cpu")
+                                     metrics_port=0, device=hardware.device)
     if peak_flops_per_rank:
         # The bench measures the GEMM peak itself; skip the trainer's own matmul probe.
         config = config.model_copy(update={"peak_flops_per_rank": peak_flops_per_rank})
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory:
         from bench import memory_probe
 
-        probe = memory_probe.MemoryProbe(args.memory, baseline_rss=memory_probe.begin())
+        probe = memory_probe.MemoryProbe(args.memory, baselines=memory_probe.begin())
         callbacks.append(probe)
         on_built = lambda trainer, parts: probe.attach(trainer)
     run_with_callbacks(args.config, callbacks, on_built)

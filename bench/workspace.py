@@ -47,16 +47,13 @@ def prepare(root: Path, *, model_config: dict[str, Any] | None = None,
             conversations: int = CONVERSATIONS, seed: int = SEED) -> Workspace:
     """Write data, tokenizer and model under `root` (overwriting) and describe them."""
     import torch
-    from finetune_trainer.tokenizer import train_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
     root.mkdir(parents=True, exist_ok=True)
     rows = chat_data.conversations(conversations, seed=seed)
     data = chat_data.write_jsonl(rows, root / "data.jsonl")
-    texts = (f"{m['role']}\n{m['content']}" for row in rows for m in row["messages"])
-    tokenizer = train_tokenizer(texts, VOCAB_SIZE)
     tokenizer_dir = root / "tokenizer"
-    tokenizer.save_pretrained(tokenizer_dir)
+    tokenizer = save_tokenizer(rows, tokenizer_dir)
     lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True,
                                                  return_dict=True)["input_ids"]) for r in rows]
 
@@ -73,3 +70,14 @@ def prepare(root: Path, *, model_config: dict[str, Any] | None = None,
     return Workspace(root=root, data=data, tokenizer=tokenizer_dir, model=model_dir,
                      parameters=sum(p.numel() for p in model.parameters()),
                      real_tokens_per_row=sum(lengths) / len(lengths))
+
+
+def save_tokenizer(rows: list[dict[str, Any]], out: Path) -> Any:
+    """The trainer's own byte-level BPE tokenizer (VOCAB_SIZE tokens, ChatML template) trained
+    on the messages of `rows`, saved to `out`; returns it."""
+    from finetune_trainer.tokenizer import train_tokenizer
+
+    texts = (f"{m['role']}\n{m['content']}" for row in rows for m in row["messages"])
+    tokenizer = train_tokenizer(texts, VOCAB_SIZE)
+    tokenizer.save_pretrained(out)
+    return tokenizer
