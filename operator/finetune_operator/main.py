@@ -75,7 +75,7 @@ def webhook_server(webhook: operator_settings.WebhookSettings) -> kopf.WebhookSe
 
 def admit(body: kopf.Body, old: kopf.Body | None, namespace: str | None,
           **_: Any) -> None:
-    """The validating webhook (path /{WEBHOOK_ID}): refuse a new or edited spec that
+    """The validating webhook (path /{names.WEBHOOK_ID}): refuse a new or edited spec that
     `finetune validate` would, naming the field. The operator's own failure lets the job
     through: its status then says what the start of the job finds."""
     if not admission.spec_changed(old, body):
@@ -94,11 +94,10 @@ def admit(body: kopf.Body, old: kopf.Body | None, namespace: str | None,
                                   + "; ".join(problems), code=422)
 
 
-# The webhook's path: /{WEBHOOK_ID} (the chart's ValidatingWebhookConfiguration).
-WEBHOOK_ID = "validate-finetunejob"
 ADMISSION_CACHES = spec_caches()
 if SETTINGS.webhook is not None:
-    kopf.on.validate(*FINETUNEJOBS, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"])(admit)
+    kopf.on.validate(*FINETUNEJOBS, id=names.WEBHOOK_ID,
+                     operations=["CREATE", "UPDATE"])(admit)
 
 
 @kopf.on.probe(id="webhook")

@@ -82,3 +82,8 @@ def max_job_name_length(max_restarts: int, max_nodes: int) -> int:
     """The longest FineTuneJob name whose derived names all fit in a DNS label."""
     overhead = len(longest_derived_name("", max_restarts, max_nodes))
     return DNS_LABEL_MAX - overhead
+
+
+# The validating webhook's handler id, and so its path (/<id>) on kopf's webhook server: the
+# chart's ValidatingWebhookConfiguration calls it there.
+WEBHOOK_ID = "validate-finetunejob"

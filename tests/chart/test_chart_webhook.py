@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from finetune_operator import main, permissions, settings
+from finetune_operator import names, permissions, settings
 
 from tests.chart.helpers import HelmError, by_kind, helm_template, one
 from tests.conftest import require_tool
@@ -40,7 +40,7 @@ def test_by_default_the_api_server_calls_the_operator_through_its_service(helm):
     # kopf serves each validating handler at /<its id>
     assert hook["clientConfig"]["service"] == {
         "name": f"{FULLNAME}-webhook", "namespace": "finetune-system",
-        "path": f"/{main.WEBHOOK_ID}", "port": 443}
+        "path": f"/{names.WEBHOOK_ID}", "port": 443}
     (service,) = [s for s in by_kind(objects, "Service")
                   if s["metadata"]["name"] == f"{FULLNAME}-webhook"]
     assert service["spec"]["ports"] == [{"name": "webhook", "port": 443,
