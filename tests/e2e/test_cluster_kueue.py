@@ -301,3 +301,56 @@ def test_a_preemption_is_neither_a_restart_nor_a_failure(preemption: dict[str, A
     assert job["metadata"]["name"] == low["ftj"]["status"]["activeJob"]
     assert not job["status"].get("failed"), job["status"]
     assert condition(job, "Failed") is None
+
+
+def _gone(cluster: Cluster, name: str) -> bool:
+    """No FineTuneJob `name`, and none of its children or its Kueue Workload, remain."""
+    left = [cluster.kubectl("get", kind, "-n", NAMESPACE, "-l", f"finetune.dev/job={name}",
+                            "-o", "name", check=False).stdout.strip()
+            for kind in ("jobs", "services", "configmaps", "pods")]
+    workloads = [w for w in cluster.get("workloads", "-n", NAMESPACE)["items"]
+                 if w["metadata"].get("ownerReferences", [{}])[0].get("name", "").startswith(
+                     f"{name}-r")]
+    found = cluster.kubectl("get", "ftj", name, "-n", NAMESPACE, check=False)
+    return not any(left) and not workloads and not found.ok
+
+
+@pytest.fixture(scope="module")
+def queued(cluster: Cluster, operator_release: str, kueue: None,
+           preemption: dict[str, Any]) -> dict[str, Any]:
+    """After the preemption flow: `first` holds the quota, `second` waits behind it; then
+    `second` is deleted while it waits."""
+    volume(cluster, NAMESPACE, "first")
+    cluster.apply_text(yaml.safe_dump(_job("first", "low")))
+    wait_until("first to be admitted and run",
+               lambda: running_pod(cluster, NAMESPACE, "first"), RUN_TIMEOUT,
+               on_timeout=lambda: _diagnostics(cluster))
+    second = _job("second", "low")
+    second["spec"]["output"] = {}  # it never runs
+    cluster.apply_text(yaml.safe_dump(second))
+    waiting = wait_until("second to wait for Kueue", lambda: (
+        ftj if (ftj := cluster.get("ftj", "second", "-n", NAMESPACE)).get("status", {}).get(
+            "activeJob") and _suspended(cluster, "second") else None), 120,
+        on_timeout=lambda: _diagnostics(cluster))
+    out = {"waiting": waiting, "pods_while_waiting": cluster.get(
+        "pods", "-n", NAMESPACE, "-l", "finetune.dev/job=second")["items"]}
+    cluster.kubectl("delete", "ftj", "second", "-n", NAMESPACE, "--wait=true", timeout=120)
+    out["gone"] = wait_until("second and everything of it to be gone",
+                             lambda: _gone(cluster, "second"), 120,
+                             on_timeout=lambda: _diagnostics(cluster))
+    out["first_phase"] = job_phase(cluster, NAMESPACE, "first")
+    cluster.kubectl("delete", "ftj", "first", "-n", NAMESPACE, "--wait=true", timeout=120)
+    delete_volume(cluster, NAMESPACE, "first")
+    return out
+
+
+def test_a_job_behind_a_full_queue_waits_suspended_with_kueues_reason(queued) -> None:
+    status = queued["waiting"]["status"]
+    assert status["phase"] == "Pending"
+    assert f"waits for Kueue to admit the gang (queue {QUEUE})" in status["message"]
+    assert queued["pods_while_waiting"] == []  # not one pod of the gang before admission
+    assert queued["first_phase"] in ("Running", "Succeeded")  # the quota's holder went on
+
+
+def test_deleting_a_waiting_job_leaves_nothing_behind(queued) -> None:
+    assert queued["gone"] is True
