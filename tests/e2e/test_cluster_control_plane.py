@@ -97,6 +97,7 @@ def burst(request, cluster: Cluster, operator_release: str) -> dict[str, Any]:
 
     thread = threading.Thread(target=run_fault)
     thread.start()
+    time.sleep(1)  # the component is stopping (the restart keeps it down 3 s): into the gap
     tries = _apply_until_taken(cluster, _jobs(namespace, names[BURST // 2:]))
     thread.join(timeout=300)
     assert not failure, failure

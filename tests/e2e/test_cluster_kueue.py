@@ -340,6 +340,9 @@ def queued(cluster: Cluster, operator_release: str, kueue: None,
                              on_timeout=lambda: _diagnostics(cluster))
     out["first_phase"] = job_phase(cluster, NAMESPACE, "first")
     cluster.kubectl("delete", "ftj", "first", "-n", NAMESPACE, "--wait=true", timeout=120)
+    # The claim first: a PersistentVolume's deletion waits for its claim to go.
+    cluster.kubectl("delete", "pvc", "first-output", "-n", NAMESPACE, "--wait=true",
+                    timeout=120)
     delete_volume(cluster, NAMESPACE, "first")
     return out
 
