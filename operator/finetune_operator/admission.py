@@ -42,6 +42,16 @@ def refusals(obj: dict[str, Any], namespace: str, settings: Settings,
 
 
 def spec_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """Whether an update touches the spec. Only those are checked: a job stored before a
-    rule existed must still take a label, or lose a finalizer while it is deleted."""
-    return old is None or (old.get("spec") or {}) != (new.get("spec") or {})
+    """Whether a create or update is checked: a new job, or an edit of the spec beyond its
+    runPolicy. A job stored before a rule existed (or a policy tightened) must still take a
+    label, lose a finalizer while it is deleted, and be suspended or resumed: the operator
+    applies runPolicy edits to a running job whatever else it would say of its spec."""
+    if old is None:
+        return True
+    return _without_run_policy(old) != _without_run_policy(new)
+
+
+def _without_run_policy(obj: dict[str, Any]) -> Any:
+    spec = obj.get("spec")
+    return {k: v for k, v in spec.items() if k != "runPolicy"} if isinstance(spec, dict) \
+        else spec

@@ -94,9 +94,11 @@ def test_every_invalid_case_is_refused_with_its_expected_message(case: Path):
     assert any(expect.split(":", 1)[-1].strip() in line for line in said), (expect, said)
 
 
-def test_only_spec_edits_are_checked():
+def test_only_spec_edits_beyond_the_run_policy_are_checked():
     stored = job(training={"learningRate": -1})
     labelled = {**stored, "metadata": {**stored["metadata"], "labels": {"team": "a"}}}
     assert not spec_changed(stored, labelled)
+    suspended = {**stored, "spec": {**stored["spec"], "runPolicy": {"suspend": True}}}
+    assert not spec_changed(stored, suspended)  # always applied by the operator
     assert spec_changed(stored, job())
     assert spec_changed(None, stored)  # a create
