@@ -21,16 +21,25 @@ from finetune_operator.scrape import ProgressUnavailable, fetch_progress
 from finetune_operator.sizes import format_bytes
 
 
-def rank0_metrics_url(pods: list[dict[str, Any]], job_name: str) -> str | None:
-    """http://<pod IP>:<metrics port>/metrics of node rank 0 of `job_name`, once it has an IP."""
+def _reachable_pods(pods: list[dict[str, Any]],
+                    job_name: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """(node rank, pod IP, pod) of every pod of `job_name` that has an IP and is not being
+    deleted: the pods whose metrics can be read."""
+    found = []
     for pod in pods:
         meta = pod.get("metadata") or {}
-        if (meta.get("labels") or {}).get(names.JOB_NAME_LABEL) != job_name:
-            continue
-        if (meta.get("annotations") or {}).get(names.COMPLETION_INDEX_ANNOTATION) != "0":
-            continue
+        index = str((meta.get("annotations") or {}).get(names.COMPLETION_INDEX_ANNOTATION))
         ip = (pod.get("status") or {}).get("podIP")
-        if ip and not meta.get("deletionTimestamp"):
+        if ((meta.get("labels") or {}).get(names.JOB_NAME_LABEL) == job_name and ip
+                and not meta.get("deletionTimestamp") and index.isdigit()):
+            found.append((int(index), ip, pod))
+    return found
+
+
+def rank0_metrics_url(pods: list[dict[str, Any]], job_name: str) -> str | None:
+    """http://<pod IP>:<metrics port>/metrics of node rank 0 of `job_name`, once it has an IP."""
+    for index, ip, pod in _reachable_pods(pods, job_name):
+        if index == 0:
             return f"http://{ip}:{_metrics_port(pod)}/metrics"
     return None
 
@@ -46,20 +55,14 @@ def rank_metrics_urls(pods: list[dict[str, Any]], job_name: str,
     lowest MAX_RANKS_READ ranks: node rank x gpusPerNode + local rank, on each port named
     metrics, metrics-1, ..."""
     urls: dict[int, str] = {}
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        index = (meta.get("annotations") or {}).get(names.COMPLETION_INDEX_ANNOTATION)
-        ip = (pod.get("status") or {}).get("podIP")
-        if ((meta.get("labels") or {}).get(names.JOB_NAME_LABEL) != job_name or not ip
-                or meta.get("deletionTimestamp") or not str(index).isdigit()):
-            continue
+    for index, ip, pod in _reachable_pods(pods, job_name):
         ports = {p.get("name"): p.get("containerPort")
                  for c in (pod.get("spec") or {}).get("containers") or []
                  for p in c.get("ports") or []}
         for local in range(gpus_per_node):
             port = ports.get(names.metrics_port_name(local))
             if port:
-                urls[int(index) * gpus_per_node + local] = f"http://{ip}:{port}/metrics"
+                urls[index * gpus_per_node + local] = f"http://{ip}:{port}/metrics"
     return dict(sorted(urls.items())[:MAX_RANKS_READ])
 
 
