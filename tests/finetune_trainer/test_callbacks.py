@@ -1,8 +1,11 @@
-"""Trainer callbacks (callbacks.py): where a run's wall time goes (TimeAccounting)."""
+"""Trainer callbacks (callbacks.py): where a run's wall time goes (TimeAccounting), and the
+rate each rank reports (MetricsCallback)."""
 
 from __future__ import annotations
 
-from finetune_trainer.callbacks import TimeAccounting
+from types import SimpleNamespace
+
+from finetune_trainer.callbacks import MetricsCallback, TimeAccounting
 from finetune_trainer.metrics import RankMetrics
 from prometheus_client import generate_latest
 
@@ -42,3 +45,28 @@ def test_startup_steps_evaluations_and_saves_are_timed_apart():
     clock.now = 130.0
     report = times.report()
     assert report["wallSeconds"] == 40.0 and report["goodput"] == 0.1
+
+
+def _tokens_per_second(metrics: RankMetrics) -> float:
+    text = generate_latest(metrics.registry).decode()
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("finetune_train_tokens_per_second{"))
+
+
+def test_ranks_that_entered_training_apart_report_the_same_rate():
+    """Rank 1 enters training 30 s before rank 0 and waits for it in the first step's
+    all-reduce; from there both step together. The run logs once, at its last step: both
+    must report the job's rate, 2000 tokens a step, a step every 2 s."""
+    rates = []
+    for entered in (100.0, 70.0):
+        clock, metrics = Clock(entered), RankMetrics("ns", "job", 0)
+        callback = MetricsCallback(metrics, flops_per_token=1.0, peak_flops_all_ranks=None)
+        callback.window.clock = clock
+        state = SimpleNamespace(global_step=0, max_steps=3, epoch=0.0, num_input_tokens_seen=0)
+        callback.on_train_begin(None, state, None)
+        for step, ends in ((1, 110.0), (2, 112.0), (3, 114.0)):  # 2000 tokens a step
+            clock.now, state.global_step, state.num_input_tokens_seen = ends, step, 2000 * step
+            callback.on_step_end(None, state, None)
+        callback.on_log(None, state, None, logs={"loss": 1.0})
+        rates.append(_tokens_per_second(metrics))
+    assert rates == [1000.0, 1000.0]

@@ -25,11 +25,12 @@ class MetricsCallback(TrainerCallback):
         self.throughput: list[dict[str, float]] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.window.begin(state.global_step, state.num_input_tokens_seen or 0)
         self.metrics.set("finetune_train_total_steps", state.max_steps)
         self._progress(state)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self.window.begun:  # see ThroughputWindow: the ranks are in step here
+            self.window.begin(state.global_step, state.num_input_tokens_seen or 0)
         self._progress(state)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,

@@ -13,6 +13,8 @@ import math
 import resource
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,8 @@ GAUGES = {
     "finetune_train_loss": "Training loss averaged over the last logging interval.",
     "finetune_eval_loss": "Loss on the evaluation set at the latest evaluation.",
     "finetune_train_tokens_per_second": "Input tokens per second, all ranks together, over "
-                                        "the last logging interval.",
+                                        "the last 30 s of logs (since the first step in a "
+                                        "shorter run).",
     "finetune_train_tokens_total": "Input tokens processed so far, all ranks together.",
     "finetune_train_step": "Optimizer steps done.",
     "finetune_train_total_steps": "Optimizer steps planned for the whole run.",
@@ -122,28 +125,51 @@ def training_flops_per_token(parameters: int, trainable: int) -> float:
     return 2.0 * parameters + 2.0 * parameters + 2.0 * trainable
 
 
+RATE_WINDOW_SECONDS = 30.0
+
+
 @dataclass
 class ThroughputWindow:
-    """Tokens/s and seconds/step, from the previous log to this one (and since start)."""
+    """Tokens/s over the last RATE_WINDOW_SECONDS of logs, and the ETA since the window began.
 
-    start_time: float = field(default_factory=time.monotonic)
+    The rate spans many steps, not one logging interval: a rank's log call lands a few
+    milliseconds early or late, which on a step of 50 ms moves a one-step rate by half, so
+    two ranks of one job would report different rates for the same job.
+
+    The window begins at the end of a run's first step, not at train begin: every rank
+    leaves that step's gradient all-reduce together, while ranks enter training at different
+    times and the early ones wait there for the slowest peer."""
+
+    clock: Callable[[], float] = time.monotonic
+    start_time: float | None = None
     start_step: int = 0
-    last_time: float = field(default_factory=time.monotonic)
-    last_tokens: int = 0
+    # (time, tokens) at the window's start and at each log since, oldest first.
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def begin(self, step: int, tokens: int) -> None:
-        self.start_time = self.last_time = time.monotonic()
-        self.start_step, self.last_tokens = step, tokens
+        self.start_time, self.start_step = self.clock(), step
+        self.samples = deque([(self.start_time, tokens)])
+
+    @property
+    def begun(self) -> bool:
+        return self.start_time is not None
 
     def tokens_per_second(self, tokens: int) -> float | None:
-        now = time.monotonic()
-        elapsed = now - self.last_time
-        rate = (tokens - self.last_tokens) / elapsed if elapsed > 0 and tokens else None
-        self.last_time, self.last_tokens = now, tokens
-        return rate
+        """The rate over the window, ending now; None before the window began or when no
+        token went by since (a log at the step the window began)."""
+        if not self.begun or tokens <= self.samples[-1][1]:
+            return None
+        now = self.clock()
+        # Keep the newest sample older than the window as its start: a log interval longer
+        # than the window still has a start.
+        while len(self.samples) > 1 and self.samples[1][0] <= now - RATE_WINDOW_SECONDS:
+            self.samples.popleft()
+        since, tokens_then = self.samples[0]
+        self.samples.append((now, tokens))
+        return (tokens - tokens_then) / (now - since) if now > since else None
 
     def eta_seconds(self, step: int, total: int) -> float | None:
         done = step - self.start_step
-        if done <= 0 or total <= 0:
+        if self.start_time is None or done <= 0 or total <= 0:
             return None
-        return max(0.0, (time.monotonic() - self.start_time) / done * (total - step))
+        return max(0.0, (self.clock() - self.start_time) / done * (total - step))
