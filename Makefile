@@ -1,6 +1,6 @@
 # finetune-operator: every developer and CI entry point.
 #   make demo    set up .venv and fine-tune a tiny model on this CPU
-#   make test    set up .venv, helm/kubectl and prometheus, run every test
+#   make test    set up .venv, helm/kubectl, prometheus and an MLflow server, run every test
 #   make cluster-up    start the local Kubernetes cluster (builds what it lacks; docs/cluster.md)
 #   make e2e           the real-cluster tests only (after make cluster-up)
 #   make cluster-down  stop the local cluster and remove its state
@@ -40,6 +40,7 @@ venv: $(STAMP)
 tools: $(STAMP)
 	@bash scripts/install-tools.sh $(VENV)
 	@bash scripts/install-prometheus.sh
+	@bash scripts/install-mlflow.sh $(VENV)
 
 # The demo trains from scratch each time: `finetune run` would resume the finished run it kept.
 demo: $(STAMP)

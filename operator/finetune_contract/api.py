@@ -424,6 +424,61 @@ class MethodSpec(ApiModel):
 # --------------------------------------------------------------------------- training
 
 
+class MlflowTracking(ApiModel):
+    """An MLflow tracking server. Rank 0 logs the training arguments, the model config and
+    every logged step's metrics to one run per job: a restarted or re-planned job goes on in
+    the run its first attempt opened (tagged finetune.dev/run with the job's uid)."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.MLFLOW))
+
+    tracking_uri: str = Field(
+        max_length=2048, pattern=r"^https?://[^\s/]+\S*$",
+        description="The tracking server's URL (MLFLOW_TRACKING_URI), http:// or https://.",
+    )
+    experiment: str | None = Field(
+        None, min_length=1, max_length=500,
+        description="Experiment the run goes into, created when missing. Unset: the job's "
+        "namespace.",
+    )
+    token: SecretKeyRef | None = Field(
+        None, description="Secret key holding a bearer token (MLFLOW_TRACKING_TOKEN)."
+    )
+    username: SecretKeyRef | None = Field(
+        None, description="Secret key holding the basic-auth user (MLFLOW_TRACKING_USERNAME)."
+    )
+    password: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding the basic-auth password (MLFLOW_TRACKING_PASSWORD).",
+    )
+
+
+class WandbTracking(ApiModel):
+    """A Weights & Biases project. Rank 0 logs to one run per job, whose id is the job's uid:
+    a restarted or re-planned job resumes it."""
+
+    model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.WANDB))
+
+    project: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="W&B project (WANDB_PROJECT). Unset: the job's namespace.",
+    )
+    entity: str | None = Field(
+        None, min_length=1, max_length=128, description="W&B team or user (WANDB_ENTITY)."
+    )
+    base_url: str | None = Field(
+        None, max_length=2048, pattern=r"^https?://[^\s/]+\S*$",
+        description="A self-hosted W&B server (WANDB_BASE_URL). Unset: W&B's cloud.",
+    )
+    api_key: SecretKeyRef | None = Field(
+        None, description="Secret key holding the API key (WANDB_API_KEY); needed online."
+    )
+    mode: Literal["online", "offline"] = Field(
+        "online",
+        description="online: log to the server as the run goes. offline: write the run under "
+        "the output path's wandb/ only, for `wandb sync` later (no network, no key).",
+    )
+
+
 class TrainingSpec(ApiModel):
     """Hyperparameters. The planner fills in what is left on auto."""
 
@@ -487,12 +542,20 @@ class TrainingSpec(ApiModel):
     logging_steps: int = Field(
         1, ge=1, le=100_000_000, description="Report loss and throughput every N optimizer steps."
     )
-    report_to: list[Literal["tensorboard"]] = Field(
-        default_factory=list, max_length=1,
-        description="Experiment trackers the trainer logs to, through transformers' own "
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, max_length=3,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Experiment trackers rank 0 logs to, through transformers' own "
         "integrations: tensorboard writes its event files under the output path's "
         f"{TENSORBOARD_DIR}/ (on output.pvc they outlive the pods; `tensorboard --logdir` "
-        "reads them). Empty: none."
+        "reads them); mlflow logs to the server of training.mlflow, wandb to the W&B of "
+        "training.wandb. Empty: none."
+    )
+    mlflow: MlflowTracking | None = Field(
+        None, description="The MLflow tracking server; needs mlflow in reportTo."
+    )
+    wandb: WandbTracking | None = Field(
+        None, description="The Weights & Biases project; needs wandb in reportTo."
     )
     early_stopping_patience: int | None = Field(
         None,

@@ -207,6 +207,50 @@ TRAINING: tuple[ObjectRule, ...] = (
     ),
 )
 
+TRAINING += tuple(
+    rule for tracker in ("mlflow", "wandb") for rule in (
+        ObjectRule(
+            cel=f"!has(self.reportTo) || !('{tracker}' in self.reportTo) || has(self.{tracker})",
+            holds=lambda t, tracker=tracker: tracker not in t.report_to
+            or getattr(t, tracker) is not None,
+            field="reportTo",
+            message=f"lists {tracker}: say where it logs in training.{tracker}",
+        ),
+        ObjectRule(
+            cel=f"!has(self.{tracker}) || (has(self.reportTo) && '{tracker}' in self.reportTo)",
+            holds=lambda t, tracker=tracker: getattr(t, tracker) is None
+            or tracker in t.report_to,
+            field=tracker,
+            message=f"is set but reportTo does not list {tracker}: add it there, or remove "
+            "this block",
+        ),
+    )
+)
+
+MLFLOW: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="has(self.username) == has(self.password)",
+        holds=lambda m: (m.username is None) == (m.password is None),
+        field="username",
+        message="and password go together (basic auth): set both, or neither",
+    ),
+    ObjectRule(
+        cel="!has(self.token) || !has(self.username)",
+        holds=lambda m: m.token is None or m.username is None,
+        field="token",
+        message="or username and password, not both: MLflow sends one kind of credential",
+    ),
+)
+
+WANDB: tuple[ObjectRule, ...] = (
+    ObjectRule(
+        cel="(has(self.mode) && self.mode == 'offline') || has(self.apiKey)",
+        holds=lambda w: w.mode == "offline" or w.api_key is not None,
+        field="apiKey",
+        message="is needed online: a secretKeyRef to the W&B API key, or mode: offline",
+    ),
+)
+
 RESOURCES: tuple[ObjectRule, ...] = (
     ObjectRule(
         cel="!has(self.nodes) || self.nodes <= self.maxNodes",

@@ -42,6 +42,12 @@ class TrainerConfig(ApiModel):
         "load the model and its tokenizer from it without the network. Unset: the hub "
         "client's own cache, downloading as needed.",
     )
+    run_id: str | None = Field(
+        None, max_length=64,
+        description="What names this job's run in MLflow and W&B across its attempts (the "
+        "FineTuneJob's uid). Unset (a local run): derived from the output directory, so a "
+        "resumed local run logs on in the same run.",
+    )
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where the ranks compute.")
     metrics_port: int = Field(
         METRICS_PORT,

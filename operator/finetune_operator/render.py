@@ -75,6 +75,7 @@ def trainer_config(owner: Owner, spec: FineTuneJobSpec, plan: Plan) -> TrainerCo
         data_root=DATA_ROOT,
         output_dir=pod_output_path(spec),
         model_cache=model_cache_path(spec),
+        run_id=owner.uid,
         device="cpu" if plan.gpu == "cpu" else "cuda",
         metrics_port=METRICS_PORT,
     )
@@ -318,7 +319,7 @@ def _env(owner: Owner, spec: FineTuneJobSpec, plan: Plan, attempt: int) -> list[
         # CPU Adam (offloading) steps on OpenMP threads, and torchrun gives every rank one
         # unless OMP_NUM_THREADS is set: each rank gets its share of the pod's cores.
         env.append({"name": "OMP_NUM_THREADS", "value": str(_threads_per_rank(spec, plan))})
-    return env + _token_env(spec)
+    return env + _token_env(spec) + _tracking_env(spec)
 
 
 def _scratch_env() -> list[dict[str, Any]]:
@@ -346,6 +347,21 @@ def _token_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
         return []
     return [{"name": "HF_TOKEN", "valueFrom": {
         "secretKeyRef": {"name": token.name, "key": token.key}}}]
+
+
+def _tracking_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    """The trackers' credentials, from their Secrets: the trainer config (a ConfigMap) says
+    where to log, never with what key."""
+    t = spec.training
+    refs = {}
+    if t.mlflow:
+        refs |= {"MLFLOW_TRACKING_TOKEN": t.mlflow.token,
+                 "MLFLOW_TRACKING_USERNAME": t.mlflow.username,
+                 "MLFLOW_TRACKING_PASSWORD": t.mlflow.password}
+    if t.wandb:
+        refs["WANDB_API_KEY"] = t.wandb.api_key
+    return [{"name": variable, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            for variable, ref in refs.items() if ref]
 
 
 def _resources(spec: FineTuneJobSpec, plan: Plan) -> dict[str, Any]:

@@ -266,6 +266,10 @@ def _resources_problems(spec: FineTuneJobSpec) -> list[Problem]:
     r, t = spec.resources, spec.training
     problems = _rule_problems("spec.resources", r, rules.RESOURCES)
     problems += _rule_problems("spec.training", t, rules.TRAINING)
+    if t.mlflow:
+        problems += _rule_problems("spec.training.mlflow", t.mlflow, rules.MLFLOW)
+    if t.wandb:
+        problems += _rule_problems("spec.training.wandb", t.wandb, rules.WANDB)
     device = _device(spec)
     if r.strategy != "auto":
         problems += [Problem("spec.resources.strategy", refusal)

@@ -25,7 +25,14 @@ OBJECTS: dict[str, tuple[dict, type[api.ApiModel], tuple[rules.ObjectRule, ...],
                  "spec.training"),
     "resources": (SPEC["properties"]["resources"], api.ResourcesSpec, rules.RESOURCES,
                   "spec.resources"),
+    "mlflow": (SPEC["properties"]["training"]["properties"]["mlflow"], api.MlflowTracking,
+               rules.MLFLOW, "spec.training.mlflow"),
+    "wandb": (SPEC["properties"]["training"]["properties"]["wandb"], api.WandbTracking,
+              rules.WANDB, "spec.training.wandb"),
 }
+MLFLOW = {"trackingUri": "http://mlflow.mlops:5000"}
+WANDB = {"project": "chat", "apiKey": {"name": "wandb", "key": "apiKey"}}
+SECRET = {"name": "creds", "key": "k"}
 LLAMA = {"model_type": "llama", "hidden_size": 64}
 TRAIN = {"path": "train.jsonl"}
 
@@ -72,6 +79,23 @@ CASES: list[tuple[str, dict[str, Any], set[int]]] = [
     ("training", {"globalBatchSize": 8, "microBatchSize": 4}, set()),
     ("training", {"globalBatchSize": 4, "microBatchSize": 4}, set()),
     ("training", {"globalBatchSize": 2, "microBatchSize": 4}, {0}),
+    ("training", {"reportTo": ["tensorboard"]}, set()),
+    ("training", {"reportTo": ["mlflow", "wandb"], "mlflow": MLFLOW, "wandb": WANDB}, set()),
+    ("training", {"reportTo": ["mlflow"]}, {1}),
+    ("training", {"mlflow": MLFLOW}, {2}),
+    ("training", {"reportTo": ["tensorboard"], "mlflow": MLFLOW}, {2}),
+    ("training", {"reportTo": ["wandb"]}, {3}),
+    ("training", {"reportTo": ["mlflow"], "wandb": WANDB, "mlflow": MLFLOW}, {4}),
+    ("mlflow", MLFLOW, set()),
+    ("mlflow", {**MLFLOW, "token": SECRET}, set()),
+    ("mlflow", {**MLFLOW, "username": SECRET, "password": SECRET}, set()),
+    ("mlflow", {**MLFLOW, "username": SECRET}, {0}),
+    ("mlflow", {**MLFLOW, "password": SECRET}, {0}),
+    ("mlflow", {**MLFLOW, "token": SECRET, "username": SECRET, "password": SECRET}, {1}),
+    ("wandb", WANDB, set()),
+    ("wandb", {"mode": "offline"}, set()),
+    ("wandb", {}, {0}),
+    ("wandb", {"project": "chat", "mode": "online"}, {0}),
     ("resources", {}, set()),
     ("resources", {"maxNodes": 2, "nodes": 2}, set()),
     ("resources", {"maxNodes": 2, "nodes": 8}, {0}),

@@ -182,10 +182,14 @@ def test_the_measured_disagreements_are_refused(path, value):
     assert not cli_accepts(path, value)
 
 
+URL_EXAMPLE = "http://tracking.mlops:5000"
+
+
 @pytest.mark.parametrize(("path", "schema"), [(p, s) for p, s, _ in SPEC_LEAVES
                                               if "pattern" in s])
 def test_no_pattern_takes_a_trailing_newline(path, schema):
-    good = BASE["spec"]["model"]["name"]
+    good = URL_EXAMPLE if schema["pattern"].startswith("^https?://") else \
+        BASE["spec"]["model"]["name"]
     assert cli_accepts(path, good)
     assert not cli_accepts(path, good + "\n")
     assert not server_accepts(schema, good + "\n", False)

@@ -301,6 +301,24 @@ def test_hf_token_comes_from_its_secret_by_reference():
     assert _env(job)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
 
 
+def test_tracker_credentials_come_from_their_secrets_and_never_reach_the_config():
+    mlflow = {"trackingUri": "https://mlflow.mlops:5000", "experiment": "chat",
+              "username": {"name": "mlflow", "key": "user"},
+              "password": {"name": "mlflow", "key": "password"}}
+    wandb = {"project": "chat", "apiKey": {"name": "wandb", "key": "apiKey"}}
+    job_spec = spec(training={"reportTo": ["mlflow", "wandb"], "mlflow": mlflow, "wandb": wandb})
+    job = render.batch_job(OWNER, job_spec, plan(), SETTINGS, attempt=0)
+    env = _env(job)
+    assert env["MLFLOW_TRACKING_USERNAME"] == {"secretKeyRef": {"name": "mlflow", "key": "user"}}
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {
+        "secretKeyRef": {"name": "mlflow", "key": "password"}}
+    assert env["WANDB_API_KEY"] == {"secretKeyRef": {"name": "wandb", "key": "apiKey"}}
+    assert "MLFLOW_TRACKING_TOKEN" not in env
+    config = render.config_map(OWNER, job_spec, plan())["data"][names.CONFIG_KEY]
+    assert TrainerConfig.parse(config).run_id == OWNER.uid
+    kubernetes_validate.validate(job, "1.33.0", strict=True)
+
+
 def test_image_from_spec_else_the_operator_default():
     assert _container(_objects("cpu-ddp")[2])["image"] == "registry.example/trainer:1"
     own = spec(image="me/trainer:dev")

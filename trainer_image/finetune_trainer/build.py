@@ -7,17 +7,14 @@ onto TRL's SFTConfig / transformers' TrainingArguments and the trainer classes.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from finetune_contract.layout import TENSORBOARD_DIR
 from finetune_contract.trainer_config import TrainerConfig
 from transformers import TrainerCallback, TrainingArguments
 
-from finetune_trainer import PROCESS_STARTED, adapters, callbacks, strategy, tuning
+from finetune_trainer import PROCESS_STARTED, adapters, callbacks, strategy, tracking, tuning
 from finetune_trainer.config import assistant_only
 from finetune_trainer.data import PreparedData, Row
 from finetune_trainer.errors import TrainerError
@@ -85,7 +82,7 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any, *,
     """The trainer and the parts the summary reads; `load_universal`: DeepSpeed resumes from a
     universal checkpoint (a ZeRO checkpoint written by another number of ranks, reshard.py)."""
     spec, plan = config.spec, config.plan
-    _point_trackers_at(config)
+    tracking.point_trackers_at(config, rank=ranks.rank)
     tokenizer = load_tokenizer(config, data.train)
     check_chat_template(tokenizer, spec.dataset.format, assistant_only(config))
     model = build_model(config, tokenizer)
@@ -155,13 +152,6 @@ def trainer_for(config: TrainerConfig, data: PreparedData, ranks: Any, *,
 _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
 
-def _point_trackers_at(config: TrainerConfig) -> None:
-    """Where transformers' TensorBoard callback writes: it reads only this variable (its own
-    default is a folder named after the time and host, new for every run)."""
-    if "tensorboard" in config.spec.training.report_to:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(config.output_dir) / TENSORBOARD_DIR)
-
-
 def routes_to_experts(model: Any) -> bool:
     """True when some parameters may get no gradient in a step (unrouted experts), which is
     when DDP has to search for unused parameters."""
@@ -220,6 +210,7 @@ def training_arguments(config: TrainerConfig, *, has_eval: bool,
         **_fsdp_arguments(plan.strategy),
         "include_num_input_tokens_seen": "non_padding",
         "report_to": list(training.report_to) or "none",
+        "run_name": config.name,  # the trackers' name for the run
         "disable_tqdm": True,
         "log_level": "warning",
         "dataloader_num_workers": 0,

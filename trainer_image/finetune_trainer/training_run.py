@@ -98,7 +98,7 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
                    assistant_only_loss=assistant_only(config), seed=spec.training.seed)
 
     # Imported here, like build: they load transformers, and a config error must be one line.
-    from finetune_trainer import build, preemption
+    from finetune_trainer import build, preemption, tracking
 
     output_dir = Path(config.output_dir)
     # Found before the build: a ZeRO checkpoint from another number of ranks changes the
@@ -127,6 +127,11 @@ def run(config: TrainerConfig, ranks: Ranks | None = None) -> RunResult:
         trainer.save_model(str(output_dir / FINAL_DIR))
         if spec.output.merge:
             save_merged(config, trainer, output_dir / FINAL_DIR / adapters.MERGED_DIR, ranks)
+    except BaseException:
+        tracking.finish(ok=False, preempted=stop.stopped_at is not None)
+        raise
+    else:
+        tracking.finish(ok=True)
     finally:
         parts.metrics.close()
     summary = build_summary(config, trainer, parts, data.report, resume,
