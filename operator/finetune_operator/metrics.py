@@ -12,6 +12,7 @@ from finetune_contract.api import PHASES, Goodput, LostTime, Progress
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 JOB_LABELS = ("namespace", "finetunejob")
+COST_BOUNDS = ("low", "high")  # the fields of CostRange: label `bound` of finetune_job_cost_usd
 
 
 class OperatorMetrics:
@@ -54,6 +55,9 @@ class OperatorMetrics:
         self.lost_seconds = Gauge("finetune_job_lost_seconds", "Seconds since the job first ran "
                                   "that trained nothing new, by cause.", [*JOB_LABELS, "cause"],
                                   registry=self.registry)
+        self.cost_usd = Gauge("finetune_job_cost_usd", "What those GPU-hours cost at the low "
+                              "and high end of the GPU catalog's hourly price range.",
+                              [*JOB_LABELS, "bound"], registry=self.registry)
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
@@ -79,11 +83,13 @@ class OperatorMetrics:
                 gauge.remove(namespace, name)
             except KeyError:
                 pass
-        for cause in LostTime.model_fields:
-            try:
-                self.lost_seconds.remove(namespace, name, cause)
-            except KeyError:
-                pass
+        for gauge, labels in ((self.lost_seconds, LostTime.model_fields),
+                              (self.cost_usd, COST_BOUNDS)):
+            for label in labels:
+                try:
+                    gauge.remove(namespace, name, label)
+                except KeyError:
+                    pass
 
     def tracked_jobs(self) -> set[tuple[str, str]]:
         """(namespace, name) of the jobs counted in finetune_operator_jobs."""
@@ -118,3 +124,6 @@ class OperatorMetrics:
                 gauge.labels(namespace, name).set(value)
         for cause, seconds in goodput.lost_seconds.model_dump().items():
             self.lost_seconds.labels(namespace, name, cause).set(seconds)
+        if goodput.cost_usd is not None:
+            for bound in COST_BOUNDS:
+                self.cost_usd.labels(namespace, name, bound).set(getattr(goodput.cost_usd, bound))

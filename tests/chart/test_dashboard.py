@@ -31,12 +31,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from finetune_operator import render
+from finetune_contract.api import Goodput, LostTime, Plan, Progress
+from finetune_operator import goodput, render
 from finetune_operator.controller.progress import rank0_metrics_url
 from finetune_operator.local.launcher import (
     TrainingProcess,
@@ -46,6 +48,7 @@ from finetune_operator.local.launcher import (
 )
 from finetune_operator.local.runner import load_job, plan_for_machine
 from finetune_operator.metrics import OperatorMetrics
+from finetune_operator.planner.gpus import CATALOG
 from finetune_operator.scrape import ProgressUnavailable, fetch_progress
 from finetune_operator.settings import Settings
 from prometheus_client import CollectorRegistry
@@ -183,9 +186,12 @@ class StandInOperator:
     Running, a reconcile, and the progress read from node rank 0 with the operator's own
     functions."""
 
-    def __init__(self, pods: list[dict[str, Any]], batch_job: str) -> None:
+    def __init__(self, pods: list[dict[str, Any]], batch_job: str, plan: Plan) -> None:
         self.metrics = OperatorMetrics(CollectorRegistry())
-        self.pods, self.batch_job = pods, batch_job
+        self.pods, self.batch_job, self.plan = pods, batch_job, plan
+        self.started = datetime.now(UTC)  # the job's status.startTime
+        # (the goodput published, the progress read it came from), in order
+        self.published: list[tuple[Goodput, Progress]] = []
         self.urls: set[str] = set()
         self.reads = 0
         self._stop = threading.Event()
@@ -210,7 +216,16 @@ class StandInOperator:
                 else:
                     self.reads += progress.step is not None
                     self.metrics.observe_progress(JOB_NAMESPACE, JOB, progress)
+                    self._observe_goodput(progress)
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+
+    def _observe_goodput(self, progress: Progress) -> None:
+        previous = self.published[-1][0] if self.published else None
+        new = goodput.observe(previous, progress, None, self.plan, self.started,
+                              datetime.now(UTC))
+        if new is not None:
+            self.metrics.observe_goodput(JOB_NAMESPACE, JOB, new)
+            self.published.append((new, progress))
 
     def stop(self) -> None:
         self._stop.set()
@@ -315,8 +330,10 @@ def _legends(target: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
 class Truth:
     """What the ranks and the stand-in operator reported, read at instant `at`."""
 
-    def __init__(self, url: str, at: float, window_start: float) -> None:
-        self.url, self.at = url, at
+    def __init__(self, url: str, at: float, window_start: float,
+                 published: list[tuple[Goodput, Progress]], job_started: float) -> None:
+        self.url, self.at, self.published, self.job_started = url, at, published, job_started
+        self.eta = _by_rank(url, "finetune_train_eta_seconds", at)
         self.tokens_per_second = _by_rank(url, "finetune_train_tokens_per_second", at)
         self.peak_memory = _by_rank(url, "finetune_train_peak_memory_bytes", at)
         self.loss = _by_rank(url, "finetune_train_loss", at)
@@ -380,8 +397,50 @@ def _check_panel(title: str, refid: str, expr: str, rows: list[dict[str, Any]],
         assert math.isfinite(value) and 0 < value < 5, value
     elif title == "Kubernetes API errors":
         assert _one_value(rows, title) == 0
+    elif title in GOODPUT_PANELS:
+        _check_goodput_panel(title, rows, truth)
+    elif title == "ETA":
+        value = _one_value(rows, title)
+        assert value == pytest.approx(truth.eta["0"]) and value >= 0, (value, truth.eta)
     else:
         pytest.fail(f"panel {title!r} has no expectation in {__file__}: add one")
+
+
+GOODPUT_PANELS = ("Goodput", "Time lost, by cause", "Tokens per second per GPU", "MFU",
+                  "GPU-hours so far", "Cost so far")
+
+
+def _check_goodput_panel(title: str, rows: list[dict[str, Any]], truth: Truth) -> None:
+    """A panel of the operator's goodput series shows one goodput the stand-in operator
+    published (which one depends on when Prometheus last scraped it), drawn right."""
+    assert truth.published, "the stand-in operator never published a goodput"
+    if title == "Time lost, by cause":
+        shown = {r["metric"]["cause"]: _value(r) for r in rows}
+        assert set(shown) == set(LostTime.model_fields), shown
+        matches = [g for g, _ in truth.published if g.lost_seconds.model_dump() == shown]
+    elif title == "Cost so far":
+        shown = {r["metric"]["bound"]: _value(r) for r in rows}
+        matches = [g for g, _ in truth.published if g.cost_usd and g.cost_usd.model_dump() == shown]
+        price = CATALOG["cpu"]
+        for g in matches:
+            assert shown["low"] == pytest.approx(g.gpu_hours * price.price_low, abs=0.01)
+            assert shown["high"] == pytest.approx(g.gpu_hours * price.price_high, abs=0.01)
+    else:
+        value = _one_value(rows, title)
+        field = {"Goodput": "ratio", "Tokens per second per GPU": "tokens_per_second_per_gpu",
+                 "MFU": "mfu", "GPU-hours so far": "gpu_hours"}[title]
+        matches = [g for g, _ in truth.published if getattr(g, field) == pytest.approx(value)]
+        if title == "Goodput":
+            assert 0 < value <= 1, value
+        elif title == "Tokens per second per GPU":
+            # Per rank: the job's all-ranks rate over its ranks, never a sum of ranks.
+            assert any(value == pytest.approx(p.tokens_per_second / WORLD, abs=0.05)
+                       for g, p in truth.published if g.tokens_per_second_per_gpu == value)
+        elif title == "MFU":
+            assert 0 < value < 1, value
+        else:  # the ranks' hours: never more than WORLD ranks held since the job started
+            assert 0 < value <= WORLD * (truth.at - truth.job_started) / 3600, value
+    assert matches, f"{title}: {rows} is none of the {len(truth.published)} goodputs published"
 
 
 def _check_dashboard(url: str, truth: Truth) -> tuple[int, list[str]]:
@@ -440,7 +499,7 @@ def test_every_dashboard_query_counts_a_real_two_node_run_right(tmp_path: Path) 
     output.mkdir()
     master_port = free_port_block(1)
     nodes: list[TrainingProcess] = []
-    stand_in = StandInOperator(pods, batch["metadata"]["name"])
+    stand_in = StandInOperator(pods, batch["metadata"]["name"], plan)
     server = None
     started = time.time()
     try:
@@ -466,7 +525,7 @@ def test_every_dashboard_query_counts_a_real_two_node_run_right(tmp_path: Path) 
             stand_in.stop()
 
             first, last, most = _most_ranks_reported(url, started, time.time())
-            truth = Truth(url, last, first)
+            truth = Truth(url, last, first, stand_in.published, stand_in.started.timestamp())
             checked, problems = _check_dashboard(url, truth)
             if most != WORLD:
                 problems.insert(0, f"Prometheus never held tokens/s of more than {most} of "
