@@ -144,9 +144,19 @@ def _first(pods: list[PodState]) -> PodState:
     return min(pods, key=lambda p: (not p.finished_at, p.finished_at))
 
 
+OOM_KILLED = "OOMKilled"
+# The operator sets no memory limit (it requests the planned host memory), so a trainer
+# killed for memory met a limit a LimitRange or policy set, or the node itself ran out.
+OOM_ADVICE = ("the trainer went over its memory limit (set by a LimitRange or policy, or "
+              "the node ran out): raise spec.resources.memory and that limit, or give each "
+              "rank less to hold (more ranks, a sharded strategy, tuning: lora)")
+
+
 def _failed(pod: PodState) -> str:
     rank = pod.index if pod.index is not None else "?"
-    return f"node rank {rank} (pod {pod.name}) failed: {pod.exit_reason}, exit code {pod.exit_code}"
+    said = (f"node rank {rank} (pod {pod.name}) failed: {pod.exit_reason}, exit code "
+            f"{pod.exit_code}")
+    return f"{said}; {OOM_ADVICE}" if pod.exit_reason == OOM_KILLED else said
 
 
 def logs_command(pod: PodState, container: ContainerState, namespace: str) -> str:

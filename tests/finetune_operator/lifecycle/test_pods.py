@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from finetune_operator.lifecycle.observation import Attempt, ContainerState, PodState
 from finetune_operator.lifecycle.pods import (
+    OOM_ADVICE,
     STOP_MARGIN,
     all_running,
     any_failed,
@@ -38,7 +39,8 @@ def test_the_first_failed_rank_is_the_one_reported():
             PodState("r2", "Running", "2"))
     assert any_failed(Attempt("chat-r0", pods=pods))
     assert failure_summary(Attempt("chat-r0", pods=pods)) == (
-        "node rank 1 (pod r1) failed: OOMKilled, exit code 137")
+        f"node rank 1 (pod r1) failed: OOMKilled, exit code 137; {OOM_ADVICE}")
+    assert "raise spec.resources.memory" in OOM_ADVICE
 
 
 def test_pods_a_suspension_deletes_are_not_failed_ranks():
