@@ -780,8 +780,8 @@ class PlanCalibration(ApiModel):
     model_family: str = Field(description="The model's model_type (llama, qwen2, ...), or its "
                               "name when only a size hint (model.parameters) sizes it.")
     factor: float = Field(description="memoryPerGpu.total is the planner's estimate times "
-                          "this: the largest ratio of the recent runs, kept within [0.8, 2.0]; "
-                          "1 when no run is recorded under the key.")
+                          "this: the largest ratio of the recent runs, within the operator's "
+                          "bounds; 1 when no run is recorded under the key.")
     runs: int = Field(0, ge=0, description="Recent finished runs the factor comes from; 0: "
                       "none is recorded under the key yet, the plan is the planner's own.")
     largest_ratio: float | None = Field(
