@@ -831,6 +831,30 @@ class Estimate(ApiModel):
     )
 
 
+class PlanCalibration(ApiModel):
+    """The memory calibration a plan was made with: the planner's estimate per rank scaled by
+    what recent finished runs of the same model family, strategy and GPU type measured
+    against theirs (the operator's calibration ConfigMap; finetune_operator/calibration.py)."""
+
+    model_config = STATUS_CONFIG
+
+    key: str = Field(description="The calibration entry looked up: "
+                     "<modelFamily>.<strategy>.<gpu>, the key of the ConfigMap's data.")
+    model_family: str = Field(description="The model's model_type (llama, qwen2, ...), or its "
+                              "name when only a size hint (model.parameters) sizes it.")
+    factor: float = Field(description="memoryPerGpu.total is the planner's estimate times "
+                          "this: the largest ratio of the recent runs, within the operator's "
+                          "bounds; 1 when no run is recorded under the key.")
+    runs: int = Field(0, ge=0, description="Recent finished runs the factor comes from; 0: "
+                      "none is recorded under the key yet, the plan is the planner's own.")
+    largest_ratio: float | None = Field(
+        None, description="The largest measured/estimated peak ratio of those runs, before "
+        "the factor's bounds.")
+    estimated_bytes: int = Field(ge=0, description="The planner's own peak per rank before "
+                                 "the factor: what this job's measured peak is recorded "
+                                 "against once it Succeeded.")
+
+
 class Plan(ApiModel):
     """What the planner chose and why. Written to status.plan."""
 
@@ -897,6 +921,10 @@ class Plan(ApiModel):
         default_factory=list, description="Every strategy evaluated."
     )
     estimate: Estimate = Field(default_factory=Estimate, description="Tokens, FLOPs, time, cost.")
+    calibration: PlanCalibration | None = Field(
+        None, description="The memory calibration of the chosen layout's key, applied to "
+        "memoryPerGpu (each alternative is scaled by its own strategy's entry); empty: planned "
+        "without calibration (the operator's is off, or `finetune plan` without --calibration).")
 
     @property
     def total_gpus(self) -> int:
@@ -1092,6 +1120,10 @@ class MemoryCheck(ApiModel):
     largest_rank: int = Field(ge=0, description="The rank that reported it.")
     ratio: float = Field(ge=0, description="measuredBytes / plannedBytes.")
     ranks_read: int = Field(ge=0, description="The most ranks one read of the metrics reached.")
+    recorded: bool | None = Field(
+        None, description="True once the operator recorded this reading in its calibration "
+        "ConfigMap (when the job Succeeded; each job's reading once), for later plans of the "
+        "same model family, strategy and GPU type.")
 
 
 class FineTuneJobStatus(ApiModel):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from finetune_operator import policy
+from finetune_operator.calibration import Table
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.start import DOES_NOT_FIT, PlanFn, checked_plan
 from finetune_operator.planner import needs_sizing, plan_job
@@ -22,9 +23,11 @@ from finetune_operator.settings import Settings
 
 
 def refusals(obj: dict[str, Any], namespace: str, settings: Settings,
-             plan_fn: PlanFn = plan_job, caches: specs.SpecCaches | None = None) -> list[str]:
+             plan_fn: PlanFn = plan_job, caches: specs.SpecCaches | None = None,
+             calibration: Table | None = None) -> list[str]:
     """Why `obj` may not be stored: one line per problem, each naming its field; [] when
-    the job may go ahead."""
+    the job may go ahead. `calibration`: the operator's table, which the job's start will
+    plan with (None: calibration is off)."""
     name = str((obj.get("metadata") or {}).get("name") or "")
     spec, problems = specs.validated(name, specs.with_defaults(obj.get("spec"), settings),
                                      caches or specs.SpecCaches())
@@ -33,7 +36,7 @@ def refusals(obj: dict[str, Any], namespace: str, settings: Settings,
     refused = [str(p) for p in policy.violations(spec, namespace, settings.policy)]
     if refused or needs_sizing(spec):
         return refused
-    _, refusal = checked_plan(spec, namespace, settings, plan_fn, None)
+    _, refusal = checked_plan(spec, namespace, settings, plan_fn, None, calibration)
     if refusal is None:
         return []
     # The bounds that it does not fit within are the job's resources.

@@ -24,6 +24,7 @@ from finetune_operator import admission, names
 from finetune_operator import settings as operator_settings
 from finetune_operator.controller import webhook_tls
 from finetune_operator.controller.caches import spec_caches
+from finetune_operator.controller.calibration import CalibrationStore
 from finetune_operator.controller.kube import Cluster, load_client_config
 from finetune_operator.controller.reconcile import Reconciler
 from finetune_operator.controller.schedule import Schedule
@@ -52,7 +53,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if SETTINGS.metrics_port not in _serving:
         METRICS.serve(SETTINGS.metrics_port)
         _serving.add(SETTINGS.metrics_port)
-    memo.reconciler = Reconciler(Cluster(METRICS), SETTINGS, METRICS)
+    cluster = Cluster(METRICS)
+    calibration = (CalibrationStore(cluster, SETTINGS.calibration)
+                   if SETTINGS.calibration is not None else None)
+    memo.reconciler = Reconciler(cluster, SETTINGS, METRICS, calibration=calibration)
     memo.jobs = JobStates()
     memo.work = WorkLoop(memo.reconciler,
                          Schedule(SETTINGS.resync_interval, SETTINGS.progress_interval))
@@ -73,17 +77,20 @@ def webhook_server(webhook: operator_settings.WebhookSettings) -> kopf.WebhookSe
                               certfile=str(certfile), pkeyfile=str(pkeyfile))
 
 
-def admit(body: kopf.Body, old: kopf.Body | None, namespace: str | None,
+def admit(body: kopf.Body, old: kopf.Body | None, namespace: str | None, memo: kopf.Memo,
           **_: Any) -> None:
     """The validating webhook (path /{names.WEBHOOK_ID}): refuse a new or edited spec that
-    `finetune validate` would, naming the field. The operator's own failure lets the job
-    through: its status then says what the start of the job finds."""
+    `finetune validate` would, naming the field, planned with the calibration the start of
+    the job will use. The operator's own failure lets the job through: its status then says
+    what the start of the job finds."""
     if not admission.spec_changed(old, body):
         return
     meta = body.get("metadata") or {}
     try:
-        problems = admission.refusals(dict(body), namespace or "", SETTINGS,
-                                      caches=ADMISSION_CACHES)
+        reconciler = getattr(memo, "reconciler", None)  # None before the startup handler ran
+        problems = admission.refusals(
+            dict(body), namespace or "", SETTINGS, caches=ADMISSION_CACHES,
+            calibration=reconciler.calibration_table() if reconciler is not None else None)
     except Exception:
         logging.getLogger(__name__).exception("the admission check failed on FineTuneJob "
                                               "%s/%s; letting it through", namespace,

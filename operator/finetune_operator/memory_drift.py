@@ -16,6 +16,9 @@ from finetune_contract.api import MemoryCheck, Plan
 
 ABOVE = 1.10  # measured over planned, beyond which the plan is too low
 BELOW = 0.70  # and under which it is too high
+# The most ranks whose peak memory one progress read asks for (the lowest ranks): a read of
+# every rank of a very large job would cost more than its answer is worth.
+MAX_RANKS_READ = 64
 
 
 def check(plan: Plan, peaks: dict[int, int], step: int | None) -> MemoryCheck | None:

@@ -84,6 +84,11 @@ def max_job_name_length(max_restarts: int, max_nodes: int) -> int:
     return DNS_LABEL_MAX - overhead
 
 
+# The operator's memory calibration table (calibration.py): a ConfigMap of its own namespace,
+# kept across jobs and releases (the chart's -calibration Role may write this one only).
+CALIBRATION_CONFIG_MAP = "finetune-calibration"
+
+
 # The validating webhook's handler id, and so its path (/<id>) on kopf's webhook server: the
 # chart's ValidatingWebhookConfiguration calls it there.
 WEBHOOK_ID = "validate-finetunejob"

@@ -45,6 +45,20 @@ WEBHOOK_NAMED_SECRET_VERBS = ("get", "update")
 WEBHOOK_CONFIGURATION_VERBS = ("get", "patch")
 
 
+# The memory calibration table's (controller/calibration.py), in the chart's -calibration
+# Role of the operator's namespace: its one ConfigMap, created once, then read and replaced
+# (read-modify-write, with its resourceVersion), never another ConfigMap of that namespace.
+CALIBRATION_CONFIG_MAP_RULES: tuple[Rule, ...] = (Rule("", "configmaps", ("create",)),)
+CALIBRATION_NAMED_CONFIG_MAP_VERBS = ("get", "update")
+
+
+def calibration_rules(config_map: str) -> list[dict[str, list[str]]]:
+    """The -calibration Role's rules, for the ConfigMap named `config_map`."""
+    return [*_policy(CALIBRATION_CONFIG_MAP_RULES),
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [config_map],
+             "verbs": list(CALIBRATION_NAMED_CONFIG_MAP_VERBS)}]
+
+
 def webhook_secret_rules(secret: str) -> list[dict[str, list[str]]]:
     """The -webhook Role's rules, for the Secret named `secret`."""
     return [*_policy(WEBHOOK_SECRET_RULES),

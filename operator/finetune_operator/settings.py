@@ -32,7 +32,13 @@
 |                               |                        | in                                           |
 | FINETUNE_WEBHOOK_CERT_DIR     | (empty: self-signed)   | tls.crt, tls.key and ca.crt made by          |
 |                               |                        | cert-manager, mounted: used as they are      |
-| FINETUNE_NAMESPACE            | (empty)                | the operator's own namespace (downward API)  |
+| FINETUNE_NAMESPACE            | (empty)                | the operator's own namespace (the chart's    |
+|                               |                        | release namespace): the webhook Secret and   |
+|                               |                        | the calibration ConfigMap live there         |
+| FINETUNE_CALIBRATION          | (empty: on with a      | true or false: keep the measured memory of   |
+|                               | FINETUNE_NAMESPACE)    | finished jobs and plan with it               |
+|                               |                        | (calibration.py; the chart's                 |
+|                               |                        | calibration.enabled)                         |
 
 A bad value is reported naming the variable, never as a traceback.
 """
@@ -43,7 +49,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from finetune_operator import placement
+from finetune_operator import names, placement
 from finetune_operator import policy as policies
 from finetune_operator.placement import GpuNodeLabels
 from finetune_operator.policy import NO_POLICY, Policy
@@ -74,6 +80,14 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class CalibrationSettings:
+    """The memory calibration table (calibration.py, controller/calibration.py)."""
+
+    namespace: str  # the operator's, where the ConfigMap lives
+    config_map: str = names.CALIBRATION_CONFIG_MAP
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the operator is configured with besides the FineTuneJobs themselves."""
 
@@ -94,6 +108,7 @@ class Settings:
     # What tenants' jobs may ask for (images, tolerations, nodes, sizes); none: anything.
     policy: Policy = NO_POLICY
     webhook: WebhookSettings | None = None  # None: no admission webhook
+    calibration: CalibrationSettings | None = None  # None: plans are the planner's own
 
 
     @property
@@ -129,7 +144,26 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         hf_endpoint=env.get("FINETUNE_HF_ENDPOINT", "").strip() or None,
         policy=_policy(env.get("FINETUNE_POLICY", "")),
         webhook=_webhook(env),
+        calibration=_calibration(env),
     )
+
+
+def _calibration(env: Mapping[str, str]) -> CalibrationSettings | None:
+    """On by default where the operator knows its namespace (the chart says it); an operator
+    run from a laptop (`finetune operator`) has none of its own, and plans uncalibrated."""
+    raw = env.get("FINETUNE_CALIBRATION", "")
+    text = raw.strip().lower()
+    if text not in ("", "true", "false"):
+        raise SettingsError(f"FINETUNE_CALIBRATION (the chart's calibration.enabled) must be "
+                            f"true or false (got {raw!r})")
+    namespace = env.get("FINETUNE_NAMESPACE", "").strip()
+    if text == "false" or (text == "" and not namespace):
+        return None
+    if not namespace:
+        raise SettingsError("FINETUNE_CALIBRATION is true, so FINETUNE_NAMESPACE must be set "
+                            "too: the calibration ConfigMap lives in the operator's namespace "
+                            "(the chart sets it)")
+    return CalibrationSettings(namespace=namespace)
 
 
 def _webhook(env: Mapping[str, str]) -> WebhookSettings | None:

@@ -9,7 +9,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from finetune_operator import permissions, placement, settings
+from finetune_operator import names, permissions, placement, settings
 from finetune_operator.crd import crd_yaml
 
 from tests.chart.helpers import (
@@ -152,9 +152,15 @@ def _is_webhooks(obj: dict) -> bool:
     return obj["metadata"]["name"].endswith("-webhook")
 
 
+def _is_calibrations(obj: dict) -> bool:
+    return obj["metadata"]["name"].endswith("-calibration")
+
+
 def _job_roles(objects: list[dict], kind: str) -> list[dict]:
-    """The (Cluster)Roles or bindings for the FineTuneJobs, not the webhook's own."""
-    return [o for o in by_kind(objects, kind) if not _is_webhooks(o)]
+    """The (Cluster)Roles or bindings for the FineTuneJobs, not the webhook's or the
+    calibration ConfigMap's own."""
+    return [o for o in by_kind(objects, kind)
+            if not _is_webhooks(o) and not _is_calibrations(o)]
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -162,10 +168,13 @@ def test_rbac_rules_are_exactly_the_operators_permissions(
     rendered: dict[str, list[dict]], value_set: str
 ) -> None:
     roles = _rbac_roles(rendered[value_set])
-    assert [r for r in roles if not _is_webhooks(r)], "no (Cluster)Role rendered"
+    assert _job_roles(rendered[value_set], "ClusterRole") + _job_roles(
+        rendered[value_set], "Role"), "no (Cluster)Role rendered"
     for role in roles:
         name = role["metadata"]["name"]
-        if not _is_webhooks(role):
+        if _is_calibrations(role):
+            expected = permissions.calibration_rules(names.CALIBRATION_CONFIG_MAP)
+        elif not _is_webhooks(role):
             expected = permissions.as_policy_rules()
         elif role["kind"] == "Role":
             expected = permissions.webhook_secret_rules(f"{name}-tls")
@@ -173,7 +182,7 @@ def test_rbac_rules_are_exactly_the_operators_permissions(
             expected = permissions.webhook_configuration_rules(name.removesuffix("-webhook"))
         assert role["rules"] == expected, (
             f"{role['kind']} {name} differs from finetune_operator.permissions: update "
-            "templates/_helpers.tpl or templates/webhook.yaml")
+            "templates/_helpers.tpl, templates/webhook.yaml or templates/calibration.yaml")
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

@@ -7,15 +7,17 @@ cluster shows (pods, Job status) and decide again.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 from finetune_contract.api import FineTuneJobStatus
+from finetune_operator import calibration as cal
 from finetune_operator import names
 from finetune_operator.controller.caches import spec_caches
 from finetune_operator.controller.observe import observation
 from finetune_operator.lifecycle import machine
-from finetune_operator.lifecycle.actions import Create, Decision, Delete, SetSuspend
+from finetune_operator.lifecycle.actions import Create, Decision, Delete, RecordMemory, SetSuspend
 from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.lifecycle.spec import SpecCaches
 from finetune_operator.lifecycle.step import attempt_number
@@ -51,6 +53,9 @@ class World:
         # True: a suspended Job's pods stay until a test ends them (their trainers are still
         # writing the emergency checkpoint); False: they are gone at once.
         self.suspension_keeps_pods = False
+        # The operator's calibration table as the shell reads it (None: calibration off);
+        # a RecordMemory action records into it, as the shell records into its ConfigMap.
+        self.calibration: cal.Table | None = None
 
     # what the shell reads, typed as the shell types it (controller/observe.py)
     def observe(self) -> Observed:
@@ -61,11 +66,12 @@ class World:
         body = {"metadata": {"name": OWNER.name, "namespace": OWNER.namespace,
                              "uid": OWNER.uid, "generation": self.generation},
                 "spec": copy.deepcopy(self.spec)}
-        return observation(
+        observed = observation(
             body, self.status.model_copy(deep=True),
             config_map=copy.deepcopy(self.objects.get(("ConfigMap", "chat-trainer"))),
             service=copy.deepcopy(self.objects.get(("Service", "chat"))),
             jobs=jobs, pods=copy.deepcopy(self.pods))
+        return dataclasses.replace(observed, calibration=self.calibration)
 
     def decide(self) -> Decision:
         return machine.decide(self.observe(), self.now, self.settings, caches=self.caches)
@@ -87,6 +93,9 @@ class World:
                 self.objects[("Job", action.job)]["spec"]["suspend"] = action.suspend
                 if action.suspend and not self.suspension_keeps_pods:
                     self.pods = []
+            elif isinstance(action, RecordMemory):
+                self.calibration = cal.record(self.calibration or cal.EMPTY, action.key,
+                                              action.run)
         if write_status:
             self.status = decision.status
         self.history.append(decision)

@@ -4,11 +4,13 @@
     finetune plan --model NAME|PATH [--parameters 7.5B] [--gpu H100-80GB] [--gpus-per-node 8]
                   [--max-nodes 4] [--gpus N] [--strategy S] [--seq-len 4096]
                   [--global-batch 16] [--tuning full|freeze|lora|qlora|auto] [--lora-rank 16]
-                  [--json]
+                  [--calibration FILE] [--json]
 
 Flags given with a YAML file override what the file says. `--gpus N` fixes the layout (N
 GPUs, N <= gpusPerNode on one node, else whole nodes); with `--strategy` it evaluates exactly
-that layout.
+that layout. `--calibration FILE` plans as the operator does with its measured memory: FILE
+is the ConfigMap as `kubectl get configmap finetune-calibration -o yaml` prints it, or just
+its data.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from finetune_contract.api import (
 )
 from pydantic import ValidationError
 
+from finetune_operator import calibration as cal
+from finetune_operator import names
+from finetune_operator.documents import DocumentError, read_documents
 from finetune_operator.errors import UserError
 from finetune_operator.planner import DatasetStats, PlanningError, plan_job
 from finetune_operator.sizes import format_bytes, format_size
@@ -92,16 +97,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rows", type=int, help="training rows, for the estimate")
     p.add_argument("--tokens-per-row", type=float,
                    help="mean tokens per row (default: full-length rows)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="plan with the operator's measured memory: the ConfigMap "
+                   f"{names.CALIBRATION_CONFIG_MAP} as `kubectl get configmap -o yaml` prints "
+                   "it, or its data ('-' for stdin)")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    calibration = _read_calibration(args.calibration) if args.calibration else None
     spec, data_root, label = _spec_from_args(args)
     stats = _stats(args)
     sizing = _read_model(spec, data_root, label)
     try:
-        plan = plan_job(spec, data_root=data_root, dataset_stats=stats, sizing=sizing)
+        plan = plan_job(spec, data_root=data_root, dataset_stats=stats, sizing=sizing,
+                        calibration=calibration)
     except PlanningError as err:
         raise UserError(f"{label}: {_where(err.field, args)}: {err.message}") from None
     if args.json:
@@ -251,6 +262,32 @@ def _stats(args: argparse.Namespace) -> DatasetStats | None:
     return DatasetStats(rows=args.rows, mean_tokens_per_row=args.tokens_per_row)
 
 
+def _read_calibration(source: str) -> cal.Table:
+    """The calibration table of FILE: a ConfigMap manifest, or the mapping of its data; a
+    UserError naming the file, and each bad entry, otherwise."""
+    try:
+        docs = read_documents(source)
+    except DocumentError as err:
+        raise UserError(f"--calibration {err}") from None
+    if len(docs) != 1:
+        raise UserError(f"--calibration {source}: expected one document (the ConfigMap "
+                        f"{names.CALIBRATION_CONFIG_MAP}, or its data), found {len(docs)}")
+    body, data = docs[0].body, docs[0].body
+    if isinstance(body, dict) and "apiVersion" in body and "kind" in body:  # a manifest
+        if body["kind"] != "ConfigMap":
+            raise UserError(f"--calibration {source}: is a {str(body['kind'])[:40]}, expected "
+                            f"the ConfigMap {names.CALIBRATION_CONFIG_MAP} or its data")
+        data = body.get("data") or {}  # without data: nothing recorded yet
+    if not isinstance(data, dict):
+        raise UserError(f"--calibration {source}: expected the ConfigMap "
+                        f"{names.CALIBRATION_CONFIG_MAP} (kubectl get configmap "
+                        f"{names.CALIBRATION_CONFIG_MAP} -o yaml) or the mapping of its data")
+    table, problems = cal.parse(data)
+    if problems:
+        raise UserError(f"--calibration {source}: " + "; ".join(problems))
+    return table
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -291,6 +328,8 @@ def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
                      f"(docs/planner.md, the throughput model)")
     if plan.termination_grace_reason:
         lines.append(f"  grace       {plan.termination_grace_reason}")
+    if plan.calibration is not None:
+        lines.append(f"  calibration {_calibration(plan)}")
     lines.append(f"  why         {plan.reason}")
     if plan.suggestion:
         lines.append(f"  suggestion  {plan.suggestion}")
@@ -305,6 +344,18 @@ def render(plan: Plan, label: str, sizing: ModelSizing | None = None) -> str:
             f"{_speed(alt)}{'  <- chosen' if chosen else ''}"
         )
     return "\n".join(lines)
+
+
+def _calibration(plan: Plan) -> str:
+    """What --calibration applied to the chosen layout's memory, or that nothing matched."""
+    c = plan.calibration
+    assert c is not None
+    if not c.runs:
+        return f"none recorded for {c.key}: memory is the planner's own estimate"
+    bounded = "" if c.largest_ratio == c.factor else f" (largest ratio {c.largest_ratio:g})"
+    return (f"x{c.factor:g} from {c.runs} recent run(s) of {c.key}{bounded}; the planner's "
+            f"estimate was {format_bytes(c.estimated_bytes)}/"
+            f"{'rank' if plan.gpu == 'cpu' else 'GPU'}")
 
 
 def _speed(alt: PlanAlternative) -> str:

@@ -170,7 +170,23 @@ class Cluster:
         return [p for p in pods if (p["metadata"].get("labels") or {}).get(names.JOB_LABEL)
                 == job]
 
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap by name (None when absent): the calibration table's."""
+        return self._read(lambda: self._raw(self.core.read_namespaced_config_map(
+            name, namespace, _preload_content=False)))
+
     # ------------------------------------------------------------------ writing
+
+    def store_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create `body`, or replace the ConfigMap it was read from when it carries that
+        one's resourceVersion. Raises the API server's 409 when it exists already, or
+        changed since it was read: the caller reads it again."""
+        name = body["metadata"]["name"]
+        if body["metadata"].get("resourceVersion"):
+            return self._call(lambda: self._raw(self.core.replace_namespaced_config_map(
+                name, namespace, body, _preload_content=False)))
+        return self._call(lambda: self._raw(self.core.create_namespaced_config_map(
+            namespace, body, _preload_content=False)))
 
     def apply(self, namespace: str, action: Create | Delete | SetSuspend) -> None:
         if isinstance(action, Create):

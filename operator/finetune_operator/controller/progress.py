@@ -17,6 +17,7 @@ from finetune_operator import goodput, lost_work, memory_drift, names
 from finetune_operator.controller.kube import parse_status
 from finetune_operator.controller.reconcile import Reconciler
 from finetune_operator.lifecycle.actions import Emit
+from finetune_operator.memory_drift import MAX_RANKS_READ
 from finetune_operator.scrape import ProgressUnavailable, fetch_progress
 from finetune_operator.sizes import format_bytes
 
@@ -42,11 +43,6 @@ def rank0_metrics_url(pods: list[dict[str, Any]], job_name: str) -> str | None:
         if index == 0:
             return f"http://{ip}:{_metrics_port(pod)}/metrics"
     return None
-
-
-# The most ranks whose peak memory one progress read asks for (the lowest ranks): a read of
-# every rank of a very large job would cost more than its answer is worth.
-MAX_RANKS_READ = 64
 
 
 def rank_metrics_urls(pods: list[dict[str, Any]], job_name: str,

@@ -7,18 +7,22 @@ this process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import urllib3
 from finetune_contract import api
 from kubernetes.client.exceptions import ApiException
 
+from finetune_operator.calibration import Table
 from finetune_operator.controller import retry
 from finetune_operator.controller.caches import spec_caches
+from finetune_operator.controller.calibration import CalibrationConflict, CalibrationStore
 from finetune_operator.controller.kube import Cluster, parse_status
-from finetune_operator.lifecycle.actions import Create, Decision, Emit
+from finetune_operator.lifecycle.actions import Create, Decision, Emit, RecordMemory
 from finetune_operator.lifecycle.machine import (
     child_rejected,
     decide,
@@ -54,11 +58,14 @@ class JobLocks:
 
 class Reconciler:
     def __init__(self, cluster: Cluster, settings: Settings, metrics: OperatorMetrics,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 calibration: CalibrationStore | None = None) -> None:
         self.cluster = cluster
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        # The memory calibration table (settings.calibration); None: plans are uncalibrated.
+        self.calibration = calibration
         self.locks = JobLocks()
         # The parsed specs of this process: the lifecycle reads them, never fills globals.
         self.caches = spec_caches()
@@ -101,6 +108,7 @@ class Reconciler:
         # Popped: a failure from here on leaves the job marked incomplete.
         last_complete = self._complete.pop((namespace, name), None) == uid
         observed = self.cluster.observe(body, last_complete=last_complete)
+        observed = dataclasses.replace(observed, calibration=self.calibration_table())
         try:
             decision = decide(observed, self.clock(), self.settings, caches=self.caches)
         except Exception as err:  # one job's failure is its own, not the operator's
@@ -128,6 +136,9 @@ class Reconciler:
         for action in decision.actions:
             if isinstance(action, Emit):
                 continue
+            if isinstance(action, RecordMemory):
+                self._record_memory(namespace, observed, decision, action)
+                continue
             try:
                 self.cluster.apply(namespace, action)
             except ApiException as err:
@@ -137,6 +148,33 @@ class Reconciler:
             if isinstance(action, Create):
                 created.append(action)
         return decision
+
+    def calibration_table(self) -> Table | None:
+        """The table plans are made with (the admission webhook's too); None: off."""
+        return self.calibration.table() if self.calibration is not None else None
+
+    def _record_memory(self, namespace: str, observed: Observed, decision: Decision,
+                       action: RecordMemory) -> None:
+        """Record a finished job's reading. Calibration is a courtesy to later jobs: a
+        failure is logged and the reading left unmarked (a later reconcile tries again),
+        never raised, which would keep this job's own status from being written."""
+        name = observed.owner.name
+        try:
+            if self.calibration is None:
+                raise CalibrationConflict("calibration is off in this process")
+            self.calibration.record(action.key, action.run)
+        except (ApiException, urllib3.exceptions.HTTPError, CalibrationConflict) as err:
+            log.warning("%s/%s: could not record its measured memory for calibration (%s); "
+                        "a later reconcile of the job tries again", namespace, name,
+                        retry.server_message(err) if isinstance(err, ApiException)
+                        else str(err)[:300])
+        except Exception:  # a bug: its traceback, and the job's status is written all the same
+            log.exception("%s/%s: recording its measured memory for calibration failed",
+                          namespace, name)
+        else:
+            return
+        if decision.status.memory is not None:
+            decision.status.memory = decision.status.memory.model_copy(update={"recorded": None})
 
     def _rejected(self, namespace: str, observed: Observed, decision: Decision,
                   refused: Create, err: ApiException, created: list[Create]) -> Decision:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from finetune_contract.api import FineTuneJobStatus
 
+from finetune_operator.calibration import Key, Run
+
 
 @dataclass(frozen=True)
 class Create:
@@ -34,7 +36,16 @@ class Emit:
     message: str
 
 
-Action = Create | Delete | SetSuspend | Emit
+@dataclass(frozen=True)
+class RecordMemory:
+    """A finished job's memory reading for the operator's calibration table: the shell adds
+    it to the ConfigMap (controller/calibration.py) before it writes the status."""
+
+    key: Key
+    run: Run
+
+
+Action = Create | Delete | SetSuspend | Emit | RecordMemory
 
 
 @dataclass

@@ -10,6 +10,7 @@ from finetune_contract.api import TERMINAL_PHASES, FineTuneJobStatus
 
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.actions import Create, Decision, Delete
+from finetune_operator.lifecycle.calibrate import record_memory
 from finetune_operator.lifecycle.cleanup import clean_up, ttl_due
 from finetune_operator.lifecycle.observation import Observed
 from finetune_operator.lifecycle.phases import follow
@@ -31,6 +32,7 @@ def decide(observed: Observed, now: datetime, settings: Settings,
             follow(step, plan_fn or plan_job)
     else:
         follow(step, plan_fn or plan_job)
+    record_memory(step)  # the reconcile it Succeeded in, or any later one
     step.status.observed_generation = observed.generation
     return Decision(step.actions, step.status)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from finetune_contract.api import FineTuneJobStatus
 
+from finetune_operator.calibration import Table
 from finetune_operator.render import Owner
 
 
@@ -99,3 +100,6 @@ class Observed:
     attempts: dict[int, Attempt] = field(default_factory=dict)
     # The sizing pod, read while the job waits for it (condition Sized=Unknown).
     sizing_pod: SizingPod | None = None
+    # The operator's memory calibration table (its ConfigMap, as the shell last read it),
+    # which plans are made with; None: calibration is off.
+    calibration: Table | None = None

@@ -58,7 +58,7 @@ def replan(step: Step, edited: FineTuneJobSpec, plan_fn: PlanFn) -> bool:
             _stop(step, plan, attempt.name, attempt.suspended, stopping)
         else:
             _next_attempt(step, plan, attempt.name)
-    elif step.status.plan != plan:
+    elif not _recorded(step.status.plan, plan):
         # Step 2's Job deletion landed, its status did not: record it now.
         _next_attempt(step, plan, names.batch_job_name(step.name, number))
     else:
@@ -76,7 +76,8 @@ def _new_plan(step: Step, edited: FineTuneJobSpec, plan_fn: PlanFn) -> Plan | No
     plan = None
     if not refused:
         plan, refusal = checked_plan(edited, namespace, step.settings, plan_fn,
-                                     sizing if needs_sizing(edited) else None)
+                                     sizing if needs_sizing(edited) else None,
+                                     step.observed.calibration)
         if refusal is not None:
             refused.append(refusal.message)
     if refused:
@@ -88,6 +89,19 @@ def _new_plan(step: Step, edited: FineTuneJobSpec, plan_fn: PlanFn) -> Plan | No
         step.condition(cond.SPEC_CHANGE_REJECTED, "False", REPLANNING,
                        "spec.resources changed: the job is re-planned")
     return plan
+
+
+# What a new run in the calibration table changes in a plan between two reconciles: its memory
+# figures, and the words that quote them.
+_CALIBRATED = {"memory_per_gpu", "host_memory_per_node", "alternatives", "reason", "suggestion",
+               "calibration"}
+
+
+def _recorded(recorded: Plan | None, plan: Plan) -> bool:
+    """Whether `plan` is the one step 2 recorded (and not the plan the job started with):
+    the same but for what calibration scales, since the table may have changed since."""
+    return recorded is not None and (recorded.model_dump(exclude=_CALIBRATED)
+                                     == plan.model_dump(exclude=_CALIBRATED))
 
 
 def _stop(step: Step, plan: Plan, job: str, suspended: bool,
@@ -115,6 +129,7 @@ def _next_attempt(step: Step, plan: Plan, old_job: str) -> None:
 def _start_on_new_plan(step: Step, edited: FineTuneJobSpec, plan: Plan) -> None:
     """The ConfigMap, replaced (deleted, then created; it has no finalizers), and the Job."""
     owner, number = step.observed.owner, attempt_number(step.status)
+    step.status.plan = plan  # what the children are made from (its memory may be newer)
     config_map = render.config_map(owner, edited, plan)
     step.caches.started.seed(config_map["data"][names.CONFIG_KEY], edited)
     step.actions.append(Delete("ConfigMap", names.config_map_name(step.name)))

@@ -32,7 +32,7 @@ def shrink(step: Step, spec: FineTuneJobSpec, plan: Plan, attempt: Attempt,
     smaller.resources.max_nodes = min(smaller.resources.max_nodes, len(placed))
     namespace = step.observed.owner.namespace
     new_plan, refusal = checked_plan(smaller, namespace, step.settings, plan_fn,
-                                     step.status.sizing)
+                                     step.status.sizing, step.observed.calibration)
     pods = ", ".join(p.name for p in stranded)
     if refusal is not None or new_plan is None:
         step.status.message = (f"{pods} cannot be scheduled; it does not fit on the "

@@ -15,6 +15,7 @@ from finetune_contract.api import (
 
 from finetune_operator import conditions as cond
 from finetune_operator import policy
+from finetune_operator.calibration import Table
 from finetune_operator.lifecycle import spec as specs
 from finetune_operator.lifecycle.sizing import sized
 from finetune_operator.lifecycle.step import (
@@ -29,7 +30,8 @@ from finetune_operator.planner import PlanningError, needs_sizing
 from finetune_operator.settings import Settings
 from finetune_operator.validation import layout_problems, output_warning
 
-# plan_job, or a test's stand-in; called with `sizing=` only for a model that needed one.
+# plan_job, or a test's stand-in; called with `sizing=` only for a model that needed one,
+# and with `calibration=` only when the operator calibrates.
 PlanFn = Callable[..., Plan]
 # The OutputPersisted reason (and Event reason) of a job without output.pvc.
 EPHEMERAL_OUTPUT = "EphemeralOutput"
@@ -61,7 +63,7 @@ def start(step: Step, plan_fn: PlanFn) -> bool:
     if needs_sizing(spec) and sizing is None:
         return False
     plan, refusal = checked_plan(spec, step.observed.owner.namespace, step.settings, plan_fn,
-                                 sizing)
+                                 sizing, step.observed.calibration)
     if plan is not None:
         step.status.plan = plan
     if refusal is not None:
@@ -94,13 +96,19 @@ class Refusal:
 
 
 def checked_plan(spec: FineTuneJobSpec, namespace: str, settings: Settings, plan_fn: PlanFn,
-                 sizing: ModelSizing | None) -> tuple[Plan | None, Refusal | None]:
+                 sizing: ModelSizing | None, calibration: Table | None = None,
+                 ) -> tuple[Plan | None, Refusal | None]:
     """The plan for `spec` and, when it cannot run, why: the planner refuses it, the layout
     breaks a rule `finetune validate` checks, the policy caps it, or it does not fit (then
     the plan comes too: its itemized memory says by how much). Shared by the start of a
-    job, its re-plan and the admission webhook, so that all three refuse the same."""
+    job, its re-plan and the admission webhook, so that all three refuse the same; each
+    plans with the operator's calibration table when it has one."""
+    kwargs: dict[str, object] = {}
+    if sizing is not None:
+        kwargs["sizing"] = sizing
+    if calibration is not None:
+        kwargs["calibration"] = calibration
     try:
-        kwargs = {"sizing": sizing} if sizing is not None else {}
         plan = policy.plan_within_limits(plan_fn, spec, namespace, settings.policy,
                                          **kwargs)
     except PlanningError as err:

@@ -29,14 +29,18 @@ from finetune_contract.api import (
     ModelSizing,
     Plan,
     PlanAlternative,
+    PlanCalibration,
 )
 
+from finetune_operator import calibration as cal
 from finetune_operator.planner.choose import (
     Bounds,
     Candidate,
     Layout,
     Sizing,
     Unreachable,
+    calibration_key,
+    calibration_of,
     choose,
     host_bound,
 )
@@ -75,20 +79,24 @@ __all__ = ["DatasetStats", "NeedsSizing", "PlanningError", "needs_sizing", "plan
 def plan_job(
     spec: FineTuneJobSpec, *, data_root: Path | None = None,
     dataset_stats: DatasetStats | None = None, sizing: ModelSizing | None = None,
-    links: Links | None = None,
+    links: Links | None = None, calibration: cal.Table | None = None,
 ) -> Plan:
     """Plan a FineTuneJob: what to run, on how much hardware, and what it costs.
 
     `sizing`: what reading the model gave (finetune_operator.hub, or the operator's sizing
     pod), for a model the spec alone cannot size (`needs_sizing`); without it such a
     model raises NeedsSizing. `links`: the bandwidths the throughput model assumes, instead
-    of the catalog's for the GPU (gpus.LINKS)."""
+    of the catalog's for the GPU (gpus.LINKS). `calibration`: the measured runs
+    (finetune_operator/calibration.py) whose factor scales each layout's memory per rank
+    when its (model family, strategy, GPU) has some; the plan's `calibration` says what the
+    chosen layout got. None: the planner's own estimate, and no `calibration` in the plan."""
     if spec.method.tuning == "auto":
         return _plan_auto(spec, data_root=data_root, dataset_stats=dataset_stats,
-                          sizing=sizing, links=links)
+                          sizing=sizing, links=links, calibration=calibration)
     model_read = sizing  # `sizing` names the planner's own Sizing below
     count, source = model_count(spec, data_root, model_read)
-    sizing = replace(_sizing(spec, count), links=links)
+    sizing = replace(_sizing(spec, count), links=links, calibration=calibration,
+                     family=_family(spec, count, source))
     r = spec.resources
     bounds = Bounds(
         gpus_per_node=r.gpus_per_node,
@@ -129,10 +137,10 @@ def plan_job(
         packing=resolve_packing(spec),
         seq_length=sizing.seq_len,
         fits=chosen.fits,
-        reason=choice.reason,
+        reason=choice.reason + _calibration_note(sizing, chosen),
         suggestion=_with_adapters(spec, choice.suggestion, chosen.fits,
                                   data_root=data_root, dataset_stats=dataset_stats,
-                                  model_read=model_read),
+                                  model_read=model_read, calibration=calibration),
         memory_per_gpu=_breakdown(chosen),
         host_memory_per_node=chosen.memory.host_per_node,
         **_host_bound(sizing, layout),
@@ -145,6 +153,7 @@ def plan_job(
                           predicted_step=chosen.step.seconds if chosen.step else 0.0,
                           tokens_per_second=(chosen.step.tokens_per_second if chosen.step
                                              else 0.0)),
+        calibration=_calibration(sizing, chosen),
     )
     grace = termination_grace(spec, plan)
     return plan.model_copy(update={"termination_grace_seconds": grace.seconds,
@@ -153,7 +162,7 @@ def plan_job(
 
 def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,
                dataset_stats: DatasetStats | None, sizing: ModelSizing | None,
-               links: Links | None) -> Plan:
+               links: Links | None, calibration: cal.Table | None) -> Plan:
     """tuning: auto: full fine-tuning if it fits the job's bounds, else lora, else qlora
     (pretrained weights only); the reason says what did not fit. Nothing fits: the last
     plan tried, with every reason."""
@@ -165,7 +174,7 @@ def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,
         concrete = spec.model_copy(deep=True)
         concrete.method.tuning = tuning
         plan = plan_job(concrete, data_root=data_root, dataset_stats=dataset_stats,
-                        sizing=sizing, links=links)
+                        sizing=sizing, links=links, calibration=calibration)
         if plan.fits:
             break
         tried.append(f"{tuning} does not fit: {plan.reason.split('smallest footprint: ')[-1]}")
@@ -179,7 +188,8 @@ def _plan_auto(spec: FineTuneJobSpec, *, data_root: Path | None,
 
 def _with_adapters(spec: FineTuneJobSpec, suggestion: str | None, fits: bool, *,
                    data_root: Path | None, dataset_stats: DatasetStats | None,
-                   model_read: ModelSizing | None) -> str | None:
+                   model_read: ModelSizing | None,
+                   calibration: cal.Table | None) -> str | None:
     """When full (or freeze) fine-tuning does not fit: the suggestion, followed by what
     tuning lora and qlora would need on the same bounds."""
     if fits or spec.method.tuning in rules.MAY_USE_ADAPTERS or spec.method.task != "sft":
@@ -194,9 +204,10 @@ def _with_adapters(spec: FineTuneJobSpec, suggestion: str | None, fits: bool, *,
         other.method.layerwise_lr_decay, other.method.l2_to_pretrained = 1.0, 0.0
         try:
             plan = plan_job(other, data_root=data_root, dataset_stats=dataset_stats,
-                            sizing=model_read)
+                            sizing=model_read, calibration=calibration)
             fewest = _fewest_nodes(other, plan, data_root=data_root,
-                                   dataset_stats=dataset_stats, model_read=model_read)
+                                   dataset_stats=dataset_stats, model_read=model_read,
+                                   calibration=calibration)
         except PlanningError:
             continue
         notes.append(_adapter_note(tuning, plan, fewest))
@@ -204,8 +215,8 @@ def _with_adapters(spec: FineTuneJobSpec, suggestion: str | None, fits: bool, *,
 
 
 def _fewest_nodes(spec: FineTuneJobSpec, fastest: Plan, *, data_root: Path | None,
-                  dataset_stats: DatasetStats | None,
-                  model_read: ModelSizing | None) -> Plan | None:
+                  dataset_stats: DatasetStats | None, model_read: ModelSizing | None,
+                  calibration: cal.Table | None) -> Plan | None:
     """The plan on the fewest nodes that fits, when that is fewer than the fastest plan's
     (adapters often fit on one GPU, where the fastest layout spreads over every node the
     bounds allow); None when the fastest is the smallest, or the node count is forced."""
@@ -215,7 +226,7 @@ def _fewest_nodes(spec: FineTuneJobSpec, fastest: Plan, *, data_root: Path | Non
         fewer = spec.model_copy(deep=True)
         fewer.resources.nodes = fewer.resources.max_nodes = nodes
         plan = plan_job(fewer, data_root=data_root, dataset_stats=dataset_stats,
-                        sizing=model_read)
+                        sizing=model_read, calibration=calibration)
         if plan.fits:
             return plan
     return None
@@ -322,6 +333,37 @@ def _host_bound(sizing: Sizing, layout: Layout) -> dict[str, int | str]:
         return {}
     memory, source = bound
     return {"host_memory_available_per_node": memory, "host_memory_source": source}
+
+
+def _family(spec: FineTuneJobSpec, count: ParameterCount, source: str) -> str:
+    """The model family calibration keeps runs of: the config's model_type. A model sized
+    from a bare size hint borrows the shape of another, so its own name stands for it."""
+    if source == "hint":
+        return spec.model.name or spec.model.path or "unknown"
+    return count.shape.model_type or "unknown"
+
+
+def _calibration(sizing: Sizing, chosen: Candidate) -> PlanCalibration | None:
+    """What calibration made of the chosen layout's memory; None when planned without."""
+    if sizing.calibration is None:
+        return None
+    key = calibration_key(sizing, chosen.layout.strategy)
+    found = calibration_of(sizing, chosen.layout.strategy)
+    return PlanCalibration(key=key.name, model_family=key.family,
+                           factor=found.value if found else 1.0,
+                           runs=found.runs if found else 0,
+                           largest_ratio=found.largest_ratio if found else None,
+                           estimated_bytes=chosen.memory.estimate)
+
+
+def _calibration_note(sizing: Sizing, chosen: Candidate) -> str:
+    """The end of the plan's reason when its memory was scaled: by how much, from what."""
+    found = calibration_of(sizing, chosen.layout.strategy)
+    if found is None:
+        return ""
+    return (f"; memory calibrated x{found.value:g} from {found.runs} recent run(s) of "
+            f"{found.key.describe()} (planner's estimate "
+            f"{format_bytes(chosen.memory.estimate)})")
 
 
 def _breakdown(c: Candidate) -> MemoryBreakdown:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from finetune_contract import strategies
 
+from finetune_operator import calibration as cal
 from finetune_operator.planner import memory as mem
 from finetune_operator.planner import throughput as tp
 from finetune_operator.planner.gpus import CATALOG, Gpu, Links, links_of, node_host_memory
@@ -57,6 +58,10 @@ class Sizing:
     batch_set: bool = True  # False: globalBatchSize is the default, the planner may round it
     backward_through: int = 0  # parameters backward propagates through; 0: all active
     links: Links | None = None  # bandwidths; None: the catalog's for the GPU (gpus.LINKS)
+    # The measured runs each layout's memory is scaled by (finetune_operator/calibration.py),
+    # looked up under (family, the layout's strategy, the GPU); None: not calibrated.
+    calibration: cal.Table | None = None
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ def reachable(sizing: Sizing, layout: Layout) -> bool:
 
 
 def rank_memory(sizing: Sizing, layout: Layout, micro: int, checkpointing: bool) -> mem.Memory:
+    found = calibration_of(sizing, layout.strategy)
     return mem.rank_memory(
         sizing.count, trainable=sizing.trainable, strategy=layout.strategy,
         precision=sizing.precision, world=layout.world, gpus_per_node=layout.gpus_per_node,
@@ -131,8 +137,19 @@ def rank_memory(sizing: Sizing, layout: Layout, micro: int, checkpointing: bool)
         layers_with_grad=sizing.layers_with_grad, on_cpu=sizing.gpu.is_cpu,
         num_labels=sizing.num_labels, packing=sizing.packing,
         accumulation=max(1, sizing.global_batch // (layout.world * micro)),
-        adapters=sizing.adapters,
+        adapters=sizing.adapters, calibration=found.value if found else 1.0,
     )
+
+
+def calibration_key(sizing: Sizing, strategy: str) -> cal.Key:
+    return cal.Key(sizing.family, strategy, sizing.gpu.name)
+
+
+def calibration_of(sizing: Sizing, strategy: str) -> cal.Factor | None:
+    """The calibration factor of a layout of `strategy`; None without recorded runs."""
+    if sizing.calibration is None:
+        return None
+    return cal.factor(sizing.calibration, calibration_key(sizing, strategy))
 
 
 def host_bound(sizing: Sizing, layout: Layout) -> tuple[int, str] | None:

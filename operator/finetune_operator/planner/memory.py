@@ -35,7 +35,8 @@ takes the larger of two phases, forward/backward and the optimizer step (`phase_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from finetune_contract.strategies import ZERO3_MAX_REUSE_DISTANCE
@@ -200,7 +201,9 @@ class Memory:
 
     The items say what the rank holds at some point of a step; `total` is the peak, the
     larger of the forward/backward and optimizer-step phases, which is less than their sum
-    (`phase_peaks`). Without a peak given, the total is the sum of the items."""
+    (`phase_peaks`). Without a peak given, the total is the sum of the items. A calibrated
+    peak (`calibrated`) keeps the planner's own in `uncalibrated`; the items stay as
+    estimated."""
 
     weights: int
     gradients: int
@@ -210,6 +213,7 @@ class Memory:
     overhead: int
     host_per_node: int
     peak: int | None = None
+    uncalibrated: int | None = None  # the peak before the calibration factor, when one applied
 
     @property
     def total(self) -> int:
@@ -217,6 +221,11 @@ class Memory:
             return self.peak
         return (self.weights + self.gradients + self.optimizer + self.activations
                 + self.logits + self.overhead)
+
+    @property
+    def estimate(self) -> int:
+        """The planner's own peak, before any calibration."""
+        return self.total if self.uncalibrated is None else self.uncalibrated
 
 
 def element_bytes(precision: str) -> int:
@@ -536,13 +545,17 @@ def rank_memory(
     gpus_per_node: int, micro_batch: int, seq_len: int, checkpointing: bool,
     layers_with_grad: int, on_cpu: bool, num_labels: int | None = None,
     packing: str = "padding-free", accumulation: int = 1, adapters: Adapters | None = None,
+    calibration: float = 1.0,
 ) -> Memory:
     """Everything one rank holds for `strategy`, its peak, and the host RAM one node needs.
 
     With `adapters` (tuning lora or qlora) the model states are the adapters' (as if they
     were the whole model) plus the frozen base, in its own bytes per parameter and sharded
     only by ZeRO-3 and FSDP; the activations are those of the 16-bit (or fp32) base plus the
-    adapters' own; the LM head gets no weight gradient unless it is trained in full."""
+    adapters' own; the LM head gets no weight gradient unless it is trained in full.
+    `calibration`: what measured runs of this model family, strategy and GPU peaked at over
+    their estimate (finetune_operator/calibration.py): the peak is scaled by it
+    (`calibrated`), and so is the host RAM of CPU ranks."""
     frozen = 0
     if adapters is not None:
         terms = adapter_state_terms(strategy, precision, adapters.tuning)
@@ -605,14 +618,25 @@ def rank_memory(
         logits=logits,
         overhead=runtime + working,
         host_per_node=0,
-        peak=peak,
+        peak=calibrated(peak, calibration),
+        uncalibrated=None if calibration == 1.0 else peak,
     )
     host = host_bytes_per_node(count, strategy=strategy,
                                gpus_per_node=gpus_per_node, offloaded_per_rank=offloaded,
                                rank_total=memory.total, on_cpu=on_cpu,
                                load_bytes=element_bytes(precision) if adapters else 4)
-    return Memory(memory.weights, memory.gradients, memory.optimizer, memory.activations,
-                  memory.logits, memory.overhead, host, peak)
+    return replace(memory, host_per_node=host)
+
+
+def calibrated(peak: int, factor: float) -> int:
+    """The peak a measured factor makes of the estimate, rounded up.
+
+    The whole peak is scaled, not only its estimated items (activations, logits, working
+    buffers) above the exact model states: the ratio a run measures is of the whole peak,
+    and which items make up a peak depends on the phase that sets it (the backward or the
+    optimizer step) and on the micro-batch, which differ from one job of a key to the next.
+    A share of the error can only be put on an item by assuming where it came from."""
+    return peak if factor == 1.0 else math.ceil(peak * factor)
 
 
 def host_bytes_per_node(
