@@ -620,7 +620,7 @@ def _dashboard_exprs() -> list[str]:
 
 def _exported_series() -> dict[str, set[str]]:
     """Sample name -> label names, from the operator's and a trainer rank's real registries."""
-    from finetune_contract.api import Progress
+    from finetune_contract.api import CostRange, Goodput, Progress
     from finetune_operator.metrics import OperatorMetrics
     from finetune_trainer.metrics import RankMetrics
     from prometheus_client import CollectorRegistry
@@ -631,6 +631,9 @@ def _exported_series() -> dict[str, set[str]]:
         step=1, total_steps=4, loss=2.0, tokens_per_second=100.0))
     operator.reconcile_seconds.observe(0.1)
     operator.restarts.labels("team-a", "tiny-chat").inc()
+    operator.observe_goodput("team-a", "tiny-chat", Goodput(
+        ratio=0.8, tokens_per_second_per_gpu=50.0, mfu=0.3, gpu_hours=1.0,
+        cost_usd=CostRange(low=1.0, high=2.0)))
     rank = RankMetrics("team-a", "tiny-chat", 0, CollectorRegistry())
     series: dict[str, set[str]] = {}
     for registry in (operator.registry, rank.registry):
