@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NAMESPACE = "ftj-calibration"
 MEASURED, PLANNED = "measured", "planned"
-STEPS = 40
+STEPS = 200  # long enough for several progress reads (every 5 s) while it runs
 RUN_TIMEOUT = 1200
 
 
@@ -69,7 +69,9 @@ def runs(cluster: Cluster, operator_release: str, tmp_path_factory) -> Iterator[
     out["data_after_run"] = wait_until(
         "the ConfigMap to hold the finished job's run",
         lambda: (data if _holds(data := calibration_data(cluster), out["measured"]) else None),
-        60, on_timeout=lambda: cluster.diagnostics(NAMESPACE))
+        60, on_timeout=lambda: (
+            f"status.memory {cluster.get('ftj', MEASURED, '-n', NAMESPACE)['status'].get('memory')}"
+            f", data {calibration_data(cluster)}\n{cluster.diagnostics(NAMESPACE)}"))
     planned = tiny_job(PLANNED, suspend=True)
     cluster.apply_text(yaml.safe_dump(planned))
     out["planned"] = wait_until(
