@@ -36,6 +36,10 @@ from finetune_operator.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class NamespaceGone(Exception):
+    """A child could not be created: the job's namespace is gone or being deleted."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -115,7 +119,14 @@ class Reconciler:
             log.exception("deciding about FineTuneJob %s/%s failed; it is marked Failed "
                           "(InternalError)", namespace, name)
             decision = internal_error(observed, self.clock(), self.settings, err)
-        decision = self._act(namespace, observed, decision)
+        try:
+            decision = self._act(namespace, observed, decision)
+        except NamespaceGone:
+            # Deleting a namespace deletes its jobs a moment later; a resync queued before
+            # that meets the namespace gone. No failure: the job goes with it.
+            log.info("namespace %s is gone or being deleted: FineTuneJob %s goes with it, "
+                     "nothing created", namespace, name)
+            return None
         events = [a for a in decision.actions if isinstance(a, Emit)]
         self.cluster.write_status(namespace, name, body.get("status"), decision.status)
         self._complete[(namespace, name)] = uid
@@ -142,6 +153,8 @@ class Reconciler:
             try:
                 self.cluster.apply(namespace, action)
             except ApiException as err:
+                if isinstance(action, Create) and retry.is_namespace_gone(err):
+                    raise NamespaceGone(namespace) from err
                 if not isinstance(action, Create) or not retry.is_rejection(err):
                     raise
                 return self._rejected(namespace, observed, decision, action, err, created)

@@ -44,6 +44,19 @@ def retry_in(error: BaseException, retry: int) -> float | None:
     return None
 
 
+# What the API server answers a create in a namespace being deleted (NamespaceLifecycle).
+NAMESPACE_TERMINATING = "because it is being terminated"
+
+
+def is_namespace_gone(error: BaseException) -> bool:
+    """Whether a create failed because its namespace is gone (404) or being deleted (403):
+    the job goes with it, and nothing is to be created or retried."""
+    if not isinstance(error, ApiException):
+        return False
+    return error.status == 404 or (
+        error.status == 403 and NAMESPACE_TERMINATING in server_message(error))
+
+
 def is_rejection(error: BaseException) -> bool:
     """Whether the API server refused an object for what it is, so that sending it again can
     never succeed."""

@@ -4,6 +4,7 @@ anything, and a reconcile that failed makes the next one look for Jobs it left b
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -157,3 +158,33 @@ def test_a_transient_error_creating_a_child_still_raises_for_the_retry():
     with pytest.raises(ApiException):
         reconciler.reconcile("research", "chat")
     assert world.status == FineTuneJobStatus() and cluster.events == []  # not written
+
+
+class NamespaceGoneCluster(RefusingCluster):
+    """Answers the Job create as the API server does in a namespace being deleted (403 from
+    NamespaceLifecycle) or already gone (404)."""
+
+    def apply(self, namespace: str, action: Any) -> None:
+        if isinstance(action, Create) and action.obj["kind"] == "Job":
+            err = ApiException(status=self.status, reason="Forbidden")
+            err.body = json.dumps({"kind": "Status", "code": self.status, "message": (
+                "jobs.batch \"chat-r0\" is forbidden: unable to create new content in "
+                "namespace research because it is being terminated") if self.status == 403
+                else 'namespaces "research" not found'})
+            raise err
+        super().apply(namespace, action)
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_a_namespace_being_deleted_is_no_failure_of_the_job_nor_of_the_operator(
+        caplog, status):
+    caplog.set_level(logging.INFO)
+    world = World(two_node_spec())
+    cluster = NamespaceGoneCluster(world, status=status)
+    reconciler = Reconciler(cluster, SETTINGS, OperatorMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                            clock=lambda: world.now)
+    reconciler.reconcile("research", "chat")  # raises nothing: nothing to retry
+    assert world.status == FineTuneJobStatus() and cluster.events == []  # nothing written
+    assert [r.levelname for r in caplog.records if r.levelno >= 30] == []
+    assert any("namespace research is gone or being deleted" in r.getMessage()
+               for r in caplog.records)

@@ -89,3 +89,15 @@ def test_the_server_message_is_the_status_message_else_the_code_and_reason():
     err = ApiException(status=413, reason="Request Entity Too Large")
     err.body = "<html>too large</html>"
     assert server_message(err) == "413 Request Entity Too Large"
+
+
+def test_a_create_in_a_namespace_gone_or_terminating_is_told_apart():
+    from finetune_operator.controller.retry import is_namespace_gone, is_rejection
+    terminating = ApiException(status=403, reason="Forbidden")
+    terminating.body = json.dumps({"message": "unable to create new content in namespace a "
+                                              "because it is being terminated"})
+    policy = ApiException(status=403, reason="Forbidden")
+    policy.body = json.dumps({"message": 'pods "x" is forbidden: violates PodSecurity'})
+    assert is_namespace_gone(terminating) and is_namespace_gone(ApiException(status=404))
+    assert not is_namespace_gone(policy) and is_rejection(policy)
+    assert not is_namespace_gone(ApiException(status=503))
